@@ -1,0 +1,443 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/image"
+	"github.com/sealpod/sealpod/imagebuilder/manifests"
+	"github.com/sealpod/sealpod/internal/atomicfile"
+)
+
+// NewImageCmd is `sealctl image`.
+func NewImageCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Seal workloads into secure images and inspect them",
+	}
+	cmd.AddCommand(newImageCreateCmd(), newImageInspectCmd())
+	return cmd
+}
+
+type imageCreateFlags struct {
+	files        []string
+	guest        string
+	tees         []string
+	kbsURL       string
+	kbsCA        string
+	keys         string
+	push         string
+	ociLayout    string
+	tarball      string
+	imageName    string
+	insecure     bool
+	resolve      bool
+	mirrors      []string
+	runtimeClass string
+	namespace    string
+	logs         string
+	output       string
+
+	sealSecrets         bool
+	allowHostVolumes    bool
+	allowHostNamespaces bool
+	allowPrivileged     bool
+}
+
+func newImageCreateCmd() *cobra.Command {
+	f := &imageCreateFlags{}
+	cmd := &cobra.Command{
+		Use:   "create -f FILE|DIR|- [-f ...] --guest DIR --tee TEE --kbs URL --kbs-ca FILE (--push REF | --oci-layout DIR | --tarball FILE)",
+		Short: "Seal Kubernetes manifests into a secure image and sealed manifests",
+		Long: `Seal every pod template of the given manifests (Pod, Deployment, StatefulSet, DaemonSet,
+ReplicaSet, ReplicationController, Job, CronJob): the confidential part of each pod spec
+(images pinned by digest, commands, args, env values, sealed Secrets and ConfigMaps) is
+encrypted under a fresh data key into an envelope; the envelopes and the measured guest are
+packed into one deterministic OCI image; the manifests are rewritten into placeholders that
+run under the sealpod runtime class and reveal nothing confidential.
+
+Nothing is written unless every input seals. The data keys are written to --keys (mode 0600).`,
+		Example: `  # Seal an app for the simulated TEE into an OCI layout
+  sealctl image create -f app.yaml --guest out/guest --tee sim \
+      --kbs https://127.0.0.1:8443 --kbs-ca kbs/tls-ca.pem \
+      --oci-layout out/app-image --image registry.local:5000/app --keys app.keys.json \
+      -o app.sealed.yaml
+
+  # Seal Helm output, embedding its Secrets, and push to a registry
+  helm template my-release ./chart | sealctl image create -f - --seal-secrets \
+      --guest out/guest --tee snp --kbs https://kbs.example.com --kbs-ca ca.pem \
+      --push registry.example.com/team/app-sealed:v1 --keys keys.json > sealed.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runImageCreate(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.files, "filename", "f", nil, "manifest file, directory (its *.yaml, *.yml, *.json) or - for standard input; repeatable")
+	fl.StringVar(&f.guest, "guest", "", "guest bundle directory (vmlinuz, initrd.img, guest.json, optional firmware.fd)")
+	fl.StringSliceVar(&f.tees, "tee", nil, "TEE(s) the workloads may run in: snp, tdx, pef, sim (sim is for tests and demos only)")
+	fl.StringVar(&f.kbsURL, "kbs", "", "key broker URL the guest attests to (https://...)")
+	fl.StringVar(&f.kbsCA, "kbs-ca", "", "PEM file of the key broker's TLS CA certificate (pinned by the guest)")
+	fl.StringVar(&f.keys, "keys", "", "write the workloads' data keys to this file (mode 0600)")
+	fl.StringVar(&f.push, "push", "", "push the secure image to this reference")
+	fl.StringVar(&f.ociLayout, "oci-layout", "", "write the secure image as an OCI image layout directory")
+	fl.StringVar(&f.tarball, "tarball", "", "write the secure image as an OCI archive (tar of an OCI layout)")
+	fl.StringVar(&f.imageName, "image", "", "image repository the nodes pull the secure image from (default: the --push reference)")
+	fl.BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries (local test registries)")
+	fl.BoolVar(&f.resolve, "resolve", true, "resolve image tags to digests; with --resolve=false every image must be pinned")
+	fl.StringArrayVar(&f.mirrors, "mirror", nil, "resolve tags of REGISTRY through MIRROR (REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000); repeatable")
+	fl.StringVar(&f.runtimeClass, "runtime-class", "", "runtimeClassName of the sealed pods (default sealpod-<first TEE>)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
+	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
+	fl.StringVarP(&f.output, "output", "o", "-", "write the sealed manifests to this file (- for standard output)")
+	fl.BoolVar(&f.sealSecrets, "seal-secrets", false, "embed the Secrets and ConfigMaps the pods reference (from the input) into the sealed specs and drop them from the output")
+	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, PVC, ...), which the node can read and change")
+	fl.BoolVar(&f.allowHostNamespaces, "allow-host-namespaces", false, "accept hostNetwork, hostPID and hostIPC")
+	fl.BoolVar(&f.allowPrivileged, "allow-privileged", false, "accept privileged containers (privileged inside the guest)")
+	_ = cmd.RegisterFlagCompletionFunc("tee", cobra.FixedCompletions(bundle.KnownTEEs, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("logs", cobra.FixedCompletions([]string{"allow", "deny"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.MarkFlagDirname("guest")
+	_ = cmd.MarkFlagDirname("oci-layout")
+	return cmd
+}
+
+func (f *imageCreateFlags) validate() error {
+	var missing []string
+	if len(f.files) == 0 {
+		missing = append(missing, "-f")
+	}
+	if f.guest == "" {
+		missing = append(missing, "--guest")
+	}
+	if len(f.tees) == 0 {
+		missing = append(missing, "--tee")
+	}
+	if f.kbsURL == "" {
+		missing = append(missing, "--kbs")
+	}
+	if f.kbsCA == "" {
+		missing = append(missing, "--kbs-ca")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
+	}
+	if f.push == "" && f.ociLayout == "" && f.tarball == "" {
+		return errors.New("no destination for the secure image: give --push, --oci-layout or --tarball")
+	}
+	if f.imageName == "" && f.push == "" {
+		return errors.New("--image: name the repository nodes pull the secure image from (or use --push)")
+	}
+	if f.keys == "" {
+		return errors.New("--keys: no place for the workloads' data keys (registration with the key broker is not wired into image create yet)")
+	}
+	for _, t := range f.tees {
+		if !containsString(bundle.KnownTEEs, t) {
+			return fmt.Errorf("--tee: unknown TEE %q (want %s)", t, strings.Join(bundle.KnownTEEs, ", "))
+		}
+	}
+	return nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
+	ctx := cmd.Context()
+	stderr := cmd.ErrOrStderr()
+	if err := f.validate(); err != nil {
+		return err
+	}
+	if containsString(f.tees, bundle.TEESim) {
+		fmt.Fprintln(stderr, "WARNING: sealing for the simulated TEE (sim): no hardware protects these workloads; use it for tests and demos only")
+	}
+	sources, err := readSources(f.files, cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	guest, err := bundle.Load(f.guest)
+	if err != nil {
+		return err
+	}
+	measurements := map[string][]string{}
+	for _, t := range f.tees {
+		m, err := guest.Config.Measurement(t)
+		if err != nil {
+			return fmt.Errorf("guest bundle %s: %w", f.guest, err)
+		}
+		measurements[t] = []string{m}
+	}
+	caSum, err := certFingerprint(f.kbsCA)
+	if err != nil {
+		return err
+	}
+	regOpts := image.RegistryOptions{Insecure: f.insecure}
+	opts := manifests.Options{
+		TEEs: f.tees, KBS: envelope.KBS{URL: f.kbsURL, CASHA256: caSum},
+		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
+		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
+		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
+	}
+	if f.resolve {
+		mirrors, err := manifests.ParseMirrors(f.mirrors)
+		if err != nil {
+			return err
+		}
+		opts.Resolver = &manifests.RegistryResolver{Options: regOpts, Mirrors: mirrors}
+	}
+	res, err := manifests.Seal(ctx, sources, opts)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	envs := map[string][]byte{}
+	for _, w := range res.Workloads {
+		envs[w.ID] = w.Envelope
+	}
+	img, err := image.Build(image.Input{Guest: guest, Envelopes: envs})
+	if err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	repo := f.imageName
+	if repo == "" {
+		repo = f.push
+	}
+	ref, err := image.ParseReference(repo, regOpts)
+	if err != nil {
+		return fmt.Errorf("--image: %w", err)
+	}
+	pinnedRef := ref.Context().Name() + "@" + digest.String()
+	sealed, err := res.Render(pinnedRef)
+	if err != nil {
+		return err
+	}
+
+	// Everything is computed; now write, the network first, so that a failed push leaves
+	// no files behind.
+	if f.push != "" {
+		var progress io.Writer
+		if isTerminal(cmd.OutOrStdout()) && isTerminal(stderr) {
+			progress = stderr
+		}
+		if _, err := image.Push(ctx, f.push, img, regOpts, progress); err != nil {
+			return err
+		}
+	}
+	if f.ociLayout != "" {
+		if err := image.WriteLayout(f.ociLayout, img, ref.Context().Name()+":"+shortDigest(digest.Hex)); err != nil {
+			return err
+		}
+	}
+	if f.tarball != "" {
+		if err := image.WriteTarball(f.tarball, img, ref.Context().Name()+":"+shortDigest(digest.Hex)); err != nil {
+			return err
+		}
+	}
+	keyFile := newKeyFile(f.kbsURL, res.Workloads, measurements)
+	kb, err := json.MarshalIndent(keyFile, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(f.keys, append(kb, '\n'), 0o600); err != nil {
+		return err
+	}
+	if f.output == "-" {
+		if _, err := cmd.OutOrStdout().Write(sealed); err != nil {
+			return err
+		}
+	} else if err := atomicfile.Write(f.output, sealed, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "sealed %d workload(s) into %s\n", len(res.Workloads), pinnedRef)
+	return nil
+}
+
+func shortDigest(hex string) string { return "sealed-" + hex[:12] }
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// readSources reads -f arguments: files, directories (their YAML/JSON files, sorted) and -.
+func readSources(args []string, stdin io.Reader) ([]manifests.Source, error) {
+	var out []manifests.Source
+	for _, a := range args {
+		if a == "-" {
+			data, err := io.ReadAll(io.LimitReader(stdin, 256<<20))
+			if err != nil {
+				return nil, fmt.Errorf("read standard input: %w", err)
+			}
+			out = append(out, manifests.Source{Name: "<stdin>", Data: data})
+			continue
+		}
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, fmt.Errorf("-f %s: %w", a, err)
+		}
+		paths := []string{a}
+		if st.IsDir() {
+			entries, err := os.ReadDir(a)
+			if err != nil {
+				return nil, fmt.Errorf("-f %s: %w", a, err)
+			}
+			paths = nil
+			for _, e := range entries {
+				switch strings.ToLower(filepath.Ext(e.Name())) {
+				case ".yaml", ".yml", ".json":
+					if e.Type().IsRegular() {
+						paths = append(paths, filepath.Join(a, e.Name()))
+					}
+				}
+			}
+			sort.Strings(paths)
+			if len(paths) == 0 {
+				return nil, fmt.Errorf("-f %s: no .yaml, .yml or .json files in the directory", a)
+			}
+		}
+		for _, p := range paths {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return nil, fmt.Errorf("-f %s: %w", p, err)
+			}
+			out = append(out, manifests.Source{Name: p, Data: data})
+		}
+	}
+	return out, nil
+}
+
+// certFingerprint returns the hex SHA-256 of the DER of the first certificate in a PEM file.
+func certFingerprint(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--kbs-ca: %w", err)
+	}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return "", fmt.Errorf("--kbs-ca %s: no CERTIFICATE block", path)
+		}
+		if b.Type == "CERTIFICATE" {
+			sum := sha256.Sum256(b.Bytes)
+			return hex.EncodeToString(sum[:]), nil
+		}
+	}
+}
+
+// keyFile is what --keys writes: everything the key broker needs to serve the workloads.
+type keyFile struct {
+	Version   int             `json:"version"`
+	KBS       string          `json:"kbs"`
+	Workloads []keyFileRecord `json:"workloads"`
+}
+
+type keyFileRecord struct {
+	ID             string              `json:"id"`
+	Object         string              `json:"object"`
+	KeyID          string              `json:"keyID"`
+	DataKey        []byte              `json:"dataKey"`
+	EnvelopeDigest string              `json:"envelopeDigest"`
+	Measurements   map[string][]string `json:"measurements"`
+	SANs           []string            `json:"sans"`
+}
+
+func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string][]string) keyFile {
+	kf := keyFile{Version: 1, KBS: kbs}
+	for _, w := range ws {
+		kf.Workloads = append(kf.Workloads, keyFileRecord{
+			ID: w.ID, Object: w.Object, KeyID: envelope.KeyID(w.Key), DataKey: w.Key,
+			EnvelopeDigest: w.Digest, Measurements: measurements, SANs: w.Spec.Identity.SANs,
+		})
+	}
+	return kf
+}
+
+type imageInspectFlags struct {
+	output   string
+	insecure bool
+}
+
+func newImageInspectCmd() *cobra.Command {
+	f := &imageInspectFlags{}
+	cmd := &cobra.Command{
+		Use:   "inspect REF|DIR|FILE",
+		Short: "Show the guest, measurements and sealed workloads of a secure image (never plaintext)",
+		Example: `  sealctl image inspect out/app-image
+  sealctl image inspect registry.example.com/team/app-sealed@sha256:... -o json
+  sealctl image inspect app.oci.tar -o yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			img, cleanup, err := image.Load(cmd.Context(), args[0], image.RegistryOptions{Insecure: f.insecure})
+			defer cleanup()
+			if err != nil {
+				return err
+			}
+			info, err := image.Inspect(img)
+			if err != nil {
+				return err
+			}
+			return printObject(cmd.OutOrStdout(), f.output, info, func(w io.Writer) error { return printImageInfo(w, info) })
+		},
+	}
+	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, json or yaml")
+	cmd.Flags().BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func printImageInfo(w io.Writer, info *image.Info) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "IMAGE\t%s\n", info.Digest)
+	fmt.Fprintf(tw, "FORMAT\t%s\n", info.Format)
+	g := info.Guest
+	fmt.Fprintf(tw, "GUEST\tvcpus=%d memory=%dMiB cmdline=%q\n", g.VCPUs, g.MemoryMiB, g.Cmdline)
+	m := g.Measurements
+	for _, kv := range [][2]string{{"sim", m.Sim}, {"snp", m.SNP}} {
+		if kv[1] != "" {
+			fmt.Fprintf(tw, "MEASUREMENT %s\t%s\n", kv[0], kv[1])
+		}
+	}
+	if m.TDX != nil {
+		fmt.Fprintf(tw, "MEASUREMENT tdx\tmrtd=%s\n", m.TDX.MRTD)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tSIZE\tSHA256")
+	for _, f := range g.Files {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", f.Path, f.Size, f.SHA256)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tTEES\tENVELOPE DIGEST (HOST_DATA)\tKEY ID\tKBS")
+	for _, wl := range info.Workloads {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wl.ID, strings.Join(wl.TEEs, ","), wl.EnvelopeDigest, wl.KeyID, wl.KBS)
+	}
+	return tw.Flush()
+}

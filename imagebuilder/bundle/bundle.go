@@ -1,0 +1,208 @@
+// Package bundle reads and writes the guest bundle of DESIGN §4.3: a directory holding
+// vmlinuz, initrd.img, optionally firmware.fd, and guest.json (boot parameters and the
+// per-TEE reference measurements).
+package bundle
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// File names inside a guest bundle directory (and under /sealpod/guest/ in a secure image).
+const (
+	KernelFile   = "vmlinuz"
+	InitrdFile   = "initrd.img"
+	FirmwareFile = "firmware.fd"
+	ConfigFile   = "guest.json"
+)
+
+// Version is the guest.json format version this code writes and accepts.
+const Version = 1
+
+// TEE names.
+const (
+	TEESNP = "snp"
+	TEETDX = "tdx"
+	TEEPEF = "pef"
+	TEESim = "sim"
+)
+
+// KnownTEEs lists every TEE a workload can be sealed for.
+var KnownTEEs = []string{TEESNP, TEETDX, TEEPEF, TEESim}
+
+// Config is guest.json.
+type Config struct {
+	Version      int          `json:"version"`
+	Cmdline      string       `json:"cmdline"`
+	VCPUs        int          `json:"vcpus"`
+	MemoryMiB    int          `json:"memoryMiB"`
+	VCPUType     string       `json:"vcpuType,omitempty"`
+	Measurements Measurements `json:"measurements"`
+}
+
+// Measurements are the reference launch measurements of the guest, per TEE, as lowercase hex.
+type Measurements struct {
+	// Sim is the SNP launch digest the simulated AMD-SP reports (same algorithm as SNP).
+	Sim string `json:"sim,omitempty"`
+	// SNP is the 48-byte SEV-SNP launch digest.
+	SNP string `json:"snp,omitempty"`
+	// TDX holds MRTD and the predictable RTMRs.
+	TDX *TDXMeasurement `json:"tdx,omitempty"`
+	// PEF holds the digests an ESM blob would carry.
+	PEF *PEFMeasurement `json:"pef,omitempty"`
+}
+
+// TDXMeasurement is the TDX reference value: MRTD and RTMR[0..3] (empty string = not pinned).
+type TDXMeasurement struct {
+	MRTD  string   `json:"mrtd"`
+	RTMRs []string `json:"rtmrs,omitempty"`
+}
+
+// PEFMeasurement lists the SHA-256 digests of kernel, initrd and cmdline for a PEF ESM blob.
+type PEFMeasurement struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd"`
+	Cmdline string `json:"cmdline"`
+}
+
+// Bundle is a guest bundle loaded from disk.
+type Bundle struct {
+	Dir      string
+	Config   Config
+	Kernel   []byte
+	Initrd   []byte
+	Firmware []byte // nil when the bundle has no firmware.fd
+}
+
+// Validate checks the boot parameters of a guest.json.
+func (c *Config) Validate() error {
+	if c.Version != Version {
+		return fmt.Errorf("guest.json: version: unsupported version %d (want %d)", c.Version, Version)
+	}
+	if c.VCPUs < 1 || c.VCPUs > 512 {
+		return fmt.Errorf("guest.json: vcpus: %d out of range 1..512", c.VCPUs)
+	}
+	if c.MemoryMiB < 64 || c.MemoryMiB > 1<<20 {
+		return fmt.Errorf("guest.json: memoryMiB: %d out of range 64..1048576", c.MemoryMiB)
+	}
+	if strings.ContainsRune(c.Cmdline, 0) {
+		return errors.New("guest.json: cmdline: contains a NUL byte")
+	}
+	m := c.Measurements
+	for name, v := range map[string]string{"sim": m.Sim, "snp": m.SNP} {
+		if v == "" {
+			continue
+		}
+		if err := checkHex(v, 48); err != nil {
+			return fmt.Errorf("guest.json: measurements.%s: %w", name, err)
+		}
+	}
+	if m.TDX != nil {
+		if err := checkHex(m.TDX.MRTD, 48); err != nil {
+			return fmt.Errorf("guest.json: measurements.tdx.mrtd: %w", err)
+		}
+		for i, r := range m.TDX.RTMRs {
+			if r == "" {
+				continue
+			}
+			if err := checkHex(r, 48); err != nil {
+				return fmt.Errorf("guest.json: measurements.tdx.rtmrs[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Measurement returns the reference measurement for one TEE as a canonical string
+// (hex for snp/sim; "mrtd[:rtmr0:rtmr1:...]" for tdx; kernel:initrd:cmdline digests for pef).
+// A missing measurement is an error naming the TEE.
+func (c *Config) Measurement(tee string) (string, error) {
+	m := c.Measurements
+	var v string
+	switch tee {
+	case TEESim:
+		v = m.Sim
+	case TEESNP:
+		v = m.SNP
+	case TEETDX:
+		if m.TDX != nil && m.TDX.MRTD != "" {
+			v = strings.Join(append([]string{m.TDX.MRTD}, m.TDX.RTMRs...), ":")
+		}
+	case TEEPEF:
+		if m.PEF != nil {
+			v = m.PEF.Kernel + ":" + m.PEF.Initrd + ":" + m.PEF.Cmdline
+		}
+	default:
+		return "", fmt.Errorf("unknown TEE %q (want one of %s)", tee, strings.Join(KnownTEEs, ", "))
+	}
+	if v == "" {
+		return "", fmt.Errorf("guest.json: measurements.%s: missing: the guest bundle has no reference measurement for TEE %q", tee, tee)
+	}
+	return strings.ToLower(v), nil
+}
+
+func checkHex(s string, n int) error {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("not hex: %v", err)
+	}
+	if len(b) != n {
+		return fmt.Errorf("%d bytes, want %d", len(b), n)
+	}
+	return nil
+}
+
+// ParseConfig decodes and validates guest.json. Unknown fields are ignored (DESIGN §4.3).
+func ParseConfig(data []byte) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("guest.json: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads a guest bundle directory.
+func Load(dir string) (*Bundle, error) {
+	b := &Bundle{Dir: dir}
+	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return nil, fmt.Errorf("guest bundle %s: %w", dir, err)
+	}
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("guest bundle %s: %w", dir, err)
+	}
+	b.Config = *cfg
+	if b.Kernel, err = os.ReadFile(filepath.Join(dir, KernelFile)); err != nil {
+		return nil, fmt.Errorf("guest bundle %s: %w", dir, err)
+	}
+	if b.Initrd, err = os.ReadFile(filepath.Join(dir, InitrdFile)); err != nil {
+		return nil, fmt.Errorf("guest bundle %s: %w", dir, err)
+	}
+	fw, err := os.ReadFile(filepath.Join(dir, FirmwareFile))
+	switch {
+	case err == nil:
+		b.Firmware = fw
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return nil, fmt.Errorf("guest bundle %s: %w", dir, err)
+	}
+	return b, nil
+}
+
+// Marshal encodes guest.json deterministically (indented, trailing newline).
+func (c *Config) Marshal() ([]byte, error) {
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
+}

@@ -1,0 +1,117 @@
+package manifests
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/image"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// sharedDir returns ../shared/testdata/<sub> relative to the repository root.
+func sharedDir(t testing.TB, sub string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repository root not found")
+		}
+		dir = parent
+	}
+	p := filepath.Join(filepath.Dir(dir), "shared", "testdata", sub)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("shared test data: %v (the shared/ folder must sit beside the repository)", err)
+	}
+	return p
+}
+
+func testKBS() envelope.KBS {
+	return envelope.KBS{URL: "https://kbs.test:8443", CASHA256: strings.Repeat("c", 64)}
+}
+
+// testImage is a tiny image whose digest depends only on ref.
+func testImage(t testing.TB, ref string) v1.Image {
+	t.Helper()
+	cfg, err := empty.Image.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Config.Labels = map[string]string{"test.ref": ref}
+	img, err := mutate.ConfigFile(empty.Image, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+var imageLine = regexp.MustCompile(`(?m)^\s*-?\s*image:\s*"?([^"\s#]+)"?`)
+
+// startRegistry serves an in-process registry on loopback holding a tiny image for every
+// image reference found in texts, and returns a resolver that answers for every public
+// registry through it (as a pull-through mirror would).
+func startRegistry(t testing.TB, texts ...string) *RegistryResolver {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	mirrors := map[string]string{}
+	for _, text := range texts {
+		for _, m := range imageLine.FindAllStringSubmatch(text, -1) {
+			ref, err := name.ParseReference(m[1])
+			if err != nil {
+				t.Fatalf("test image %q: %v", m[1], err)
+			}
+			if _, ok := ref.(name.Digest); ok {
+				continue
+			}
+			mirrors[ref.Context().RegistryStr()] = host
+			dst, err := name.ParseReference(host+"/"+ref.Context().RepositoryStr()+":"+ref.Identifier(), name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Write(dst, testImage(t, m[1])); err != nil {
+				t.Fatalf("push %s: %v", dst, err)
+			}
+		}
+	}
+	mirrors["docker.io"] = host
+	return &RegistryResolver{Options: image.RegistryOptions{Insecure: true}, Mirrors: mirrors}
+}
+
+func sealText(t testing.TB, text string, opts Options) (*Result, error) {
+	t.Helper()
+	if opts.TEEs == nil {
+		opts.TEEs = []string{"sim"}
+	}
+	if opts.KBS.URL == "" {
+		opts.KBS = testKBS()
+	}
+	return Seal(context.Background(), []Source{{Name: "input.yaml", Data: []byte(text)}}, opts)
+}
+
+const testImageRef = "registry.test/sealpod/secure-image@sha256:2222222222222222222222222222222222222222222222222222222222222222"

@@ -1,0 +1,550 @@
+package manifests
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+)
+
+// pod seals one pod template.
+type pod struct {
+	s              *sealer
+	o              *object
+	path           string // field path of the PodSpec, e.g. "spec.template.spec"
+	tmpl           *corev1.PodTemplateSpec
+	claimTemplates []string
+
+	errs    []error
+	volumes map[string]spec.Volume // by name
+	sealed  *spec.Spec
+}
+
+func (p *pod) fail(field, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s.%s: %s", p.o.where(), p.path, field, fmt.Sprintf(format, args...)))
+}
+
+func (p *pod) warn(field, format string, args ...any) {
+	p.s.res.Warnings = append(p.s.res.Warnings, fmt.Sprintf("%s: %s.%s: %s", p.o.where(), p.path, field, fmt.Sprintf(format, args...)))
+}
+
+func (p *pod) annotation(key string) string {
+	if v, ok := p.tmpl.Annotations[key]; ok {
+		return v
+	}
+	if md, ok := p.o.raw["metadata"].(map[string]any); ok {
+		if ann, ok := md["annotations"].(map[string]any); ok {
+			if v, ok := ann[key].(string); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// seal builds the sealed spec and envelope, and returns the placeholder template.
+func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
+	s, ps := p.s, &p.tmpl.Spec
+	ns := s.ns(p.o)
+	id := workloadID(ns, p.o.kind, p.o.name)
+	p.sealed = &spec.Spec{Version: spec.Version, Workload: id, Pod: ns + "/" + p.o.name}
+	p.volumes = map[string]spec.Volume{}
+
+	if ps.HostNetwork && !s.opts.AllowHostNamespaces {
+		p.fail("hostNetwork", "true shares the node's network namespace; refused (pass --allow-host-namespaces to accept)")
+	}
+	if ps.HostPID && !s.opts.AllowHostNamespaces {
+		p.fail("hostPID", "true shares the node's PID namespace; refused (pass --allow-host-namespaces to accept)")
+	}
+	if ps.HostIPC && !s.opts.AllowHostNamespaces {
+		p.fail("hostIPC", "true shares the node's IPC namespace; refused (pass --allow-host-namespaces to accept)")
+	}
+	if len(ps.EphemeralContainers) > 0 {
+		p.fail("ephemeralContainers", "not supported by sealed pods")
+	}
+	for i := range ps.Volumes {
+		p.volume(i, &ps.Volumes[i])
+	}
+	for _, name := range p.claimTemplates {
+		if !p.declaredVolume(name) {
+			p.hostVolume(fmt.Sprintf("volumeClaimTemplates[%s]", name), name, "persistentVolumeClaim (volumeClaimTemplates)")
+		}
+	}
+	p.registryCredentials(ps.ImagePullSecrets)
+	for i := range ps.InitContainers {
+		c := &ps.InitContainers[i]
+		sc := p.container(fmt.Sprintf("initContainers[%d]", i), c, ps.SecurityContext)
+		sc.RestartAlways = c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		p.sealed.InitContainers = append(p.sealed.InitContainers, sc)
+	}
+	for i := range ps.Containers {
+		p.sealed.Containers = append(p.sealed.Containers, p.container(fmt.Sprintf("containers[%d]", i), &ps.Containers[i], ps.SecurityContext))
+	}
+	if len(ps.Containers) == 0 {
+		p.fail("containers", "empty")
+	}
+	names := map[string]bool{}
+	for _, v := range p.volumes {
+		names[v.Name] = true
+	}
+	for _, name := range sortedKeys(names) {
+		p.sealed.Volumes = append(p.sealed.Volumes, p.volumes[name])
+	}
+	p.identity(ns)
+	if len(p.errs) > 0 {
+		return nil, nil, errors.Join(p.errs...)
+	}
+
+	plain, err := p.sealed.Marshal()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p.o.where(), err)
+	}
+	key, err := envelope.NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := envelope.Seal(plain, key, envelope.Header{Workload: id, TEEs: s.opts.TEEs, KBS: s.opts.KBS})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p.o.where(), err)
+	}
+	w := &Workload{
+		ID: id, Object: fmt.Sprintf("%s %s/%s", p.o.kind, ns, p.o.name),
+		Spec: p.sealed, Key: key, Envelope: env, Digest: envelope.Digest(env),
+	}
+	return w, p.placeholder(id), nil
+}
+
+// volume classifies one pod volume.
+func (p *pod) volume(i int, v *corev1.Volume) {
+	field := fmt.Sprintf("volumes[%d]", i)
+	vs := &v.VolumeSource
+	switch {
+	case vs.EmptyDir != nil:
+		sv := spec.Volume{Name: v.Name, Kind: spec.VolumeTmpfs}
+		if vs.EmptyDir.SizeLimit != nil {
+			sv.SizeLimit = vs.EmptyDir.SizeLimit.Value()
+		}
+		p.volumes[v.Name] = sv
+	case vs.Secret != nil:
+		p.sealedVolume(field+".secret", v.Name, "Secret", vs.Secret.SecretName, vs.Secret.Items, vs.Secret.DefaultMode, vs.Secret.Optional)
+	case vs.ConfigMap != nil:
+		p.sealedVolume(field+".configMap", v.Name, "ConfigMap", vs.ConfigMap.Name, vs.ConfigMap.Items, vs.ConfigMap.DefaultMode, vs.ConfigMap.Optional)
+	default:
+		p.hostVolume(field, v.Name, volumeKind(vs))
+	}
+}
+
+// volumeKind names a host volume source by its JSON field.
+func volumeKind(vs *corev1.VolumeSource) string {
+	raw, _ := json.Marshal(vs)
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &m)
+	for k := range m {
+		return k
+	}
+	return "unknown"
+}
+
+func (p *pod) hostVolume(field, name, kind string) {
+	if !p.s.opts.AllowHostVolumes {
+		p.fail(field, "volume %q is a host volume (%s): its contents are neither confidential nor integrity-protected; refused (pass --allow-host-volumes to accept, or use emptyDir / sealed Secrets)", name, kind)
+		return
+	}
+	p.warn(field, "host volume %q (%s) allowed by --allow-host-volumes: the node can read and change it", name, kind)
+	p.volumes[name] = spec.Volume{Name: name, Kind: spec.VolumeHost, Source: kind}
+}
+
+// source looks up a Secret or ConfigMap of the input for sealing. It returns nil when the
+// reference is optional and absent; failures are recorded.
+func (p *pod) source(field, kind, name string, optional *bool) map[string][]byte {
+	key := p.s.ns(p.o) + "/" + name
+	if !p.s.opts.SealSecrets {
+		p.fail(field, "references %s %q, whose contents would stay on the host; pass it in the input and use --seal-secrets to seal it into the workload", kind, name)
+		return nil
+	}
+	obj := p.s.sourceObj[kind+" "+key]
+	if obj == nil {
+		if optional != nil && *optional {
+			return nil
+		}
+		p.fail(field, "references %s %q, which is not in the input: pass it with -f so that it can be sealed", kind, key)
+		return nil
+	}
+	if kind == "Secret" {
+		p.s.removed[obj] = !p.s.keep[obj]
+		return p.s.secrets[key].Data
+	}
+	p.s.removed[obj] = true
+	cm := p.s.configMaps[key]
+	data := map[string][]byte{}
+	for k, v := range cm.Data {
+		data[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		data[k] = v
+	}
+	return data
+}
+
+func (p *pod) sealedVolume(field, volName, kind, name string, items []corev1.KeyToPath, defaultMode *int32, optional *bool) {
+	data := p.source(field, kind, name, optional)
+	p.volumes[volName] = spec.Volume{Name: volName, Kind: spec.VolumeSealed}
+	mode := uint32(0o644)
+	if defaultMode != nil {
+		mode = uint32(*defaultMode)
+	}
+	if data == nil {
+		return
+	}
+	add := func(key, rel string, m uint32) {
+		clean := path.Clean(rel)
+		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || clean == "." {
+			p.fail(field, "item path %q escapes the volume", rel)
+			return
+		}
+		p.sealed.Files = append(p.sealed.Files, spec.File{Volume: volName, Path: clean, Mode: m, Data: data[key]})
+	}
+	if len(items) == 0 {
+		for _, k := range sortedKeys(data) {
+			add(k, k, mode)
+		}
+		return
+	}
+	for i, it := range items {
+		if _, ok := data[it.Key]; !ok {
+			p.fail(fmt.Sprintf("%s.items[%d].key", field, i), "%s %q has no key %q", kind, name, it.Key)
+			continue
+		}
+		m := mode
+		if it.Mode != nil {
+			m = uint32(*it.Mode)
+		}
+		add(it.Key, it.Path, m)
+	}
+}
+
+// registryCredentials seals the pod's pull secrets found in the input for in-guest pulls.
+// The Secrets stay in the output: the kubelet needs them to pull the secure image.
+func (p *pod) registryCredentials(refs []corev1.LocalObjectReference) {
+	for i, ref := range refs {
+		if !p.s.opts.SealSecrets {
+			continue
+		}
+		key := p.s.ns(p.o) + "/" + ref.Name
+		sec, ok := p.s.secrets[key]
+		if !ok {
+			continue
+		}
+		obj := p.s.sourceObj["Secret "+key]
+		p.s.keep[obj], p.s.removed[obj] = true, false
+		field := fmt.Sprintf("imagePullSecrets[%d]", i)
+		creds, err := dockerCredentials(sec)
+		if err != nil {
+			p.fail(field, "Secret %q: %v", ref.Name, err)
+			continue
+		}
+		p.sealed.Registries = append(p.sealed.Registries, creds...)
+		p.warn(field, "Secret %q sealed for in-guest pulls and kept in the output for the kubelet's pull of the secure image", ref.Name)
+	}
+}
+
+func dockerCredentials(sec *corev1.Secret) ([]spec.RegistryCredential, error) {
+	type entry struct{ Username, Password, Auth string }
+	var auths map[string]entry
+	switch sec.Type {
+	case corev1.SecretTypeDockerConfigJson:
+		var cfg struct {
+			Auths map[string]entry `json:"auths"`
+		}
+		if err := json.Unmarshal(sec.Data[corev1.DockerConfigJsonKey], &cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", corev1.DockerConfigJsonKey, err)
+		}
+		auths = cfg.Auths
+	case corev1.SecretTypeDockercfg:
+		if err := json.Unmarshal(sec.Data[corev1.DockerConfigKey], &auths); err != nil {
+			return nil, fmt.Errorf("%s: %w", corev1.DockerConfigKey, err)
+		}
+	default:
+		return nil, fmt.Errorf("type %q is not a registry credential", sec.Type)
+	}
+	var out []spec.RegistryCredential
+	for _, reg := range sortedKeys(auths) {
+		a := auths[reg]
+		out = append(out, spec.RegistryCredential{Registry: reg, Username: a.Username, Password: a.Password, Auth: a.Auth})
+	}
+	return out, nil
+}
+
+// container seals one container.
+func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecurityContext) spec.Container {
+	sc := spec.Container{
+		Name: c.Name, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
+		TTY: c.TTY, Stdin: c.Stdin,
+	}
+	if c.Image == "" {
+		p.fail(field+".image", "missing")
+	} else if pinned, err := p.s.pin(c.Image); err != nil {
+		p.fail(field+".image", "%v", err)
+	} else {
+		sc.Image = pinned
+	}
+	for i, e := range c.Env {
+		ef := fmt.Sprintf("%s.env[%d]", field, i)
+		switch {
+		case e.ValueFrom == nil:
+			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: e.Value})
+		case e.ValueFrom.SecretKeyRef != nil:
+			r := e.ValueFrom.SecretKeyRef
+			if v, ok := p.key(ef+".valueFrom.secretKeyRef", "Secret", r.Name, r.Key, r.Optional); ok {
+				sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: v})
+			}
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			r := e.ValueFrom.ConfigMapKeyRef
+			if v, ok := p.key(ef+".valueFrom.configMapKeyRef", "ConfigMap", r.Name, r.Key, r.Optional); ok {
+				sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: v})
+			}
+		case e.ValueFrom.FieldRef != nil:
+			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, FromHost: "fieldRef:" + e.ValueFrom.FieldRef.FieldPath})
+		case e.ValueFrom.ResourceFieldRef != nil:
+			r := e.ValueFrom.ResourceFieldRef
+			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, FromHost: "resourceFieldRef:" + r.Resource})
+		default:
+			p.fail(ef+".valueFrom", "unsupported source")
+		}
+	}
+	for i, ef := range c.EnvFrom {
+		f := fmt.Sprintf("%s.envFrom[%d]", field, i)
+		var data map[string][]byte
+		switch {
+		case ef.SecretRef != nil:
+			data = p.source(f+".secretRef", "Secret", ef.SecretRef.Name, ef.SecretRef.Optional)
+		case ef.ConfigMapRef != nil:
+			data = p.source(f+".configMapRef", "ConfigMap", ef.ConfigMapRef.Name, ef.ConfigMapRef.Optional)
+		}
+		for _, k := range sortedKeys(data) {
+			sc.Env = append(sc.Env, spec.EnvVar{Name: ef.Prefix + k, Value: string(data[k])})
+		}
+	}
+	sc.SecurityContext = p.securityContext(field+".securityContext", c.SecurityContext, podSC)
+	for i, m := range c.VolumeMounts {
+		if _, ok := p.volumes[m.Name]; !ok {
+			if !p.isVolume(m.Name) {
+				p.fail(fmt.Sprintf("%s.volumeMounts[%d].name", field, i), "no volume named %q", m.Name)
+			}
+			continue
+		}
+		sc.Mounts = append(sc.Mounts, spec.Mount{Volume: m.Name, Path: m.MountPath, SubPath: m.SubPath, ReadOnly: m.ReadOnly})
+	}
+	if len(c.VolumeDevices) > 0 {
+		p.fail(field+".volumeDevices", "block devices are not supported by sealed pods")
+	}
+	if c.Lifecycle != nil {
+		p.fail(field+".lifecycle", "lifecycle hooks are not supported by sealed pods")
+	}
+	for name, pr := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
+		if pr != nil && pr.Exec != nil {
+			p.sealed.Policy.Exec = append(p.sealed.Policy.Exec, spec.ExecRule{Container: c.Name, Argv: pr.Exec.Command})
+			p.warn(field+"."+name+".exec", "exec probe kept: its argv stays visible on the host and is the only command the host may exec in this container")
+		}
+	}
+	sort.Slice(p.sealed.Policy.Exec, func(i, j int) bool {
+		a, b := p.sealed.Policy.Exec[i], p.sealed.Policy.Exec[j]
+		return a.Container+"\x00"+strings.Join(a.Argv, "\x00") < b.Container+"\x00"+strings.Join(b.Argv, "\x00")
+	})
+	return sc
+}
+
+// declaredVolume reports whether the pod spec declares a volume of that name.
+func (p *pod) declaredVolume(name string) bool {
+	for _, v := range p.tmpl.Spec.Volumes {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// isVolume reports whether a name is a volume (declared or claim template), even one
+// already refused.
+func (p *pod) isVolume(name string) bool {
+	return p.declaredVolume(name) || slices.Contains(p.claimTemplates, name)
+}
+
+func (p *pod) key(field, kind, name, key string, optional *bool) (string, bool) {
+	data := p.source(field, kind, name, optional)
+	if data == nil {
+		return "", false
+	}
+	v, ok := data[key]
+	if !ok {
+		if optional != nil && *optional {
+			return "", false
+		}
+		p.fail(field+".key", "%s %q has no key %q", kind, name, key)
+		return "", false
+	}
+	return string(v), true
+}
+
+func (p *pod) securityContext(field string, c *corev1.SecurityContext, podSC *corev1.PodSecurityContext) *spec.SecurityContext {
+	out := &spec.SecurityContext{}
+	if podSC != nil {
+		out.RunAsUser, out.RunAsGroup, out.RunAsNonRoot = podSC.RunAsUser, podSC.RunAsGroup, podSC.RunAsNonRoot
+		out.SupplementalGroups = podSC.SupplementalGroups
+	}
+	if c != nil {
+		if c.Privileged != nil && *c.Privileged {
+			if !p.s.opts.AllowPrivileged {
+				p.fail(field+".privileged", "true gives the container every device and capability of the guest; refused (pass --allow-privileged to accept)")
+			}
+			out.Privileged = true
+		}
+		if c.RunAsUser != nil {
+			out.RunAsUser = c.RunAsUser
+		}
+		if c.RunAsGroup != nil {
+			out.RunAsGroup = c.RunAsGroup
+		}
+		if c.RunAsNonRoot != nil {
+			out.RunAsNonRoot = c.RunAsNonRoot
+		}
+		if c.ReadOnlyRootFilesystem != nil {
+			out.ReadOnlyRootFilesystem = *c.ReadOnlyRootFilesystem
+		}
+		out.AllowPrivilegeEscalate = c.AllowPrivilegeEscalation
+		if c.Capabilities != nil {
+			for _, cp := range c.Capabilities.Add {
+				out.CapAdd = append(out.CapAdd, string(cp))
+			}
+			for _, cp := range c.Capabilities.Drop {
+				out.CapDrop = append(out.CapDrop, string(cp))
+			}
+		}
+	}
+	if reflect.ValueOf(*out).IsZero() {
+		return nil
+	}
+	return out
+}
+
+// identity fills SANs, the TLS directory and the log policy.
+func (p *pod) identity(ns string) {
+	id := &p.sealed.Identity
+	id.TLSDir = spec.DefaultTLSDir
+	if d := p.annotation(AnnotationTLSDir); d != "" {
+		if !path.IsAbs(d) || path.Clean(d) != d || d == "/" {
+			p.fail("metadata.annotations["+AnnotationTLSDir+"]", "%q is not a clean absolute path", d)
+		}
+		id.TLSDir = d
+	}
+	if v := p.annotation(AnnotationSANs); v != "" {
+		for _, san := range strings.Split(v, ",") {
+			if san = strings.TrimSpace(san); san != "" {
+				id.SANs = append(id.SANs, san)
+			}
+		}
+	} else {
+		// Every Service of the input that selects this pod names it.
+		podLabels := labels.Set(p.tmpl.Labels)
+		for _, svc := range p.s.services[ns] {
+			if svc.selector.Matches(podLabels) {
+				n := svc.name
+				id.SANs = append(id.SANs, n, n+"."+ns, n+"."+ns+".svc", n+"."+ns+".svc.cluster.local")
+			}
+		}
+		id.SANs = append(id.SANs, fmt.Sprintf("spiffe://sealpod/ns/%s/%s/%s", ns, strings.ToLower(p.o.kind), p.o.name))
+	}
+	p.sealed.Policy.Logs = p.s.opts.Logs
+	if v := p.annotation(AnnotationLogs); v != "" {
+		if v != spec.LogsAllow && v != spec.LogsDeny {
+			p.fail("metadata.annotations["+AnnotationLogs+"]", "%q: want allow or deny", v)
+		}
+		p.sealed.Policy.Logs = v
+	}
+}
+
+// placeholder returns the host-visible pod template: same container names, ports,
+// resources and probes, the secure image, and nothing confidential.
+func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
+	in := p.tmpl
+	out := &corev1.PodTemplateSpec{ObjectMeta: in.ObjectMeta}
+	out.Annotations = map[string]string{}
+	for k, v := range in.Annotations {
+		if k != AnnotationSANs && k != AnnotationLogs && k != AnnotationTLSDir {
+			out.Annotations[k] = v
+		}
+	}
+	out.Annotations[AnnotationImage] = imagePlaceholder
+	out.Annotations[AnnotationWorkload] = id
+	out.Annotations[AnnotationKBS] = p.s.opts.KBS.URL
+
+	ps := in.Spec.DeepCopy()
+	if ps.RuntimeClassName != nil && *ps.RuntimeClassName != p.s.opts.RuntimeClass {
+		p.warn("runtimeClassName", "%q replaced by %q", *ps.RuntimeClassName, p.s.opts.RuntimeClass)
+	}
+	rc := p.s.opts.RuntimeClass
+	ps.RuntimeClassName = &rc
+	no := false
+	ps.AutomountServiceAccountToken = &no
+	ps.SecurityContext = nil
+	ps.Overhead = nil
+	ps.Volumes = nil
+	for _, v := range in.Spec.Volumes {
+		if p.volumes[v.Name].Kind == spec.VolumeHost {
+			ps.Volumes = append(ps.Volumes, v)
+		}
+	}
+	for i := range ps.InitContainers {
+		p.placeholderContainer(&ps.InitContainers[i])
+	}
+	for i := range ps.Containers {
+		p.placeholderContainer(&ps.Containers[i])
+	}
+	out.Spec = *ps
+	return out
+}
+
+func (p *pod) placeholderContainer(c *corev1.Container) {
+	c.Image = imagePlaceholder
+	c.ImagePullPolicy = corev1.PullIfNotPresent
+	c.Command, c.Args, c.WorkingDir = nil, nil, ""
+	c.EnvFrom = nil
+	c.SecurityContext = nil
+	c.Lifecycle = nil
+	c.TerminationMessagePath, c.TerminationMessagePolicy = "", ""
+	var env []corev1.EnvVar
+	for _, e := range c.Env {
+		// Downward-API values are computed by the kubelet and handed to the guest; they
+		// hold no secret. Everything else is sealed.
+		if e.ValueFrom != nil && (e.ValueFrom.FieldRef != nil || e.ValueFrom.ResourceFieldRef != nil) {
+			env = append(env, e)
+		}
+	}
+	c.Env = env
+	var mounts []corev1.VolumeMount
+	for _, m := range c.VolumeMounts {
+		if p.volumes[m.Name].Kind == spec.VolumeHost {
+			mounts = append(mounts, m)
+		}
+	}
+	c.VolumeMounts = mounts
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,442 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+)
+
+const pinned = "registry.test/app/server@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+const canaryInput = `
+apiVersion: v1
+kind: Secret
+metadata: {name: db-creds}
+stringData:
+  password: CANARY-SECRET-PASSWORD-7f3a
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  app.conf: "listen=CANARY-CONFIG-LINE-91b2"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations: {sealpod.io/logs: deny}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      initContainers:
+      - name: setup
+        image: canary-registry.test/team/canary-init-image:v3
+        command: ["/bin/canary-init-command", "--canary-init-flag"]
+      containers:
+      - name: server
+        image: canary-registry.test/team/canary-server-image:1.0
+        command: ["/usr/bin/canary-server-command"]
+        args: ["--canary-arg=s3cr3t-arg-value"]
+        workingDir: /canary/workdir
+        env:
+        - {name: API_TOKEN, value: CANARY-ENV-VALUE-0c1d}
+        - name: DB_PASSWORD
+          valueFrom: {secretKeyRef: {name: db-creds, key: password}}
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}}
+        livenessProbe: {exec: {command: ["/bin/check", "--live"]}}
+        volumeMounts:
+        - {name: config, mountPath: /etc/app}
+        - {name: scratch, mountPath: /tmp}
+      volumes:
+      - name: config
+        configMap: {name: app-config}
+      - name: scratch
+        emptyDir: {sizeLimit: 64Mi}
+`
+
+var canaries = []string{
+	"CANARY-SECRET-PASSWORD-7f3a", "CANARY-CONFIG-LINE-91b2", "canary-init-image", "canary-server-image",
+	"canary-registry.test", "/bin/canary-init-command", "--canary-init-flag", "/usr/bin/canary-server-command",
+	"s3cr3t-arg-value", "/canary/workdir", "CANARY-ENV-VALUE-0c1d", "/etc/app",
+}
+
+func TestCanaryNeverInOutput(t *testing.T) {
+	res, err := sealText(t, canaryInput, Options{SealSecrets: true, Resolver: startRegistry(t, canaryInput)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := res.Render(testImageRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range canaries {
+		if bytes.Contains(out, []byte(c)) {
+			t.Errorf("canary %q in sealed manifests", c)
+		}
+		if bytes.Contains(res.Workloads[0].Envelope, []byte(c)) {
+			t.Errorf("canary %q in envelope", c)
+		}
+	}
+	// Positive control: the canaries are inside the envelope, and the spec is complete.
+	_, plain, err := envelope.Open(res.Workloads[0].Envelope, res.Workloads[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.Unmarshal(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := bytes.Clone(plain)
+	for _, f := range s.Files {
+		view = append(view, f.Data...) // file contents are base64 in the JSON
+	}
+	for _, c := range canaries {
+		if !bytes.Contains(view, []byte(c)) {
+			t.Errorf("canary %q missing from the sealed spec", c)
+		}
+	}
+	srv := s.Containers[0]
+	if !strings.HasPrefix(srv.Image, "canary-registry.test/team/canary-server-image@sha256:") {
+		t.Errorf("image not pinned: %s", srv.Image)
+	}
+	wantEnv := []spec.EnvVar{{Name: "API_TOKEN", Value: "CANARY-ENV-VALUE-0c1d"}, {Name: "DB_PASSWORD", Value: "CANARY-SECRET-PASSWORD-7f3a"}, {Name: "POD_NAME", FromHost: "fieldRef:metadata.name"}}
+	if len(srv.Env) != len(wantEnv) {
+		t.Fatalf("env %+v", srv.Env)
+	}
+	for i := range wantEnv {
+		if srv.Env[i] != wantEnv[i] {
+			t.Errorf("env[%d] = %+v, want %+v", i, srv.Env[i], wantEnv[i])
+		}
+	}
+	if s.Policy.Logs != spec.LogsDeny || !s.Policy.AllowsExec("server", []string{"/bin/check", "--live"}) || s.Policy.AllowsExec("server", []string{"/bin/sh"}) {
+		t.Errorf("policy %+v", s.Policy)
+	}
+	if len(s.Files) != 1 || s.Files[0].Path != "app.conf" || s.Files[0].Volume != "config" {
+		t.Errorf("files %+v", s.Files)
+	}
+	if len(s.Volumes) != 2 || s.Volumes[1].Kind != spec.VolumeTmpfs || s.Volumes[1].SizeLimit != 64<<20 {
+		t.Errorf("volumes %+v", s.Volumes)
+	}
+	if s.Identity.SANs[0] != "web" || s.Identity.TLSDir != spec.DefaultTLSDir {
+		t.Errorf("identity %+v", s.Identity)
+	}
+	// The sealed Secret and ConfigMap are gone from the output, with a warning each.
+	for _, kind := range []string{"kind: Secret", "kind: ConfigMap", "sealpod.io/logs"} {
+		if bytes.Contains(out, []byte(kind)) {
+			t.Errorf("output still has %q", kind)
+		}
+	}
+	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, "(Secret db-creds): sealed") || !strings.Contains(w, "(ConfigMap app-config): sealed") {
+		t.Errorf("warnings %q", w)
+	}
+	// Host-visible parts that Kubernetes needs are kept.
+	for _, keep := range []string{"containerPort: 8080", "path: /healthz", "fieldPath: metadata.name", "name: POD_NAME", "runtimeClassName: sealpod-sim", "replicas: 2", "name: setup"} {
+		if !bytes.Contains(out, []byte(keep)) {
+			t.Errorf("output lacks %q:\n%s", keep, out)
+		}
+	}
+}
+
+func deployment(podSpec string) string {
+	return `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: prod}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+` + podSpec
+}
+
+func TestRules(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		opts    Options
+		wantErr []string // empty: must seal
+		check   func(t *testing.T, res *Result, out string)
+	}{
+		{
+			name:    "hostNetwork refused",
+			input:   deployment("      hostNetwork: true\n      containers: [{name: c, image: " + pinned + "}]\n"),
+			wantErr: []string{"input.yaml: document 0 (Deployment prod/app): spec.template.spec.hostNetwork", "--allow-host-namespaces"},
+		},
+		{
+			name:  "hostNetwork allowed by flag",
+			input: deployment("      hostNetwork: true\n      containers: [{name: c, image: " + pinned + "}]\n"),
+			opts:  Options{AllowHostNamespaces: true},
+			check: func(t *testing.T, _ *Result, out string) {
+				if !strings.Contains(out, "hostNetwork: true") {
+					t.Error("hostNetwork dropped")
+				}
+			},
+		},
+		{
+			name:    "privileged refused",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", securityContext: {privileged: true}}]\n"),
+			wantErr: []string{"spec.template.spec.containers[0].securityContext.privileged", "--allow-privileged"},
+		},
+		{
+			name:    "hostPath refused",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", volumeMounts: [{name: h, mountPath: /h}]}]\n      volumes: [{name: h, hostPath: {path: /etc}}]\n"),
+			wantErr: []string{"spec.template.spec.volumes[0]", `volume "h" is a host volume (hostPath)`},
+		},
+		{
+			name:  "hostPath allowed keeps volume and mount on the placeholder",
+			input: deployment("      containers: [{name: c, image: " + pinned + ", volumeMounts: [{name: h, mountPath: /h}, {name: t, mountPath: /t}]}]\n      volumes: [{name: h, hostPath: {path: /etc}}, {name: t, emptyDir: {}}]\n"),
+			opts:  Options{AllowHostVolumes: true},
+			check: func(t *testing.T, res *Result, out string) {
+				if !strings.Contains(out, "path: /etc") || !strings.Contains(out, "mountPath: /h") || strings.Contains(out, "mountPath: /t") || strings.Contains(out, "emptyDir") {
+					t.Errorf("placeholder volumes wrong:\n%s", out)
+				}
+				if v := res.Workloads[0].Spec.Volumes; len(v) != 2 || v[0].Kind != spec.VolumeHost {
+					t.Errorf("sealed volumes %+v", v)
+				}
+			},
+		},
+		{
+			name:    "secret env without --seal-secrets",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]\n"),
+			wantErr: []string{"spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef", `Secret "s"`, "--seal-secrets"},
+		},
+		{
+			name:    "secret missing from the input",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s}}]}]\n"),
+			opts:    Options{SealSecrets: true},
+			wantErr: []string{"containers[0].envFrom[0].secretRef", `Secret "prod/s", which is not in the input`},
+		},
+		{
+			name:  "optional missing secret is skipped",
+			input: deployment("      containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s, optional: true}}]}]\n"),
+			opts:  Options{SealSecrets: true},
+		},
+		{
+			name:    "missing key",
+			input:   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: prod}\ndata: {a: b}\n---\n" + deployment("      containers: [{name: c, image: "+pinned+", env: [{name: X, valueFrom: {configMapKeyRef: {name: cm, key: nope}}}]}]\n"),
+			opts:    Options{SealSecrets: true},
+			wantErr: []string{"document 1 (Deployment prod/app)", "configMapKeyRef.key", `has no key "nope"`},
+		},
+		{
+			name:  "envFrom with prefix and configMap items",
+			input: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: prod}\ndata: {a: \"1\", b: \"2\"}\n---\n" + deployment("      containers: [{name: c, image: "+pinned+", envFrom: [{prefix: P_, configMapRef: {name: cm}}], volumeMounts: [{name: v, mountPath: /v}]}]\n      volumes: [{name: v, configMap: {name: cm, items: [{key: b, path: sub/b.txt, mode: 0400}]}}]\n"),
+			opts:  Options{SealSecrets: true},
+			check: func(t *testing.T, res *Result, _ string) {
+				s := res.Workloads[0].Spec
+				if e := s.Containers[0].Env; len(e) != 2 || e[0].Name != "P_a" || e[1].Value != "2" {
+					t.Errorf("env %+v", e)
+				}
+				if f := s.Files; len(f) != 1 || f[0].Path != "sub/b.txt" || f[0].Mode != 0o400 || string(f[0].Data) != "2" {
+					t.Errorf("files %+v", f)
+				}
+			},
+		},
+		{
+			name:    "item path escaping the volume",
+			input:   "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: prod}\nstringData: {a: b}\n---\n" + deployment("      containers: [{name: c, image: "+pinned+"}]\n      volumes: [{name: v, secret: {secretName: s, items: [{key: a, path: ../../etc/passwd}]}}]\n"),
+			opts:    Options{SealSecrets: true},
+			wantErr: []string{"volumes[0].secret", "escapes the volume"},
+		},
+		{
+			name:    "tag without resolver",
+			input:   deployment("      containers: [{name: c, image: nginx:1.25}]\n"),
+			wantErr: []string{"spec.template.spec.containers[0].image", `"nginx:1.25" is not pinned by digest`},
+		},
+		{
+			name:    "lifecycle refused",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", lifecycle: {preStop: {exec: {command: [x]}}}}]\n"),
+			wantErr: []string{"containers[0].lifecycle"},
+		},
+		{
+			name:    "unknown field",
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", comand: [x]}]\n"),
+			wantErr: []string{"(Deployment prod/app): spec.template", `unknown field "comand"`},
+		},
+		{
+			name:    "unsupported apiVersion",
+			input:   "apiVersion: apps/v1beta9\nkind: Deployment\nmetadata: {name: x}\nspec: {}\n",
+			wantErr: []string{"(Deployment x): apiVersion: apps/v1beta9 Deployment is not supported (use one of apps/v1, apps/v1beta1"},
+		},
+		{
+			name:  "extensions/v1beta1 converted with selector defaulted",
+			input: "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: old}\nspec:\n  rollbackTo: {revision: 1}\n  template:\n    metadata: {labels: {app: old}}\n    spec:\n      containers: [{name: c, image: " + pinned + "}]\n",
+			check: func(t *testing.T, res *Result, out string) {
+				if !strings.Contains(out, "apiVersion: apps/v1\n") || !strings.Contains(out, "matchLabels:\n      app: old") || strings.Contains(out, "rollbackTo") {
+					t.Errorf("not converted:\n%s", out)
+				}
+				if !strings.Contains(strings.Join(res.Warnings, "\n"), "converted extensions/v1beta1 to apps/v1") {
+					t.Errorf("no warning: %v", res.Warnings)
+				}
+			},
+		},
+		{
+			name:  "kind List, CronJob and Job",
+			input: "apiVersion: v1\nkind: List\nitems:\n- apiVersion: batch/v1\n  kind: CronJob\n  metadata: {name: cj}\n  spec:\n    schedule: '* * * * *'\n    jobTemplate:\n      spec:\n        template:\n          spec:\n            restartPolicy: Never\n            containers: [{name: c, image: " + pinned + "}]\n- apiVersion: batch/v1\n  kind: Job\n  metadata: {name: j}\n  spec:\n    template:\n      spec:\n        restartPolicy: Never\n        containers: [{name: c, image: " + pinned + "}]\n",
+			check: func(t *testing.T, res *Result, out string) {
+				if len(res.Workloads) != 2 || res.Workloads[0].ID != "default.cronjob.cj" || res.Workloads[1].ID != "default.job.j" {
+					t.Errorf("workloads %v", res.Workloads)
+				}
+				if strings.Count(out, "sealpod.io/workload:") != 2 {
+					t.Errorf("output:\n%s", out)
+				}
+			},
+		},
+		{
+			name:    "all errors reported at once",
+			input:   deployment("      hostPID: true\n      containers: [{name: c, image: nginx}]\n") + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x, securityContext: {privileged: true}}]}\n",
+			wantErr: []string{"document 0 (Deployment prod/app): spec.template.spec.hostPID", "document 0 (Deployment prod/app): spec.template.spec.containers[0].image", "document 1 (Pod p): spec.containers[0].securityContext.privileged"},
+		},
+		{
+			name:    "no pod templates",
+			input:   "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+			wantErr: []string{"no pod templates"},
+		},
+		{
+			name:    "broken YAML",
+			input:   "apiVersion: v1\nkind: Pod\nmetadata: {name: [\n",
+			wantErr: []string{"input.yaml: document 0"},
+		},
+		{
+			name:    "missing kind",
+			input:   "---\n# comment only\n---\napiVersion: v1\nmetadata: {name: x}\n",
+			wantErr: []string{"input.yaml: document 0", "kind: missing"},
+		},
+		{
+			name:  "explicit SANs and tls dir",
+			input: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {sealpod.io/sans: 'a.example, 10.0.0.1', sealpod.io/tls-dir: /run/tls}\nspec: {containers: [{name: c, image: " + pinned + "}]}\n",
+			check: func(t *testing.T, res *Result, out string) {
+				id := res.Workloads[0].Spec.Identity
+				if strings.Join(id.SANs, ",") != "a.example,10.0.0.1" || id.TLSDir != "/run/tls" {
+					t.Errorf("identity %+v", id)
+				}
+				if strings.Contains(out, "sealpod.io/sans") || strings.Contains(out, "tls-dir") {
+					t.Errorf("owner annotations left in output:\n%s", out)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := sealText(t, tt.input, tt.opts)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatal("sealed, want an error")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error does not mention %q:\n%v", w, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := res.Render(testImageRef)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, res, string(out))
+			}
+		})
+	}
+}
+
+func TestDuplicateWorkloadIDs(t *testing.T) {
+	p := "apiVersion: v1\nkind: Pod\nmetadata: {name: same}\nspec: {containers: [{name: c, image: " + pinned + "}]}\n"
+	_, err := Seal(context.Background(), []Source{{Name: "a.yaml", Data: []byte(p)}, {Name: "b.yaml", Data: []byte(p)}}, Options{TEEs: []string{"sim"}, KBS: testKBS()})
+	if err == nil || !strings.Contains(err.Error(), `both map to workload id "default.pod.same"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Seal(ctx, []Source{{Name: "a", Data: []byte(deployment("      containers: [{name: c, image: " + pinned + "}]\n"))}}, Options{TEEs: []string{"sim"}, KBS: testKBS()})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRenderNeedsDigest(t *testing.T) {
+	res, err := sealText(t, deployment("      containers: [{name: c, image: "+pinned+"}]\n"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Render("registry.test/x:latest"); err == nil {
+		t.Fatal("rendered with an unpinned image")
+	}
+}
+
+func FuzzSeal(f *testing.F) {
+	f.Add([]byte(canaryInput))
+	f.Add([]byte(deployment("      containers: [{name: c, image: " + pinned + "}]\n")))
+	f.Add([]byte("apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Pod, metadata: {name: a}, spec: {containers: [{name: c, image: " + pinned + "}]}}]\n"))
+	f.Add([]byte("---\n---\n"))
+	kbs := envelope.KBS{URL: "https://kbs.test", CASHA256: strings.Repeat("c", 64)}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		res, err := Seal(context.Background(), []Source{{Name: "fuzz.yaml", Data: data}}, Options{TEEs: []string{"sim"}, KBS: kbs, SealSecrets: true})
+		if err != nil {
+			return
+		}
+		if _, err := res.Render(testImageRef); err != nil {
+			t.Fatalf("sealed but cannot render: %v", err)
+		}
+		for _, w := range res.Workloads {
+			if _, _, err := envelope.Open(w.Envelope, w.Key); err != nil {
+				t.Fatalf("sealed envelope does not open: %v", err)
+			}
+		}
+	})
+}
+
+// BenchmarkSealTemplates measures pod templates sealed per second: parse, build the sealed
+// spec, fresh key, envelope, placeholder. Run with -cpu 1 for the one-core figure.
+func BenchmarkSealTemplates(b *testing.B) {
+	const perOp = 100
+	var in bytes.Buffer
+	for i := 0; i < perOp; i++ {
+		in.WriteString(strings.ReplaceAll(canaryInput, "name: web", "name: web"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+strings.Repeat("0", i/26)))
+		in.WriteString("\n---\n")
+	}
+	text := strings.ReplaceAll(in.String(), "canary-registry.test/team/canary-init-image:v3", pinned)
+	text = strings.ReplaceAll(text, "canary-registry.test/team/canary-server-image:1.0", pinned)
+	src := []Source{{Name: "bench.yaml", Data: []byte(text)}}
+	opts := Options{TEEs: []string{"sim"}, KBS: testKBS(), SealSecrets: true}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := Seal(context.Background(), src, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.Workloads) != perOp {
+			b.Fatalf("%d workloads", len(res.Workloads))
+		}
+		if _, err := res.Render(testImageRef); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(perOp*b.N)/b.Elapsed().Seconds(), "templates/s")
+}

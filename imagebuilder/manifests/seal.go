@@ -1,0 +1,453 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+)
+
+// Annotations the sealed manifests carry (DESIGN §4.4): the only host-visible metadata.
+const (
+	AnnotationImage    = "sealpod.io/image"
+	AnnotationWorkload = "sealpod.io/workload"
+	AnnotationKBS      = "sealpod.io/kbs"
+)
+
+// Annotations the owner may put on an input object or its pod template to tune sealing.
+// They are removed from the output.
+const (
+	AnnotationSANs   = "sealpod.io/sans"    // comma-separated SANs of the workload certificate
+	AnnotationLogs   = "sealpod.io/logs"    // allow | deny
+	AnnotationTLSDir = "sealpod.io/tls-dir" // where the certificate appears in every container
+)
+
+// imagePlaceholder stands for the secure image reference until Render knows its digest.
+const imagePlaceholder = "sealpod.invalid/secure-image@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+// Resolver pins image references to digests.
+type Resolver interface {
+	// Resolve returns ref as "repository@sha256:<hex>".
+	Resolve(ctx context.Context, ref string) (string, error)
+}
+
+// Options control sealing.
+type Options struct {
+	TEEs         []string
+	KBS          envelope.KBS
+	RuntimeClass string // default "sealpod-" + TEEs[0]
+	Namespace    string // for objects without metadata.namespace; default "default"
+	Logs         string // default policy: allow | deny; default allow
+
+	SealSecrets         bool
+	AllowHostVolumes    bool
+	AllowHostNamespaces bool
+	AllowPrivileged     bool
+
+	// Resolver pins tags to digests; nil means every image must already be pinned.
+	Resolver Resolver
+}
+
+// Workload is one sealed pod template.
+type Workload struct {
+	ID       string
+	Object   string // "Deployment default/web", for messages
+	Spec     *spec.Spec
+	Key      []byte
+	Envelope []byte
+	Digest   string // envelope digest: the expected HOST_DATA
+}
+
+// Result is the outcome of Seal. Render produces the sealed manifests once the secure
+// image's digest is known.
+type Result struct {
+	Workloads []*Workload
+	Warnings  []string
+	out       []map[string]any
+}
+
+// Seal reads every source, seals every pod template and prepares the sealed manifests. It
+// returns all problems at once (errors.Join); on error nothing is usable.
+func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	objs, err := parseSources(sources)
+	if err != nil {
+		return nil, err
+	}
+	s := &sealer{ctx: ctx, opts: opts, res: &Result{}, resolved: map[string]string{}, removed: map[*object]bool{}}
+	s.index(objs)
+	var errs []error
+	for _, o := range objs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.object(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.checkIDs(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(s.res.Workloads) == 0 {
+		return nil, errors.New("no pod templates found in the input: nothing to seal")
+	}
+	for _, o := range objs {
+		if s.removed[o] {
+			s.res.Warnings = append(s.res.Warnings, fmt.Sprintf("%s: sealed into the workloads that use it and removed from the output", o.where()))
+			continue
+		}
+		s.res.out = append(s.res.out, o.raw)
+	}
+	return s.res, nil
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.TEEs) == 0 {
+		return errors.New("no TEE given (snp, tdx, pef or sim)")
+	}
+	if o.RuntimeClass == "" {
+		o.RuntimeClass = "sealpod-" + o.TEEs[0]
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	switch o.Logs {
+	case "":
+		o.Logs = spec.LogsAllow
+	case spec.LogsAllow, spec.LogsDeny:
+	default:
+		return fmt.Errorf("logs policy %q: want allow or deny", o.Logs)
+	}
+	return nil
+}
+
+// service is a Service of the input that may name sealed pods in their certificates.
+type service struct {
+	name     string
+	selector labels.Selector
+}
+
+type sealer struct {
+	ctx      context.Context
+	opts     Options
+	res      *Result
+	resolved map[string]string // image ref -> pinned ref
+
+	secrets    map[string]*corev1.Secret    // ns/name
+	configMaps map[string]*corev1.ConfigMap // ns/name
+	sourceObj  map[string]*object           // "Secret ns/name" -> input object
+	services   map[string][]service // by namespace
+	removed    map[*object]bool // sealed Secrets/ConfigMaps left out of the output
+	keep       map[*object]bool // pull secrets: still needed by the kubelet
+}
+
+func (s *sealer) ns(o *object) string {
+	if o.namespace != "" {
+		return o.namespace
+	}
+	return s.opts.Namespace
+}
+
+// index collects the Secrets, ConfigMaps and Services of the input.
+func (s *sealer) index(objs []*object) {
+	s.secrets, s.configMaps, s.sourceObj = map[string]*corev1.Secret{}, map[string]*corev1.ConfigMap{}, map[string]*object{}
+	s.keep = map[*object]bool{}
+	s.services = map[string][]service{}
+	for _, o := range objs {
+		if o.apiVersion != "v1" {
+			continue
+		}
+		key := s.ns(o) + "/" + o.name
+		switch o.kind {
+		case "Secret":
+			var sec corev1.Secret
+			if json.Unmarshal(o.json, &sec) == nil {
+				for k, v := range sec.StringData {
+					if sec.Data == nil {
+						sec.Data = map[string][]byte{}
+					}
+					sec.Data[k] = []byte(v)
+				}
+				s.secrets[key], s.sourceObj["Secret "+key] = &sec, o
+			}
+		case "ConfigMap":
+			var cm corev1.ConfigMap
+			if json.Unmarshal(o.json, &cm) == nil {
+				s.configMaps[key], s.sourceObj["ConfigMap "+key] = &cm, o
+			}
+		case "Service":
+			var svc corev1.Service
+			if json.Unmarshal(o.json, &svc) == nil && len(svc.Spec.Selector) > 0 {
+				ns := s.ns(o)
+				s.services[ns] = append(s.services[ns], service{name: svc.Name, selector: labels.SelectorFromSet(svc.Spec.Selector)})
+			}
+		}
+	}
+}
+
+// templatePath says where the pod template of each pod-bearing kind lives; converted
+// gives the apiVersion old groups are converted to.
+type kindInfo struct {
+	path      []string
+	converted string
+}
+
+var podKinds = map[string]map[string]kindInfo{
+	"Pod":                   {"v1": {path: nil}},
+	"ReplicationController": {"v1": {path: []string{"spec", "template"}}},
+	"Deployment": {
+		"apps/v1": {path: []string{"spec", "template"}}, "apps/v1beta1": {[]string{"spec", "template"}, "apps/v1"},
+		"apps/v1beta2": {[]string{"spec", "template"}, "apps/v1"}, "extensions/v1beta1": {[]string{"spec", "template"}, "apps/v1"},
+	},
+	"DaemonSet": {
+		"apps/v1": {path: []string{"spec", "template"}}, "apps/v1beta2": {[]string{"spec", "template"}, "apps/v1"},
+		"extensions/v1beta1": {[]string{"spec", "template"}, "apps/v1"},
+	},
+	"ReplicaSet": {
+		"apps/v1": {path: []string{"spec", "template"}}, "apps/v1beta2": {[]string{"spec", "template"}, "apps/v1"},
+		"extensions/v1beta1": {[]string{"spec", "template"}, "apps/v1"},
+	},
+	"StatefulSet": {
+		"apps/v1": {path: []string{"spec", "template"}}, "apps/v1beta1": {[]string{"spec", "template"}, "apps/v1"},
+		"apps/v1beta2": {[]string{"spec", "template"}, "apps/v1"},
+	},
+	"Job":     {"batch/v1": {path: []string{"spec", "template"}}},
+	"CronJob": {"batch/v1": {path: []string{"spec", "jobTemplate", "spec", "template"}}, "batch/v1beta1": {[]string{"spec", "jobTemplate", "spec", "template"}, "batch/v1"}},
+}
+
+// fields of the old API groups that apps/v1 no longer has.
+var obsoleteSpecFields = []string{"rollbackTo", "templateGeneration"}
+
+func (s *sealer) object(o *object) error {
+	versions, ok := podKinds[o.kind]
+	if !ok {
+		return nil // passes through unchanged
+	}
+	ki, ok := versions[o.apiVersion]
+	if !ok {
+		var known []string
+		for v := range versions {
+			known = append(known, v)
+		}
+		sort.Strings(known)
+		return fmt.Errorf("%s: apiVersion: %s %s is not supported (use one of %s)", o.where(), o.apiVersion, o.kind, strings.Join(known, ", "))
+	}
+	if o.name == "" {
+		return fmt.Errorf("%s: metadata.name: missing", o.where())
+	}
+	if ki.converted != "" {
+		s.res.Warnings = append(s.res.Warnings, fmt.Sprintf("%s: converted %s to %s", o.where(), o.apiVersion, ki.converted))
+		o.raw["apiVersion"] = ki.converted
+		if sp, ok := o.raw["spec"].(map[string]any); ok {
+			for _, f := range obsoleteSpecFields {
+				delete(sp, f)
+			}
+		}
+	}
+	tmplMap := o.raw
+	if len(ki.path) == 0 { // a Pod is its own template
+		tmplMap = map[string]any{"metadata": o.raw["metadata"], "spec": o.raw["spec"]}
+	}
+	for _, k := range ki.path {
+		next, ok := tmplMap[k].(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: %s: missing", o.where(), strings.Join(ki.path, "."))
+		}
+		tmplMap = next
+	}
+	var tmpl corev1.PodTemplateSpec
+	if err := strictDecode(o.json, ki.path, &tmpl); err != nil {
+		return fmt.Errorf("%s: %s: %w", o.where(), fieldPath(ki.path, ""), err)
+	}
+	if ki.converted != "" && o.kind != "CronJob" {
+		// apps/v1 requires a selector; the old groups defaulted it to the template labels.
+		sp := o.raw["spec"].(map[string]any)
+		if _, ok := sp["selector"]; !ok && len(tmpl.Labels) > 0 {
+			labels := map[string]any{}
+			for k, v := range tmpl.Labels {
+				labels[k] = v
+			}
+			sp["selector"] = map[string]any{"matchLabels": labels}
+		}
+	}
+	var claimTemplates []string
+	if o.kind == "StatefulSet" {
+		if sp, ok := o.raw["spec"].(map[string]any); ok {
+			if vcts, ok := sp["volumeClaimTemplates"].([]any); ok {
+				for _, v := range vcts {
+					if m, ok := v.(map[string]any); ok {
+						if md, ok := m["metadata"].(map[string]any); ok {
+							if n, ok := md["name"].(string); ok {
+								claimTemplates = append(claimTemplates, n)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	p := &pod{s: s, o: o, path: fieldPath(ki.path, "spec"), tmpl: &tmpl, claimTemplates: claimTemplates}
+	w, placeholder, err := p.seal()
+	if err != nil {
+		return err
+	}
+	out, err := runtime.DefaultUnstructuredConverter.ToUnstructured(placeholder)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.where(), err)
+	}
+	if md, ok := out["metadata"].(map[string]any); ok {
+		delete(md, "creationTimestamp")
+	}
+	if len(ki.path) == 0 { // Pod: the template is the object itself
+		md, _ := o.raw["metadata"].(map[string]any)
+		o.raw["metadata"] = mergeMeta(md, out["metadata"])
+		o.raw["spec"] = out["spec"]
+		delete(o.raw, "status")
+	} else {
+		for k := range tmplMap {
+			delete(tmplMap, k)
+		}
+		for k, v := range out {
+			tmplMap[k] = v
+		}
+	}
+	stripOwnerAnnotations(o.raw)
+	s.res.Workloads = append(s.res.Workloads, w)
+	return nil
+}
+
+// mergeMeta keeps a Pod's own metadata and takes the annotations computed for the template.
+func mergeMeta(orig map[string]any, computed any) map[string]any {
+	if orig == nil {
+		orig = map[string]any{}
+	}
+	if cm, ok := computed.(map[string]any); ok {
+		if a, ok := cm["annotations"]; ok {
+			orig["annotations"] = a
+		}
+	}
+	return orig
+}
+
+func stripOwnerAnnotations(raw map[string]any) {
+	md, ok := raw["metadata"].(map[string]any)
+	if !ok {
+		return
+	}
+	ann, ok := md["annotations"].(map[string]any)
+	if !ok {
+		return
+	}
+	for _, k := range []string{AnnotationSANs, AnnotationLogs, AnnotationTLSDir} {
+		delete(ann, k)
+	}
+	if len(ann) == 0 {
+		delete(md, "annotations")
+	}
+}
+
+func fieldPath(path []string, suffix string) string {
+	parts := append([]string(nil), path...)
+	if suffix != "" {
+		parts = append(parts, suffix)
+	}
+	if len(parts) == 0 {
+		return "(object)"
+	}
+	return strings.Join(parts, ".")
+}
+
+// strictDecode decodes the value at path inside a JSON object into v, refusing unknown
+// fields. An empty path decodes the object's metadata and spec (a Pod as a template).
+func strictDecode(doc []byte, path []string, v any) error {
+	raw := json.RawMessage(doc)
+	if len(path) == 0 {
+		var pod struct {
+			Metadata json.RawMessage `json:"metadata"`
+			Spec     json.RawMessage `json:"spec"`
+		}
+		if err := json.Unmarshal(raw, &pod); err != nil {
+			return err
+		}
+		var err error
+		if raw, err = json.Marshal(map[string]json.RawMessage{"metadata": pod.Metadata, "spec": pod.Spec}); err != nil {
+			return err
+		}
+	}
+	for _, k := range path {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return err
+		}
+		raw = m[k]
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+var idInvalid = regexp.MustCompile(`[^a-z0-9.-]+`)
+
+// workloadID is "<namespace>.<kind>.<name>", lower case, DNS-1123.
+func workloadID(ns, kind, name string) string {
+	id := strings.ToLower(ns + "." + kind + "." + name)
+	id = idInvalid.ReplaceAllString(id, "-")
+	id = strings.Trim(id, "-.")
+	if len(id) > 253 {
+		id = strings.TrimRight(id[:253], "-.")
+	}
+	return id
+}
+
+func (s *sealer) checkIDs() error {
+	seen := map[string]string{}
+	var errs []error
+	for _, w := range s.res.Workloads {
+		if prev, ok := seen[w.ID]; ok {
+			errs = append(errs, fmt.Errorf("%s and %s both map to workload id %q: rename one", prev, w.Object, w.ID))
+		}
+		seen[w.ID] = w.Object
+	}
+	return errors.Join(errs...)
+}
+
+// Render writes the sealed manifests as a multi-document YAML stream, with every pod
+// template pointing at imageRef (repository@sha256:...).
+func (r *Result) Render(imageRef string) ([]byte, error) {
+	if !strings.Contains(imageRef, "@sha256:") {
+		return nil, fmt.Errorf("render sealed manifests: image %q is not pinned by digest", imageRef)
+	}
+	var buf bytes.Buffer
+	for i, obj := range r.out {
+		if i > 0 {
+			buf.WriteString("---\n")
+		}
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
+		if err := enc.Encode(obj); err != nil {
+			return nil, fmt.Errorf("render sealed manifests: %w", err)
+		}
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("render sealed manifests: %w", err)
+		}
+	}
+	out := bytes.ReplaceAll(buf.Bytes(), []byte(imagePlaceholder), []byte(imageRef))
+	return out, nil
+}

@@ -1,0 +1,193 @@
+// Package spec defines the sealed spec of DESIGN §4.2: the confidential part of a pod spec
+// that travels encrypted inside an envelope and is opened only inside the TEE.
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Version is the sealed spec format version.
+const Version = 1
+
+// Spec is the plaintext of an envelope.
+type Spec struct {
+	Version  int    `json:"version"`
+	Workload string `json:"workload"`
+	// Pod is "namespace/name" of the owning object, for messages only.
+	Pod            string               `json:"pod"`
+	InitContainers []Container          `json:"initContainers,omitempty"`
+	Containers     []Container          `json:"containers"`
+	Files          []File               `json:"files,omitempty"`
+	Volumes        []Volume             `json:"volumes,omitempty"`
+	Registries     []RegistryCredential `json:"registries,omitempty"`
+	Identity       Identity             `json:"identity"`
+	Policy         Policy               `json:"policy"`
+}
+
+// Container is one sealed container.
+type Container struct {
+	Name            string           `json:"name"`
+	Image           string           `json:"image"` // always repository@sha256:...
+	Command         []string         `json:"command,omitempty"`
+	Args            []string         `json:"args,omitempty"`
+	Env             []EnvVar         `json:"env,omitempty"`
+	WorkingDir      string           `json:"workingDir,omitempty"`
+	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
+	Mounts          []Mount          `json:"mounts,omitempty"`
+	RestartAlways   bool             `json:"restartAlways,omitempty"` // native sidecar init container
+	TTY             bool             `json:"tty,omitempty"`
+	Stdin           bool             `json:"stdin,omitempty"`
+}
+
+// EnvVar is either a sealed value or, for downward-API fields, the name of a value the host
+// supplies at run time (untrusted, not secret: pod name, IPs, resources).
+type EnvVar struct {
+	Name     string `json:"name"`
+	Value    string `json:"value,omitempty"`
+	FromHost string `json:"fromHost,omitempty"` // e.g. "fieldRef:metadata.name", "resourceFieldRef:limits.cpu"
+}
+
+// SecurityContext is the subset of the Kubernetes security context the agent enforces.
+type SecurityContext struct {
+	RunAsUser              *int64   `json:"runAsUser,omitempty"`
+	RunAsGroup             *int64   `json:"runAsGroup,omitempty"`
+	RunAsNonRoot           *bool    `json:"runAsNonRoot,omitempty"`
+	Privileged             bool     `json:"privileged,omitempty"`
+	ReadOnlyRootFilesystem bool     `json:"readOnlyRootFilesystem,omitempty"`
+	AllowPrivilegeEscalate *bool    `json:"allowPrivilegeEscalation,omitempty"`
+	CapAdd                 []string `json:"capAdd,omitempty"`
+	CapDrop                []string `json:"capDrop,omitempty"`
+	SupplementalGroups     []int64  `json:"supplementalGroups,omitempty"`
+}
+
+// Mount places a volume in a container.
+type Mount struct {
+	Volume   string `json:"volume"`
+	Path     string `json:"path"`
+	SubPath  string `json:"subPath,omitempty"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// VolumeKind says where a volume's content comes from.
+type VolumeKind string
+
+const (
+	// VolumeTmpfs is an emptyDir: a tmpfs in guest memory.
+	VolumeTmpfs VolumeKind = "tmpfs"
+	// VolumeSealed holds sealed files (from Secrets/ConfigMaps given at seal time).
+	VolumeSealed VolumeKind = "sealed"
+	// VolumeHost is a host-provided volume (PVC, hostPath, ...) allowed by
+	// --allow-host-volumes: neither confidential nor integrity protected.
+	VolumeHost VolumeKind = "host"
+)
+
+// Volume is a pod volume as the guest sees it.
+type Volume struct {
+	Name      string     `json:"name"`
+	Kind      VolumeKind `json:"kind"`
+	SizeLimit int64      `json:"sizeLimit,omitempty"` // bytes, tmpfs only; 0 = default
+	Source    string     `json:"source,omitempty"`    // host volumes: "persistentVolumeClaim:data", ...
+}
+
+// File is one sealed file inside a sealed volume.
+type File struct {
+	Volume string `json:"volume"`
+	Path   string `json:"path"` // relative to the volume root, cleaned, no ".."
+	Mode   uint32 `json:"mode"`
+	Data   []byte `json:"data"`
+}
+
+// RegistryCredential lets the agent pull from a private registry inside the guest.
+type RegistryCredential struct {
+	Registry string `json:"registry"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	Auth     string `json:"auth,omitempty"`
+}
+
+// Identity says which certificate the broker issues to the pod and where the agent puts it.
+type Identity struct {
+	SANs   []string `json:"sans"`
+	TLSDir string   `json:"tlsDir"`
+}
+
+// Policy is what the host may do to the running pod.
+type Policy struct {
+	// Exec lists the exact argv the host may exec, per container (exec probes). Empty: deny.
+	Exec []ExecRule `json:"exec,omitempty"`
+	// Logs is "allow" or "deny".
+	Logs string `json:"logs"`
+}
+
+// ExecRule allows one exact argv in one container.
+type ExecRule struct {
+	Container string   `json:"container"`
+	Argv      []string `json:"argv"`
+}
+
+// Log policies.
+const (
+	LogsAllow = "allow"
+	LogsDeny  = "deny"
+)
+
+// DefaultTLSDir is where the workload certificate appears in every container.
+const DefaultTLSDir = "/var/run/sealpod/tls"
+
+// AllowsExec reports whether the policy allows exactly argv in container.
+func (p *Policy) AllowsExec(container string, argv []string) bool {
+	for _, r := range p.Exec {
+		if r.Container != container || len(r.Argv) != len(argv) {
+			continue
+		}
+		same := true
+		for i := range argv {
+			if argv[i] != r.Argv[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
+	return false
+}
+
+// Container returns the sealed container (init or app) with that name.
+func (s *Spec) Container(name string) (*Container, bool) {
+	for i := range s.InitContainers {
+		if s.InitContainers[i].Name == name {
+			return &s.InitContainers[i], true
+		}
+	}
+	for i := range s.Containers {
+		if s.Containers[i].Name == name {
+			return &s.Containers[i], true
+		}
+	}
+	return nil, false
+}
+
+// Marshal encodes the spec.
+func (s *Spec) Marshal() ([]byte, error) { return json.Marshal(s) }
+
+// Unmarshal decodes and validates a sealed spec. Inside the guest this runs only on
+// authenticated plaintext, but it is still strict.
+func Unmarshal(data []byte) (*Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("sealed spec: %w", err)
+	}
+	if s.Version != Version {
+		return nil, fmt.Errorf("sealed spec: version: unsupported version %d (want %d)", s.Version, Version)
+	}
+	if len(s.Containers) == 0 {
+		return nil, fmt.Errorf("sealed spec %s: containers: empty", s.Workload)
+	}
+	if s.Policy.Logs != LogsAllow && s.Policy.Logs != LogsDeny {
+		return nil, fmt.Errorf("sealed spec %s: policy.logs: %q is neither allow nor deny", s.Workload, s.Policy.Logs)
+	}
+	return &s, nil
+}

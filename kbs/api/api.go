@@ -1,0 +1,234 @@
+// Package api defines the wire protocol of the Sealpod key broker (DESIGN §3.3): request and
+// response types, the REPORT_DATA binding and the key-release box. The agent, sealctl and the
+// broker all import it; nothing here performs I/O.
+package api
+
+import (
+	"crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+)
+
+// Paths of the broker's HTTP API.
+const (
+	PathAuth        = "/kbs/v1/auth"
+	PathAttest      = "/kbs/v1/attest"
+	PathResource    = "/kbs/v1/resource/" // + <workload> + "/key"
+	PathCertificate = "/kbs/v1/certificate"
+	PathCA          = "/kbs/v1/ca"
+	PathManifest    = "/kbs/v1/manifest"
+	PathAdmin       = "/kbs/v1/admin/"
+
+	// SessionCookie carries the session id from auth to attest (and, for binding, to key and
+	// certificate requests).
+	SessionCookie = "sealpod-kbs-session"
+	// HeaderTEEPubKey carries the base64 (std) X25519 public key on GET .../key; its SHA-256
+	// must equal the token's binding.
+	HeaderTEEPubKey = "Sealpod-Tee-Pubkey"
+)
+
+// ResourceKeyPath returns the path of a workload's key resource.
+func ResourceKeyPath(workload string) string { return PathResource + workload + "/key" }
+
+// TEE names.
+const (
+	TEESNP = "snp"
+	TEETDX = "tdx"
+	TEEPEF = "pef"
+	TEESim = "sim"
+)
+
+// Sizes of protocol values.
+const (
+	NonceSize      = 32
+	TEEPubKeySize  = 32 // X25519
+	ReportDataSize = 64
+	DataKeySize    = 32
+	// ReportDataDomain is the domain-separation prefix of REPORT_DATA.
+	ReportDataDomain = "sealpod-attest-v1"
+)
+
+// ReportData returns SHA-512("sealpod-attest-v1" || nonce || teePubKey), the 64 bytes the guest
+// puts into the REPORT_DATA field of its evidence.
+func ReportData(nonce, teePubKey []byte) [ReportDataSize]byte {
+	h := sha512.New()
+	h.Write([]byte(ReportDataDomain))
+	h.Write(nonce)
+	h.Write(teePubKey)
+	var out [ReportDataSize]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+var workloadIDRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+
+// ValidWorkloadID reports whether id is a well-formed workload id.
+func ValidWorkloadID(id string) bool { return len(id) <= 253 && workloadIDRe.MatchString(id) }
+
+// ValidTEE reports whether tee is a known TEE name.
+func ValidTEE(tee string) bool {
+	switch tee {
+	case TEESNP, TEETDX, TEEPEF, TEESim:
+		return true
+	}
+	return false
+}
+
+// AuthRequest is the body of POST /kbs/v1/auth.
+type AuthRequest struct {
+	TEE      string `json:"tee"`
+	Workload string `json:"workload"`
+}
+
+// AuthResponse answers POST /kbs/v1/auth; the session cookie is set alongside.
+type AuthResponse struct {
+	Nonce     []byte `json:"nonce"` // 32 bytes, base64 in JSON
+	ExpiresAt int64  `json:"expiresAt"`
+}
+
+// SNPEvidence is the evidence of snp and sim guests.
+type SNPEvidence struct {
+	// Report is the raw 1184-byte ATTESTATION_REPORT (abi format).
+	Report []byte `json:"report"`
+	// CertTable is the certificate table of the extended report (GUID table, AMD format); it
+	// normally carries the VCEK (and may carry ASK/ARK, which are ignored: only the broker's
+	// trusted roots count). Optional when VCEK is given or the broker has a cert cache.
+	CertTable []byte `json:"certTable,omitempty"`
+	// VCEK is the DER VCEK certificate, an alternative to CertTable.
+	VCEK []byte `json:"vcek,omitempty"`
+}
+
+// TDXEvidence is the evidence of tdx guests.
+type TDXEvidence struct {
+	// Quote is the raw TDX quote (version 4) including its PCK certificate chain.
+	Quote []byte `json:"quote"`
+}
+
+// Evidence is one TEE's evidence; exactly the field matching the session's TEE must be set
+// (sim uses SNP).
+type Evidence struct {
+	SNP *SNPEvidence `json:"snp,omitempty"`
+	TDX *TDXEvidence `json:"tdx,omitempty"`
+}
+
+// AttestRequest is the body of POST /kbs/v1/attest.
+type AttestRequest struct {
+	TEEPubKey []byte   `json:"teePubKey"` // 32-byte X25519 public key
+	Evidence  Evidence `json:"evidence"`
+}
+
+// AttestResponse answers a successful attestation.
+type AttestResponse struct {
+	Token     string `json:"token"`
+	ExpiresAt int64  `json:"expiresAt"`
+	TEE       string `json:"tee"`
+}
+
+// KeyResponse answers GET /kbs/v1/resource/<workload>/key.
+type KeyResponse struct {
+	// SealedKey is nacl box.SealAnonymous(dataKey) to the session's TEE public key.
+	SealedKey []byte `json:"sealedKey"`
+}
+
+// CertificateRequest is the body of POST /kbs/v1/certificate.
+type CertificateRequest struct {
+	CSR []byte `json:"csr"` // DER PKCS#10
+}
+
+// CertificateResponse answers a certificate request.
+type CertificateResponse struct {
+	// Chain is leaf then intermediate, DER (base64 in JSON).
+	Chain [][]byte `json:"chain"`
+	// ChainPEM is the same chain as PEM.
+	ChainPEM string `json:"chainPem"`
+	// RootPEM is the mesh root.
+	RootPEM string `json:"rootPem"`
+}
+
+// CAResponse answers GET /kbs/v1/ca.
+type CAResponse struct {
+	MeshRootPEM   string `json:"meshRootPem"`
+	MeshBundlePEM string `json:"meshBundlePem"` // intermediate + root
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+	// Reason is a machine-readable code (see the Reason* constants).
+	Reason string `json:"reason,omitempty"`
+	// Field, Expected and Got describe an evidence rejection (no secrets).
+	Field    string `json:"field,omitempty"`
+	Expected string `json:"expected,omitempty"`
+	Got      string `json:"got,omitempty"`
+}
+
+// Reason codes.
+const (
+	ReasonBadRequest   = "bad_request"
+	ReasonNotFound     = "not_found"
+	ReasonSession      = "session"
+	ReasonNonce        = "nonce"
+	ReasonToken        = "token"
+	ReasonTokenExpired = "token_expired"
+	ReasonEvidence     = "evidence"
+	ReasonPolicy       = "policy"
+	ReasonUnsupported  = "unsupported"
+	ReasonInternal     = "internal"
+)
+
+// ErrTrailingData is returned when a JSON body has content after its object.
+var ErrTrailingData = errors.New("trailing data after JSON object")
+
+// DecodeJSON decodes exactly one JSON object from r into v, refusing unknown fields and
+// trailing data.
+func DecodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return ErrTrailingData
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return ErrTrailingData
+	}
+	return nil
+}
+
+// Validate checks an auth request's fields.
+func (r *AuthRequest) Validate() error {
+	if !ValidTEE(r.TEE) {
+		return fmt.Errorf("auth request field tee: %q is not one of snp, tdx, pef, sim", r.TEE)
+	}
+	if !ValidWorkloadID(r.Workload) {
+		return fmt.Errorf("auth request field workload: %q is not a valid workload id", r.Workload)
+	}
+	return nil
+}
+
+// Validate checks an attest request's fields (not the evidence's content).
+func (r *AttestRequest) Validate() error {
+	if len(r.TEEPubKey) != TEEPubKeySize {
+		return fmt.Errorf("attest request field teePubKey: %d bytes, want %d", len(r.TEEPubKey), TEEPubKeySize)
+	}
+	if r.Evidence.SNP == nil && r.Evidence.TDX == nil {
+		return errors.New("attest request field evidence: empty")
+	}
+	if r.Evidence.SNP != nil && r.Evidence.TDX != nil {
+		return errors.New("attest request field evidence: both snp and tdx set")
+	}
+	return nil
+}
+
+// Validate checks a certificate request's fields.
+func (r *CertificateRequest) Validate() error {
+	if len(r.CSR) == 0 {
+		return errors.New("certificate request field csr: empty")
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+// Package client is the Go client of the Sealpod key broker: the attestation flow the agent
+// runs (auth → attest → key → certificate, DESIGN §3.3) and the public endpoints sealctl uses
+// (mesh CA, signed manifest). TLS is pinned: either to a CA certificate or to the SHA-256 of
+// the broker's TLS CA certificate, as carried by the sealed envelope header.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sealpod/sealpod/kbs/api"
+	"github.com/sealpod/sealpod/kbs/registry"
+	"golang.org/x/crypto/curve25519"
+)
+
+// Options configure a Client. Exactly one of CAPEM and CASHA256 is required (or HTTPClient).
+type Options struct {
+	// CAPEM is the broker's TLS CA certificate (PEM).
+	CAPEM []byte
+	// CASHA256 pins the broker's TLS CA by the hex SHA-256 of its DER; the server presents the
+	// CA in its chain.
+	CASHA256 string
+	// HTTPClient replaces the client built from the options above (its TLS settings are used
+	// as they are).
+	HTTPClient *http.Client
+	// Timeout per request (default 30 s).
+	Timeout time.Duration
+}
+
+// Client talks to one broker.
+type Client struct {
+	base *url.URL
+	hc   *http.Client
+}
+
+// APIError is a non-2xx answer of the broker.
+type APIError struct {
+	Status int
+	Body   api.Error
+}
+
+func (e *APIError) Error() string {
+	s := fmt.Sprintf("key broker: HTTP %d", e.Status)
+	if e.Body.Reason != "" {
+		s += " (" + e.Body.Reason + ")"
+	}
+	return s + ": " + e.Body.Error
+}
+
+// New returns a client for the broker at baseURL (https://host:port).
+func New(baseURL string, o Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("kbs client: url %q: %w", baseURL, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("kbs client: url %q: want https://host[:port]", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		tlsCfg, err := pinnedTLS(u.Hostname(), o)
+		if err != nil {
+			return nil, err
+		}
+		tr := &http.Transport{
+			TLSClientConfig:     tlsCfg,
+			ForceAttemptHTTP2:   true,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     90 * time.Second,
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: 10 * time.Second,
+		}
+		hc = &http.Client{Transport: tr, Timeout: o.Timeout}
+	}
+	return &Client{base: u, hc: hc}, nil
+}
+
+func pinnedTLS(host string, o Options) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	switch {
+	case len(o.CAPEM) > 0:
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(o.CAPEM) {
+			return nil, errors.New("kbs client: CA PEM has no certificate")
+		}
+		cfg.RootCAs = pool
+	case o.CASHA256 != "":
+		want, err := hex.DecodeString(o.CASHA256)
+		if err != nil || len(want) != sha256.Size {
+			return nil, fmt.Errorf("kbs client: CA SHA-256 %q: want 64 hex digits", o.CASHA256)
+		}
+		// The chain is verified here, against the presented certificate whose hash is pinned.
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return verifyPinned(cs.PeerCertificates, want, host)
+		}
+	default:
+		return nil, errors.New("kbs client: a CA certificate or a CA SHA-256 pin is required")
+	}
+	return cfg, nil
+}
+
+// verifyPinned verifies the server chain against the presented certificate with the pinned
+// SHA-256 as the only root, including the host name.
+func verifyPinned(certs []*x509.Certificate, want []byte, host string) error {
+	if len(certs) == 0 {
+		return errors.New("kbs TLS: no server certificate")
+	}
+	roots := x509.NewCertPool()
+	inter := x509.NewCertPool()
+	found := false
+	for _, c := range certs[1:] {
+		sum := sha256.Sum256(c.Raw)
+		if bytes.Equal(sum[:], want) {
+			roots.AddCert(c)
+			found = true
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	if !found {
+		return fmt.Errorf("kbs TLS: no certificate with the pinned CA SHA-256 %x in the server chain", want)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host})
+	if err != nil {
+		return fmt.Errorf("kbs TLS: server certificate: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any, hdr http.Header, out any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("kbs %s %s: marshal: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("kbs %s %s: %w", method, path, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("kbs %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("kbs %s %s: read body: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &e.Body) != nil || e.Body.Error == "" {
+			e.Body.Error = strings.TrimSpace(string(data))
+		}
+		return resp, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp, fmt.Errorf("kbs %s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return resp, nil
+}
+
+// CA returns the broker's mesh CA.
+func (c *Client) CA(ctx context.Context) (*api.CAResponse, error) {
+	var out api.CAResponse
+	_, err := c.do(ctx, http.MethodGet, api.PathCA, nil, nil, &out)
+	return &out, err
+}
+
+// Manifest returns the broker's signed manifest (not verified: use registry.VerifyManifest).
+func (c *Client) Manifest(ctx context.Context) (*registry.SignedManifest, error) {
+	var out registry.SignedManifest
+	_, err := c.do(ctx, http.MethodGet, api.PathManifest, nil, nil, &out)
+	return &out, err
+}
+
+// Session is one attestation: the session cookie, the nonce and, after Attest, the token.
+type Session struct {
+	c         *Client
+	TEE       string
+	Workload  string
+	Nonce     []byte
+	cookie    string
+	Token     string
+	ExpiresAt time.Time
+	pub, priv [32]byte
+}
+
+// Auth starts an attestation session and makes the TEE key pair (X25519, in memory).
+func (c *Client) Auth(ctx context.Context, tee, workload string) (*Session, error) {
+	var out api.AuthResponse
+	resp, err := c.do(ctx, http.MethodPost, api.PathAuth, api.AuthRequest{TEE: tee, Workload: workload}, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{c: c, TEE: tee, Workload: workload, Nonce: out.Nonce}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == api.SessionCookie {
+			s.cookie = ck.Value
+		}
+	}
+	if s.cookie == "" || len(s.Nonce) != api.NonceSize {
+		return nil, errors.New("kbs auth: answer without session cookie or 32-byte nonce")
+	}
+	if _, err := rand.Read(s.priv[:]); err != nil {
+		return nil, err
+	}
+	pub, err := curve25519.X25519(s.priv[:], curve25519.Basepoint)
+	if err != nil {
+		return nil, fmt.Errorf("kbs auth: TEE key: %w", err)
+	}
+	copy(s.pub[:], pub)
+	return s, nil
+}
+
+// PublicKey is the session's TEE public key.
+func (s *Session) PublicKey() []byte { return append([]byte(nil), s.pub[:]...) }
+
+// ReportData is the REPORT_DATA the evidence must carry.
+func (s *Session) ReportData() [64]byte { return api.ReportData(s.Nonce, s.pub[:]) }
+
+func (s *Session) headers(withToken bool) http.Header {
+	h := http.Header{}
+	h.Set("Cookie", (&http.Cookie{Name: api.SessionCookie, Value: s.cookie}).String())
+	if withToken {
+		h.Set("Authorization", "Bearer "+s.Token)
+	}
+	return h
+}
+
+// Attest sends evidence (made for s.ReportData()) and keeps the token.
+func (s *Session) Attest(ctx context.Context, ev *api.Evidence) error {
+	var out api.AttestResponse
+	if _, err := s.c.do(ctx, http.MethodPost, api.PathAttest, api.AttestRequest{TEEPubKey: s.pub[:], Evidence: *ev}, s.headers(false), &out); err != nil {
+		return err
+	}
+	if out.TEE != s.TEE {
+		return fmt.Errorf("kbs attest: token for tee %q, asked for %q", out.TEE, s.TEE)
+	}
+	s.Token = out.Token
+	s.ExpiresAt = time.Unix(out.ExpiresAt, 0)
+	return nil
+}
+
+// Key fetches and opens the workload's data key.
+func (s *Session) Key(ctx context.Context) ([]byte, error) {
+	h := s.headers(true)
+	h.Set(api.HeaderTEEPubKey, base64.StdEncoding.EncodeToString(s.pub[:]))
+	var out api.KeyResponse
+	if _, err := s.c.do(ctx, http.MethodGet, api.ResourceKeyPath(s.Workload), nil, h, &out); err != nil {
+		return nil, err
+	}
+	key, err := api.OpenKey(out.SealedKey, &s.pub, &s.priv)
+	if err != nil {
+		return nil, fmt.Errorf("kbs key %s: %w", s.Workload, err)
+	}
+	if len(key) != api.DataKeySize {
+		return nil, fmt.Errorf("kbs key %s: %d bytes, want %d", s.Workload, len(key), api.DataKeySize)
+	}
+	return key, nil
+}
+
+// Certificate asks for a workload certificate for the CSR (DER).
+func (s *Session) Certificate(ctx context.Context, csrDER []byte) (*api.CertificateResponse, error) {
+	var out api.CertificateResponse
+	if _, err := s.c.do(ctx, http.MethodPost, api.PathCertificate, api.CertificateRequest{CSR: csrDER}, s.headers(true), &out); err != nil {
+		return nil, err
+	}
+	if len(out.Chain) == 0 {
+		return nil, errors.New("kbs certificate: empty chain")
+	}
+	return &out, nil
+}

@@ -1,0 +1,244 @@
+// Package cli holds the cobra commands of sealpod-kbs: init, serve and sim-roots.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/google/go-sev-guest/kds"
+	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/api"
+	"github.com/sealpod/sealpod/kbs/audit"
+	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/server"
+	"github.com/sealpod/sealpod/kbs/setup"
+	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/kbs/verify"
+	"github.com/sealpod/sealpod/kbs/verify/sim"
+	"github.com/sealpod/sealpod/kbs/verify/snp"
+	"github.com/sealpod/sealpod/kbs/verify/tdx"
+	"github.com/spf13/cobra"
+)
+
+// NewRootCmd builds the sealpod-kbs command tree.
+func NewRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sealpod-kbs",
+		Short: "Sealpod key broker: releases workload keys and certificates to attested guests",
+		Example: `  sealpod-kbs init --dir /var/lib/sealpod-kbs --host kbs.example.com --url https://kbs.example.com:8443
+  sealpod-kbs serve --dir /var/lib/sealpod-kbs --listen 0.0.0.0:8443`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(NewInitCmd(), NewServeCmd(), NewSimRootsCmd())
+	return root
+}
+
+// Execute runs the command with a context cancelled on SIGINT/SIGTERM; it returns the exit code.
+func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := NewRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "sealpod-kbs:", err)
+		return 1
+	}
+	return 0
+}
+
+type initFlags struct {
+	dir   string
+	hosts []string
+	url   string
+}
+
+// NewInitCmd creates a broker state directory.
+func NewInitCmd() *cobra.Command {
+	var f initFlags
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new broker state directory (keys, mesh CA, TLS and admin identities)",
+		Example: `  sealpod-kbs init --dir ./kbs-state --host localhost --host 127.0.0.1 --url https://127.0.0.1:8443
+  # then: sealctl kbs --config ./kbs-state/admin/sealctl-kbs.json status`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.dir == "" || f.url == "" {
+				return errors.New("init: --dir and --url are required")
+			}
+			if err := setup.Init(f.dir, f.hosts, f.url); err != nil {
+				return fmt.Errorf("init %s: %w", f.dir, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "broker state created in %s\n", f.dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&f.dir, "dir", "", "state directory to create (must not exist or be empty)")
+	cmd.Flags().StringArrayVar(&f.hosts, "host", nil, "DNS name or IP for the server certificate (repeatable)")
+	cmd.Flags().StringVar(&f.url, "url", "", "public URL of the broker, e.g. https://kbs.example.com:8443")
+	return cmd
+}
+
+// ServeFlags are the flags of `sealpod-kbs serve`.
+type ServeFlags struct {
+	Dir              string
+	Listen           string
+	Store            string
+	InsecureSimRoots string
+	SNPCertCache     string
+	TokenTTL         time.Duration
+	NonceTTL         time.Duration
+	CertValidity     time.Duration
+	LogFormat        string
+}
+
+// NewServeCmd serves the broker.
+func NewServeCmd() *cobra.Command {
+	f := ServeFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the key broker over HTTPS",
+		Example: `  sealpod-kbs serve --dir ./kbs-state --listen 127.0.0.1:8443 --store bolt:///abs/kbs-state/kbs.db
+  # CI / demo without a TEE (INSECURE, logged loudly):
+  sealpod-kbs serve --dir ./kbs-state --listen 127.0.0.1:8443 --insecure-sim-roots /etc/sealpod/sim-roots.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return Serve(cmd.Context(), f, nil)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.Dir, "dir", "", "state directory made by `sealpod-kbs init` (required)")
+	fl.StringVar(&f.Listen, "listen", "127.0.0.1:8443", "address to listen on")
+	fl.StringVar(&f.Store, "store", "", "store URL: bolt:///abs/path/kbs.db or etcd://host:port[,host:port]/prefix (default: the state's)")
+	fl.StringVar(&f.InsecureSimRoots, "insecure-sim-roots", "", "INSECURE: accept `sim` evidence signed under these fake AMD roots (file from `sealpod-kbs sim-roots`)")
+	fl.StringVar(&f.SNPCertCache, "snp-cert-cache", "", "offline VCEK cache directory (vcek-<chip_id hex>-<reported_tcb hex16>.der); no network is used")
+	fl.DurationVar(&f.TokenTTL, "token-ttl", server.DefaultTokenTTL, "lifetime of attestation tokens")
+	fl.DurationVar(&f.NonceTTL, "nonce-ttl", server.DefaultNonceTTL, "lifetime of nonces (auth → attest)")
+	fl.DurationVar(&f.CertValidity, "cert-validity", server.DefaultCertValidity, "validity of workload certificates")
+	fl.StringVar(&f.LogFormat, "log-format", "json", "log format: json or text")
+	return cmd
+}
+
+// Serve runs the broker until ctx is done. ready, if not nil, receives the bound address once
+// the listener is up.
+func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
+	var logger *slog.Logger
+	switch f.LogFormat {
+	case "json", "":
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	case "text":
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	default:
+		return fmt.Errorf("serve: --log-format %q: want json or text", f.LogFormat)
+	}
+	if f.Dir == "" {
+		return errors.New("serve: --dir is required")
+	}
+	st, err := setup.Load(f.Dir)
+	if err != nil {
+		return fmt.Errorf("serve: load state %s: %w", f.Dir, err)
+	}
+	storeURL := f.Store
+	if storeURL == "" {
+		storeURL = st.StoreURL
+	}
+	kv, err := setup.OpenStore(storeURL, st.StoreKey)
+	if err != nil {
+		return fmt.Errorf("serve: open store %s: %w", storeURL, err)
+	}
+	defer kv.Close()
+	reg := registry.New(kv, st.Signer)
+	auditLog := audit.New(kv)
+	verifiers := map[string]verify.Verifier{
+		api.TEESNP: snp.New(snp.Config{CertCacheDir: f.SNPCertCache}),
+		api.TEETDX: tdx.New(tdx.Config{}),
+	}
+	if f.InsecureSimRoots != "" {
+		v, err := sim.Load(f.InsecureSimRoots)
+		if err != nil {
+			return fmt.Errorf("serve: --insecure-sim-roots: %w", err)
+		}
+		verifiers[api.TEESim] = v
+		logger.Warn("INSECURE MODE: --insecure-sim-roots is set; guests of tee=sim get keys although the host can read their memory", "roots", f.InsecureSimRoots)
+	}
+	srv, err := server.New(server.Config{
+		Registry:     reg,
+		Audit:        auditLog,
+		MeshCA:       st.MeshCA,
+		TokenSigner:  st.Signer,
+		Verifiers:    verifiers,
+		Admin:        admin.NewHandler(reg, auditLog, st.MeshCA, logger),
+		Ready:        func(ctx context.Context) error { _, err := reg.Head(ctx); return err },
+		NonceTTL:     f.NonceTTL,
+		TokenTTL:     f.TokenTTL,
+		CertValidity: f.CertValidity,
+		Logger:       logger,
+	})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	tlsCfg, err := server.TLSConfig(st.TLSCert, st.TLSCAPEM, st.AdminCAPool)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	ln, err := net.Listen("tcp", f.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: listen %s: %w", f.Listen, err)
+	}
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	return srv.Serve(ctx, ln, tlsCfg)
+}
+
+type simRootsFlags struct {
+	out, keyOut string
+	rsaBits     int
+	tcb         []uint
+}
+
+// NewSimRootsCmd generates a fake AMD chain for `sim` (what the node installer does).
+func NewSimRootsCmd() *cobra.Command {
+	var f simRootsFlags
+	cmd := &cobra.Command{
+		Use:   "sim-roots",
+		Short: "Generate a fake ARK/ASK/VCEK chain for the simulated TEE (INSECURE, CI/demo only)",
+		Example: `  sealpod-kbs sim-roots --out sim-roots.pem --key-out sim-vcek.pem
+  # broker:  sealpod-kbs serve ... --insecure-sim-roots sim-roots.pem
+  # node:    the shim signs reports with sim-vcek.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.out == "" || f.keyOut == "" {
+				return errors.New("sim-roots: --out and --key-out are required")
+			}
+			if len(f.tcb) != 4 {
+				return errors.New("sim-roots: --tcb wants 4 values: bootloader,tee,snp,microcode")
+			}
+			for _, v := range f.tcb {
+				if v > 255 {
+					return fmt.Errorf("sim-roots: --tcb value %d > 255", v)
+				}
+			}
+			c, err := simtee.NewChain(simtee.Options{RSABits: f.rsaBits, TCB: kds.TCBParts{
+				BlSpl: uint8(f.tcb[0]), TeeSpl: uint8(f.tcb[1]), SnpSpl: uint8(f.tcb[2]), UcodeSpl: uint8(f.tcb[3])}})
+			if err != nil {
+				return fmt.Errorf("sim-roots: %w", err)
+			}
+			if err := c.WriteFiles(f.out, f.keyOut); err != nil {
+				return fmt.Errorf("sim-roots: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sim roots (ASK, ARK) written to %s; VCEK key and chain to %s (mode 0600)\n", f.out, f.keyOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&f.out, "out", "", "roots file for the broker's --insecure-sim-roots")
+	cmd.Flags().StringVar(&f.keyOut, "key-out", "", "node signing key file (VCEK key + VCEK, ASK, ARK certificates)")
+	cmd.Flags().IntVar(&f.rsaBits, "rsa-bits", 4096, "ARK/ASK RSA modulus size")
+	cmd.Flags().UintSliceVar(&f.tcb, "tcb", []uint{3, 0, 8, 115}, "reported TCB: bootloader,tee,snp,microcode")
+	return cmd
+}

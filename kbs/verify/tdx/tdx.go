@@ -1,0 +1,161 @@
+// Package tdx verifies Intel TDX quotes (version 4) for the key broker with go-tdx-guest,
+// offline: the PCK certificate chain in the quote must lead to the trusted Intel root (built
+// in unless replaced), the QE report must be signed by the PCK key and bind the attestation
+// key, and the quote must be signed by the attestation key. No collateral is fetched and no
+// CRL is checked (documented limitation). Then the workload policy: REPORT_DATA, MRTD/RTMRs
+// in the allowed set, MRCONFIGID = envelope digest zero-padded to 48 bytes, debug off and a
+// minimum TEE_TCB_SVN, and go-tdx-guest validate.
+package tdx
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/google/go-tdx-guest/validate"
+	tdxverify "github.com/google/go-tdx-guest/verify"
+	"github.com/sealpod/sealpod/kbs/api"
+	"github.com/sealpod/sealpod/kbs/verify"
+)
+
+// Config configures a Verifier.
+type Config struct {
+	// TrustedRoots replaces Intel's SGX root CA built into go-tdx-guest (tests only).
+	TrustedRoots *x509.CertPool
+	Now          func() time.Time
+}
+
+// Verifier verifies TDX quotes.
+type Verifier struct{ cfg Config }
+
+// New returns a Verifier.
+func New(cfg Config) *Verifier {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Verifier{cfg: cfg}
+}
+
+// TEE implements verify.Verifier.
+func (v *Verifier) TEE() string { return api.TEETDX }
+
+// Parse decodes a raw quote; it is the parser of untrusted input.
+func Parse(ev *api.TDXEvidence) (*pb.QuoteV4, error) {
+	if ev == nil || len(ev.Quote) == 0 {
+		return nil, verify.Reject(verify.FieldEvidence, "tdx quote", "none", "")
+	}
+	q, err := tdxabi.QuoteToProto(ev.Quote)
+	if err != nil {
+		return nil, verify.Reject(verify.FieldEvidence, "", "", "quote: %v", err)
+	}
+	q4, ok := q.(*pb.QuoteV4)
+	if !ok {
+		return nil, verify.Reject(verify.FieldEvidence, "quote version 4", fmt.Sprintf("%T", q), "")
+	}
+	if err := tdxabi.CheckQuoteV4(q4); err != nil {
+		return nil, verify.Reject(verify.FieldEvidence, "", "", "quote: %v", err)
+	}
+	return q4, nil
+}
+
+// measurementMatches reports whether body matches one allowed "mrtd[:rtmr0:...:rtmr3]" value.
+func measurementMatches(allowed string, body *pb.TDQuoteBody) bool {
+	parts := strings.Split(allowed, ":")
+	if len(parts) == 0 || len(parts) > 5 {
+		return false
+	}
+	if parts[0] != hex.EncodeToString(body.GetMrTd()) {
+		return false
+	}
+	rtmrs := body.GetRtmrs()
+	for i, want := range parts[1:] {
+		if want == "" {
+			continue
+		}
+		if i >= len(rtmrs) || want != hex.EncodeToString(rtmrs[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func describe(body *pb.TDQuoteBody) string {
+	s := hex.EncodeToString(body.GetMrTd())
+	for _, r := range body.GetRtmrs() {
+		s += ":" + hex.EncodeToString(r)
+	}
+	return s
+}
+
+// Verify implements verify.Verifier.
+func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy) (*verify.Result, error) {
+	if ev == nil || ev.TDX == nil {
+		return nil, verify.Reject(verify.FieldEvidence, "tdx evidence", "none", "")
+	}
+	q, err := Parse(ev.TDX)
+	if err != nil {
+		return nil, err
+	}
+	opts := &tdxverify.Options{GetCollateral: false, CheckRevocations: false, TrustedRoots: v.cfg.TrustedRoots, Now: v.cfg.Now()}
+	if err := tdxverify.TdxQuote(q, opts); err != nil {
+		if errors.Is(err, tdxverify.ErrHashVerificationFail) || strings.Contains(err.Error(), "QE report") {
+			return nil, verify.Reject(verify.FieldSignature, "", "", "quote: %v", err)
+		}
+		return nil, verify.Reject(verify.FieldChain, "", "", "PCK chain: %v", err)
+	}
+	body := q.GetTdQuoteBody()
+	if len(p.ReportData) != api.ReportDataSize || !bytes.Equal(body.GetReportData(), p.ReportData) {
+		return nil, verify.Reject(verify.FieldReportData, hex.EncodeToString(p.ReportData), hex.EncodeToString(body.GetReportData()), "not bound to this session's nonce and TEE key")
+	}
+	matched := ""
+	for _, m := range p.Measurements {
+		if measurementMatches(m, body) {
+			matched = m
+			break
+		}
+	}
+	if matched == "" {
+		return nil, verify.Reject(verify.FieldMeasurement, "one of ["+strings.Join(p.Measurements, ",")+"]", describe(body), "MRTD/RTMRs")
+	}
+	if len(p.HostData) != 32 {
+		return nil, verify.Reject(verify.FieldMrConfigID, "", "", "workload has no 32-byte envelope digest")
+	}
+	wantCfg := make([]byte, 48)
+	copy(wantCfg, p.HostData)
+	if !bytes.Equal(body.GetMrConfigId(), wantCfg) {
+		return nil, verify.Reject(verify.FieldMrConfigID, hex.EncodeToString(wantCfg), hex.EncodeToString(body.GetMrConfigId()), "not the workload's envelope digest")
+	}
+	if attr := body.GetTdAttributes(); len(attr) > 0 && attr[0]&1 != 0 {
+		return nil, verify.Reject(verify.FieldDebug, "off", "on", "TD_ATTRIBUTES.DEBUG set")
+	}
+	svn := body.GetTeeTcbSvn()
+	if min := p.MinTDXTeeTCBSVN; len(min) > 0 {
+		if len(min) != 16 || len(svn) != 16 {
+			return nil, verify.Reject(verify.FieldTCB, "16-byte TEE_TCB_SVN", fmt.Sprintf("%d bytes", len(svn)), "")
+		}
+		for i := range min {
+			if svn[i] < min[i] {
+				return nil, verify.Reject(verify.FieldTCB, ">= "+hex.EncodeToString(min), hex.EncodeToString(svn), "TEE_TCB_SVN component %d below the workload's minimum", i)
+			}
+		}
+	}
+	vopts := &validate.Options{TdQuoteBodyOptions: validate.TdQuoteBodyOptions{
+		ReportData:       p.ReportData,
+		MrConfigID:       wantCfg,
+		MinimumTeeTcbSvn: p.MinTDXTeeTCBSVN,
+	}}
+	if err := validate.TdxQuote(q, vopts); err != nil {
+		return nil, verify.Reject(verify.FieldPolicy, "", "", "validate: %v", err)
+	}
+	_ = ctx
+	return &verify.Result{TEE: api.TEETDX, Measurement: matched, TCB: hex.EncodeToString(svn)}, nil
+}
+
+var _ verify.Verifier = (*Verifier)(nil)
