@@ -33,11 +33,11 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseConfigRejects(t *testing.T) {
 	tests := map[string]string{
-		`{"version": 2, "vcpus": 1, "memoryMiB": 512}`:                                         "version: unsupported version 2",
-		`{"version": 1, "vcpus": 0, "memoryMiB": 512}`:                                         "vcpus: 0 out of range",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 1}`:                                           "memoryMiB: 1 out of range",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"snp": "zz"}}`:          "measurements.snp: not hex",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim": "abcd"}}`:        "measurements.sim: 2 bytes, want 48",
+		`{"version": 2, "vcpus": 1, "memoryMiB": 512}`:                                        "version: unsupported version 2",
+		`{"version": 1, "vcpus": 0, "memoryMiB": 512}`:                                        "vcpus: 0 out of range",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 1}`:                                          "memoryMiB: 1 out of range",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"snp": "zz"}}`:         "measurements.snp: not hex",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim": "abcd"}}`:       "measurements.sim: 2 bytes, want 48",
 		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"tdx": {"mrtd": ""}}}`: "measurements.tdx.mrtd",
 		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "cmdline": "a\u0000b"}`:                 "cmdline: contains a NUL",
 		`{"version": 1,`: "guest.json: unexpected end",

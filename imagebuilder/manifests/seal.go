@@ -10,10 +10,10 @@ import (
 	"sort"
 	"strings"
 
+	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -153,9 +153,9 @@ type sealer struct {
 	secrets    map[string]*corev1.Secret    // ns/name
 	configMaps map[string]*corev1.ConfigMap // ns/name
 	sourceObj  map[string]*object           // "Secret ns/name" -> input object
-	services   map[string][]service // by namespace
-	removed    map[*object]bool // sealed Secrets/ConfigMaps left out of the output
-	keep       map[*object]bool // pull secrets: still needed by the kubelet
+	services   map[string][]service         // by namespace
+	removed    map[*object]bool             // sealed Secrets/ConfigMaps left out of the output
+	keep       map[*object]bool             // pull secrets: still needed by the kubelet
 }
 
 func (s *sealer) ns(o *object) string {
