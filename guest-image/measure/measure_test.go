@@ -10,27 +10,13 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/sealpod/sealpod/internal/repopath"
+
 	"github.com/sealpod/sealpod/guest-image/measure/snp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 )
 
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "snp-measure")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-}
+func sharedDir(t testing.TB) string { return repopath.Shared(t, "snp-measure") }
 
 // TestComputeSNPVector runs a shared vector through the facade (the path `make guest`, the CLI
 // and the sim AMD-SP use).

@@ -6,11 +6,11 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/repopath"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -26,28 +26,8 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // sharedDir returns ../shared/testdata/<sub> relative to the repository root.
-func sharedDir(t testing.TB, sub string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("repository root not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(filepath.Dir(dir), "shared", "testdata", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("shared test data: %v (the shared/ folder must sit beside the repository)", err)
-	}
-	return p
-}
+// sharedDir returns ../shared/testdata/<sub>.
+func sharedDir(t testing.TB, sub string) string { return repopath.Shared(t, sub) }
 
 func testKBS() envelope.KBS {
 	return envelope.KBS{URL: "https://kbs.test:8443", CASHA256: strings.Repeat("c", 64)}

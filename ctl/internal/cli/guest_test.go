@@ -8,29 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealpod/sealpod/internal/repopath"
+
 	"sigs.k8s.io/yaml"
 
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 )
 
-func sharedSNPDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "snp-measure")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-}
+func sharedSNPDir(t *testing.T) string { return repopath.Shared(t, "snp-measure") }
 
 func runGuest(t *testing.T, args ...string) (string, error) {
 	t.Helper()

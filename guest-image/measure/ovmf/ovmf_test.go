@@ -4,27 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/repopath"
 )
 
 func sharedFixture(t testing.TB, name string) []byte {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "testdata", "snp-measure", name))
+	b, err := os.ReadFile(repopath.Shared(t, "snp-measure", name))
 	if err != nil {
 		t.Fatalf("shared fixture: %v", err)
 	}

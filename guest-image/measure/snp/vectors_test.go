@@ -9,27 +9,14 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/sealpod/sealpod/internal/repopath"
+
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
 )
 
 // sharedDir returns ../shared/testdata/snp-measure relative to the module root.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "snp-measure")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+// sharedDir returns ../shared/testdata/snp-measure.
+func sharedDir(t testing.TB) string { return repopath.Shared(t, "snp-measure") }
 
 type vector struct {
 	Name          string  `json:"name"`
