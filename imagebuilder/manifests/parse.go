@@ -86,7 +86,9 @@ func parseSource(src Source) ([]*object, error) {
 			continue
 		}
 		var raw map[string]any
-		if err := json.Unmarshal(js, &raw); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.UseNumber() // keep integers exact (no float64 rounding above 2^53)
+		if err := dec.Decode(&raw); err != nil {
 			return nil, fmt.Errorf("%s: document %d: not a Kubernetes object: %w", src.Name, index, err)
 		}
 		o, err := newObject(src.Name, index, "", raw, js)

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 
-	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -89,8 +88,11 @@ func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) 
 		return nil, err
 	}
 	s := &sealer{ctx: ctx, opts: opts, res: &Result{}, resolved: map[string]string{}, removed: map[*object]bool{}}
-	s.index(objs)
 	var errs []error
+	if err := s.checkDuplicates(objs); err != nil {
+		errs = append(errs, err)
+	}
+	s.index(objs)
 	for _, o := range objs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -416,6 +418,29 @@ func workloadID(ns, kind, name string) string {
 	return id
 }
 
+// checkDuplicates refuses two objects of the same kind, namespace and name: the API server
+// would refuse the second, and a sealed Secret could silently shadow another.
+func (s *sealer) checkDuplicates(objs []*object) error {
+	seen := map[string]*object{}
+	var errs []error
+	for _, o := range objs {
+		if o.name == "" {
+			continue
+		}
+		group, _, _ := strings.Cut(o.apiVersion, "/")
+		if !strings.Contains(o.apiVersion, "/") {
+			group = ""
+		}
+		key := group + "/" + o.kind + "/" + s.ns(o) + "/" + o.name
+		if prev, ok := seen[key]; ok {
+			errs = append(errs, fmt.Errorf("%s: metadata.name: %s %s/%s is also defined at %s", o.where(), o.kind, s.ns(o), o.name, prev.where()))
+			continue
+		}
+		seen[key] = o
+	}
+	return errors.Join(errs...)
+}
+
 func (s *sealer) checkIDs() error {
 	seen := map[string]string{}
 	var errs []error
@@ -439,12 +464,7 @@ func (r *Result) Render(imageRef string) ([]byte, error) {
 		if i > 0 {
 			buf.WriteString("---\n")
 		}
-		enc := yaml.NewEncoder(&buf)
-		enc.SetIndent(2)
-		if err := enc.Encode(obj); err != nil {
-			return nil, fmt.Errorf("render sealed manifests: %w", err)
-		}
-		if err := enc.Close(); err != nil {
+		if err := writeYAML(&buf, obj); err != nil {
 			return nil, fmt.Errorf("render sealed manifests: %w", err)
 		}
 	}
