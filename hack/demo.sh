@@ -78,10 +78,12 @@ up() {
 
 	say "seal examples/demo/app.yaml for the sim TEE and push the secure image"
 	"$BIN/sealctl" image create -f examples/demo/app.yaml --seal-secrets \
-		--guest "$GUEST" --tee sim --kbs "https://$KBS_ADDR" --kbs-ca "$STATE/kbs/tls/ca.pem" \
-		--insecure-registry --push "$REGISTRY/sealpod/demo-app" \
-		--keys "$STATE/keys.json" -o "$STATE/app.sealed.yaml"
+		--guest "$GUEST" --tee sim --kbs-dir "$STATE/kbs" \
+		--insecure-registry --push "$REGISTRY/sealpod/demo-app" -o "$STATE/app.sealed.yaml"
 	phase
+
+	say "workloads registered at the key broker"
+	"$BIN/sealctl" kbs --kbs-dir "$STATE/kbs" workload list
 
 	say "sealed manifests ($STATE/app.sealed.yaml)"
 	cat "$STATE/app.sealed.yaml"
@@ -91,12 +93,14 @@ up() {
 	"$BIN/sealctl" image inspect --insecure-registry "$IMAGE"
 
 	say "no plaintext left the owner's machine"
+	"$BIN/sealctl" image inspect --insecure-registry -o json "$IMAGE" >"$STATE/image.json"
+	"$BIN/sealctl" kbs --kbs-dir "$STATE/kbs" workload list -o json >"$STATE/workloads.json"
 	fail=0
 	for canary in demo-canary-token-c4f1e2 demo-canary-greeting /hello "sealpod/hello:1.0"; do
-		if grep -rqF -- "$canary" "$STATE/app.sealed.yaml"; then
-			echo "    LEAK: '$canary' in the sealed manifests"; fail=1
+		if grep -qF -- "$canary" "$STATE/app.sealed.yaml" "$STATE/image.json" "$STATE/workloads.json"; then
+			echo "    LEAK: '$canary' in the sealed manifests, image description or broker listing"; fail=1
 		else
-			echo "    ok: '$canary' absent from the sealed manifests and image metadata"
+			echo "    ok: '$canary' absent from the sealed manifests, the image description and the broker listing"
 		fi
 	done
 	[ $fail = 0 ] || exit 1

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,6 +23,9 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/image"
 	"github.com/sealpod/sealpod/imagebuilder/manifests"
 	"github.com/sealpod/sealpod/internal/atomicfile"
+	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/setup"
 )
 
 // NewImageCmd is `sealctl image`.
@@ -40,6 +44,10 @@ type imageCreateFlags struct {
 	tees         []string
 	kbsURL       string
 	kbsCA        string
+	kbsConfig    string
+	kbsDir       string
+	snpMinTCB    string
+	tdxMinTCB    string
 	keys         string
 	push         string
 	ociLayout    string
@@ -71,8 +79,19 @@ encrypted under a fresh data key into an envelope; the envelopes and the measure
 packed into one deterministic OCI image; the manifests are rewritten into placeholders that
 run under the sealpod runtime class and reveal nothing confidential.
 
-Nothing is written unless every input seals. The data keys are written to --keys (mode 0600).`,
-		Example: `  # Seal an app for the simulated TEE into an OCI layout
+Every sealed workload (its data key, the guest's reference measurements, the envelope digest
+that the launch evidence must carry as HOST_DATA/MRCONFIGID, the SANs, the minimum TCB) is
+registered with the key broker over its mTLS admin API, using the admin identity of
+--kbs-dir or --kbs-config (default $SEALPOD_KBS_CONFIG or ~/.config/sealpod/kbs.json when it
+exists); --kbs and --kbs-ca default to that config's broker. For offline sealing, --keys FILE
+writes the data keys to a file (mode 0600) instead, or as well.
+
+Nothing is written and nothing is registered unless every input seals.`,
+		Example: `  # Seal an app for SEV-SNP, register it with the broker and push the secure image
+  sealctl image create -f app.yaml --guest out/guest --tee snp --snp-min-tcb 3,0,8,115 \
+      --kbs-dir /var/lib/sealpod-kbs --push registry.example.com/team/app-sealed -o app.sealed.yaml
+
+  # Seal offline for the simulated TEE into an OCI layout, keys to a file
   sealctl image create -f app.yaml --guest out/guest --tee sim \
       --kbs https://127.0.0.1:8443 --kbs-ca kbs/tls-ca.pem \
       --oci-layout out/app-image --image registry.local:5000/app --keys app.keys.json \
@@ -91,7 +110,11 @@ Nothing is written unless every input seals. The data keys are written to --keys
 	fl.StringSliceVar(&f.tees, "tee", nil, "TEE(s) the workloads may run in: snp, tdx, pef, sim (sim is for tests and demos only)")
 	fl.StringVar(&f.kbsURL, "kbs", "", "key broker URL the guest attests to (https://...)")
 	fl.StringVar(&f.kbsCA, "kbs-ca", "", "PEM file of the key broker's TLS CA certificate (pinned by the guest)")
-	fl.StringVar(&f.keys, "keys", "", "write the workloads' data keys to this file (mode 0600)")
+	fl.StringVar(&f.kbsConfig, "kbs-config", os.Getenv("SEALPOD_KBS_CONFIG"), "sealctl-kbs.json: broker URL, CA and admin identity used to register the workloads")
+	fl.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
+	fl.StringVar(&f.snpMinTCB, "snp-min-tcb", "", "minimum SEV-SNP TCB the broker accepts: bootloader,tee,snp,microcode (e.g. 3,0,8,115)")
+	fl.StringVar(&f.tdxMinTCB, "tdx-min-tcb", "", "minimum TDX TEE_TCB_SVN the broker accepts (32 hex characters)")
+	fl.StringVar(&f.keys, "keys", "", "also (or, without a broker config, only) write the workloads' data keys to this file (mode 0600)")
 	fl.StringVar(&f.push, "push", "", "push the secure image to this reference")
 	fl.StringVar(&f.ociLayout, "oci-layout", "", "write the secure image as an OCI image layout directory")
 	fl.StringVar(&f.tarball, "tarball", "", "write the secure image as an OCI archive (tar of an OCI layout)")
@@ -126,10 +149,10 @@ func (f *imageCreateFlags) validate() error {
 		missing = append(missing, "--tee")
 	}
 	if f.kbsURL == "" {
-		missing = append(missing, "--kbs")
+		missing = append(missing, "--kbs (or --kbs-dir/--kbs-config)")
 	}
 	if f.kbsCA == "" {
-		missing = append(missing, "--kbs-ca")
+		missing = append(missing, "--kbs-ca (or --kbs-dir/--kbs-config)")
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
@@ -140,9 +163,7 @@ func (f *imageCreateFlags) validate() error {
 	if f.imageName == "" && f.push == "" {
 		return errors.New("--image: name the repository nodes pull the secure image from (or use --push)")
 	}
-	if f.keys == "" {
-		return errors.New("--keys: no place for the workloads' data keys (registration with the key broker is not wired into image create yet)")
-	}
+
 	for _, t := range f.tees {
 		if !containsString(bundle.KnownTEEs, t) {
 			return fmt.Errorf("--tee: unknown TEE %q (want %s)", t, strings.Join(bundle.KnownTEEs, ", "))
@@ -160,10 +181,61 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
+// brokerConfig finds the admin config that registration uses: --kbs-dir, then --kbs-config
+// (or $SEALPOD_KBS_CONFIG), then ~/.config/sealpod/kbs.json if it exists. It fills --kbs and
+// --kbs-ca from it when they are not given. nil means offline sealing.
+func (f *imageCreateFlags) brokerConfig() (*admin.ClientConfig, string, error) {
+	path := f.kbsConfig
+	explicit := path != ""
+	if f.kbsDir != "" {
+		path, explicit = filepath.Join(f.kbsDir, setup.AdminClientConfig), true
+	}
+	if path == "" {
+		if d, err := os.UserConfigDir(); err == nil {
+			if p := filepath.Join(d, "sealpod", "kbs.json"); fileExists(p) {
+				path = p
+			}
+		}
+	}
+	if path == "" {
+		return nil, "", nil
+	}
+	cfg, err := admin.ReadClientConfig(path)
+	if err != nil {
+		if explicit {
+			return nil, "", err
+		}
+		return nil, "", fmt.Errorf("%w (remove it, or pass --kbs-config)", err)
+	}
+	if f.kbsURL == "" {
+		f.kbsURL = cfg.URL
+	}
+	if f.kbsCA == "" {
+		f.kbsCA = cfg.CAFile
+	}
+	return cfg, path, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	ctx := cmd.Context()
 	stderr := cmd.ErrOrStderr()
+	brokerCfg, brokerCfgPath, err := f.brokerConfig()
+	if err != nil {
+		return err
+	}
 	if err := f.validate(); err != nil {
+		return err
+	}
+	if brokerCfg == nil && f.keys == "" {
+		return errors.New("no place for the workloads' data keys: register them with the key broker (--kbs-dir or --kbs-config) or write them with --keys FILE")
+	}
+	minTCB, err := parseMinTCB(f.snpMinTCB, f.tdxMinTCB)
+	if err != nil {
 		return err
 	}
 	if containsString(f.tees, bundle.TEESim) {
@@ -236,8 +308,23 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		return err
 	}
 
-	// Everything is computed; now write, the network first, so that a failed push leaves
-	// no files behind.
+	// Check every registration locally before anything leaves this machine.
+	var regs []registry.Workload
+	if brokerCfg != nil {
+		for _, w := range res.Workloads {
+			rw := registry.Workload{
+				ID: w.ID, TEEs: f.tees, Measurements: measurements, EnvelopeDigest: w.Digest,
+				MinTCB: minTCB, SANs: w.Spec.Identity.SANs, DataKey: w.Key,
+			}
+			if err := rw.Validate(); err != nil {
+				return fmt.Errorf("%s (workload %s): %w", w.Object, w.ID, err)
+			}
+			regs = append(regs, rw)
+		}
+	}
+
+	// Everything is computed; now write, the network first (push, then registration), so
+	// that a failure leaves no files behind.
 	if f.push != "" {
 		var progress io.Writer
 		if isTerminal(cmd.OutOrStdout()) && isTerminal(stderr) {
@@ -257,13 +344,19 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 			return err
 		}
 	}
-	keyFile := newKeyFile(f.kbsURL, res.Workloads, measurements)
-	kb, err := json.MarshalIndent(keyFile, "", "  ")
-	if err != nil {
-		return err
+	if brokerCfg != nil {
+		if err := registerWorkloads(ctx, brokerCfgPath, regs, stderr); err != nil {
+			return err
+		}
 	}
-	if err := atomicfile.Write(f.keys, append(kb, '\n'), 0o600); err != nil {
-		return err
+	if f.keys != "" {
+		kb, err := json.MarshalIndent(newKeyFile(f.kbsURL, res.Workloads, measurements), "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(f.keys, append(kb, '\n'), 0o600); err != nil {
+			return err
+		}
 	}
 	if f.output == "-" {
 		if _, err := cmd.OutOrStdout().Write(sealed); err != nil {
@@ -273,6 +366,29 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "sealed %d workload(s) into %s\n", len(res.Workloads), pinnedRef)
+	return nil
+}
+
+// registerWorkloads puts each workload at the broker. The admin API takes one workload per
+// request; on a failure the error says which were registered already (sealing again
+// replaces them).
+func registerWorkloads(ctx context.Context, cfgPath string, regs []registry.Workload, log io.Writer) error {
+	c, err := admin.NewClientFromConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	var done []string
+	for _, w := range regs {
+		h, err := c.PutWorkload(ctx, w)
+		if err != nil {
+			if len(done) > 0 {
+				return fmt.Errorf("register workload %s at %s: %w (already registered: %s)", w.ID, c.URL(), err, strings.Join(done, ", "))
+			}
+			return fmt.Errorf("register workload %s at %s: %w", w.ID, c.URL(), err)
+		}
+		done = append(done, w.ID)
+		fmt.Fprintf(log, "registered %s at %s (history #%d)\n", w.ID, c.URL(), h.Seq)
+	}
 	return nil
 }
 

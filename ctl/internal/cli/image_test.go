@@ -26,6 +26,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/image"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/kbs/admin/admintest"
 )
 
 // runSealctl runs the command tree in-process and returns stdout, stderr and the error.
@@ -192,10 +193,9 @@ func TestImageCreateFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"image", "create"}, "missing required flags: -f, --guest, --tee, --kbs, --kbs-ca"},
+		{[]string{"image", "create"}, "missing required flags: -f, --guest, --tee, --kbs (or --kbs-dir/--kbs-config), --kbs-ca"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--keys", "k"), "no destination for the secure image"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--oci-layout", "l", "--keys", "k"), "--image"},
-		{append(baseArgs(t, dir), "-f", "x.yaml", "--push", "r.local/a"), "--keys"},
 		{append(baseArgs(t, dir), "-f", filepath.Join(dir, "nope.yaml"), "--push", "r.local/a", "--keys", "k"), "nope.yaml: no such file"},
 		{[]string{"image", "create", "-f", "x", "--guest", "g", "--tee", "sgx", "--kbs", "https://k", "--kbs-ca", "c", "--push", "r/a", "--keys", "k"}, `unknown TEE "sgx"`},
 	}
@@ -255,5 +255,64 @@ func TestHelpHasExamples(t *testing.T) {
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%v: %v\n%s", args, err, out)
 		}
+	}
+}
+
+// image create registers every workload with a real broker admin API over mTLS; the data
+// key at the broker is the one that opens the envelope in the image.
+func TestImageCreateRegistersWithBroker(t *testing.T) {
+	kbs := admintest.Start(t)
+	dir := t.TempDir()
+	layout, out := filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml")
+	args := []string{"image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t), "--tee", "sim",
+		"--resolve=false", "--kbs-dir", kbs.Dir, "--snp-min-tcb", "3,0,8,115", "--image", "r.local/app", "--oci-layout", layout, "-o", out}
+	_, stderr, err := runSealctl(t, appYAML, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "registered default.deployment.web at "+kbs.URL) {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+	w, err := kbs.Registry.Get(context.Background(), "default.deployment.web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, cleanup, err := image.Load(context.Background(), layout, image.RegistryOptions{})
+	defer cleanup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := readEnvelope(t, img, w.ID)
+	if w.EnvelopeDigest != envelope.Digest(env) {
+		t.Fatalf("registered digest %s, envelope %s", w.EnvelopeDigest, envelope.Digest(env))
+	}
+	if _, _, err := envelope.Open(env, w.DataKey); err != nil {
+		t.Fatalf("registered key does not open the envelope: %v", err)
+	}
+	hdr, _ := envelope.ParseHeader(env)
+	if hdr.KBS.URL != kbs.URL {
+		t.Errorf("envelope names broker %s, want %s (from the admin config)", hdr.KBS.URL, kbs.URL)
+	}
+	if want, _ := kbs.State.TLSCASHA256(); hdr.KBS.CASHA256 != want {
+		t.Errorf("envelope pins CA %s, want the broker's %s", hdr.KBS.CASHA256, want)
+	}
+	if len(w.Measurements["sim"]) != 1 || w.MinTCB.SNP == nil || w.MinTCB.SNP.Microcode != 115 || w.SANs[0] != "spiffe://sealpod/ns/default/deployment/web" {
+		t.Errorf("registered %+v", w)
+	}
+	// A registration the broker would refuse is caught before anything is pushed or written.
+	out2 := filepath.Join(dir, "sealed2.yaml")
+	bad := strings.Replace(appYAML, "metadata: {name: web}", "metadata: {name: web, annotations: {sealpod.io/sans: 'not a name!'}}", 1)
+	_, _, err = runSealctl(t, bad, append(args[:len(args)-1], out2)...)
+	if err == nil || !strings.Contains(err.Error(), "sans[0]") {
+		t.Fatalf("err = %v", err)
+	}
+	if fileExists(out2) {
+		t.Error("sealed manifests written although registration was refused")
+	}
+	// Without a broker config or --keys there is nowhere to put the keys.
+	_, _, err = runSealctl(t, appYAML, "image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t), "--tee", "sim",
+		"--resolve=false", "--kbs", "https://k:1", "--kbs-ca", writeCA(t, dir), "--push", "r.local/a")
+	if err == nil || !strings.Contains(err.Error(), "no place for the workloads' data keys") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -199,23 +199,15 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (registry.Workload, error) 
 	if len(a.sans) > 0 {
 		w.SANs = a.sans
 	}
-	if a.snpMinTCB != "" {
-		parts := strings.Split(a.snpMinTCB, ",")
-		if len(parts) != 4 {
-			return w, fmt.Errorf("--snp-min-tcb %q: want bootloader,tee,snp,microcode", a.snpMinTCB)
-		}
-		var v [4]uint8
-		for i, p := range parts {
-			n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
-			if err != nil {
-				return w, fmt.Errorf("--snp-min-tcb %q: component %d: %v", a.snpMinTCB, i, err)
-			}
-			v[i] = uint8(n)
-		}
-		w.MinTCB.SNP = &registry.SNPTCB{Bootloader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
+	tcb, err := parseMinTCB(a.snpMinTCB, a.tdxMinTCB)
+	if err != nil {
+		return w, err
 	}
-	if a.tdxMinTCB != "" {
-		w.MinTCB.TDXTeeTCBSVN = strings.ToLower(a.tdxMinTCB)
+	if tcb.SNP != nil {
+		w.MinTCB.SNP = tcb.SNP
+	}
+	if tcb.TDXTeeTCBSVN != "" {
+		w.MinTCB.TDXTeeTCBSVN = tcb.TDXTeeTCBSVN
 	}
 	if a.dataKeyFile != "" {
 		k, err := readDataKeyFile(a.dataKeyFile)
@@ -237,6 +229,29 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (registry.Workload, error) 
 		return w, err
 	}
 	return w, nil
+}
+
+// parseMinTCB parses the --snp-min-tcb (bootloader,tee,snp,microcode) and --tdx-min-tcb
+// (hex TEE_TCB_SVN) flags; empty flags leave that part unset.
+func parseMinTCB(snp, tdx string) (registry.TCB, error) {
+	var tcb registry.TCB
+	if snp != "" {
+		parts := strings.Split(snp, ",")
+		if len(parts) != 4 {
+			return tcb, fmt.Errorf("--snp-min-tcb %q: want bootloader,tee,snp,microcode", snp)
+		}
+		var v [4]uint8
+		for i, p := range parts {
+			n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
+			if err != nil {
+				return tcb, fmt.Errorf("--snp-min-tcb %q: component %d: %v", snp, i, err)
+			}
+			v[i] = uint8(n)
+		}
+		tcb.SNP = &registry.SNPTCB{Bootloader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
+	}
+	tcb.TDXTeeTCBSVN = strings.ToLower(tdx)
+	return tcb, nil
 }
 
 // readDataKeyFile reads a 32-byte key stored raw, as hex or as base64.

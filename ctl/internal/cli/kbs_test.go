@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,5 +157,39 @@ func TestKBSConfigResolution(t *testing.T) {
 	}
 	if _, err := runKBS(t, "--kbs-dir", "/nonexistent-dir", "status"); err == nil || !strings.Contains(err.Error(), "/nonexistent-dir/admin/sealctl-kbs.json") {
 		t.Fatalf("status with missing kbs dir: %v", err)
+	}
+}
+
+func TestKBSWorkloadAddFromStdinJSON(t *testing.T) {
+	srv := admintest.Start(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	body, _ := json.Marshal(registry.Workload{
+		ID: "api", TEEs: []string{"tdx"},
+		Measurements:   map[string][]string{"tdx": {strings.Repeat("ab", 48) + "::::" + strings.Repeat("01", 48)}},
+		EnvelopeDigest: strings.Repeat("ef", 32), SANs: []string{"spiffe://sealpod/api"}, DataKey: key,
+	})
+	cmd := NewKBSCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetIn(bytes.NewReader(body))
+	cmd.SetArgs([]string{"--config", srv.ConfigPath, "workload", "add", "-f", "-", "-o", "yaml"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var entry registry.HistoryEntry
+	if err := yaml.Unmarshal(out.Bytes(), &entry); err != nil || entry.WorkloadID != "api" || entry.Workload.Measurements["tdx"][0] == "" {
+		t.Fatalf("add -o yaml: %v\n%s", err, out.String())
+	}
+	stored, err := srv.Registry.Get(context.Background(), "api")
+	if err != nil || !bytes.Equal(stored.DataKey, key) {
+		t.Fatalf("stored %+v, %v", stored, err)
+	}
+	// Unknown fields in a workload file are refused.
+	cmd = NewKBSCmd()
+	cmd.SetIn(strings.NewReader(`{"id":"api","tees":["tdx"],"measurment":{}}`))
+	cmd.SetOut(io.Discard)
+	cmd.SetArgs([]string{"--config", srv.ConfigPath, "workload", "add", "-f", "-"})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "measurment") {
+		t.Fatalf("unknown field: %v", err)
 	}
 }
