@@ -55,7 +55,7 @@ up() {
 	say "start a local OCI registry on $REGISTRY"
 	start_bg registry "$BIN/devregistry" serve --listen "$REGISTRY" --dir "$STATE/registry"
 	wait_http "http://$REGISTRY/v2/" registry
-	"$BIN/devregistry" push-binary --binary "$BIN/hello" --ref "$REGISTRY/sealpod/hello:1.0" >"$STATE/hello.ref"
+	"$BIN/devregistry" push-binary --binary "$BIN/hello" --path /opt/sealpod-demo/hello-server --ref "$REGISTRY/sealpod/hello:1.0" >"$STATE/hello.ref"
 	echo "    pushed $(cat "$STATE/hello.ref")"
 	phase
 
@@ -96,7 +96,7 @@ up() {
 	"$BIN/sealctl" image inspect --insecure-registry -o json "$IMAGE" >"$STATE/image.json"
 	"$BIN/sealctl" kbs --kbs-dir "$STATE/kbs" workload list -o json >"$STATE/workloads.json"
 	fail=0
-	for canary in demo-canary-token-c4f1e2 demo-canary-greeting /hello "sealpod/hello:1.0"; do
+	for canary in demo-canary-token-c4f1e2 demo-canary-greeting /opt/sealpod-demo/hello-server "sealpod/hello:1.0"; do
 		if grep -qF -- "$canary" "$STATE/app.sealed.yaml" "$STATE/image.json" "$STATE/workloads.json"; then
 			echo "    LEAK: '$canary' in the sealed manifests, image description or broker listing"; fail=1
 		else
