@@ -79,6 +79,7 @@ type (
 // whose leaf is an admin identity (see CheckIdentity); the server's tls.Config must verify
 // client certificates against the admin CA (ClientCAs = setup.State.AdminCAPool).
 type Handler struct {
+	roots  *x509.CertPool // optional re-verification of the client chain (WithAdminCAs)
 	reg    *registry.Registry
 	log    *audit.Log
 	ca     *meshca.CA
@@ -87,13 +88,24 @@ type Handler struct {
 	now    func() time.Time
 }
 
+// Option configures NewHandler.
+type Option func(*Handler)
+
+// WithAdminCAs makes the handler re-verify every client chain against roots (the admin CA,
+// setup.State.AdminCAPool) itself, so a listener whose ClientCAs also trusts other CAs cannot
+// let their certificates in. Recommended.
+func WithAdminCAs(roots *x509.CertPool) Option { return func(h *Handler) { h.roots = roots } }
+
 // NewHandler returns the admin handler. Mount it at PathPrefix without stripping the prefix
 // (paths without the prefix are accepted too).
-func NewHandler(reg *registry.Registry, log *audit.Log, ca *meshca.CA, logger *slog.Logger) http.Handler {
+func NewHandler(reg *registry.Registry, log *audit.Log, ca *meshca.CA, logger *slog.Logger, opts ...Option) http.Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	h := &Handler{reg: reg, log: log, ca: ca, logger: logger, mux: http.NewServeMux(), now: time.Now}
+	for _, o := range opts {
+		o(h)
+	}
 	h.mux.HandleFunc("GET /workloads", h.list)
 	h.mux.HandleFunc("GET /workloads/{id}", h.get)
 	h.mux.HandleFunc("PUT /workloads/{id}", h.put)
@@ -117,8 +129,9 @@ func identityOf(cert *x509.Certificate) string {
 	return "admin:" + cert.Subject.CommonName + "/" + s
 }
 
-// Authenticate checks the request's TLS state and returns the admin identity.
-func Authenticate(r *http.Request) (string, int, error) {
+// Authenticate checks the request's TLS state and returns the admin identity. roots, if not
+// nil, must also verify the presented chain (client auth usage).
+func Authenticate(r *http.Request, roots *x509.CertPool) (string, int, error) {
 	if r.TLS == nil {
 		return "", http.StatusUnauthorized, errors.New("admin API requires TLS with an admin client certificate")
 	}
@@ -126,6 +139,15 @@ func Authenticate(r *http.Request) (string, int, error) {
 		return "", http.StatusUnauthorized, errors.New("admin API requires a client certificate issued by the admin CA")
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
+	if roots != nil {
+		inter := x509.NewCertPool()
+		for _, c := range r.TLS.PeerCertificates[min(1, len(r.TLS.PeerCertificates)):] {
+			inter.AddCert(c)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			return "", http.StatusForbidden, fmt.Errorf("%w: client certificate is not issued by the admin CA: %v", ErrNotAdmin, err)
+		}
+	}
 	if err := CheckIdentity(leaf); err != nil {
 		return "", http.StatusForbidden, err
 	}
@@ -133,7 +155,7 @@ func Authenticate(r *http.Request) (string, int, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, code, err := Authenticate(r)
+	id, code, err := Authenticate(r, h.roots)
 	if err != nil {
 		h.logger.Warn("admin request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
 		h.audit2(r.Context(), audit.Event{Kind: audit.KindAdmin, Result: audit.ResultDenied, Reason: truncate(err.Error()), Remote: r.RemoteAddr})
@@ -400,9 +422,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := Status{Time: h.now().UTC(), Workloads: len(m.Manifest.Workloads), Head: m.Manifest.Head, Identity: caller(r)}
-	if pub, err := m.ParsePublicKey(); err != nil {
-		st.HistoryError = err.Error()
-	} else if err := registry.VerifyManifest(m, pub); err != nil {
+	if err := registry.VerifyManifest(m, h.reg.PublicKey()); err != nil {
 		st.HistoryError = err.Error()
 	} else {
 		st.HistoryValid = true

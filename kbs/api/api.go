@@ -200,13 +200,22 @@ func DecodeJSON(r io.Reader, v any) error {
 	return nil
 }
 
+// clip shortens client-supplied strings quoted in error messages.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
 // Validate checks an auth request's fields.
 func (r *AuthRequest) Validate() error {
 	if !ValidTEE(r.TEE) {
-		return fmt.Errorf("auth request field tee: %q is not one of snp, tdx, pef, sim", r.TEE)
+		return fmt.Errorf("auth request field tee: %q is not one of snp, tdx, pef, sim", clip(r.TEE))
 	}
 	if !ValidWorkloadID(r.Workload) {
-		return fmt.Errorf("auth request field workload: %q is not a valid workload id", r.Workload)
+		return fmt.Errorf("auth request field workload: %q is not a valid workload id", clip(r.Workload))
 	}
 	return nil
 }

@@ -2,7 +2,8 @@
 // key releases, certificates, administration), stored in the broker's store.Store.
 //
 // Appends from concurrent callers are group-committed: while one transaction is being made
-// durable, later events queue up and go into the next transaction together, so the log
+// durable, later events queue up and go into the next transaction together (one committer
+// goroutine per busy period), so the log
 // sustains thousands of appends per second on one fsync'ing disk.
 package audit
 
@@ -143,21 +144,10 @@ func (l *Log) Append(ctx context.Context, e Event) error {
 	l.mu.Lock()
 	l.pending = append(l.pending, r)
 	if !l.committing {
-		// This caller becomes the committer until the queue is empty.
+		// Start a committer for this busy period; it exits when the queue is empty, so no
+		// caller waits for more than its own batch and no goroutine outlives the load.
 		l.committing = true
-		for len(l.pending) > 0 {
-			n := min(len(l.pending), maxBatch)
-			batch := l.pending[:n:n]
-			l.pending = l.pending[n:]
-			l.mu.Unlock()
-			err := l.commit(batch)
-			for _, b := range batch {
-				b.done <- err
-			}
-			l.mu.Lock()
-		}
-		l.pending = nil
-		l.committing = false
+		go l.drain()
 	}
 	l.mu.Unlock()
 	select {
@@ -166,6 +156,27 @@ func (l *Log) Append(ctx context.Context, e Event) error {
 	case <-ctx.Done():
 		// The event may still be committed; the caller only stops waiting.
 		return fmt.Errorf("append audit event: %w", ctx.Err())
+	}
+}
+
+// drain commits queued events in batches of at most maxBatch until the queue is empty.
+func (l *Log) drain() {
+	for {
+		l.mu.Lock()
+		if len(l.pending) == 0 {
+			l.pending = nil
+			l.committing = false
+			l.mu.Unlock()
+			return
+		}
+		n := min(len(l.pending), maxBatch)
+		batch := l.pending[:n:n]
+		l.pending = l.pending[n:]
+		l.mu.Unlock()
+		err := l.commit(batch)
+		for _, b := range batch {
+			b.done <- err
+		}
 	}
 }
 

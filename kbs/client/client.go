@@ -243,6 +243,15 @@ func (c *Client) Auth(ctx context.Context, tee, workload string) (*Session, erro
 	return s, nil
 }
 
+// Via returns a copy of the session that talks to another replica of the same broker (same
+// state directory and store): tokens verify there, nonces do not (auth and attest need the
+// same replica).
+func (s *Session) Via(c *Client) *Session {
+	cp := *s
+	cp.c = c
+	return &cp
+}
+
 // PublicKey is the session's TEE public key.
 func (s *Session) PublicKey() []byte { return append([]byte(nil), s.pub[:]...) }
 

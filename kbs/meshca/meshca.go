@@ -32,6 +32,8 @@ const (
 	// clockSkew backdates NotBefore so that guests with a slightly late clock accept the leaf.
 	clockSkew = 5 * time.Minute
 
+	maxCommonName = 64
+
 	DefaultRootValidity         = 10 * 365 * 24 * time.Hour
 	DefaultIntermediateValidity = 3 * 365 * 24 * time.Hour
 )
@@ -232,7 +234,7 @@ func ParseCSR(csrDER []byte) (*x509.CertificateRequest, error) {
 }
 
 // Issue verifies the CSR's self-signature (proof of possession), ignores any SANs and subject
-// in the CSR and puts exactly `sans` (and commonName) into the leaf; it returns the DER chain
+// in the CSR and puts exactly `sans` (and commonName, if at most 64 characters) into the leaf; it returns the DER chain
 // leaf, intermediate (root excluded). validity 0 means DefaultValidity; it must lie in
 // [MinValidity, MaxValidity] and the leaf never outlives the intermediate.
 func (c *CA) Issue(csrDER []byte, commonName string, sans []string, validity time.Duration) ([][]byte, error) {
@@ -252,8 +254,10 @@ func (c *CA) IssueForKey(pub crypto.PublicKey, commonName string, sans []string,
 	if validity < MinValidity || validity > MaxValidity {
 		return nil, fmt.Errorf("%w: validity %s outside [%s, %s]", ErrBadRequest, validity, MinValidity, MaxValidity)
 	}
-	if len(commonName) > 64 {
-		return nil, fmt.Errorf("%w: common name longer than 64 characters", ErrBadRequest)
+	if len(commonName) > maxCommonName {
+		// X.509 bounds the CN at 64 characters (RFC 5280 ub-common-name); workload ids may be
+		// longer. The SANs carry the identity, so the CN is left out rather than refused.
+		commonName = ""
 	}
 	if len(sans) == 0 {
 		return nil, fmt.Errorf("%w: no SANs (the workload has none registered)", ErrBadRequest)

@@ -189,3 +189,17 @@ func FuzzIssue(f *testing.F) {
 		}
 	})
 }
+
+func TestLongCommonNameOmitted(t *testing.T) {
+	ca, _ := newCA(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	long := "abcdefghij.bcdefghij.bcdefghij.bcdefghij.bcdefghij.bcdefghij.bcdefghij"
+	chain, err := ca.Issue(csrFor(t, key, "x", nil), long, []string{"a.example"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(chain[0])
+	if leaf.Subject.CommonName != "" || leaf.DNSNames[0] != "a.example" {
+		t.Fatalf("leaf subject %v SANs %v", leaf.Subject, leaf.DNSNames)
+	}
+}

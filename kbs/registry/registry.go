@@ -124,6 +124,9 @@ func New(st store.Store, signer crypto.Signer) *Registry {
 	return &Registry{st: st, signer: signer, now: time.Now}
 }
 
+// PublicKey returns the broker public key that verifies history entries and manifests.
+func (r *Registry) PublicKey() crypto.PublicKey { return r.signer.Public() }
+
 func historyKey(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
 func readHead(tx store.Tx) (ChainHead, error) {
@@ -242,7 +245,8 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 // (wrapped) when absent.
 func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
 	if err := ValidateID(id); err != nil {
-		return nil, err
+		// No workload can have an invalid id: it is both invalid and not found.
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var w *Workload
 	err := r.st.View(ctx, func(tx store.Tx) error {
@@ -285,7 +289,7 @@ func (r *Registry) List(ctx context.Context) ([]Workload, error) {
 // Remove deletes a workload and appends the history entry in the same transaction.
 func (r *Registry) Remove(ctx context.Context, id, actor string) (HistoryEntry, error) {
 	if err := ValidateID(id); err != nil {
-		return HistoryEntry{}, err
+		return HistoryEntry{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var out HistoryEntry
 	err := r.st.Update(ctx, func(tx store.Tx) error {

@@ -201,7 +201,9 @@ func TestManifestVerifiesAndDetectsTampering(t *testing.T) {
 				t.Fatalf("VerifyManifest after JSON round trip: %v", err)
 			}
 			tampers := map[string]func(m *registry.SignedManifest){
-				"workload measurement":  func(m *registry.SignedManifest) { m.Manifest.Workloads[0].Measurements["snp"][0] = strings.Repeat("00", 48) },
+				"workload measurement": func(m *registry.SignedManifest) {
+					m.Manifest.Workloads[0].Measurements["snp"][0] = strings.Repeat("00", 48)
+				},
 				"history actor":         func(m *registry.SignedManifest) { m.Manifest.History[1].Actor = "mallory" },
 				"history workload sans": func(m *registry.SignedManifest) { m.Manifest.History[0].Workload.SANs = []string{"evil.example"} },
 				"history time":          func(m *registry.SignedManifest) { m.Manifest.History[2].Time = m.Manifest.History[2].Time.Add(1) },
@@ -210,14 +212,16 @@ func TestManifestVerifiesAndDetectsTampering(t *testing.T) {
 					h := m.Manifest.History
 					h[0], h[1] = h[1], h[0]
 				},
-				"workload added":    func(m *registry.SignedManifest) { m.Manifest.Workloads = append(m.Manifest.Workloads, publicOf(validWorkload("z"))) },
-				"workload dropped":  func(m *registry.SignedManifest) { m.Manifest.Workloads = m.Manifest.Workloads[:1] },
-				"head":              func(m *registry.SignedManifest) { m.Manifest.Head.Seq++ },
-				"signature":         func(m *registry.SignedManifest) { m.Signature[len(m.Signature)-1] ^= 1 },
-				"entry signature":   func(m *registry.SignedManifest) { m.Manifest.History[3].Signature[5] ^= 1 },
-				"public key":        func(m *registry.SignedManifest) { m.PublicKey[len(m.PublicKey)-1] ^= 1 },
-				"version":           func(m *registry.SignedManifest) { m.Manifest.Version = 2 },
-				"issuedAt":          func(m *registry.SignedManifest) { m.Manifest.IssuedAt = m.Manifest.IssuedAt.Add(1) },
+				"workload added": func(m *registry.SignedManifest) {
+					m.Manifest.Workloads = append(m.Manifest.Workloads, publicOf(validWorkload("z")))
+				},
+				"workload dropped": func(m *registry.SignedManifest) { m.Manifest.Workloads = m.Manifest.Workloads[:1] },
+				"head":             func(m *registry.SignedManifest) { m.Manifest.Head.Seq++ },
+				"signature":        func(m *registry.SignedManifest) { m.Signature[len(m.Signature)-1] ^= 1 },
+				"entry signature":  func(m *registry.SignedManifest) { m.Manifest.History[3].Signature[5] ^= 1 },
+				"public key":       func(m *registry.SignedManifest) { m.PublicKey[len(m.PublicKey)-1] ^= 1 },
+				"version":          func(m *registry.SignedManifest) { m.Manifest.Version = 2 },
+				"issuedAt":         func(m *registry.SignedManifest) { m.Manifest.IssuedAt = m.Manifest.IssuedAt.Add(1) },
 			}
 			for name, tamper := range tampers {
 				var c registry.SignedManifest
@@ -270,3 +274,17 @@ func TestHistoryTamperingInStore(t *testing.T) {
 }
 
 func publicOf(w registry.Workload) registry.Workload { return w.Public() }
+
+func TestInvalidIDIsNotFound(t *testing.T) {
+	reg := registry.New(openBolt(t), newSigner(t))
+	for _, id := range []string{"", "UPPER", "../x", strings.Repeat("a", 300)} {
+		_, err := reg.Get(context.Background(), id)
+		if !errors.Is(err, registry.ErrNotFound) || !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("Get(%q) = %v, want ErrNotFound and ErrInvalid", id, err)
+		}
+		_, err = reg.Remove(context.Background(), id, "t")
+		if !errors.Is(err, registry.ErrNotFound) || !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("Remove(%q) = %v, want ErrNotFound and ErrInvalid", id, err)
+		}
+	}
+}

@@ -101,11 +101,11 @@ func BenchmarkFullFlow(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	floor := p384Floor(time.Second)
+	floorBefore := p384Floor(time.Second)
 	b.ResetTimer()
 	var next atomic.Int64
 	var mu sync.Mutex
-	var flowLat, reqLat []time.Duration
+	var flowLat, reqLat, stepLat []time.Duration
 	var firstErr error
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -129,12 +129,17 @@ func BenchmarkFullFlow(b *testing.B) {
 			mu.Lock()
 			flowLat = append(flowLat, fl...)
 			reqLat = append(reqLat, rl...)
+			stepLat = append(stepLat, rl...)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	// The machine is shared: take the higher of the floors measured before and after the run
+	// (the conservative choice for the ratio).
+	floorAfter := p384Floor(time.Second)
+	floor := max(floorBefore, floorAfter)
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
@@ -145,9 +150,21 @@ func BenchmarkFullFlow(b *testing.B) {
 	b.ReportMetric(float64(pct(flowLat, 0.99).Microseconds())/1000, "flow-p99-ms")
 	b.ReportMetric(float64(pct(reqLat, 0.99).Microseconds())/1000, "req-p99-ms")
 	b.ReportMetric(rate/floor, "ratio-to-p384-floor")
+	if b.N < benchClients {
+		return // the calibration run; figures only for real runs
+	}
 	fmt.Fprintf(os.Stdout, "kbs full flow (auth+attest+key+certificate, sim/SNP evidence, %d clients, GOMAXPROCS=%d): %d flows in %v = %.0f flows/s\n",
 		benchClients, runtime.GOMAXPROCS(0), len(flowLat), elapsed.Round(time.Millisecond), rate)
 	fmt.Fprintf(os.Stdout, "  per flow    p50 %v  p99 %v\n", pct(flowLat, 0.5).Round(10*time.Microsecond), pct(flowLat, 0.99).Round(10*time.Microsecond))
 	fmt.Fprintf(os.Stdout, "  per request p50 %v  p99 %v\n", pct(reqLat, 0.5).Round(10*time.Microsecond), pct(reqLat, 0.99).Round(10*time.Microsecond))
-	fmt.Fprintf(os.Stdout, "  P-384 verify floor (same run, all cores): %.0f/s; ratio %.3f (target >= 0.5)\n", floor, rate/floor)
+	for i, name := range []string{"auth", "attest", "key", "certificate"} {
+		var step []time.Duration
+		for j := i; j < len(stepLat); j += 4 {
+			step = append(step, stepLat[j])
+		}
+		slices.Sort(step)
+		fmt.Fprintf(os.Stdout, "    %-11s p50 %v  p99 %v\n", name, pct(step, 0.5).Round(10*time.Microsecond), pct(step, 0.99).Round(10*time.Microsecond))
+	}
+	fmt.Fprintf(os.Stdout, "  P-384 verify floor (same run, all cores): %.0f/s before, %.0f/s after; ratio %.3f to the higher (target >= 0.5)\n",
+		floorBefore, floorAfter, rate/floor)
 }

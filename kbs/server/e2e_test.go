@@ -327,8 +327,38 @@ func TestRawRequests(t *testing.T) {
 	if st, _ := post(api.PathAuth, []byte(`{"tee":"sim","workload":"web-frontend","x":1}`), nil); st != http.StatusBadRequest {
 		t.Fatalf("unknown field: %d", st)
 	}
+	if st, _ := post(api.PathAuth, []byte(`{"tee":"sim","workload":"`+strings.Repeat("A", 3000)+`"}`), nil); st != http.StatusBadRequest {
+		t.Fatalf("long invalid workload id: %d", st)
+	}
+	evs, err := e.audit.List(ctx, time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs, func(ev audit.Event) bool {
+		return ev.Kind == audit.KindAuth && ev.Result == audit.ResultDenied && ev.Workload == "" && len(ev.Reason) <= 1024 && strings.Contains(ev.Reason, "not a valid workload id")
+	}) {
+		t.Fatalf("no bounded audit record for the refused auth with a long invalid workload id: %+v", evs)
+	}
 	if st, _ := post(api.PathAttest, []byte(`{}`), nil); st != http.StatusUnauthorized {
 		t.Fatalf("attest without session: %d", st)
+	}
+	// A malformed attest body still consumes the nonce.
+	resp0, err := hc.Post(e.url+api.PathAuth, "application/json", strings.NewReader(`{"tee":"sim","workload":"web-frontend"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp0.Body.Close()
+	var cookie string
+	for _, ck := range resp0.Cookies() {
+		if ck.Name == api.SessionCookie {
+			cookie = ck.Name + "=" + ck.Value
+		}
+	}
+	if st, _ := post(api.PathAttest, []byte(`{"bad":1}`), map[string]string{"Cookie": cookie}); st != http.StatusBadRequest {
+		t.Fatalf("malformed attest: %d", st)
+	}
+	if st, body := post(api.PathAttest, []byte(`{}`), map[string]string{"Cookie": cookie}); st != http.StatusUnauthorized || body.Reason != api.ReasonNonce {
+		t.Fatalf("second attest on a consumed session: %d %+v", st, body)
 	}
 	// Key request with a TEE public key other than the attested one.
 	s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
@@ -393,4 +423,57 @@ func TestPinnedClientRefusesOtherCA(t *testing.T) {
 	}
 	var ne net.Error
 	_ = errors.As(err, &ne)
+}
+
+// TestTokenAtOtherReplica: a second broker instance with the same state and store (but its
+// own session table) honours tokens issued by the first, and refuses the first's sessions.
+func TestTokenAtOtherReplica(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	b, err := New(Config{Registry: e.reg, Audit: e.audit, MeshCA: e.state.MeshCA, TokenSigner: e.state.Signer,
+		Verifiers: e.srv.cfg.Verifiers, Logger: e.srv.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := TLSConfig(e.state.TLSCert, e.state.TLSCAPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- b.Serve(sctx, ln, tlsCfg) }()
+	defer func() { cancel(); <-done }()
+	cb, err := client.New("https://"+ln.Addr().String(), client.Options{CAPEM: e.state.TLSCAPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := e.evidence(t, s, nil)
+	// The session lives at replica A only.
+	wantAPIError(t, s.Via(cb).Attest(ctx, ev), 401, api.ReasonNonce, "")
+	s2, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Attest(ctx, e.evidence(t, s2, nil)); err != nil {
+		t.Fatal(err)
+	}
+	// Key and certificate at replica B with A's token.
+	s2b := s2.Via(cb)
+	key, err := s2b.Key(ctx)
+	if err != nil || !bytes.Equal(key, e.workload.DataKey) {
+		t.Fatalf("key at replica B: %v", err)
+	}
+	csr, _ := makeCSR(t, nil)
+	if _, err := s2b.Certificate(ctx, csr); err != nil {
+		t.Fatalf("certificate at replica B: %v", err)
+	}
 }

@@ -33,7 +33,7 @@ import (
 // clock is a test clock: real time plus an adjustable offset.
 type clock struct{ off atomic.Int64 }
 
-func (c *clock) now() time.Time            { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 var (
@@ -124,8 +124,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.srv, err = New(Config{
 		Registry: e.reg, Audit: e.audit, MeshCA: st.MeshCA, TokenSigner: st.Signer, Verifiers: verifiers,
-		Admin: admin.NewHandler(e.reg, e.audit, st.MeshCA, logger),
-		Ready: func(ctx context.Context) error { _, err := e.reg.Head(ctx); return err },
+		Admin:    admin.NewHandler(e.reg, e.audit, st.MeshCA, logger),
+		Ready:    func(ctx context.Context) error { _, err := e.reg.Head(ctx); return err },
 		TokenTTL: o.tokenTTL, Logger: logger, Now: e.clock.now,
 	})
 	if err != nil {

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/audit"
@@ -41,6 +40,8 @@ const (
 	maxAttestBody = 256 << 10
 	maxCertBody   = 64 << 10
 	handlerBudget = 20 * time.Second
+	// maxAuditReason keeps audit reasons within the audit log's field limit.
+	maxAuditReason = 900
 )
 
 // Config configures a Server.
@@ -179,6 +180,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	s.log.Info("key broker stopped")
 	return nil
 }
 
@@ -191,7 +193,11 @@ type httpError struct {
 func (e *httpError) Error() string { return e.body.Error }
 
 func fail(status int, reason, format string, args ...any) *httpError {
-	return &httpError{status: status, body: api.Error{Error: fmt.Sprintf(format, args...), Reason: reason}}
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > maxAuditReason {
+		msg = msg[:maxAuditReason] + "..."
+	}
+	return &httpError{status: status, body: api.Error{Error: msg, Reason: reason}}
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (auditEvent, *httpError)
@@ -216,13 +222,23 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			status = herr.status
 		}
 		if ev.kind != "" {
+			// Only well-formed names reach the audit record (the error text says the rest).
+			if !api.ValidWorkloadID(ev.workload) {
+				ev.workload = ""
+			}
+			if !api.ValidTEE(ev.tee) {
+				ev.tee = ""
+			}
 			e := audit.Event{Time: s.cfg.Now().UTC(), Kind: ev.kind, Workload: ev.workload, TEE: ev.tee, Remote: r.RemoteAddr, Result: audit.ResultOK}
 			if herr != nil {
 				e.Result = audit.ResultDenied
-				if status >= 500 {
+				if status == http.StatusInternalServerError || status == http.StatusServiceUnavailable {
 					e.Result = audit.ResultError
 				}
 				e.Reason = herr.body.Error
+				if len(e.Reason) > maxAuditReason {
+					e.Reason = e.Reason[:maxAuditReason] + "…"
+				}
 			}
 			if err := s.cfg.Audit.Append(ctx, e); err != nil {
 				s.log.Error("audit append failed", "kind", ev.kind, "workload", ev.workload, "err", err)
@@ -234,7 +250,7 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 		}
 		if herr != nil {
 			level := slog.LevelInfo
-			if status >= 500 {
+			if status == http.StatusInternalServerError {
 				level = slog.LevelError
 			}
 			s.log.Log(ctx, level, "request refused", "endpoint", name, "status", status, "reason", herr.body.Reason,
@@ -259,9 +275,12 @@ type bufferedWriter struct {
 	body   []byte
 }
 
-func (b *bufferedWriter) Header() http.Header         { return b.header }
-func (b *bufferedWriter) Write(p []byte) (int, error) { b.body = append(b.body, p...); return len(p), nil }
-func (b *bufferedWriter) WriteHeader(int)             {}
+func (b *bufferedWriter) Header() http.Header { return b.header }
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+func (b *bufferedWriter) WriteHeader(int) {}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -383,19 +402,20 @@ func policyFor(wl *registry.Workload, tee string, reportData []byte) (verify.Pol
 
 func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEvent, *httpError) {
 	ev := auditEvent{kind: audit.KindAttest}
-	var req api.AttestRequest
-	if herr := decodeBody(w, r, maxAttestBody, &req); herr != nil {
-		return ev, herr
-	}
 	sid := sessionID(r)
 	if sid == "" {
 		return ev, fail(http.StatusUnauthorized, api.ReasonSession, "no session cookie: call %s first", api.PathAuth)
 	}
+	// The session (and its nonce) is consumed by any attest attempt, whatever its outcome.
 	sess, err := s.sessions.take(sid, s.cfg.Now())
 	if err != nil {
 		return ev, fail(http.StatusUnauthorized, api.ReasonNonce, "nonce refused: %v (replayed or from another replica; call %s again)", err, api.PathAuth)
 	}
 	ev.workload, ev.tee = sess.workload, sess.tee
+	var req api.AttestRequest
+	if herr := decodeBody(w, r, maxAttestBody, &req); herr != nil {
+		return ev, herr
+	}
 	if err := req.Validate(); err != nil {
 		return ev, fail(http.StatusBadRequest, api.ReasonBadRequest, "%v", err)
 	}
@@ -551,5 +571,3 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Write([]byte("ok\n"))
 }
-
-var _ = prometheus.Labels{}

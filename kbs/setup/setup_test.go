@@ -154,12 +154,21 @@ func TestOpenStoreURLs(t *testing.T) {
 	if _, err := OpenStore("file:///x", make([]byte, 32)); err == nil {
 		t.Error("unknown scheme accepted")
 	}
-	eps, prefix, err := ParseEtcdURL("etcd://a:1,b:2/my/prefix")
-	if err != nil || !slices.Equal(eps, []string{"http://a:1", "http://b:2"}) || prefix != "/my/prefix" {
-		t.Errorf("ParseEtcdURL = %v %q %v", eps, prefix, err)
+	eu, err := ParseEtcdURL("etcd://a:1,b:2/my/prefix")
+	if err != nil || !slices.Equal(eu.Endpoints, []string{"http://a:1", "http://b:2"}) || eu.Prefix != "/my/prefix" {
+		t.Errorf("ParseEtcdURL = %+v %v", eu, err)
 	}
-	if _, _, err := ParseEtcdURL("etcd://noport/x"); err == nil {
-		t.Error("endpoint without port accepted")
+	eu, err = ParseEtcdURL("etcd://[::1]:2379?cacert=/ca.pem&cert=/c.pem&key=/k.pem")
+	if err != nil || eu.Endpoints[0] != "https://[::1]:2379" || eu.Prefix != "/sealpod-kbs" || eu.Key != "/k.pem" {
+		t.Errorf("ParseEtcdURL TLS = %+v %v", eu, err)
+	}
+	for _, bad := range []string{"etcd://noport/x", "etcd:///x", "etcd://a:1/x?bogus=1", "etcd://a:1?cert=/c.pem", "etcd://a:1?cacert=/a&cert=/c"} {
+		if _, err := ParseEtcdURL(bad); err == nil {
+			t.Errorf("ParseEtcdURL(%q) accepted", bad)
+		}
+	}
+	if _, err := OpenStore("etcd://10.1.2.3:2379/x", make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "insecure=true") {
+		t.Errorf("plaintext non-loopback etcd: %v", err)
 	}
 	ep := etcdtest.Start(t)
 	s, err := OpenStore("etcd://"+ep+"/setup-test", make([]byte, 32))

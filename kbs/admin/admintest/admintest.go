@@ -63,7 +63,7 @@ func Start(t testing.TB) *Server {
 	log := audit.New(s)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	mux := http.NewServeMux()
-	mux.Handle(admin.PathPrefix, admin.NewHandler(reg, log, st.MeshCA, logger))
+	mux.Handle(admin.PathPrefix, admin.NewHandler(reg, log, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool)))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = TLSConfig(st)
 	srv.StartTLS()

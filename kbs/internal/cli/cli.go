@@ -165,6 +165,7 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 		}
 		verifiers[api.TEESim] = v
 		logger.Warn("INSECURE MODE: --insecure-sim-roots is set; guests of tee=sim get keys although the host can read their memory", "roots", f.InsecureSimRoots)
+		// server.New logs its own warning as well; both are intended.
 	}
 	srv, err := server.New(server.Config{
 		Registry:     reg,

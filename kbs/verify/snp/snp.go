@@ -7,6 +7,7 @@ package snp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
@@ -41,8 +43,43 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Verifier verifies SNP-format evidence.
-type Verifier struct{ cfg Config }
+// Verifier verifies SNP-format evidence. It remembers VCEKs whose chain to the trusted roots
+// it has verified (until the VCEK expires), so that the RSA chain checks run once per chip
+// and TCB rather than once per report.
+type Verifier struct {
+	cfg Config
+
+	mu       sync.Mutex
+	verified map[[32]byte]time.Time
+}
+
+// maxVerifiedVCEKs bounds the chain cache; it is emptied when full.
+const maxVerifiedVCEKs = 4096
+
+func vcekCacheKey(rep *spb.Report, der []byte) [32]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00", rep.GetCpuid1EaxFms())
+	h.Write(der)
+	var k [32]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+func (v *Verifier) chainVerified(k [32]byte, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	exp, ok := v.verified[k]
+	return ok && now.Before(exp)
+}
+
+func (v *Verifier) rememberChain(k [32]byte, notAfter time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.verified == nil || len(v.verified) >= maxVerifiedVCEKs {
+		v.verified = make(map[[32]byte]time.Time)
+	}
+	v.verified[k] = notAfter
+}
 
 // New returns a Verifier.
 func New(cfg Config) *Verifier {
@@ -174,7 +211,13 @@ func (v *Verifier) loadCached(rep *spb.Report) []byte {
 }
 
 // Verify implements verify.Verifier.
-func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy) (*verify.Result, error) {
+func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy) (res *verify.Result, err error) {
+	// Evidence is hostile and the parsing libraries are not all panic-free on malformed input.
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, verify.Reject(verify.FieldEvidence, "", "", "malformed evidence: %v", r)
+		}
+	}()
 	if ev == nil || ev.SNP == nil {
 		return nil, verify.Reject(verify.FieldEvidence, "snp evidence", "none", "")
 	}
@@ -196,13 +239,23 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	}
 	att := &spb.Attestation{Report: rep, CertificateChain: &spb.CertificateChain{VcekCert: vcekDER}}
 	now := v.cfg.Now()
-	opts := &sevverify.Options{DisableCertFetching: true, TrustedRoots: v.cfg.TrustedRoots, Now: now}
-	if err := sevverify.SnpAttestation(att, opts); err != nil {
-		// Tell a bad report signature apart from a VCEK that does not chain to our roots.
-		if serr := sevverify.SnpReportSignature(parsed.Raw, vcek); serr != nil {
-			return nil, verify.Reject(verify.FieldSignature, "", "", "report signature does not verify with the VCEK: %v", serr)
+	cacheKey := vcekCacheKey(rep, vcekDER)
+	if v.chainVerified(cacheKey, now) {
+		// The VCEK chained to our roots before (same DER, same product line) and is still
+		// valid: only the report signature is left to check.
+		if err := sevverify.SnpReportSignature(parsed.Raw, vcek); err != nil {
+			return nil, verify.Reject(verify.FieldSignature, "", "", "report signature does not verify with the VCEK: %v", err)
 		}
-		return nil, verify.Reject(verify.FieldChain, "", "", "VCEK does not chain to the trusted %s roots: %v", v.cfg.TEE, err)
+	} else {
+		opts := &sevverify.Options{DisableCertFetching: true, TrustedRoots: v.cfg.TrustedRoots, Now: now}
+		if err := sevverify.SnpAttestation(att, opts); err != nil {
+			// Tell a bad report signature apart from a VCEK that does not chain to our roots.
+			if serr := sevverify.SnpReportSignature(parsed.Raw, vcek); serr != nil {
+				return nil, verify.Reject(verify.FieldSignature, "", "", "report signature does not verify with the VCEK: %v", serr)
+			}
+			return nil, verify.Reject(verify.FieldChain, "", "", "VCEK does not chain to the trusted %s roots: %v", v.cfg.TEE, err)
+		}
+		v.rememberChain(cacheKey, vcek.NotAfter)
 	}
 
 	// The workload policy, each field with its own reason.

@@ -1,6 +1,7 @@
 package snp
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -209,6 +210,60 @@ func FuzzParse(f *testing.F) {
 		p, err := Parse(ev)
 		if err == nil && p.Report == nil {
 			t.Fatal("no error and no report")
+		}
+	})
+}
+
+// TestChainCache checks that a remembered VCEK chain still gets every report signature and
+// policy check, and that expiry forces the full verification again.
+func TestChainCache(t *testing.T) {
+	s := librarySigner(t)
+	table, _ := s.CertTableBytes()
+	meas := sha512.Sum384([]byte("guest"))
+	hd := sha256.Sum256([]byte("envelope"))
+	var rd [64]byte
+	p := verify.Policy{Measurements: []string{hex.EncodeToString(meas[:])}, HostData: hd[:], ReportData: rd[:]}
+	now := time.Now()
+	v := New(Config{TrustedRoots: rootsOf(s), Now: func() time.Time { return now }})
+	good := rawReport(t, fields{reportData: rd, measurement: meas, hostData: hd}, s.Keys.Vcek)
+	ev := func(r []byte) *api.Evidence { return &api.Evidence{SNP: &api.SNPEvidence{Report: r, CertTable: table}} }
+	for i := range 2 {
+		if _, err := v.Verify(context.Background(), ev(good), p); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	bad := append([]byte(nil), good...)
+	bad[0x2A0] ^= 1
+	var rej *verify.Rejection
+	if _, err := v.Verify(context.Background(), ev(bad), p); !errors.As(err, &rej) || rej.Field != verify.FieldSignature {
+		t.Fatalf("tampered report with cached VCEK: %v", err)
+	}
+	wrong := rawReport(t, fields{reportData: rd, measurement: meas, hostData: hd, debug: true}, s.Keys.Vcek)
+	if _, err := v.Verify(context.Background(), ev(wrong), p); !errors.As(err, &rej) || rej.Field != verify.FieldDebug {
+		t.Fatalf("debug report with cached VCEK: %v", err)
+	}
+	now = s.Vcek.NotAfter.Add(time.Hour)
+	if _, err := v.Verify(context.Background(), ev(good), p); !errors.As(err, &rej) || rej.Field != verify.FieldChain {
+		t.Fatalf("expired VCEK: %v", err)
+	}
+}
+
+// FuzzVerify mutates signed evidence and runs the whole verifier: nothing may panic and no
+// report whose signed part differs from the original may be accepted.
+func FuzzVerify(f *testing.F) {
+	s := librarySigner(f)
+	table, _ := s.CertTableBytes()
+	meas := sha512.Sum384([]byte("guest"))
+	hd := sha256.Sum256([]byte("envelope"))
+	var rd [64]byte
+	good := rawReport(f, fields{reportData: rd, measurement: meas, hostData: hd}, s.Keys.Vcek)
+	p := verify.Policy{Measurements: []string{hex.EncodeToString(meas[:])}, HostData: hd[:], ReportData: rd[:]}
+	v := New(Config{TrustedRoots: rootsOf(s)})
+	f.Add(good, table)
+	f.Fuzz(func(t *testing.T, report, certTable []byte) {
+		_, err := v.Verify(context.Background(), &api.Evidence{SNP: &api.SNPEvidence{Report: report, CertTable: certTable}}, p)
+		if err == nil && (len(report) != len(good) || !bytes.Equal(report[:0x2A0], good[:0x2A0])) {
+			t.Fatal("accepted a report whose signed part was modified")
 		}
 	})
 }

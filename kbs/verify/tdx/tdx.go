@@ -46,17 +46,30 @@ func New(cfg Config) *Verifier {
 // TEE implements verify.Verifier.
 func (v *Verifier) TEE() string { return api.TEETDX }
 
-// Parse decodes a raw quote; it is the parser of untrusted input.
-func Parse(ev *api.TDXEvidence) (*pb.QuoteV4, error) {
+// maxQuoteSize bounds the quotes we parse (real v4 quotes with a PCK chain are ~5 KiB).
+const maxQuoteSize = 64 << 10
+
+// Parse decodes a raw quote; it is the parser of untrusted input. go-tdx-guest v0.3.1's
+// QuoteToProto panics on some malformed quotes (slice bounds in the QE auth data, found by
+// FuzzParse), so a panic there is turned into a rejection.
+func Parse(ev *api.TDXEvidence) (q4 *pb.QuoteV4, err error) {
 	if ev == nil || len(ev.Quote) == 0 {
 		return nil, verify.Reject(verify.FieldEvidence, "tdx quote", "none", "")
 	}
+	if len(ev.Quote) > maxQuoteSize {
+		return nil, verify.Reject(verify.FieldEvidence, fmt.Sprintf("<= %d bytes", maxQuoteSize), fmt.Sprintf("%d bytes", len(ev.Quote)), "quote too large")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			q4, err = nil, verify.Reject(verify.FieldEvidence, "", "", "malformed quote: %v", r)
+		}
+	}()
 	q, err := tdxabi.QuoteToProto(ev.Quote)
 	if err != nil {
 		return nil, verify.Reject(verify.FieldEvidence, "", "", "quote: %v", err)
 	}
 	q4, ok := q.(*pb.QuoteV4)
-	if !ok {
+	if !ok || q4 == nil {
 		return nil, verify.Reject(verify.FieldEvidence, "quote version 4", fmt.Sprintf("%T", q), "")
 	}
 	if err := tdxabi.CheckQuoteV4(q4); err != nil {
@@ -95,7 +108,13 @@ func describe(body *pb.TDQuoteBody) string {
 }
 
 // Verify implements verify.Verifier.
-func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy) (*verify.Result, error) {
+func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy) (res *verify.Result, err error) {
+	// Evidence is hostile and the parsing libraries are not all panic-free on malformed input.
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, verify.Reject(verify.FieldEvidence, "", "", "malformed evidence: %v", r)
+		}
+	}()
 	if ev == nil || ev.TDX == nil {
 		return nil, verify.Reject(verify.FieldEvidence, "tdx evidence", "none", "")
 	}

@@ -1,6 +1,7 @@
 package tdx
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -271,6 +272,35 @@ func FuzzParse(f *testing.F) {
 		q, err := Parse(&api.TDXEvidence{Quote: raw})
 		if err == nil && q.GetTdQuoteBody() == nil {
 			t.Fatal("parsed quote without body")
+		}
+	})
+}
+
+// FuzzVerify mutates a validly re-signed quote and runs the whole verifier: nothing may panic
+// and nothing but the original may be accepted.
+func FuzzVerify(f *testing.F) {
+	base := sampleQuote(f)
+	intel := newFakeIntel(f, samplePCK(f, base))
+	var rd [64]byte
+	digest := make([]byte, 32)
+	q := proto.Clone(base).(*pb.QuoteV4)
+	q.TdQuoteBody.ReportData = rd[:]
+	q.TdQuoteBody.MrConfigId = make([]byte, 48)
+	q.TdQuoteBody.TdAttributes[0] &^= 1
+	good := intel.resign(f, q)
+	p := verify.Policy{Measurements: []string{hex.EncodeToString(q.TdQuoteBody.MrTd)}, HostData: digest, ReportData: rd[:]}
+	v := New(Config{TrustedRoots: intel.pool})
+	if _, err := v.Verify(context.Background(), &api.Evidence{TDX: &api.TDXEvidence{Quote: good}}, p); err != nil {
+		f.Fatalf("seed quote: %v", err)
+	}
+	f.Add(good)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, err := v.Verify(context.Background(), &api.Evidence{TDX: &api.TDXEvidence{Quote: raw}}, p)
+		if err == nil && !bytes.Equal(raw, good) {
+			// Bytes after the signed region (extra bytes) may differ; anything signed may not.
+			if len(raw) < 632 || !bytes.Equal(raw[:632], good[:632]) {
+				t.Fatalf("accepted a modified quote")
+			}
 		}
 	})
 }
