@@ -196,7 +196,7 @@ func TestImageCreateFlagErrors(t *testing.T) {
 		{[]string{"image", "create"}, "missing required flags: -f, --guest, --tee, --kbs (or --kbs-dir/--kbs-config), --kbs-ca"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--keys", "k"), "no destination for the secure image"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--oci-layout", "l", "--keys", "k"), "--image"},
-		{append(baseArgs(t, dir), "-f", filepath.Join(dir, "nope.yaml"), "--push", "r.local/a", "--keys", "k"), "nope.yaml: no such file"},
+		{append(baseArgs(t, dir), "-f", filepath.Join(dir, "nope.yaml"), "--push", "127.0.0.1:1/a", "--keys", "k"), "nope.yaml: no such file"},
 		{[]string{"image", "create", "-f", "x", "--guest", "g", "--tee", "sgx", "--kbs", "https://k", "--kbs-ca", "c", "--push", "r/a", "--keys", "k"}, `unknown TEE "sgx"`},
 	}
 	for _, tt := range tests {
@@ -208,7 +208,7 @@ func TestImageCreateFlagErrors(t *testing.T) {
 	// A TEE the guest bundle has no measurement for.
 	args := baseArgs(t, dir)
 	args[5] = "tdx"
-	_, _, err := runSealctl(t, appYAML, append(args, "-f", "-", "--seal-secrets", "--push", "r.local/a", "--keys", filepath.Join(dir, "k"))...)
+	_, _, err := runSealctl(t, appYAML, append(args, "-f", "-", "--seal-secrets", "--push", "127.0.0.1:1/a", "--keys", filepath.Join(dir, "k"))...)
 	if err == nil || !strings.Contains(err.Error(), "measurements.tdx: missing") {
 		t.Errorf("err = %v", err)
 	}
@@ -311,8 +311,34 @@ func TestImageCreateRegistersWithBroker(t *testing.T) {
 	}
 	// Without a broker config or --keys there is nowhere to put the keys.
 	_, _, err = runSealctl(t, appYAML, "image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t), "--tee", "sim",
-		"--resolve=false", "--kbs", "https://k:1", "--kbs-ca", writeCA(t, dir), "--push", "r.local/a")
+		"--resolve=false", "--kbs", "https://k:1", "--kbs-ca", writeCA(t, dir), "--push", "127.0.0.1:1/a")
 	if err == nil || !strings.Contains(err.Error(), "no place for the workloads' data keys") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// -f DIR reads the directory's YAML/JSON files in name order; other files are ignored.
+func TestImageCreateFromDirectory(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	os.Mkdir(in, 0o755)
+	pod := func(name string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata: {name: " + name + "}\nspec: {containers: [{name: c, image: " + pinnedImage + "}]}\n"
+	}
+	os.WriteFile(filepath.Join(in, "b.yml"), []byte(pod("b")), 0o644)
+	os.WriteFile(filepath.Join(in, "a.yaml"), []byte(pod("a")), 0o644)
+	os.WriteFile(filepath.Join(in, "c.json"), []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"c"},"spec":{"containers":[{"name":"c","image":"`+pinnedImage+`"}]}}`), 0o644)
+	os.WriteFile(filepath.Join(in, "notes.txt"), []byte("not a manifest"), 0o644)
+	stdout, stderr, err := runSealctl(t, "", append(baseArgs(t, dir), "-f", in, "--image", "r.local/a", "--keys", filepath.Join(dir, "k"), "--oci-layout", filepath.Join(dir, "l"))...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	ia, ib, ic := strings.Index(stdout, "default.pod.a"), strings.Index(stdout, "default.pod.b"), strings.Index(stdout, "default.pod.c")
+	if ia < 0 || ib < ia || ic < ib {
+		t.Fatalf("objects missing or out of order:\n%s", stdout)
+	}
+	_, _, err = runSealctl(t, "", append(baseArgs(t, dir), "-f", t.TempDir(), "--image", "r.local/a", "--oci-layout", filepath.Join(dir, "l2"), "--keys", "k")...)
+	if err == nil || !strings.Contains(err.Error(), "no .yaml, .yml or .json files") {
+		t.Fatalf("empty dir: %v", err)
 	}
 }
