@@ -1,0 +1,360 @@
+// Package image pulls container images inside the guest and unpacks them into root
+// filesystems. Every byte from the registry is untrusted: the reference must be pinned by
+// digest, the manifest, config and every layer are checked against their digests (and the
+// uncompressed layers against the config's diff_ids), plain HTTP is used only for registries
+// the caller names as insecure, and extraction never writes outside the target directory.
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+)
+
+// Errors callers may branch on.
+var (
+	// ErrNotPinned: the reference is not repository@sha256:<hex>.
+	ErrNotPinned = errors.New("image reference not pinned by digest")
+	// ErrDigestMismatch: content from the registry does not match its digest.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrInsecureTransport: a plain-HTTP request to a registry not listed as insecure.
+	ErrInsecureTransport = errors.New("plain HTTP to a registry not listed as insecure")
+)
+
+// PullOptions configure Pull.
+type PullOptions struct {
+	// Credentials are the sealed registry credentials; the one whose Registry matches the
+	// reference's registry is used.
+	Credentials []spec.RegistryCredential
+	// InsecureRegistries lists registries ("host:port") that may be reached over plain HTTP.
+	// Only for development and tests; every use logs a warning.
+	InsecureRegistries []string
+	// Transport is the base HTTP transport (TLS roots etc.). Default: http.DefaultTransport.
+	Transport http.RoundTripper
+	// Platform selects from an image index. Default: linux/<GOARCH>.
+	Platform *v1.Platform
+	// Logger for warnings. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Image is a pulled (resolved and verified) image. Layers are fetched by Unpack.
+type Image struct {
+	// Ref is the pinned reference as given.
+	Ref name.Digest
+	// Digest is the digest of the image manifest that was verified (for an index: the
+	// platform's manifest, reached from the pinned index).
+	Digest v1.Hash
+	// Config is the image configuration (verified against the manifest).
+	Config *v1.ConfigFile
+
+	img v1.Image
+	log *slog.Logger
+}
+
+// Pull resolves a digest-pinned reference and verifies the manifest (or index) against the
+// pinned digest and the config against the manifest. It does not download the layers.
+func Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	// Parse strictly first (no default registry guessing for the check of the digest).
+	if !strings.Contains(ref, "@sha256:") {
+		return nil, fmt.Errorf("pull %s: %w", ref, ErrNotPinned)
+	}
+	var nameOpts []name.Option
+	reg := registryOf(ref)
+	insecure := slices.Contains(opts.InsecureRegistries, reg)
+	if insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+		log.Warn("INSECURE: pulling over plain HTTP allowed for this registry", "registry", reg, "ref", ref)
+	}
+	d, err := name.NewDigest(ref, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: parse reference: %w", ref, errors.Join(ErrNotPinned, err))
+	}
+	want, err := v1.NewHash(d.DigestStr())
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: digest: %w", ref, errors.Join(ErrNotPinned, err))
+	}
+	base := opts.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	allowed := map[string]bool{}
+	for _, r := range opts.InsecureRegistries {
+		allowed[r] = true
+	}
+	rt := &schemeGuard{base: base, insecure: allowed}
+	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	if opts.Platform != nil {
+		platform = *opts.Platform
+	}
+	ropts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(rt),
+		remote.WithAuth(authFor(d.Context().Registry, opts.Credentials)),
+		remote.WithPlatform(platform),
+	}
+
+	desc, err := remote.Get(d, ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: fetch manifest: %w", ref, err)
+	}
+	// Our own check, independent of the library's: the bytes we got hash to the pin.
+	got := sha256.Sum256(desc.Manifest)
+	if want.Algorithm != "sha256" || hex.EncodeToString(got[:]) != want.Hex {
+		return nil, fmt.Errorf("pull %s: manifest: %w: got sha256:%x", ref, ErrDigestMismatch, got)
+	}
+	img, err := desc.Image() // for an index: the platform's manifest, fetched by digest (verified)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: image for %s: %w", ref, platform.String(), err)
+	}
+	mdig, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: manifest digest: %w", ref, err)
+	}
+	rawMf, err := img.RawManifest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: manifest: %w", ref, err)
+	}
+	if h := sha256.Sum256(rawMf); hex.EncodeToString(h[:]) != mdig.Hex {
+		return nil, fmt.Errorf("pull %s: platform manifest: %w", ref, ErrDigestMismatch)
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: parse manifest: %w", ref, err)
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
+	}
+	if h := sha256.Sum256(rawCfg); mf.Config.Digest.Algorithm != "sha256" || hex.EncodeToString(h[:]) != mf.Config.Digest.Hex {
+		return nil, fmt.Errorf("pull %s: config: %w", ref, ErrDigestMismatch)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: parse config: %w", ref, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(mf.Layers) {
+		return nil, fmt.Errorf("pull %s: config has %d diff_ids for %d layers", ref, len(cfg.RootFS.DiffIDs), len(mf.Layers))
+	}
+	if cfg.OS != "" && cfg.OS != platform.OS || cfg.Architecture != "" && cfg.Architecture != platform.Architecture {
+		return nil, fmt.Errorf("pull %s: image is %s/%s, want %s", ref, cfg.OS, cfg.Architecture, platform.String())
+	}
+	return &Image{Ref: d, Digest: mdig, Config: cfg, img: img, log: log}, nil
+}
+
+// Unpack downloads the image's layers and applies them in order to dir (created if missing,
+// must be empty). Each layer's compressed bytes are checked against the manifest digest and
+// its uncompressed bytes against the config's diff_id; on any error dir is left partially
+// written and the caller must remove it. limits may be nil (defaults).
+func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) error {
+	layers, err := img.img.Layers()
+	if err != nil {
+		return fmt.Errorf("unpack %s: layers: %w", img.Ref, err)
+	}
+	mf, err := img.img.Manifest()
+	if err != nil {
+		return fmt.Errorf("unpack %s: manifest: %w", img.Ref, err)
+	}
+	a, err := newApplier(dir, limits)
+	if err != nil {
+		return fmt.Errorf("unpack %s: %w", img.Ref, err)
+	}
+	defer a.Close()
+	for i, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		want := mf.Layers[i].Digest
+		if err := applyLayer(a, l, want, img.Config.RootFS.DiffIDs[i]); err != nil {
+			return fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i, want, err)
+		}
+	}
+	return nil
+}
+
+func applyLayer(a *layerApplier, l v1.Layer, want, diffID v1.Hash) error {
+	if want.Algorithm != "sha256" || diffID.Algorithm != "sha256" {
+		return fmt.Errorf("unsupported digest algorithm %s / %s", want.Algorithm, diffID.Algorithm)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	defer rc.Close()
+	ch := sha256.New()
+	src := &errRecorder{r: rc}
+	br := bufio.NewReader(io.TeeReader(src, ch))
+	un, closeUn, err := decompress(br)
+	if err != nil {
+		return err
+	}
+	defer closeUn()
+	uh := sha256.New()
+	tee := io.TeeReader(un, uh)
+	// mismatch reports a digest mismatch when the download itself failed after delivering
+	// bytes that do not hash to the manifest's digest (the library checks at EOF too).
+	mismatch := func(err error) error {
+		if src.err != nil {
+			if cerr := check(ch, want); cerr != nil {
+				return fmt.Errorf("compressed layer: %w (%v)", cerr, src.err)
+			}
+		}
+		return err
+	}
+	if err := a.apply(tee); err != nil {
+		return mismatch(err)
+	}
+	// Read to the end of both streams so that both digests cover every byte.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return mismatch(fmt.Errorf("read layer tail: %w", err))
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return mismatch(fmt.Errorf("read layer tail: %w", err))
+	}
+	if err := check(ch, want); err != nil {
+		return fmt.Errorf("compressed layer: %w", err)
+	}
+	if err := check(uh, diffID); err != nil {
+		return fmt.Errorf("uncompressed layer (diff_id): %w", err)
+	}
+	return nil
+}
+
+// errRecorder remembers the first error other than EOF from the download.
+type errRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errRecorder) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func check(h hash.Hash, want v1.Hash) error {
+	got := hex.EncodeToString(h.Sum(nil))
+	if got != want.Hex {
+		return fmt.Errorf("%w: got sha256:%s, want %s", ErrDigestMismatch, got, want)
+	}
+	return nil
+}
+
+// decompress sniffs gzip / zstd / plain tar.
+func decompress(br *bufio.Reader) (io.Reader, func(), error) {
+	magic, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("read layer: %w", err)
+	}
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		zr.Multistream(true)
+		return zr, func() { zr.Close() }, nil
+	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	default:
+		return br, func() {}, nil
+	}
+}
+
+// registryOf returns the registry part of a reference as written ("host:port"), or
+// Docker Hub's name when the reference has none.
+func registryOf(ref string) string {
+	i := strings.IndexByte(ref, '/')
+	if i < 0 {
+		return name.DefaultRegistry
+	}
+	h := ref[:i]
+	if strings.ContainsAny(h, ".:") || h == "localhost" {
+		return h
+	}
+	return name.DefaultRegistry
+}
+
+func authFor(reg name.Registry, creds []spec.RegistryCredential) authn.Authenticator {
+	for _, c := range creds {
+		r := strings.TrimPrefix(strings.TrimPrefix(c.Registry, "https://"), "http://")
+		r = strings.TrimSuffix(r, "/")
+		if r == "docker.io" || r == "index.docker.io" || r == "registry-1.docker.io" {
+			r = name.DefaultRegistry
+		}
+		if r == reg.RegistryStr() {
+			return authn.FromConfig(authn.AuthConfig{Username: c.Username, Password: c.Password, Auth: c.Auth})
+		}
+	}
+	return authn.Anonymous
+}
+
+// schemeGuard refuses plain-HTTP requests to registries not listed as insecure (the registry
+// library otherwise falls back to HTTP on its own for loopback and private addresses), and
+// checks every manifest fetched by digest against that digest before the library parses it.
+type schemeGuard struct {
+	base     http.RoundTripper
+	insecure map[string]bool
+}
+
+// maxManifestBytes bounds a manifest or index.
+const maxManifestBytes = 4 << 20
+
+func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !g.insecure[req.URL.Host] {
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), ErrInsecureTransport)
+	}
+	resp, err := g.base.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	// /v2/<repo>/manifests/sha256:<hex>
+	i := strings.LastIndex(req.URL.Path, "/manifests/sha256:")
+	if i < 0 {
+		return resp, nil
+	}
+	want := req.URL.Path[i+len("/manifests/sha256:"):]
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read manifest sha256:%s: %w", want, err)
+	}
+	if len(body) > maxManifestBytes {
+		return nil, fmt.Errorf("manifest sha256:%s larger than %d bytes", want, maxManifestBytes)
+	}
+	if got := sha256.Sum256(body); hex.EncodeToString(got[:]) != want {
+		return nil, fmt.Errorf("manifest sha256:%s: %w: content hashes to sha256:%x", want, ErrDigestMismatch, got)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	return resp, nil
+}
