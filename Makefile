@@ -41,15 +41,16 @@ fuzz:
 		done; done
 
 bench:
-	$(GO) test -run XXX -bench . -benchmem ./imagebuilder/... ./kbs/... ./guest-image/...
+	$(GO) test -run XXX -bench . -benchmem ./imagebuilder/... ./kbs/... ./guest-image/... ./agent/unseal/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# agent/api needs protoc, protoc-gen-go and protoc-gen-go-ttrpc: hack/install-protoc-tools.sh
 generate:
-	$(GO) generate ./...
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./...
 
 # The main job: seal the sample application end to end on this machine (see README).
 demo: build
@@ -57,6 +58,22 @@ demo: build
 
 demo-down:
 	./hack/demo.sh down
+
+# The measured guest bundle (DESIGN §4.3, docs/guest.md): $(GUEST_OUT)/{vmlinuz,initrd.img,
+# guest.json,SOURCES.txt} from Debian's kernel package (cached under ~/.cache/sealpod/guest)
+# and the static agent binary AGENT as /init. MKGUEST_FLAGS passes mkguest flags, e.g.
+# MKGUEST_FLAGS='--kernel-package linux-image-6.1.0-56-amd64=6.1.192-2' to pin the kernel.
+AGENT ?= bin/sealpod-agent
+GUEST_OUT ?= out/guest
+MKGUEST_FLAGS ?=
+.PHONY: guest
+guest:
+	@if [ ! -f "$(AGENT)" ]; then \
+		echo "make guest: the agent binary $(AGENT) does not exist: build the static agent first, or pass AGENT=/path/to/static/init (see docs/guest.md)" >&2; \
+		exit 1; fi
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/mkguest ./guest-image/cmd/mkguest
+	$(BIN)/mkguest --init $(AGENT) --out $(GUEST_OUT) $(MKGUEST_FLAGS)
 
 clean:
 	rm -rf $(BIN) out

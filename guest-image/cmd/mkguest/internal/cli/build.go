@@ -1,0 +1,375 @@
+// Package cli implements mkguest, the build of the measured guest bundle (DESIGN §4.3):
+// Debian's kernel, a deterministic initrd holding /init (the agent) and the kernel modules it
+// loads, and guest.json with the reference measurements.
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sealpod/sealpod/guest-image/initrd"
+	"github.com/sealpod/sealpod/guest-image/kernel"
+	"github.com/sealpod/sealpod/guest-image/measure"
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+)
+
+// Defaults of the guest build. See docs/guest.md for why the console is ttyS0.
+const (
+	DefaultCmdline     = "console=ttyS0 quiet panic=-1"
+	DefaultVCPUs       = 1
+	DefaultMemoryMiB   = 512
+	DefaultCompression = initrd.CompressAuto
+	SourcesFile        = "SOURCES.txt"
+)
+
+// Errors callers may branch on.
+var (
+	ErrBadInit     = errors.New("unusable init binary")
+	ErrInitrdLarge = errors.New("initrd exceeds the size limit")
+)
+
+// Options describe one guest build.
+type Options struct {
+	// Init is the static binary installed as /init (the agent, or a test init).
+	Init string
+	// OutDir receives vmlinuz, initrd.img, guest.json, SOURCES.txt (and firmware.fd).
+	OutDir string
+	// CacheDir holds downloaded and unpacked kernel packages.
+	CacheDir string
+	// MetaPackage names the kernel when Kernel is unset (default linux-image-amd64).
+	MetaPackage string
+	// Kernel pins the kernel package (name=version); zero = resolve MetaPackage with apt.
+	Kernel kernel.Package
+	// Modules and OptionalModules are resolved with their dependencies; an optional module
+	// the kernel lacks is skipped and recorded in SOURCES.txt.
+	Modules, OptionalModules []string
+	Cmdline                  string
+	VCPUs, MemoryMiB         int
+	Compression              initrd.Compression
+	// Firmware optionally adds firmware.fd (e.g. an AmdSev OVMF); its measurements are then
+	// computed too. Without it the bundle carries sim and pef measurements only.
+	Firmware string
+	// MaxInitrdSize is the limit on initrd.img; 0 = initrd.MaxSize.
+	MaxInitrdSize int
+	Log           *slog.Logger
+}
+
+// Result summarises a build.
+type Result struct {
+	Kernel      kernel.Package
+	Release     string
+	Modules     []string // load order
+	InitrdBytes int
+	Config      bundle.Config
+	Duration    time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.MetaPackage == "" {
+		o.MetaPackage = kernel.DefaultMetaPackage
+	}
+	if o.Modules == nil {
+		o.Modules = kernel.DefaultModules
+	}
+	if o.OptionalModules == nil {
+		o.OptionalModules = kernel.DefaultOptionalModules
+	}
+	if o.Cmdline == "" {
+		o.Cmdline = DefaultCmdline
+	}
+	if o.VCPUs == 0 {
+		o.VCPUs = DefaultVCPUs
+	}
+	if o.MemoryMiB == 0 {
+		o.MemoryMiB = DefaultMemoryMiB
+	}
+	if o.Compression == "" {
+		o.Compression = DefaultCompression
+	}
+	if o.MaxInitrdSize == 0 {
+		o.MaxInitrdSize = initrd.MaxSize
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// Build produces the guest bundle in o.OutDir. The same options (same init, kernel package,
+// module list, cmdline, …) always produce byte-identical files.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	o.defaults()
+	if o.OutDir == "" {
+		return nil, errors.New("guest build: output directory: required")
+	}
+	initBin, err := readInit(o.Init)
+	if err != nil {
+		return nil, err
+	}
+	var fw []byte
+	if o.Firmware != "" {
+		if fw, err = os.ReadFile(o.Firmware); err != nil {
+			return nil, fmt.Errorf("guest build: firmware: %w", err)
+		}
+	}
+
+	pkg := o.Kernel
+	if pkg.Name == "" {
+		if pkg, err = kernel.Resolve(ctx, o.MetaPackage); err != nil {
+			return nil, fmt.Errorf("guest build: resolve %s: %w", o.MetaPackage, err)
+		}
+	}
+	cache := &kernel.Cache{Dir: o.CacheDir, Log: o.Log}
+	tree, err := cache.Prepare(ctx, pkg)
+	if err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+	o.Log.Info("kernel", "package", tree.Package.String(), "release", tree.Release, "elapsed", time.Since(start).Round(time.Millisecond))
+
+	ix, err := kernel.NewIndex(tree.ModulesDir(), tree.Release)
+	if err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+	mods, err := ix.Resolve(o.Modules, o.OptionalModules)
+	if err != nil {
+		return nil, fmt.Errorf("guest build: kernel %s: %w", tree.Release, err)
+	}
+
+	img, used, err := buildInitrd(initBin, tree, mods, o.Compression, o.MaxInitrdSize)
+	if err != nil {
+		return nil, fmt.Errorf("guest build: initrd: %w", err)
+	}
+	if o.Compression == initrd.CompressAuto && used != initrd.CompressNone {
+		o.Log.Warn("initrd: uncompressed archive exceeds the size limit; using gzip (boots slower under TCG)", "limit", o.MaxInitrdSize)
+	}
+	o.Compression = used
+	if len(img) > o.MaxInitrdSize {
+		return nil, fmt.Errorf("guest build: initrd.img is %d bytes (%.1f MiB), limit %d: %w",
+			len(img), float64(len(img))/(1<<20), o.MaxInitrdSize, ErrInitrdLarge)
+	}
+	vmlinuz, err := os.ReadFile(tree.KernelPath())
+	if err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+
+	b := &bundle.Bundle{
+		Config:   bundle.Config{Version: bundle.Version, Cmdline: o.Cmdline, VCPUs: o.VCPUs, MemoryMiB: o.MemoryMiB},
+		Kernel:   vmlinuz,
+		Initrd:   img,
+		Firmware: fw,
+	}
+	if err := b.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+	in := measure.BundleInputs(b, bundle.TEESim, bundle.TEEPEF)
+	if fw != nil {
+		in = measure.BundleInputs(b) // everything the firmware supports, plus sim and pef
+	}
+	if b.Config.Measurements, err = measure.Compute(in); err != nil {
+		return nil, fmt.Errorf("guest build: measurements: %w", err)
+	}
+	var notes []string
+	if t := b.Config.Measurements.TDX; t != nil && !tdxBindsBoot(t) {
+		// MRTD covers the firmware only; without a pinned RTMR[2] any kernel, initrd (agent)
+		// and command line would match, so a tdx value would not identify this guest.
+		o.Log.Warn("tdx measurement omitted: it would not bind the kernel, initrd and cmdline (RTMR[2] needs a kernel whose EFI stub measures into it, Linux >= 6.9)")
+		b.Config.Measurements.TDX = nil
+		notes = append(notes, "tdx-omitted: RTMR[2] (kernel, initrd, cmdline) cannot be pinned for this kernel")
+	}
+	cfg, err := b.Config.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sources := sourcesText(tree, initBin, mods, o, b, notes)
+
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{bundle.KernelFile, vmlinuz},
+		{bundle.InitrdFile, img},
+		{SourcesFile, sources},
+	}
+	if fw != nil {
+		files = append(files, struct {
+			name string
+			data []byte
+		}{bundle.FirmwareFile, fw})
+	} else if err := os.Remove(filepath.Join(o.OutDir, bundle.FirmwareFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A stale firmware.fd would be loaded with this bundle and break its measurements.
+		return nil, fmt.Errorf("guest build: remove stale firmware: %w", err)
+	}
+	// guest.json last: a bundle with a guest.json is complete.
+	files = append(files, struct {
+		name string
+		data []byte
+	}{bundle.ConfigFile, cfg})
+	for _, f := range files {
+		if err := writeAtomic(filepath.Join(o.OutDir, f.name), f.data); err != nil {
+			return nil, fmt.Errorf("guest build: %w", err)
+		}
+	}
+	res := &Result{
+		Kernel: tree.Package, Release: tree.Release, InitrdBytes: len(img),
+		Config: b.Config, Duration: time.Since(start),
+	}
+	for _, m := range mods.Order {
+		res.Modules = append(res.Modules, m.Name)
+	}
+	return res, nil
+}
+
+// tdxBindsBoot reports whether a TDX reference value pins the direct-boot artifacts (RTMR[2]).
+func tdxBindsBoot(t *bundle.TDXMeasurement) bool {
+	return len(t.RTMRs) > 2 && t.RTMRs[2] != ""
+}
+
+// readInit reads the /init binary and checks that it can run as PID 1 of an initrd without a
+// libc: an x86-64 ELF executable with no program interpreter (statically linked).
+func readInit(name string) ([]byte, error) {
+	if name == "" {
+		return nil, fmt.Errorf("init: path required: %w", ErrBadInit)
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("init %s: %w (build the agent first, or pass another static binary)", name, err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("init %s: not an ELF executable: %v: %w", name, err, ErrBadInit)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || (f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN) {
+		return nil, fmt.Errorf("init %s: %v %v, want an x86-64 executable: %w", name, f.Machine, f.Type, ErrBadInit)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return nil, fmt.Errorf("init %s: dynamically linked (has a program interpreter); the initrd has no libc, "+
+				"build it static (CGO_ENABLED=0, or -ldflags '-extldflags -static'): %w", name, ErrBadInit)
+		}
+	}
+	if f.Type == elf.ET_DYN && f.Entry == 0 {
+		return nil, fmt.Errorf("init %s: a shared library, not an executable: %w", name, ErrBadInit)
+	}
+	return data, nil
+}
+
+// buildInitrd lays out the initramfs:
+//
+//	/init                                   the agent (0755)
+//	/dev/console                            char 5:1, so the kernel gives PID 1 a console
+//	/proc /sys /dev /run /tmp               mount points
+//	/lib/modules/<release>/<module paths>   the modules, verbatim (signatures intact)
+//	/lib/modules/<release>/load-order       their load order (agent/kmod)
+func buildInitrd(initBin []byte, tree *kernel.Tree, mods *kernel.Resolution, c initrd.Compression, limit int) ([]byte, initrd.Compression, error) {
+	var a initrd.Archive
+	for _, err := range []error{
+		a.AddFile("init", 0o755, initBin),
+		a.AddDir("dev", 0o755),
+		a.AddCharDevice("dev/console", 0o600, 5, 1),
+		a.AddDir("proc", 0o555),
+		a.AddDir("sys", 0o555),
+		a.AddDir("run", 0o755),
+		a.AddDir("tmp", 0o777|fs.ModeSticky),
+	} {
+		if err != nil {
+			return nil, "", err
+		}
+	}
+	modRoot := path.Join("lib/modules", tree.Release)
+	for _, m := range mods.Order {
+		data, err := os.ReadFile(filepath.Join(tree.ModulesDir(), filepath.FromSlash(m.Path)))
+		if err != nil {
+			return nil, "", err
+		}
+		if err := a.AddFile(path.Join(modRoot, m.Path), 0o644, data); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := a.AddFile(path.Join(modRoot, "load-order"), 0o644, mods.LoadOrder()); err != nil {
+		return nil, "", err
+	}
+	return a.Build(c, limit)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// sourcesText records what went into the bundle (deterministic: no times, no host paths).
+func sourcesText(tree *kernel.Tree, initBin []byte, mods *kernel.Resolution, o Options, b *bundle.Bundle, notes []string) []byte {
+	var s strings.Builder
+	fmt.Fprintf(&s, "# Sealpod guest bundle: inputs and outputs (written by mkguest; same inputs, same file)\n")
+	fmt.Fprintf(&s, "kernel-package: %s\n", tree.Package)
+	fmt.Fprintf(&s, "kernel-package-sha256: %s\n", tree.Package.SHA256)
+	fmt.Fprintf(&s, "kernel-package-file: %s\n", tree.Package.Filename)
+	fmt.Fprintf(&s, "kernel-release: %s\n", tree.Release)
+	fmt.Fprintf(&s, "init-sha256: %s\n", sha(initBin))
+	fmt.Fprintf(&s, "initrd-compression: %s\n", o.Compression)
+	for _, m := range mods.Order {
+		fmt.Fprintf(&s, "module: %s %s\n", m.Name, m.Path)
+	}
+	for _, m := range mods.Builtin {
+		fmt.Fprintf(&s, "module-builtin: %s\n", m)
+	}
+	for _, m := range mods.Absent {
+		fmt.Fprintf(&s, "module-absent-optional: %s\n", m)
+	}
+	fmt.Fprintf(&s, "vmlinuz-sha256: %s\n", sha(b.Kernel))
+	fmt.Fprintf(&s, "initrd-sha256: %s\n", sha(b.Initrd))
+	if b.Firmware != nil {
+		fmt.Fprintf(&s, "firmware-sha256: %s\n", sha(b.Firmware))
+	}
+	for _, n := range notes {
+		fmt.Fprintf(&s, "%s\n", n)
+	}
+	return []byte(s.String())
+}
+
+func writeAtomic(name string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(name)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

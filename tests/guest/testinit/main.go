@@ -1,0 +1,137 @@
+// Command testinit is a tiny static /init for the guest boot smoke test (tests/guest): it mounts
+// /proc, /sys and /dev, loads the initrd's kernel modules with agent/kmod, reports what it
+// finds on the console and powers the VM off. Build it with CGO_ENABLED=0.
+//
+// Console lines (all prefixed "sealpod-testinit: "):
+//
+//	started uptime=<s>
+//	modules loaded <N> in <duration> uptime=<s>
+//	module without device <path>  one per module that declined to load (ENODEV)
+//	virtio-port <name>           one per named port under /sys/class/virtio-ports
+//	netdev <name>                one per network interface other than lo
+//	hwrng <name>                 the current hardware RNG, if any
+//	done
+//	FAIL <error>                 instead of the lines above on failure
+//
+// Environment (the kernel passes unknown name=value cmdline words to init): SEALPOD_TESTINIT_PORTS=N
+// makes it wait up to 30 s for N named virtio-serial ports before listing them.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sealpod/sealpod/agent/kmod"
+)
+
+const prefix = "sealpod-testinit: "
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, prefix+format+"\n", args...)
+}
+
+func main() {
+	if err := run(); err != nil {
+		say("FAIL %v", err)
+	} else {
+		say("done")
+	}
+	unix.Sync()
+	// As PID 1, returning would panic the kernel; power off instead (QEMU exits with -no-reboot).
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		say("FAIL reboot: %v", err)
+	}
+	select {}
+}
+
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+func run() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	say("started uptime=%s", uptime())
+
+	dir, err := kmod.DefaultDir()
+	if err != nil {
+		return err
+	}
+	res, err := kmod.LoadAll(dir)
+	if err != nil {
+		return err
+	}
+	say("modules loaded %d in %s uptime=%s", res.Count(), res.Duration.Round(time.Millisecond), uptime())
+	for _, m := range res.NoDevice {
+		say("module without device %s", m)
+	}
+
+	want, _ := strconv.Atoi(os.Getenv("SEALPOD_TESTINIT_PORTS"))
+	ports := virtioPorts()
+	for deadline := time.Now().Add(30 * time.Second); len(ports) < want && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		ports = virtioPorts()
+	}
+	for _, p := range ports {
+		say("virtio-port %s", p)
+	}
+	if len(ports) < want {
+		return fmt.Errorf("%d named virtio ports, want %d", len(ports), want)
+	}
+
+	nets, _ := filepath.Glob("/sys/class/net/*")
+	sort.Strings(nets)
+	for _, n := range nets {
+		if b := filepath.Base(n); b != "lo" {
+			say("netdev %s", b)
+		}
+	}
+	if b, err := os.ReadFile("/sys/class/misc/hw_random/rng_current"); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" && s != "none" {
+			say("hwrng %s", s)
+		}
+	}
+	return nil
+}
+
+// virtioPorts returns the sorted names of the virtio-serial ports that have one.
+func virtioPorts() []string {
+	files, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if s := strings.TrimSpace(string(b)); s != "" {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
