@@ -1,0 +1,43 @@
+package api
+
+import "regexp"
+
+// Limits on request fields (the agent refuses larger values with InvalidArgument).
+const (
+	// MaxEnvelope is the largest envelope Unseal accepts: ttrpc frames are at most 4 MiB.
+	MaxEnvelope = 4<<20 - 64<<10
+	// MaxReadLen bounds ReadStdout/ReadStderr answers; a request for 0 bytes gets this much.
+	MaxReadLen = 1 << 20
+	// MaxStdinWrite bounds one WriteStdin.
+	MaxStdinWrite = 1 << 20
+	// MaxArgv / MaxArgLen bound ExecProcess argv.
+	MaxArgv   = 256
+	MaxArgLen = 64 << 10
+	// MaxHostValues / MaxHostValueLen bound UnsealRequest.host_values.
+	MaxHostValues   = 64
+	MaxHostValueLen = 4 << 10
+)
+
+// ServiceName is the ttrpc service name of the agent API.
+const ServiceName = "sealpod.agent.v1.Agent"
+
+// PortName is the virtio-serial port name of the agent API.
+const PortName = "sealpod.agent"
+
+var (
+	nameRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	execIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// ValidContainerName reports whether s is a Kubernetes container name (DNS-1123 label).
+func ValidContainerName(s string) bool { return nameRe.MatchString(s) }
+
+// ValidExecID reports whether s is a well-formed exec id (empty is not: it means the
+// container's main process and is checked by the caller).
+func ValidExecID(s string) bool { return execIDRe.MatchString(s) }
+
+// States reported by Ping.
+const (
+	StateSealed   = "sealed"
+	StateUnsealed = "unsealed"
+)

@@ -1,0 +1,623 @@
+// Package server implements the agent API (agent/api) inside the guest: it validates every
+// host request as hostile input, runs Unseal (agent/unseal), enforces the sealed policy (exec
+// allow-list, logs allow/deny), buffers stdio for the host, and maps container names to the
+// containers backend.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/unseal"
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/kbs/client"
+)
+
+// Config wires the server.
+type Config struct {
+	// Attester produces the guest's evidence (sim, snp or tdx).
+	Attester unseal.Attester
+	// Backend runs containers.
+	Backend Backend
+	// Network validates and applies the host's network configuration; nil: refuse any.
+	Network func(ctx context.Context, n *api.NetworkConfig) error
+	// TLSDir is the guest directory (a tmpfs) receiving cert.pem, key.pem and ca.pem.
+	TLSDir string
+	// PowerOff is called after Shutdown has been answered; nil: nothing.
+	PowerOff func()
+	// Unseal tunes the attestation flow.
+	Unseal unseal.Options
+	// Version is reported by Ping.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Server is the agent service.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	start time.Time
+
+	mu        sync.Mutex
+	unsealing bool
+	network   *api.NetworkConfig // applied configuration
+	res       *unseal.Result
+	pod       Pod
+	ctrs      map[string]*ctr
+	shutdown  bool
+}
+
+type ctr struct {
+	name    string
+	c       Container
+	main    *proc
+	execs   map[string]*proc
+	started bool
+	busy    bool // create in progress
+}
+
+type proc struct {
+	p        Process
+	stdout   *stream
+	stderr   *stream
+	stdinMu  sync.Mutex
+	stdin    interface{ Write([]byte) (int, error) }
+	closeIn  func() error
+	done     chan struct{}
+	waitOnce sync.Once
+	code     int
+	exitedAt time.Time
+	waitErr  error
+}
+
+// New returns a server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Attester == nil || cfg.Backend == nil || cfg.TLSDir == "" {
+		return nil, errors.New("agent server: attester, backend and TLS dir are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}}, nil
+}
+
+// Serve serves the API on ln (ttrpc) until ctx is done.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ts, err := ttrpc.NewServer()
+	if err != nil {
+		return err
+	}
+	api.RegisterAgentService(ts, s)
+	go func() {
+		<-ctx.Done()
+		ts.Close()
+	}()
+	err = ts.Serve(ctx, ln)
+	if ctx.Err() != nil || errors.Is(err, ttrpc.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func invalid(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, a...)
+}
+
+// Ping reports the state.
+func (s *Server) Ping(context.Context, *api.PingRequest) (*api.PingResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &api.PingResponse{State: api.StateSealed, Version: s.cfg.Version, UptimeUs: time.Since(s.start).Microseconds()}
+	if s.res != nil {
+		r.State, r.Workload = api.StateUnsealed, s.res.Spec.Workload
+	}
+	return r, nil
+}
+
+// unsealError maps an Unseal failure to a status whose message carries the reason.
+func unsealError(err error) error {
+	var ae *client.APIError
+	switch {
+	case errors.Is(err, envelope.ErrMalformed), errors.Is(err, envelope.ErrUnsupportedVersion):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, unseal.ErrHostData), errors.Is(err, unseal.ErrTEE), errors.Is(err, envelope.ErrAuthentication),
+		errors.Is(err, unseal.ErrSpec), errors.Is(err, unseal.ErrCertificate):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.As(err, &ae) && ae.Status == 403:
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// Unseal attests, opens the envelope and starts the pod.
+func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.UnsealResponse, error) {
+	if n := len(req.GetEnvelope()); n == 0 || n > api.MaxEnvelope {
+		return nil, invalid("unseal: envelope: %d bytes (want 1..%d)", n, api.MaxEnvelope)
+	}
+	if len(req.GetHostValues()) > api.MaxHostValues {
+		return nil, invalid("unseal: host_values: %d entries (max %d)", len(req.GetHostValues()), api.MaxHostValues)
+	}
+	for k, v := range req.GetHostValues() {
+		if len(k) > 256 || len(v) > api.MaxHostValueLen || strings.ContainsRune(k+v, 0) {
+			return nil, invalid("unseal: host_values[%.64q]: too long or contains NUL", k)
+		}
+	}
+	s.mu.Lock()
+	switch {
+	case s.shutdown:
+		s.mu.Unlock()
+		return nil, status.Error(codes.FailedPrecondition, "unseal: agent is shutting down")
+	case s.res != nil:
+		s.mu.Unlock()
+		return nil, status.Error(codes.FailedPrecondition, "unseal: already unsealed")
+	case s.unsealing:
+		s.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "unseal: another Unseal is in progress")
+	}
+	s.unsealing = true
+	applied := s.network
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.unsealing = false
+		s.mu.Unlock()
+	}()
+
+	start := time.Now()
+	times := &api.PhaseTimes{}
+	if req.GetNetwork() != nil {
+		switch {
+		case applied != nil && !proto.Equal(applied, req.GetNetwork()):
+			return nil, invalid("unseal: network: differs from the configuration applied by an earlier Unseal")
+		case applied == nil && s.cfg.Network == nil:
+			return nil, invalid("unseal: network: this agent does not configure networks")
+		case applied == nil:
+			if err := s.cfg.Network(ctx, req.GetNetwork()); err != nil {
+				return nil, invalid("unseal: network: %v", err)
+			}
+			s.mu.Lock()
+			s.network = proto.Clone(req.GetNetwork()).(*api.NetworkConfig)
+			s.mu.Unlock()
+		}
+	}
+	times.NetworkUs = time.Since(start).Microseconds()
+
+	res, err := unseal.Unseal(ctx, req.GetEnvelope(), s.cfg.Attester, s.cfg.Unseal)
+	if err != nil {
+		s.log.Warn("unseal refused", "err", err)
+		return nil, unsealError(err)
+	}
+	hv, err := hostValues(res.Spec, req.GetHostValues())
+	if err != nil {
+		return nil, err
+	}
+	tPod := time.Now()
+	if err := unseal.WriteIdentity(s.cfg.TLSDir, res.Identity); err != nil {
+		return nil, status.Errorf(codes.Internal, "unseal: %v", err)
+	}
+	pod, err := s.cfg.Backend.StartPod(ctx, res.Spec, PodOptions{TLSDir: s.cfg.TLSDir, HostValues: hv})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "unseal: start pod: %v", err)
+	}
+	times.PodUs = time.Since(tPod).Microseconds()
+	s.mu.Lock()
+	s.res, s.pod = res, pod
+	s.mu.Unlock()
+	t := res.Times
+	times.AuthUs = t.Auth.Microseconds()
+	times.EvidenceUs, times.AttestUs, times.KeyUs = t.Evidence.Microseconds(), t.Attest.Microseconds(), t.Key.Microseconds()
+	times.OpenUs, times.CertificateUs = t.Open.Microseconds(), t.Certificate.Microseconds()
+	times.TotalUs = time.Since(start).Microseconds()
+	out := &api.UnsealResponse{Workload: res.Spec.Workload, EnvelopeDigest: res.Digest, Times: times}
+	for _, c := range res.Spec.InitContainers {
+		out.InitContainers = append(out.InitContainers, c.Name)
+	}
+	for _, c := range res.Spec.Containers {
+		out.Containers = append(out.Containers, c.Name)
+	}
+	s.log.Info("unsealed", "workload", out.Workload, "containers", out.Containers, "total_ms", times.TotalUs/1000)
+	return out, nil
+}
+
+// hostValues keeps exactly the host values the sealed spec asks for; any other key is refused.
+func hostValues(sp *spec.Spec, in map[string]string) (map[string]string, error) {
+	wanted := map[string]bool{}
+	for _, cs := range [][]spec.Container{sp.InitContainers, sp.Containers} {
+		for _, c := range cs {
+			for _, e := range c.Env {
+				if e.FromHost != "" {
+					wanted[e.FromHost] = true
+				}
+			}
+		}
+	}
+	out := map[string]string{}
+	for k, v := range in {
+		if !wanted[k] {
+			return nil, invalid("unseal: host_values[%.64q]: not referenced by the sealed spec", k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// sealed returns the opened spec and pod, or FailedPrecondition.
+func (s *Server) sealed() (*spec.Spec, Pod, error) {
+	if s.res == nil {
+		return nil, nil, status.Error(codes.FailedPrecondition, "agent is sealed: call Unseal first")
+	}
+	if s.shutdown {
+		return nil, nil, status.Error(codes.FailedPrecondition, "agent is shutting down")
+	}
+	return s.res.Spec, s.pod, nil
+}
+
+func checkName(name string) error {
+	if !api.ValidContainerName(name) {
+		return invalid("container name %.80q: not a DNS-1123 label", name)
+	}
+	return nil
+}
+
+// lookup returns the created container name (caller holds s.mu).
+func (s *Server) lookup(name string) (*ctr, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	sp, _, err := s.sealed()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := sp.Container(name); !ok {
+		return nil, status.Errorf(codes.NotFound, "container %q is not in the sealed spec", name)
+	}
+	c := s.ctrs[name]
+	if c == nil || c.busy {
+		return nil, status.Errorf(codes.NotFound, "container %q is not created", name)
+	}
+	return c, nil
+}
+
+// process returns the main process or an exec (caller holds s.mu).
+func (s *Server) process(name, execID string) (*ctr, *proc, error) {
+	c, err := s.lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if execID == "" {
+		return c, c.main, nil
+	}
+	if !api.ValidExecID(execID) {
+		return nil, nil, invalid("exec id %.80q: malformed", execID)
+	}
+	p := c.execs[execID]
+	if p == nil {
+		return nil, nil, status.Errorf(codes.NotFound, "exec %q in container %s: unknown", execID, name)
+	}
+	return c, p, nil
+}
+
+func (s *Server) logsDenied() bool { return s.res.Spec.Policy.Logs != spec.LogsAllow }
+
+func newProc(p Process, denied bool) *proc {
+	pr := &proc{p: p, done: make(chan struct{})}
+	pr.stdout = newStream(p.Stdout(), denied)
+	pr.stderr = newStream(p.Stderr(), denied)
+	if in := p.Stdin(); in != nil {
+		pr.stdin, pr.closeIn = in, in.Close
+	}
+	return pr
+}
+
+// watch waits for the process in the background once.
+func (p *proc) watch() {
+	p.waitOnce.Do(func() {
+		go func() {
+			code, err := p.p.Wait(context.Background())
+			p.code, p.waitErr, p.exitedAt = code, err, time.Now()
+			close(p.done)
+		}()
+	})
+}
+
+// CreateContainer pulls and creates a sealed container.
+func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
+	name := req.GetName()
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	sp, pod, err := s.sealed()
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	sc, ok := sp.Container(name)
+	if !ok {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "container %q is not in the sealed spec", name)
+	}
+	if req.GetTty() && !sc.TTY || req.GetStdin() && !sc.Stdin {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.PermissionDenied, "container %s: host asked tty=%v stdin=%v, the sealed spec has tty=%v stdin=%v", name, req.GetTty(), req.GetStdin(), sc.TTY, sc.Stdin)
+	}
+	if s.ctrs[name] != nil {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "container %s: already created", name)
+	}
+	entry := &ctr{name: name, busy: true, execs: map[string]*proc{}}
+	s.ctrs[name] = entry
+	denied := s.logsDenied()
+	s.mu.Unlock()
+
+	t := time.Now()
+	c, err := pod.Create(ctx, name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		delete(s.ctrs, name)
+		return nil, status.Errorf(codes.Internal, "create container %s: %v", name, err)
+	}
+	entry.c, entry.busy = c, false
+	entry.main = newProc(c, denied)
+	return &api.CreateContainerResponse{Tty: c.TTY(), Stdin: c.OpenStdin(), CreateUs: time.Since(t).Microseconds()}, nil
+}
+
+// StartContainer starts a created container.
+func (s *Server) StartContainer(_ context.Context, req *api.ContainerRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.lookup(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if c.started {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s: already started", c.name)
+	}
+	if err := c.c.Start(); err != nil {
+		return nil, status.Errorf(codes.Internal, "start container %s: %v", c.name, err)
+	}
+	c.started = true
+	c.main.watch()
+	return &api.Empty{}, nil
+}
+
+// WaitProcess waits for a process to exit.
+func (s *Server) WaitProcess(ctx context.Context, req *api.ProcessRequest) (*api.WaitProcessResponse, error) {
+	s.mu.Lock()
+	c, p, err := s.process(req.GetName(), req.GetExecId())
+	if err == nil && p == c.main && !c.started {
+		err = status.Errorf(codes.FailedPrecondition, "container %s: not started", c.name)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if p.waitErr != nil {
+		return nil, status.Errorf(codes.Internal, "wait %s: %v", c.name, p.waitErr)
+	}
+	return &api.WaitProcessResponse{ExitStatus: int32(p.code), ExitedAtUnixNano: p.exitedAt.UnixNano()}, nil
+}
+
+// SignalProcess signals a process.
+func (s *Server) SignalProcess(_ context.Context, req *api.SignalProcessRequest) (*api.Empty, error) {
+	sig := req.GetSignal()
+	if sig < 1 || sig > 64 {
+		return nil, invalid("signal %d: out of range 1..64", sig)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, p, err := s.process(req.GetName(), req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.p.Signal(syscall.Signal(sig)); err != nil {
+		return nil, status.Errorf(codes.Internal, "signal %s: %v", c.name, err)
+	}
+	return &api.Empty{}, nil
+}
+
+// ExecProcess runs an allowed argv in a running container.
+func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.Empty, error) {
+	argv := req.GetArgv()
+	if len(argv) == 0 || len(argv) > api.MaxArgv {
+		return nil, invalid("exec: argv: %d elements (want 1..%d)", len(argv), api.MaxArgv)
+	}
+	for i, a := range argv {
+		if len(a) > api.MaxArgLen || strings.ContainsRune(a, 0) {
+			return nil, invalid("exec: argv[%d]: too long or contains NUL", i)
+		}
+	}
+	if !api.ValidExecID(req.GetExecId()) {
+		return nil, invalid("exec id %.80q: malformed", req.GetExecId())
+	}
+	s.mu.Lock()
+	c, err := s.lookup(req.GetName())
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	if !s.res.Spec.Policy.AllowsExec(c.name, argv) {
+		s.mu.Unlock()
+		s.log.Warn("exec refused by the sealed policy", "container", c.name)
+		return nil, status.Errorf(codes.PermissionDenied, "exec in container %s: argv not allowed by the sealed policy", c.name)
+	}
+	if !c.started {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "exec in container %s: not started", c.name)
+	}
+	if _, dup := c.execs[req.GetExecId()]; dup {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "exec %s in container %s: id in use", req.GetExecId(), c.name)
+	}
+	denied := s.logsDenied()
+	s.mu.Unlock()
+	p, err := c.c.Exec(ctx, req.GetExecId(), slices.Clone(argv), req.GetTty(), req.GetStdin())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "exec in container %s: %v", c.name, err)
+	}
+	pr := newProc(p, denied)
+	pr.watch()
+	s.mu.Lock()
+	c.execs[req.GetExecId()] = pr
+	s.mu.Unlock()
+	return &api.Empty{}, nil
+}
+
+func (s *Server) read(ctx context.Context, req *api.ReadStreamRequest, stderr bool) (*api.ReadStreamResponse, error) {
+	n := int(req.GetLen())
+	if n == 0 || n > api.MaxReadLen {
+		n = api.MaxReadLen
+	}
+	s.mu.Lock()
+	_, p, err := s.process(req.GetName(), req.GetExecId())
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	st := p.stdout
+	if stderr {
+		st = p.stderr
+	}
+	data, eof, denied, err := st.read(ctx, n)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &api.ReadStreamResponse{Data: data, Eof: eof, Denied: denied}, nil
+}
+
+// ReadStdout returns buffered stdout.
+func (s *Server) ReadStdout(ctx context.Context, req *api.ReadStreamRequest) (*api.ReadStreamResponse, error) {
+	return s.read(ctx, req, false)
+}
+
+// ReadStderr returns buffered stderr.
+func (s *Server) ReadStderr(ctx context.Context, req *api.ReadStreamRequest) (*api.ReadStreamResponse, error) {
+	return s.read(ctx, req, true)
+}
+
+// WriteStdin writes to a process's stdin.
+func (s *Server) WriteStdin(_ context.Context, req *api.WriteStdinRequest) (*api.WriteStdinResponse, error) {
+	if len(req.GetData()) > api.MaxStdinWrite {
+		return nil, invalid("stdin: %d bytes (max %d)", len(req.GetData()), api.MaxStdinWrite)
+	}
+	s.mu.Lock()
+	c, p, err := s.process(req.GetName(), req.GetExecId())
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p.stdin == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s: no stdin", c.name)
+	}
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	n, err := p.stdin.Write(req.GetData())
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "stdin of %s: %v", c.name, err)
+	}
+	return &api.WriteStdinResponse{Len: uint32(n)}, nil
+}
+
+// CloseStdin closes a process's stdin.
+func (s *Server) CloseStdin(_ context.Context, req *api.ProcessRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	c, p, err := s.process(req.GetName(), req.GetExecId())
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p.closeIn == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s: no stdin", c.name)
+	}
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if err := p.closeIn(); err != nil {
+		return nil, status.Errorf(codes.Internal, "close stdin of %s: %v", c.name, err)
+	}
+	return &api.Empty{}, nil
+}
+
+// RemoveContainer deletes a container.
+func (s *Server) RemoveContainer(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	c, err := s.lookup(req.GetName())
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	c.busy = true
+	pod := s.pod
+	s.mu.Unlock()
+	err = pod.Delete(ctx, c.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		c.busy = false
+		return nil, status.Errorf(codes.Internal, "remove container %s: %v", c.name, err)
+	}
+	delete(s.ctrs, c.name)
+	return &api.Empty{}, nil
+}
+
+// StatsContainer reports resource usage.
+func (s *Server) StatsContainer(ctx context.Context, req *api.ContainerRequest) (*api.StatsContainerResponse, error) {
+	s.mu.Lock()
+	c, err := s.lookup(req.GetName())
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.c.Stats(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "stats %s: %v", c.name, err)
+	}
+	return &api.StatsContainerResponse{CpuUsageNs: st.CPUUsageNS, MemoryUsageBytes: st.MemoryUsageBytes, MemoryLimitBytes: st.MemoryLimitBytes, Pids: st.Pids}, nil
+}
+
+// Shutdown stops the pod and powers off after answering.
+func (s *Server) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	s.shutdown = true
+	pod := s.pod
+	s.mu.Unlock()
+	if pod != nil {
+		if err := pod.Close(ctx); err != nil {
+			s.log.Warn("shutdown: closing the pod", "err", err)
+		}
+	}
+	if s.cfg.PowerOff != nil {
+		go func() {
+			time.Sleep(100 * time.Millisecond) // let the answer leave
+			s.cfg.PowerOff()
+		}()
+	}
+	return &api.Empty{}, nil
+}
+
+var _ api.AgentService = (*Server)(nil)
+
+// String names the server in logs.
+func (s *Server) String() string { return fmt.Sprintf("sealpod agent (%s)", s.cfg.Attester.TEE()) }

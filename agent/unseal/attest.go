@@ -1,0 +1,106 @@
+package unseal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/go-sev-guest/abi"
+	sevclient "github.com/google/go-sev-guest/client"
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	tdxclient "github.com/google/go-tdx-guest/client"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/sealpod/sealpod/agent/simsp"
+	"github.com/sealpod/sealpod/kbs/api"
+)
+
+// Evidence is one piece of TEE evidence with the launch-bound data it reports (SNP HOST_DATA,
+// 32 bytes; TDX MRCONFIGID, 48 bytes).
+type Evidence struct {
+	Evidence *api.Evidence
+	HostData []byte
+}
+
+// Attester produces evidence in the guest.
+type Attester interface {
+	TEE() string
+	Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error)
+}
+
+// SimAttester asks the host's simulated AMD-SP over a simsp channel.
+type SimAttester struct{ Client *simsp.Client }
+
+// NewSimAttester returns an attester on an open sim AMD-SP port.
+func NewSimAttester(rw io.ReadWriter) *SimAttester {
+	return &SimAttester{Client: simsp.NewClient(rw)}
+}
+
+// TEE is "sim".
+func (*SimAttester) TEE() string { return api.TEESim }
+
+// Evidence asks for a report.
+func (a *SimAttester) Evidence(ctx context.Context, rd [64]byte) (*Evidence, error) {
+	r, err := a.Client.GetReport(ctx, rd)
+	if err != nil {
+		return nil, err
+	}
+	return &Evidence{Evidence: r.Evidence, HostData: r.HostData[:]}, nil
+}
+
+// SNPAttester uses the SEV-SNP guest device (configfs-tsm or /dev/sev-guest).
+type SNPAttester struct{}
+
+// TEE is "snp".
+func (SNPAttester) TEE() string { return api.TEESNP }
+
+// Evidence gets an extended report (report + VCEK) from the AMD-SP.
+func (SNPAttester) Evidence(_ context.Context, rd [64]byte) (*Evidence, error) {
+	qp, err := sevclient.GetQuoteProvider()
+	if err != nil {
+		return nil, fmt.Errorf("snp quote provider: %w", err)
+	}
+	if !qp.IsSupported() {
+		return nil, errors.New("snp: neither configfs-tsm nor /dev/sev-guest is available")
+	}
+	att, err := sevclient.GetQuoteProto(qp, rd)
+	if err != nil {
+		return nil, fmt.Errorf("snp report: %w", err)
+	}
+	raw, err := abi.ReportToAbiBytes(att.GetReport())
+	if err != nil {
+		return nil, fmt.Errorf("snp report: %w", err)
+	}
+	ev := &api.SNPEvidence{Report: raw}
+	if cc := att.GetCertificateChain(); cc != nil {
+		ev.VCEK = cc.GetVcekCert()
+	}
+	return &Evidence{Evidence: &api.Evidence{SNP: ev}, HostData: att.GetReport().GetHostData()}, nil
+}
+
+// TDXAttester uses the TDX guest device (configfs-tsm or /dev/tdx_guest).
+type TDXAttester struct{}
+
+// TEE is "tdx".
+func (TDXAttester) TEE() string { return api.TEETDX }
+
+// Evidence gets a TD quote (version 4) with its PCK chain.
+func (TDXAttester) Evidence(_ context.Context, rd [64]byte) (*Evidence, error) {
+	qp, err := tdxclient.GetQuoteProvider()
+	if err != nil {
+		return nil, fmt.Errorf("tdx quote provider: %w", err)
+	}
+	raw, err := tdxclient.GetRawQuote(qp, rd)
+	if err != nil {
+		return nil, fmt.Errorf("tdx quote: %w", err)
+	}
+	q, err := tdxabi.QuoteToProto(raw)
+	if err != nil {
+		return nil, fmt.Errorf("tdx quote: %w", err)
+	}
+	qv4, ok := q.(*tdxpb.QuoteV4)
+	if !ok {
+		return nil, fmt.Errorf("tdx quote: %T, want a version 4 quote", q)
+	}
+	return &Evidence{Evidence: &api.Evidence{TDX: &api.TDXEvidence{Quote: raw}}, HostData: qv4.GetTdQuoteBody().GetMrConfigId()}, nil
+}

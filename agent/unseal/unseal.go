@@ -1,0 +1,266 @@
+// Package unseal is the agent's Unseal flow (DESIGN §3.3): parse the envelope header, get
+// evidence from the TEE for a fresh broker nonce and an in-memory X25519 key, check that the
+// evidence's launch-bound HOST_DATA/MRCONFIGID is this envelope's digest, attest to the key
+// broker named in the header (TLS pinned to the header's CA SHA-256), receive the data key,
+// open the envelope, and obtain the workload certificate for a P-256 key made here.
+package unseal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/kbs/client"
+)
+
+// Errors callers branch on.
+var (
+	// ErrHostData: the evidence's HOST_DATA/MRCONFIGID is not the digest of the envelope the
+	// host handed over (the host changed the envelope or launched with other values).
+	ErrHostData = errors.New("launch HOST_DATA does not match the envelope digest")
+	// ErrTEE: the envelope was not sealed for this guest's TEE.
+	ErrTEE = errors.New("envelope not sealed for this TEE")
+	// ErrSpec: the opened spec does not belong to the envelope's workload.
+	ErrSpec = errors.New("sealed spec does not match its envelope")
+	// ErrCertificate: the broker's certificate answer is not for our key or does not chain.
+	ErrCertificate = errors.New("workload certificate invalid")
+)
+
+// Times are the durations of the phases of one Unseal.
+type Times struct {
+	Auth, Evidence, Attest, Key, Open, Certificate, Total time.Duration
+}
+
+// Identity is the workload's certificate material, PEM.
+type Identity struct {
+	CertPEM []byte // leaf then intermediate(s)
+	KeyPEM  []byte // PKCS#8 EC private key, generated in the guest
+	CAPEM   []byte // the mesh root
+}
+
+// Result is an opened envelope.
+type Result struct {
+	Header   *envelope.Header
+	Digest   string // hex SHA-256 of the envelope = HOST_DATA
+	Spec     *spec.Spec
+	Identity *Identity
+	Times    Times
+}
+
+// Options tune the flow.
+type Options struct {
+	// Timeout per broker request (default 30 s).
+	Timeout time.Duration
+}
+
+// Unseal runs the whole flow for one envelope with the guest's attester.
+func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, error) {
+	start := time.Now()
+	h, err := envelope.ParseHeader(env)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: envelope header: %w", err)
+	}
+	tee := att.TEE()
+	if !slices.Contains(h.TEEs, tee) {
+		return nil, fmt.Errorf("unseal %s: %w: header.tees %v, guest is %s", h.Workload, ErrTEE, h.TEEs, tee)
+	}
+	digest := envelope.Digest(env)
+	res := &Result{Header: h, Digest: digest}
+	c, err := client.New(h.KBS.URL, client.Options{CASHA256: h.KBS.CASHA256, Timeout: o.Timeout})
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+	}
+	t := time.Now()
+	s, err := c.Auth(ctx, tee, h.Workload)
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: kbs auth at %s: %w", h.Workload, h.KBS.URL, err)
+	}
+	res.Times.Auth = time.Since(t)
+	t = time.Now()
+	ev, err := att.Evidence(ctx, s.ReportData())
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: %s evidence: %w", h.Workload, tee, err)
+	}
+	res.Times.Evidence = time.Since(t)
+	want, _ := hex.DecodeString(digest)
+	if !hostDataMatches(ev.HostData, want) {
+		return nil, fmt.Errorf("unseal %s: %w: evidence carries %x, envelope digest is %s", h.Workload, ErrHostData, ev.HostData, digest)
+	}
+	t = time.Now()
+	if err := s.Attest(ctx, ev.Evidence); err != nil {
+		return nil, fmt.Errorf("unseal %s: kbs attest: %w", h.Workload, err)
+	}
+	res.Times.Attest = time.Since(t)
+	t = time.Now()
+	key, err := s.Key(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: kbs key: %w", h.Workload, err)
+	}
+	res.Times.Key = time.Since(t)
+	t = time.Now()
+	_, plain, err := envelope.Open(env, key)
+	clear(key)
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+	}
+	sp, err := spec.Unmarshal(plain)
+	clear(plain)
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+	}
+	if sp.Workload != h.Workload {
+		return nil, fmt.Errorf("unseal %s: %w: spec.workload is %q", h.Workload, ErrSpec, sp.Workload)
+	}
+	res.Spec = sp
+	res.Times.Open = time.Since(t)
+	t = time.Now()
+	id, err := certificate(ctx, s, sp.Identity.SANs)
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+	}
+	res.Identity = id
+	res.Times.Certificate = time.Since(t)
+	res.Times.Total = time.Since(start)
+	return res, nil
+}
+
+// hostDataMatches compares launch data with the digest: SNP HOST_DATA is exactly 32 bytes,
+// TDX MRCONFIGID is 48 bytes whose tail must be zero.
+func hostDataMatches(got, want []byte) bool {
+	if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
+		return false
+	}
+	for _, b := range got[len(want):] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// certificate makes a P-256 key, a CSR for sans, and asks the broker for the certificate;
+// the answer must be for this key and chain to the returned root.
+func certificate(ctx context.Context, s *client.Session, sans []string) (*Identity, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("workload key: %w", err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: s.Workload}}
+	for _, san := range sans {
+		if ip := net.ParseIP(san); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if u, err := url.Parse(san); err == nil && u.Scheme != "" && u.Host != "" {
+			tmpl.URIs = append(tmpl.URIs, u)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, san)
+		}
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, fmt.Errorf("workload CSR: %w", err)
+	}
+	resp, err := s.Certificate(ctx, csr)
+	if err != nil {
+		return nil, fmt.Errorf("kbs certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(resp.Chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: leaf: %v", ErrCertificate, err)
+	}
+	if !key.PublicKey.Equal(leaf.PublicKey) {
+		return nil, fmt.Errorf("%w: the leaf is not for the guest's key", ErrCertificate)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(resp.RootPEM)) {
+		return nil, fmt.Errorf("%w: no root certificate in the answer", ErrCertificate)
+	}
+	var chainPEM []byte
+	for i, der := range resp.Chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: chain[%d]: %v", ErrCertificate, i, err)
+		}
+		if i > 0 {
+			inter.AddCert(c)
+		}
+		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCertificate, err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("workload key: %w", err)
+	}
+	return &Identity{
+		CertPEM: chainPEM,
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		CAPEM:   []byte(resp.RootPEM),
+	}, nil
+}
+
+// Identity file names inside the TLS directory.
+const (
+	CertFile = "cert.pem"
+	KeyFile  = "key.pem"
+	CAFile   = "ca.pem"
+)
+
+// WriteIdentity writes cert.pem, key.pem (0640) and ca.pem into dir (a guest tmpfs), each
+// atomically.
+func WriteIdentity(dir string, id *Identity) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write identity %s: %w", dir, err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{{CertFile, id.CertPEM, 0o644}, {KeyFile, id.KeyPEM, 0o640}, {CAFile, id.CAPEM, 0o644}} {
+		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+			return fmt.Errorf("write identity %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,395 @@
+package guest_test
+
+// The end-to-end stack of the agent suite: real binaries built from this tree (agent, key
+// broker, mkguest, devregistry, the workload image), a real sealpod-kbs with sim roots, a
+// devregistry, a guest bundle built by mkguest around the agent, and the host's half of each
+// VM (the agent API client and the simulated AMD-SP) — the part the shim plays in production.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/simsp"
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/setup"
+	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+)
+
+// slirpHost is how the guest reaches the host's loopback under QEMU user networking.
+const slirpHost = "10.0.2.2"
+
+type e2eStack struct {
+	root, bin, work string
+	regPort         int
+	kbsPort         int
+	kbsState        string
+	caSHA256        string
+	meshRoots       *x509.CertPool
+	admin           *admin.Client
+	signer          *simtee.Signer
+	imageRef        string // as the guest pulls it
+	guestDir        string
+	bundle          *bundle.Bundle
+}
+
+func e2eRepoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+func e2eRun(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func e2eFreePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// e2eDaemon starts a long-running process killed (whole process group) when the test ends.
+func e2eDaemon(t *testing.T, logPath, name string, args ...string) {
+	t.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		f.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s log:\n%s", filepath.Base(name), b)
+		}
+	})
+}
+
+func e2eWaitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start listening: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newE2EStack builds everything and starts the registry and the key broker.
+func newE2EStack(t *testing.T) *e2eStack {
+	t.Helper()
+	s := &e2eStack{root: e2eRepoRoot(t), work: t.TempDir()}
+	s.bin = filepath.Join(s.work, "bin")
+	t0 := time.Now()
+	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
+	e2eRun(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest", "./tests/guest/internal/workload")
+	e2eRun(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(s.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
+	t.Logf("built agent, sealpod-kbs, mkguest, devregistry, workload in %v", time.Since(t0).Round(time.Millisecond))
+
+	// Registry + the workload image.
+	s.regPort = e2eFreePort(t)
+	reg := fmt.Sprintf("127.0.0.1:%d", s.regPort)
+	e2eDaemon(t, filepath.Join(s.work, "registry.log"), filepath.Join(s.bin, "devregistry"), "serve", "--listen", reg)
+	e2eWaitTCP(t, reg)
+	out := e2eRun(t, s.root, nil, filepath.Join(s.bin, "devregistry"), "push-binary", "--binary", filepath.Join(s.bin, "workload"),
+		"--ref", reg+"/sealpod/workload:e2e", "--path", "/workload")
+	pushed := strings.TrimSpace(out)
+	if !strings.HasPrefix(pushed, reg+"/sealpod/workload@sha256:") {
+		t.Fatalf("push-binary printed %q", pushed)
+	}
+	s.imageRef = strings.Replace(pushed, "127.0.0.1:", slirpHost+":", 1)
+
+	// Key broker with sim roots; its certificate names 10.0.2.2 (the guest) and 127.0.0.1.
+	kbs := filepath.Join(s.bin, "sealpod-kbs")
+	roots, key := filepath.Join(s.work, "sim-roots.pem"), filepath.Join(s.work, "sim-vcek.pem")
+	e2eRun(t, s.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
+	s.kbsPort = e2eFreePort(t)
+	s.kbsState = filepath.Join(s.work, "kbs")
+	e2eRun(t, s.root, nil, kbs, "init", "--dir", s.kbsState, "--host", slirpHost, "--host", "127.0.0.1",
+		"--url", fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort))
+	e2eDaemon(t, filepath.Join(s.work, "kbs.log"), kbs, "serve", "--dir", s.kbsState, "--listen", fmt.Sprintf("127.0.0.1:%d", s.kbsPort),
+		"--insecure-sim-roots", roots, "--log-format", "text")
+	e2eWaitTCP(t, fmt.Sprintf("127.0.0.1:%d", s.kbsPort))
+	var err error
+	if s.signer, err = simtee.LoadSigner(key); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(s.kbsState, setup.TLSCACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.caSHA256, err = setup.CertPEMSHA256(caPEM); err != nil {
+		t.Fatal(err)
+	}
+	meshPEM, err := os.ReadFile(filepath.Join(s.kbsState, setup.MeshRootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.meshRoots = x509.NewCertPool()
+	if !s.meshRoots.AppendCertsFromPEM(meshPEM) {
+		t.Fatal("no mesh root certificate")
+	}
+	cfg, err := admin.ReadClientConfig(filepath.Join(s.kbsState, setup.AdminClientConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminCA, _ := os.ReadFile(cfg.CAFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(adminCA)
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The config names the guest-facing URL; the host reaches the same broker on loopback.
+	if s.admin, err = admin.NewClient(fmt.Sprintf("https://127.0.0.1:%d", s.kbsPort),
+		&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The measured guest: mkguest around the agent. The command line (measured) lets this
+	// test guest pull from the plain-HTTP devregistry.
+	t0 = time.Now()
+	s.guestDir = filepath.Join(s.work, "guest")
+	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, s.regPort)
+	e2eRun(t, s.root, nil, filepath.Join(s.bin, "mkguest"), "--init", filepath.Join(s.bin, "sealpod-agent"), "--out", s.guestDir, "--cmdline", cmdline)
+	if s.bundle, err = bundle.Load(s.guestDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest bundle built in %v (initrd %d bytes, sim measurement %s)", time.Since(t0).Round(time.Millisecond), len(s.bundle.Initrd), s.bundle.Config.Measurements.Sim)
+	return s
+}
+
+// seal seals sp for sim and registers it at the broker with the bundle's measurement.
+func (s *e2eStack) seal(t *testing.T, sp *spec.Spec, sans []string) []byte {
+	t.Helper()
+	key, err := envelope.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := sp.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := envelope.Seal(plain, key, envelope.Header{Workload: sp.Workload, TEEs: []string{"sim"},
+		KBS: envelope.KBS{URL: fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort), CASHA256: s.caSHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.admin.PutWorkload(ctx, registry.Workload{
+		ID: sp.Workload, TEEs: []string{"sim"},
+		Measurements:   map[string][]string{"sim": {s.bundle.Config.Measurements.Sim}},
+		EnvelopeDigest: envelope.Digest(env), SANs: sans, DataKey: key,
+	}); err != nil {
+		t.Fatalf("register workload %s: %v", sp.Workload, err)
+	}
+	return env
+}
+
+// guestVM is one booted guest with the host's half of its channels.
+type guestVM struct {
+	vm     *qemuvm.VM
+	agent  api.AgentService
+	client *ttrpc.Client
+	sock   string
+	mu     sync.Mutex
+	launch simsp.Launch
+	ready  time.Duration // QEMU start → first Ping answered
+}
+
+func (g *guestVM) setLaunch(l simsp.Launch) { g.mu.Lock(); g.launch = l; g.mu.Unlock() }
+func (g *guestVM) getLaunch() simsp.Launch  { g.mu.Lock(); defer g.mu.Unlock(); return g.launch }
+
+func e2eDialUnix(ctx context.Context, path string) (net.Conn, error) {
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial %s: %w (%v)", path, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// boot starts QEMU on the bundle (initrd may be replaced), serves the simulated AMD-SP with
+// launch values from launch, and waits until the agent answers Ping.
+func (s *e2eStack) boot(t *testing.T, initrd string, launch simsp.Launch) *guestVM {
+	t.Helper()
+	dir, cleanup, err := qemuvm.ShortTempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	agentSock, spSock := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "sp.sock")
+	if initrd == "" {
+		initrd = filepath.Join(s.guestDir, bundle.InitrdFile)
+	}
+	g := &guestVM{launch: launch}
+	g.vm = qemuvm.StartT(t, ctx, qemuvm.Config{
+		Kernel: filepath.Join(s.guestDir, bundle.KernelFile), Initrd: initrd, Append: s.bundle.Config.Cmdline,
+		MemoryMiB: s.bundle.Config.MemoryMiB, VCPUs: s.bundle.Config.VCPUs,
+		Ports:   []qemuvm.Port{{Name: api.PortName, Socket: agentSock}, {Name: simsp.PortName, Socket: spSock}},
+		UserNet: true, RNG: true,
+	})
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer dcancel()
+	spConn, err := e2eDialUnix(dctx, spSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if err := simsp.Serve(ctx, spConn, s.signer, simsp.LaunchFunc(g.getLaunch), nil); err != nil {
+			t.Logf("simulated AMD-SP: %v", err)
+		}
+	}()
+	conn, err := e2eDialUnix(dctx, agentSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.sock = agentSock
+	g.connect(t, conn)
+	pctx, pcancel := context.WithTimeout(ctx, 120*time.Second)
+	defer pcancel()
+	p, err := g.agent.Ping(pctx, &api.PingRequest{})
+	if err != nil {
+		t.Fatalf("agent did not answer Ping: %v\nconsole:\n%s", err, g.vm.Console())
+	}
+	g.ready = time.Since(g.vm.Started())
+	if p.State != api.StateSealed {
+		t.Fatalf("fresh agent state %q, want %q", p.State, api.StateSealed)
+	}
+	return g
+}
+
+func (g *guestVM) connect(t *testing.T, conn net.Conn) {
+	c := ttrpc.NewClient(conn)
+	t.Cleanup(func() { c.Close() })
+	g.client, g.agent = c, api.NewAgentClient(c)
+}
+
+// reconnect drops the host's connection to the agent port and dials again (a shim restart).
+func (g *guestVM) reconnect(t *testing.T) {
+	t.Helper()
+	g.client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := e2eDialUnix(ctx, g.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.connect(t, conn)
+}
+
+// slirpNetwork is the guest network under QEMU user networking.
+func slirpNetwork() *api.NetworkConfig {
+	return &api.NetworkConfig{
+		Interfaces: []*api.Interface{{Mac: "52:54:00:12:34:56", Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
+		Routes:     []*api.Route{{Destination: "default", Gateway: slirpHost}},
+		DnsServers: []string{"10.0.2.3"}, Hostname: "web-0",
+	}
+}
+
+// readStream reads a stream until EOF; denied reports a `logs: deny` answer.
+func readStream(t *testing.T, a api.AgentService, name, execID string, stderr bool) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	for {
+		req := &api.ReadStreamRequest{Name: name, ExecId: execID}
+		var r *api.ReadStreamResponse
+		var err error
+		if stderr {
+			r, err = a.ReadStderr(ctx, req)
+		} else {
+			r, err = a.ReadStdout(ctx, req)
+		}
+		if err != nil {
+			t.Fatalf("read %s/%s: %v", name, execID, err)
+		}
+		out.Write(r.Data)
+		if r.Eof {
+			return out.String(), r.Denied
+		}
+	}
+}
+
+var pemBlockRe = regexp.MustCompile(`(?s)-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----`)
+
+// launchFor returns the launch values the shim would use: the bundle's sim measurement and
+// the envelope digest.
+func (s *e2eStack) launchFor(t *testing.T, b *bundle.Bundle, env []byte) simsp.Launch {
+	t.Helper()
+	l, err := simsp.LaunchFromBundle(b, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
