@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/repopath"
+
 	"github.com/containerd/ttrpc"
 
 	"github.com/sealpod/sealpod/agent/api"
@@ -51,24 +53,6 @@ type e2eStack struct {
 	imageRef        string // as the guest pulls it
 	guestDir        string
 	bundle          *bundle.Bundle
-}
-
-func e2eRepoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 func e2eRun(t *testing.T, dir string, env []string, name string, args ...string) string {
@@ -138,7 +122,7 @@ func e2eWaitTCP(t *testing.T, addr string) {
 // newE2EStack builds everything and starts the registry and the key broker.
 func newE2EStack(t *testing.T) *e2eStack {
 	t.Helper()
-	s := &e2eStack{root: e2eRepoRoot(t), work: t.TempDir()}
+	s := &e2eStack{root: repopath.Root(t), work: t.TempDir()}
 	s.bin = filepath.Join(s.work, "bin")
 	t0 := time.Now()
 	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
