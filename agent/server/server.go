@@ -59,6 +59,7 @@ type Server struct {
 	res       *unseal.Result
 	pod       Pod
 	ctrs      map[string]*ctr
+	initDone  map[string]bool // init containers that exited 0 (kept after removal)
 	shutdown  bool
 }
 
@@ -93,7 +94,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}, initDone: map[string]bool{}}, nil
 }
 
 // Serve serves the API on ln (ttrpc) until ctx is done.
@@ -391,6 +392,9 @@ func (s *Server) StartContainer(_ context.Context, req *api.ContainerRequest) (*
 	if c.started {
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s: already started", c.name)
 	}
+	if err := s.checkOrder(c.name); err != nil {
+		return nil, err
+	}
 	if err := c.c.Start(); err != nil {
 		return nil, status.Errorf(codes.Internal, "start container %s: %v", c.name, err)
 	}
@@ -578,8 +582,47 @@ func (s *Server) RemoveContainer(ctx context.Context, req *api.ContainerRequest)
 		c.busy = false
 		return nil, status.Errorf(codes.Internal, "remove container %s: %v", c.name, err)
 	}
+	if s.completed(c) {
+		s.initDone[c.name] = true
+	}
 	delete(s.ctrs, c.name)
 	return &api.Empty{}, nil
+}
+
+// completed reports whether a container's main process exited 0 (caller holds s.mu).
+func (s *Server) completed(c *ctr) bool {
+	if c == nil || !c.started {
+		return false
+	}
+	select {
+	case <-c.main.done:
+		return c.main.waitErr == nil && c.main.code == 0
+	default:
+		return false
+	}
+}
+
+// checkOrder enforces the sealed order (caller holds s.mu): the host may start an init
+// container only after every earlier init container completed successfully (or, for a
+// restartable sidecar, was started), and an app container only after all init containers.
+// So the host cannot skip, reorder or short-circuit init containers.
+func (s *Server) checkOrder(name string) error {
+	for _, ic := range s.res.Spec.InitContainers {
+		if ic.Name == name {
+			return nil
+		}
+		c := s.ctrs[ic.Name]
+		if ic.RestartAlways {
+			if c == nil || !c.started {
+				return status.Errorf(codes.FailedPrecondition, "start %s: sidecar init container %s is not running yet (sealed order)", name, ic.Name)
+			}
+			continue
+		}
+		if !s.initDone[ic.Name] && !s.completed(c) {
+			return status.Errorf(codes.FailedPrecondition, "start %s: init container %s has not completed successfully (sealed order)", name, ic.Name)
+		}
+	}
+	return nil
 }
 
 // StatsContainer reports resource usage.

@@ -329,3 +329,61 @@ func TestHostDataChanged(t *testing.T) {
 	_, err = h.agent.Unseal(context.Background(), &api.UnsealRequest{Envelope: sealed.Envelope})
 	wantCode(t, err, codes.PermissionDenied, "measurement")
 }
+
+// The host cannot skip or reorder init containers: app containers start only after every
+// init container exited 0, each init container only after the earlier ones, and a
+// completed init container still counts after the host removed it.
+func TestInitContainerOrder(t *testing.T) {
+	b := brokertest.Start(t)
+	sp := sealedSpec(spec.LogsAllow)
+	sp.InitContainers = []spec.Container{
+		{Name: "first", Image: "r.example/i@sha256:" + strings.Repeat("d", 64), Command: []string{"sh", "-c", "exit 0"}},
+		{Name: "second", Image: "r.example/i@sha256:" + strings.Repeat("e", 64), Command: []string{"sh", "-c", "exit 4"}},
+	}
+	sealed := b.Seal(t, sp, []string{"web.default.svc"})
+	h := start(t, b, launchFor(b, sealed.Envelope))
+	ctx := context.Background()
+	a := h.agent
+	if _, err := a.Unseal(ctx, &api.UnsealRequest{Envelope: sealed.Envelope, HostValues: map[string]string{"fieldRef:metadata.name": "web-0"}}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string) {
+		t.Helper()
+		if _, err := a.CreateContainer(ctx, &api.CreateContainerRequest{Name: name}); err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+	}
+	run := func(name string) int32 {
+		t.Helper()
+		if _, err := a.StartContainer(ctx, &api.ContainerRequest{Name: name}); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		w, err := a.WaitProcess(ctx, &api.ProcessRequest{Name: name})
+		if err != nil {
+			t.Fatalf("wait %s: %v", name, err)
+		}
+		return w.ExitStatus
+	}
+	// Skipping all init containers.
+	create("app")
+	_, err := a.StartContainer(ctx, &api.ContainerRequest{Name: "app"})
+	wantCode(t, err, codes.FailedPrecondition, "init container first has not completed successfully")
+	// Reordering: second before first.
+	create("second")
+	_, err = a.StartContainer(ctx, &api.ContainerRequest{Name: "second"})
+	wantCode(t, err, codes.FailedPrecondition, "init container first has not completed successfully")
+	// In order: first completes, and still counts after its removal.
+	create("first")
+	if code := run("first"); code != 0 {
+		t.Fatalf("first exited %d", code)
+	}
+	if _, err := a.RemoveContainer(ctx, &api.ContainerRequest{Name: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	if code := run("second"); code != 4 {
+		t.Fatalf("second exited %d", code)
+	}
+	// A failed init container blocks the app containers.
+	_, err = a.StartContainer(ctx, &api.ContainerRequest{Name: "app"})
+	wantCode(t, err, codes.FailedPrecondition, "init container second has not completed successfully")
+}
