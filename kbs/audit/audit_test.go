@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,4 +167,151 @@ func BenchmarkAuditAppend(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+}
+
+// TestCommitInterval: transactions start at least the commit interval apart (so a busy period
+// of length T makes at most T/interval+1 commits), every acknowledged event is stored, and
+// interval 0 still works (each commit starts when the previous ends).
+func TestCommitInterval(t *testing.T) {
+	for _, interval := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(interval.String(), func(t *testing.T) {
+			l := audit.New(openBolt(t))
+			l.SetCommitInterval(interval)
+			ctx := context.Background()
+			const workers, each = 20, 5
+			var wg sync.WaitGroup
+			start := time.Now()
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						if err := l.Append(ctx, audit.Event{Kind: audit.KindAuth, Workload: fmt.Sprintf("%d-%d", w, i), Result: audit.ResultOK}); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			commits, events := l.Stats()
+			if events != workers*each {
+				t.Fatalf("%d events committed, want %d", events, workers*each)
+			}
+			if interval > 0 {
+				if max := uint64(elapsed/interval) + 1; commits > max {
+					t.Fatalf("%d commits in %v with interval %v (at most %d possible)", commits, elapsed, interval, max)
+				}
+			}
+			evs, err := l.List(ctx, time.Time{}, audit.MaxListLimit)
+			if err != nil || len(evs) != workers*each {
+				t.Fatalf("List: %d events, %v", len(evs), err)
+			}
+		})
+	}
+}
+
+// gateStore blocks every Update until its gate is opened (or fails it with err).
+type gateStore struct {
+	store.Store
+	gate chan struct{}
+	err  error
+}
+
+func (g *gateStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	<-g.gate
+	if g.err != nil {
+		return g.err
+	}
+	return g.Store.Update(ctx, fn)
+}
+
+// TestEnqueue: Enqueue does not wait for the commit; an event enqueued before an Append is
+// durable once that Append returns; commit errors of enqueued events reach the error handler;
+// a malformed event is refused at once.
+func TestEnqueue(t *testing.T) {
+	ctx := context.Background()
+	g := &gateStore{Store: openBolt(t), gate: make(chan struct{})}
+	l := audit.New(g)
+	l.SetCommitInterval(0)
+	// The store is blocked: Enqueue must still return.
+	if err := l.Enqueue(ctx, audit.Event{Kind: audit.KindAuth, Workload: "queued", Result: audit.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Enqueue(ctx, audit.Event{Kind: "bogus", Result: audit.ResultOK}); !errors.Is(err, audit.ErrInvalid) {
+		t.Fatalf("malformed event: %v", err)
+	}
+	close(g.gate)
+	if err := l.Append(ctx, audit.Event{Kind: audit.KindKey, Workload: "waited", Result: audit.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := l.List(ctx, time.Time{}, 10)
+	if err != nil || len(evs) != 2 || evs[0].Workload != "queued" || evs[1].Workload != "waited" {
+		t.Fatalf("after Append: %+v %v", evs, err)
+	}
+	// List (through Flush) shows what was enqueued before it, without an Append.
+	if err := l.Enqueue(ctx, audit.Event{Kind: audit.KindAuth, Workload: "flushed", Result: audit.ResultDenied}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err = l.List(ctx, time.Time{}, 10)
+	if err != nil || len(evs) != 3 || evs[2].Workload != "flushed" {
+		t.Fatalf("List after Enqueue: %+v %v", evs, err)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatalf("Flush of an idle log: %v", err)
+	}
+
+	failing := &gateStore{Store: openBolt(t), gate: make(chan struct{}), err: errors.New("disk gone")}
+	close(failing.gate)
+	lf := audit.New(failing)
+	got := make(chan int, 1)
+	lf.SetErrorHandler(func(err error, n int) {
+		if strings.Contains(err.Error(), "disk gone") {
+			got <- n
+		}
+	})
+	if err := lf.Enqueue(ctx, audit.Event{Kind: audit.KindAuth, Result: audit.ResultDenied}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != 1 {
+			t.Fatalf("error handler: %d events, want 1", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("commit error of an enqueued event never reached the error handler")
+	}
+	if err := lf.Append(ctx, audit.Event{Kind: audit.KindKey, Result: audit.ResultOK}); err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("Append on a failing store: %v", err)
+	}
+}
+
+// TestEnqueueBackpressure: with MaxQueued events waiting, Enqueue waits for its commit.
+func TestEnqueueBackpressure(t *testing.T) {
+	ctx := context.Background()
+	g := &gateStore{Store: openBolt(t), gate: make(chan struct{})}
+	l := audit.New(g)
+	// The committer holds up to one batch in the blocked Update; the rest queue up until
+	// MaxQueued, after which an Enqueue waits (here: until its deadline).
+	waited := -1
+	for i := range audit.MaxQueued + 200 {
+		tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := l.Enqueue(tctx, audit.Event{Kind: audit.KindAuth, Workload: fmt.Sprint(i), Result: audit.ResultOK})
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			waited = i
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if waited < audit.MaxQueued {
+		t.Fatalf("Enqueue waited at event %d, want it to queue at least %d without waiting", waited, audit.MaxQueued)
+	}
+	close(g.gate)
+	if err := l.Enqueue(ctx, audit.Event{Kind: audit.KindAuth, Result: audit.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
 }

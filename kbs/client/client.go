@@ -7,6 +7,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -25,7 +26,6 @@ import (
 
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/registry"
-	"golang.org/x/crypto/curve25519"
 )
 
 // Options configure a Client. Exactly one of CAPEM and CASHA256 is required (or HTTPClient).
@@ -95,7 +95,10 @@ func New(baseURL string, o Options) (*Client, error) {
 }
 
 func pinnedTLS(host string, o Options) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	// The session cache lets a reconnecting guest (idle timeout, retry) resume its TLS session:
+	// no certificate signature on the broker, no chain verification here beyond the pin check
+	// that VerifyConnection repeats on resumed connections.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(16)}
 	switch {
 	case len(o.CAPEM) > 0:
 		pool := x509.NewCertPool()
@@ -213,7 +216,8 @@ type Session struct {
 	cookie    string
 	Token     string
 	ExpiresAt time.Time
-	pub, priv [32]byte
+	pub       [32]byte
+	priv      *ecdh.PrivateKey
 }
 
 // Auth starts an attestation session and makes the TEE key pair (X25519, in memory).
@@ -232,14 +236,12 @@ func (c *Client) Auth(ctx context.Context, tee, workload string) (*Session, erro
 	if s.cookie == "" || len(s.Nonce) != api.NonceSize {
 		return nil, errors.New("kbs auth: answer without session cookie or 32-byte nonce")
 	}
-	if _, err := rand.Read(s.priv[:]); err != nil {
-		return nil, err
-	}
-	pub, err := curve25519.X25519(s.priv[:], curve25519.Basepoint)
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("kbs auth: TEE key: %w", err)
 	}
-	copy(s.pub[:], pub)
+	s.priv = k
+	copy(s.pub[:], k.PublicKey().Bytes())
 	return s, nil
 }
 
@@ -289,7 +291,7 @@ func (s *Session) Key(ctx context.Context) ([]byte, error) {
 	if _, err := s.c.do(ctx, http.MethodGet, api.ResourceKeyPath(s.Workload), nil, h, &out); err != nil {
 		return nil, err
 	}
-	key, err := api.OpenKey(out.SealedKey, &s.pub, &s.priv)
+	key, err := api.OpenKeyWith(out.SealedKey, s.pub[:], s.priv)
 	if err != nil {
 		return nil, fmt.Errorf("kbs key %s: %w", s.Workload, err)
 	}

@@ -248,6 +248,20 @@ func (c *CA) Issue(csrDER []byte, commonName string, sans []string, validity tim
 // IssueForKey issues a leaf for pub; callers must have established proof of possession (Issue
 // does so from a CSR).
 func (c *CA) IssueForKey(pub crypto.PublicKey, commonName string, sans []string, validity time.Duration) ([][]byte, error) {
+	tmpl, err := c.leafTemplate(pub, commonName, sans, validity)
+	if err != nil {
+		return nil, err
+	}
+	der, err := c.signLeaf(tmpl, pub)
+	if err != nil {
+		return nil, fmt.Errorf("mesh CA: sign leaf for %q: %w", tmpl.Subject.CommonName, err)
+	}
+	return [][]byte{der, append([]byte(nil), c.intermediate.Raw...)}, nil
+}
+
+// leafTemplate validates the request and fills the leaf template (serial, subject, validity,
+// usages, SANs).
+func (c *CA) leafTemplate(pub crypto.PublicKey, commonName string, sans []string, validity time.Duration) (*x509.Certificate, error) {
 	if validity == 0 {
 		validity = DefaultValidity
 	}
@@ -299,9 +313,19 @@ func (c *CA) IssueForKey(pub crypto.PublicKey, commonName string, sans []string,
 	if !now.Before(c.intermediate.NotAfter) {
 		return nil, fmt.Errorf("mesh CA: intermediate expired at %s", c.intermediate.NotAfter)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.intermediate, pub, c.key)
-	if err != nil {
-		return nil, fmt.Errorf("mesh CA: sign leaf for %q: %w", commonName, err)
+	return tmpl, nil
+}
+
+// signLeaf encodes and signs the leaf: with the encoder of leaf.go for ECDSA and Ed25519 CA
+// keys, with x509.CreateCertificate otherwise.
+func (c *CA) signLeaf(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	ls, ok := fastSigner(c.key)
+	if !ok {
+		return x509.CreateCertificate(rand.Reader, tmpl, c.intermediate, pub, c.key)
 	}
-	return [][]byte{der, append([]byte(nil), c.intermediate.Raw...)}, nil
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrBadRequest, err)
+	}
+	return c.encodeLeaf(ls, tmpl, spki)
 }

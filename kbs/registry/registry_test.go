@@ -288,3 +288,49 @@ func TestInvalidIDIsNotFound(t *testing.T) {
 		}
 	}
 }
+
+// TestGetReturnsFreshIndependentCopies: Get decodes a stored value once and then reuses it,
+// but every caller gets its own copy, and an update (also by another registry on the same
+// store, as a second replica) is visible at the next Get.
+func TestGetReturnsFreshIndependentCopies(t *testing.T) {
+	st := openBolt(t)
+	r := registry.New(st, newSigner(t))
+	other := registry.New(st, newSigner(t))
+	ctx := context.Background()
+	w := validWorkload("cache-me")
+	if _, err := r.Put(ctx, w, "test"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Get(ctx, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SANs[0] = "mutated.example"
+	a.Measurements["snp"][0] = "mutated"
+	a.DataKey[0] ^= 0xff
+	b, err := r.Get(ctx, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.SANs[0] != w.SANs[0] || b.Measurements["snp"][0] != w.Measurements["snp"][0] || !bytes.Equal(b.DataKey, w.DataKey) {
+		t.Fatalf("a caller's change leaked into the next Get: %+v", b)
+	}
+	w2 := w
+	w2.SANs = []string{"updated.example"}
+	if _, err := other.Put(ctx, w2, "test"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Get(ctx, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Generation != b.Generation+1 || len(c.SANs) != 1 || c.SANs[0] != "updated.example" {
+		t.Fatalf("update by another registry not visible: generation %d (was %d), SANs %v", c.Generation, b.Generation, c.SANs)
+	}
+	if _, err := other.Remove(ctx, w.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, w.ID); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Get after removal: %v", err)
+	}
+}

@@ -15,11 +15,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +36,11 @@ type benchClientResult struct {
 	FlowP99us  int64   `json:"flowP99us"`
 	ReqP50us   int64   `json:"reqP50us"`
 	ReqP99us   int64   `json:"reqP99us"`
-	Error      string  `json:"error,omitempty"`
+	// StepP50us/StepP99us: auth, attest, key, certificate.
+	StepP50us   [4]int64 `json:"stepP50us"`
+	StepP99us   [4]int64 `json:"stepP99us"`
+	WarmupFlows int      `json:"warmupFlows"`
+	Error       string   `json:"error,omitempty"`
 }
 
 func cpuTime() time.Duration {
@@ -64,6 +67,7 @@ func p384CPU(d time.Duration) time.Duration {
 // (auth+attest+key+certificate) against the CPU time of one P-384 verify: the server-side
 // ratio the DESIGN target (>= 0.5) is about. Both processes still share this machine.
 func BenchmarkFullFlowServerCPU(b *testing.B) {
+	gogc := TuneGC() // as sealpod-kbs serve does
 	e := newEnv(b, envOptions{})
 	dir := b.TempDir()
 	caFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "sim-vcek.pem")
@@ -77,13 +81,18 @@ func BenchmarkFullFlowServerCPU(b *testing.B) {
 	if err := os.WriteFile(keyFile, kp, 0o600); err != nil {
 		b.Fatal(err)
 	}
-	verifyCPU := p384CPU(time.Second)
+	verifyCPU := time.Duration(1)
+	if reportRun(b) {
+		verifyCPU = p384CPU(time.Second)
+	}
+	floorBefore := p384FloorFor(b)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "SEALPOD_BENCH_CLIENT=1", "SEALPOD_BENCH_URL="+e.url, "SEALPOD_BENCH_CA="+caFile,
 		"SEALPOD_BENCH_KEY="+keyFile, "SEALPOD_BENCH_WORKLOAD="+e.workload.ID, "SEALPOD_BENCH_N="+strconv.Itoa(b.N),
 		"SEALPOD_BENCH_MEAS="+hex.EncodeToString(e.meas[:]), "SEALPOD_BENCH_DIGEST="+hex.EncodeToString(e.digest[:]))
 	cmd.Stderr = os.Stderr
 	b.ResetTimer()
+	commits0, events0 := e.audit.Stats()
 	c0 := cpuTime()
 	out, err := cmd.Output()
 	serverCPU := cpuTime() - c0
@@ -91,6 +100,9 @@ func BenchmarkFullFlowServerCPU(b *testing.B) {
 	if err != nil {
 		b.Fatalf("client process: %v\n%s", err, out)
 	}
+	clientCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	commits1, events1 := e.audit.Stats()
+	floorAfter := p384FloorFor(b)
 	var res benchClientResult
 	if i := slices.Index(out, '{'); i >= 0 {
 		out = out[i:]
@@ -98,19 +110,30 @@ func BenchmarkFullFlowServerCPU(b *testing.B) {
 	if err := json.NewDecoder(bytesReader(out)).Decode(&res); err != nil || res.Error != "" {
 		b.Fatalf("client result: %v %s", err, res.Error)
 	}
-	perFlow := serverCPU / time.Duration(res.Flows)
+	// The server's CPU time covers the whole child run (its warm-up flow and TLS handshakes
+	// included), so it is divided by all flows the child made.
+	allFlows := res.Flows + res.WarmupFlows
+	perFlow := serverCPU / time.Duration(allFlows)
 	rate := float64(res.Flows) / res.ElapsedSec
 	ratio := float64(verifyCPU) / float64(perFlow)
 	b.ReportMetric(rate, "flows/s")
 	b.ReportMetric(float64(perFlow.Microseconds()), "server-cpu-us/flow")
 	b.ReportMetric(ratio, "server-ratio")
-	if b.N < benchClients {
-		return // the calibration run; figures only for real runs
+	if !reportRun(b) {
+		return // a calibration run; figures only for real runs
 	}
-	fmt.Printf("kbs full flow, clients in a separate process (%d clients): %d flows in %.2fs = %.0f flows/s; per flow p50 %.2fms p99 %.2fms; per request p50 %.2fms p99 %.2fms\n",
-		benchClients, res.Flows, res.ElapsedSec, rate, float64(res.FlowP50us)/1000, float64(res.FlowP99us)/1000, float64(res.ReqP50us)/1000, float64(res.ReqP99us)/1000)
-	fmt.Printf("  broker CPU per flow %v vs one P-384 verify %v: server-side ratio %.3f (target >= 0.5); broker CPU-bound capacity on %d cores ~ %.0f flows/s\n",
-		perFlow.Round(time.Microsecond), verifyCPU.Round(time.Microsecond), ratio, runtime.NumCPU(), float64(runtime.NumCPU())/perFlow.Seconds())
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	r := benchReport{
+		title: "clients in a separate process", gogc: gogc, openLoop: openLoopRate(), flows: res.Flows, elapsed: time.Duration(res.ElapsedSec * float64(time.Second)), rate: rate,
+		flowP50: us(res.FlowP50us), flowP99: us(res.FlowP99us), reqP50: us(res.ReqP50us), reqP99: us(res.ReqP99us),
+		p384Before: floorBefore, p384After: floorAfter,
+		serverCPU: perFlow, clientCPU: clientCPU / time.Duration(allFlows), verifyCPU: verifyCPU,
+		auditCommits: commits1 - commits0, auditEvents: events1 - events0,
+	}
+	for i, name := range []string{"auth", "attest", "key", "certificate"} {
+		r.steps = append(r.steps, stepLatency{name, us(res.StepP50us[i]), us(res.StepP99us[i])})
+	}
+	r.print(os.Stdout)
 }
 
 type byteReader struct {
@@ -134,6 +157,18 @@ func bytesReader(b []byte) *byteReader { return &byteReader{b: b} }
 func TestBenchClientProcess(t *testing.T) {
 	if os.Getenv("SEALPOD_BENCH_CLIENT") != "1" {
 		t.Skip("client process of BenchmarkFullFlowServerCPU")
+	}
+	// SEALPOD_BENCH_CLIENT_CPUPROFILE=FILE: CPU profile of the client process.
+	if path := os.Getenv("SEALPOD_BENCH_CLIENT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res := runBenchClient()
 	json.NewEncoder(os.Stdout).Encode(res)
@@ -167,7 +202,21 @@ func runBenchClient() (res benchClientResult) {
 	csrKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, csrKey)
 	ctx := context.Background()
+	// SEALPOD_BENCH_NEWCONN=1: every flow on its own connection (a full TLS handshake per
+	// flow, as distinct guests make), instead of keep-alive connections reused across flows.
+	newConn := os.Getenv("SEALPOD_BENCH_NEWCONN") == "1"
+	base := c
 	flow := func(rl *[]time.Duration) error {
+		c := base
+		if newConn {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			defer tr.CloseIdleConnections()
+			nc, err := client.New(os.Getenv("SEALPOD_BENCH_URL"), client.Options{HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second}})
+			if err != nil {
+				return err
+			}
+			c = nc
+		}
 		t0 := time.Now()
 		s, err := c.Auth(ctx, api.TEESim, workload)
 		if err != nil {
@@ -197,7 +246,27 @@ func runBenchClient() (res benchClientResult) {
 	if err := flow(&warm); err != nil {
 		return fail(err)
 	}
-	var next atomic.Int64
+	// SEALPOD_BENCH_RATE=R (flows/s): open loop. Flows are scheduled at a fixed rate and
+	// served by the benchClients workers; a flow's latency runs from its scheduled start, so
+	// time spent waiting for a free worker counts (no coordinated omission).
+	rate, _ := strconv.ParseFloat(os.Getenv("SEALPOD_BENCH_RATE"), 64)
+	starts := make(chan time.Time, n)
+	if rate > 0 {
+		go func() {
+			t0 := time.Now()
+			for i := range n {
+				at := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+				time.Sleep(time.Until(at))
+				starts <- at
+			}
+			close(starts)
+		}()
+	} else {
+		for range n {
+			starts <- time.Time{}
+		}
+		close(starts)
+	}
 	var mu sync.Mutex
 	var fls, rls []time.Duration
 	var firstErr error
@@ -208,8 +277,11 @@ func runBenchClient() (res benchClientResult) {
 		go func() {
 			defer wg.Done()
 			var fl, rl []time.Duration
-			for next.Add(1) <= int64(n) {
+			for at := range starts {
 				t := time.Now()
+				if !at.IsZero() {
+					t = at
+				}
 				if err := flow(&rl); err != nil {
 					mu.Lock()
 					firstErr = err
@@ -228,9 +300,18 @@ func runBenchClient() (res benchClientResult) {
 		return fail(firstErr)
 	}
 	el := time.Since(start)
+	res = benchClientResult{Flows: len(fls), ElapsedSec: el.Seconds(), WarmupFlows: 1}
+	for i := range 4 {
+		var step []time.Duration
+		for j := i; j < len(rls); j += 4 {
+			step = append(step, rls[j])
+		}
+		slices.Sort(step)
+		res.StepP50us[i], res.StepP99us[i] = pct(step, .5).Microseconds(), pct(step, .99).Microseconds()
+	}
 	slices.Sort(fls)
 	slices.Sort(rls)
-	return benchClientResult{Flows: len(fls), ElapsedSec: el.Seconds(),
-		FlowP50us: pct(fls, .5).Microseconds(), FlowP99us: pct(fls, .99).Microseconds(),
-		ReqP50us: pct(rls, .5).Microseconds(), ReqP99us: pct(rls, .99).Microseconds()}
+	res.FlowP50us, res.FlowP99us = pct(fls, .5).Microseconds(), pct(fls, .99).Microseconds()
+	res.ReqP50us, res.ReqP99us = pct(rls, .5).Microseconds(), pct(rls, .99).Microseconds()
+	return res
 }

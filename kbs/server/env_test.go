@@ -149,6 +149,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	t.Cleanup(func() {
 		e.stop(t)
+		e.audit.Flush(context.Background()) // queued auth/refusal events, before the store closes
 		kv.Close()
 	})
 	return e

@@ -49,8 +49,12 @@ type Config struct {
 	Registry *registry.Registry
 	Audit    *audit.Log
 	MeshCA   *meshca.CA
-	// TokenSigner signs attestation tokens (the state's signer).
+	// TokenSigner is the state's signing key; the token MAC key is derived from it
+	// (DeriveTokenKey) unless TokenKey is set.
 	TokenSigner crypto.Signer
+	// TokenKey, if set, is the 32-byte token MAC key (for a signer whose private key cannot
+	// be read). Replicas must share it.
+	TokenKey []byte
 	// Verifiers by TEE name. A TEE without a verifier is refused at auth.
 	Verifiers map[string]verify.Verifier
 	// Admin is mounted at /kbs/v1/admin/ (it authenticates admin client certificates itself).
@@ -76,8 +80,8 @@ type Server struct {
 
 // New builds a server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Registry == nil || cfg.Audit == nil || cfg.MeshCA == nil || cfg.TokenSigner == nil {
-		return nil, errors.New("server config: registry, audit, mesh CA and token signer are required")
+	if cfg.Registry == nil || cfg.Audit == nil || cfg.MeshCA == nil || (cfg.TokenSigner == nil && cfg.TokenKey == nil) {
+		return nil, errors.New("server config: registry, audit, mesh CA and token signer (or token key) are required")
 	}
 	if cfg.NonceTTL <= 0 {
 		cfg.NonceTTL = DefaultNonceTTL
@@ -97,11 +101,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ts, err := newTokenSigner(cfg.TokenSigner)
+	tokenKey := cfg.TokenKey
+	if tokenKey == nil {
+		k, err := DeriveTokenKey(cfg.TokenSigner)
+		if err != nil {
+			return nil, fmt.Errorf("server config: %w", err)
+		}
+		tokenKey = k
+	}
+	ts, err := newTokenSigner(tokenKey)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server config: %w", err)
 	}
 	s := &Server{cfg: cfg, tokens: ts, sessions: newSessions(cfg.NonceTTL, cfg.MaxSessions), log: cfg.Logger, metrics: newMetrics()}
+	cfg.Audit.SetErrorHandler(func(err error, n int) {
+		s.log.Error("audit append failed", "events", n, "err", err)
+	})
 	if v, ok := cfg.Verifiers[api.TEESim]; ok && v != nil {
 		s.log.Warn("INSECURE: sim evidence is accepted (--insecure-sim-roots); sim guests are not confidential and every sim token says tee=sim")
 	}
@@ -240,7 +255,14 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 					e.Reason = e.Reason[:maxAuditReason] + "…"
 				}
 			}
-			if err := s.cfg.Audit.Append(ctx, e); err != nil {
+			// A token, key or certificate is released only once its event is durable; other
+			// events (auth, refusals) are queued without waiting: they commit in order with
+			// the next transaction, so they are durable by the time anything later is.
+			appendEvent := s.cfg.Audit.Enqueue
+			if ev.mustAudit && herr == nil {
+				appendEvent = s.cfg.Audit.Append
+			}
+			if err := appendEvent(ctx, e); err != nil {
 				s.log.Error("audit append failed", "kind", ev.kind, "workload", ev.workload, "err", err)
 				if ev.mustAudit && herr == nil {
 					herr = fail(http.StatusInternalServerError, api.ReasonInternal, "audit log unavailable")
@@ -510,6 +532,9 @@ func (s *Server) handleKey(w http.ResponseWriter, r *http.Request) (auditEvent, 
 		return ev, fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s has no %d-byte data key", wl.ID, api.DataKeySize)
 	}
 	sealed, err := api.SealKey(wl.DataKey, pub)
+	if errors.Is(err, api.ErrBadTEEKey) {
+		return ev, fail(http.StatusBadRequest, api.ReasonBadRequest, "header %s: %v", api.HeaderTEEPubKey, err)
+	}
 	if err != nil {
 		return ev, fail(http.StatusInternalServerError, api.ReasonInternal, "%v", err)
 	}

@@ -4,19 +4,37 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rand"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 	"time"
 )
 
-// tokenPrefix versions the token format: "sp1." base64url(claims JSON) "." base64url(signature).
-const tokenPrefix = "sp1."
+// Token format (version 2):
+//
+//	"sp2." base64url(claims JSON) "." base64url(HMAC-SHA256(tokenKey, "sealpod-kbs-token-v2\n" ‖ payload))
+//
+// Tokens are bearer credentials that only the broker itself (any replica loading the same
+// state directory) ever checks, so they are MACed, not signed: a MAC costs about a
+// microsecond where an ECDSA P-256 signature plus two verifications cost ~250 µs per flow.
+// The 32-byte token key is derived from the state's signing key with HKDF-SHA256 (see
+// DeriveTokenKey), so every replica with the same state directory derives the same key and
+// nothing new is stored. Version-1 tokens (ECDSA/Ed25519-signed "sp1.") are no longer
+// accepted; tokens live minutes, so an upgrade only makes in-flight guests attest again.
+const (
+	tokenPrefix  = "sp2."
+	tokenDomain  = "sealpod-kbs-token-v2\n"
+	tokenKeySize = 32
+	maxTokenLen  = 4096
+)
 
 // Token errors; callers branch on them.
 var (
@@ -25,8 +43,8 @@ var (
 	ErrTokenExpired   = errors.New("token expired")
 )
 
-// Claims are what an attestation token asserts. It is signed with the broker's state key, so
-// any replica that loads the same state directory verifies it.
+// Claims are what an attestation token asserts. It is MACed with a key derived from the
+// broker's state signing key, so any replica that loads the same state directory verifies it.
 type Claims struct {
 	Version    int    `json:"v"`
 	SessionID  string `json:"sid"`
@@ -39,76 +57,86 @@ type Claims struct {
 	ExpiresAt  int64  `json:"exp"`
 }
 
+// claimsVersion is Claims.Version of the current token format.
+const claimsVersion = 2
+
 // PubKeyHash returns the hex SHA-256 of a TEE public key as carried in tokens.
 func PubKeyHash(pub []byte) string {
 	h := sha256.Sum256(pub)
 	return hex.EncodeToString(h[:])
 }
 
-type tokenSigner struct {
-	key crypto.Signer
-	pub crypto.PublicKey
-}
-
-func newTokenSigner(k crypto.Signer) (*tokenSigner, error) {
-	switch k.Public().(type) {
-	case *ecdsa.PublicKey, ed25519.PublicKey:
+// DeriveTokenKey derives the 32-byte token MAC key from the state's signing key:
+// HKDF-SHA256(ikm = the private key (ECDSA: the scalar, big-endian, curve-size; Ed25519: the
+// seed), salt = "sealpod-kbs-token-mac-v1", info = "sealpod-kbs-token-v2"). A signer whose
+// private key cannot be read (an HSM) is refused: give Config.TokenKey instead.
+func DeriveTokenKey(k crypto.Signer) ([]byte, error) {
+	var ikm []byte
+	switch key := k.(type) {
+	case *ecdsa.PrivateKey:
+		b, err := key.Bytes()
+		if err != nil {
+			return nil, fmt.Errorf("token key: read ECDSA signing key: %w", err)
+		}
+		ikm = b
+	case ed25519.PrivateKey:
+		ikm = key.Seed()
 	default:
-		return nil, fmt.Errorf("token signer: unsupported key type %T (want ECDSA or Ed25519)", k.Public())
+		return nil, fmt.Errorf("token key: cannot derive from a signer of type %T (want *ecdsa.PrivateKey or ed25519.PrivateKey, or set Config.TokenKey)", k)
 	}
-	return &tokenSigner{key: k, pub: k.Public()}, nil
+	return hkdf.Key(sha256.New, ikm, []byte("sealpod-kbs-token-mac-v1"), "sealpod-kbs-token-v2", tokenKeySize)
 }
 
-func tokenDigest(payload string) []byte {
-	h := sha256.Sum256([]byte("sealpod-kbs-token-v1\n" + payload))
-	return h[:]
+type tokenSigner struct {
+	key  []byte
+	pool sync.Pool // of hash.Hash (HMAC-SHA256 under key)
+}
+
+func newTokenSigner(key []byte) (*tokenSigner, error) {
+	if len(key) != tokenKeySize {
+		return nil, fmt.Errorf("token key: %d bytes, want %d", len(key), tokenKeySize)
+	}
+	t := &tokenSigner{key: append([]byte(nil), key...)}
+	t.pool.New = func() any { return hmac.New(sha256.New, t.key) }
+	return t, nil
+}
+
+func (t *tokenSigner) mac(payload string) []byte {
+	h := t.pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte(tokenDomain))
+	h.Write([]byte(payload))
+	sum := h.Sum(make([]byte, 0, sha256.Size))
+	t.pool.Put(h)
+	return sum
 }
 
 func (t *tokenSigner) sign(c Claims) (string, error) {
-	c.Version = 1
+	c.Version = claimsVersion
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("marshal token claims: %w", err)
 	}
 	payload := base64.RawURLEncoding.EncodeToString(body)
-	var sig []byte
-	switch t.pub.(type) {
-	case ed25519.PublicKey:
-		sig, err = t.key.Sign(rand.Reader, tokenDigest(payload), crypto.Hash(0))
-	default:
-		sig, err = t.key.Sign(rand.Reader, tokenDigest(payload), crypto.SHA256)
-	}
-	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
-	}
-	return tokenPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+	return tokenPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), nil
 }
 
-// verify checks the signature and expiry and returns the claims.
+// verify checks the MAC (in constant time) and the expiry and returns the claims.
 func (t *tokenSigner) verify(tok string, now time.Time) (*Claims, error) {
 	rest, ok := strings.CutPrefix(tok, tokenPrefix)
-	if !ok || len(tok) > 4096 {
+	if !ok || len(tok) > maxTokenLen {
 		return nil, ErrTokenMalformed
 	}
 	payload, sigB64, ok := strings.Cut(rest, ".")
 	if !ok {
 		return nil, ErrTokenMalformed
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(sigB64)
-	if err != nil {
+	// Strict: one MAC has exactly one spelling (no ignored trailing bits).
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sigB64)
+	if err != nil || len(sig) != sha256.Size {
 		return nil, ErrTokenMalformed
 	}
-	d := tokenDigest(payload)
-	switch pub := t.pub.(type) {
-	case ed25519.PublicKey:
-		if !ed25519.Verify(pub, d, sig) {
-			return nil, ErrTokenSignature
-		}
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(pub, d, sig) {
-			return nil, ErrTokenSignature
-		}
-	default:
+	if !hmac.Equal(t.mac(payload), sig) {
 		return nil, ErrTokenSignature
 	}
 	body, err := base64.RawURLEncoding.DecodeString(payload)
@@ -116,7 +144,7 @@ func (t *tokenSigner) verify(tok string, now time.Time) (*Claims, error) {
 		return nil, ErrTokenMalformed
 	}
 	var c Claims
-	if err := json.Unmarshal(body, &c); err != nil || c.Version != 1 {
+	if err := json.Unmarshal(body, &c); err != nil || c.Version != claimsVersion {
 		return nil, ErrTokenMalformed
 	}
 	if now.Unix() >= c.ExpiresAt {

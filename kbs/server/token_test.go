@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -18,7 +20,15 @@ func TestTokens(t *testing.T) {
 	now := time.Now()
 	for name, key := range map[string]crypto.Signer{"ecdsa": ek, "ed25519": edk} {
 		t.Run(name, func(t *testing.T) {
-			ts, err := newTokenSigner(key)
+			k, err := DeriveTokenKey(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Replicas loading the same state derive the same key.
+			if k2, _ := DeriveTokenKey(key); string(k) != string(k2) {
+				t.Fatal("DeriveTokenKey is not deterministic")
+			}
+			ts, err := newTokenSigner(k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -27,35 +37,84 @@ func TestTokens(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if !strings.HasPrefix(tok, "sp2.") {
+				t.Fatalf("token %q: want prefix sp2.", tok)
+			}
 			got, err := ts.verify(tok, now)
-			if err != nil || got.TEE != "sim" || got.SessionID != "s1" {
+			if err != nil || got.TEE != "sim" || got.SessionID != "s1" || got.Version != claimsVersion {
 				t.Fatalf("verify: %+v %v", got, err)
 			}
 			if _, err := ts.verify(tok, now.Add(2*time.Minute)); !errors.Is(err, ErrTokenExpired) {
 				t.Fatalf("expired token: %v", err)
 			}
-			// Change the claims, keep the signature.
+			// Change the claims, keep the MAC.
 			other, _ := ts.sign(Claims{SessionID: "s1", Workload: "other", ExpiresAt: c.ExpiresAt})
 			forged := strings.Split(other, ".")[1]
 			parts := strings.Split(tok, ".")
 			if _, err := ts.verify(parts[0]+"."+forged+"."+parts[2], now); !errors.Is(err, ErrTokenSignature) {
 				t.Fatalf("forged claims: %v", err)
 			}
+			// Flip one bit of the MAC.
+			mac, _ := base64.RawURLEncoding.DecodeString(parts[2])
+			mac[0] ^= 1
+			if _, err := ts.verify(parts[0]+"."+parts[1]+"."+base64.RawURLEncoding.EncodeToString(mac), now); !errors.Is(err, ErrTokenSignature) {
+				t.Fatalf("flipped MAC: %v", err)
+			}
+			// A truncated MAC is malformed.
+			if _, err := ts.verify(parts[0]+"."+parts[1]+"."+base64.RawURLEncoding.EncodeToString(mac[:16]), now); !errors.Is(err, ErrTokenMalformed) {
+				t.Fatalf("truncated MAC: %v", err)
+			}
+			// Another state key does not verify it.
 			ek2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			ts2, _ := newTokenSigner(ek2)
+			k2, _ := DeriveTokenKey(ek2)
+			ts2, _ := newTokenSigner(k2)
 			if _, err := ts2.verify(tok, now); !errors.Is(err, ErrTokenSignature) {
 				t.Fatalf("token verified under another key: %v", err)
+			}
+			// A version-1 token (old format) is refused.
+			if _, err := ts.verify("sp1."+parts[1]+"."+parts[2], now); !errors.Is(err, ErrTokenMalformed) {
+				t.Fatalf("sp1 token: %v", err)
 			}
 		})
 	}
 }
 
+func TestTokenKeyErrors(t *testing.T) {
+	rk, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DeriveTokenKey(rk); err == nil {
+		t.Fatal("DeriveTokenKey accepted an RSA signer")
+	}
+	for _, n := range []int{0, 16, 31, 33} {
+		if _, err := newTokenSigner(make([]byte, n)); err == nil {
+			t.Fatalf("newTokenSigner accepted a %d-byte key", n)
+		}
+	}
+}
+
+// The token MAC must distinguish states: two state keys give different token keys, and the
+// derived key is not the signing key's own bytes.
+func TestDeriveTokenKeyDistinct(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ka, _ := DeriveTokenKey(a)
+	kb, _ := DeriveTokenKey(b)
+	raw, _ := a.Bytes()
+	if string(ka) == string(kb) || string(ka) == string(raw) || len(ka) != tokenKeySize {
+		t.Fatalf("derived keys: %x %x (raw %x)", ka, kb, raw)
+	}
+}
+
 func FuzzTokenVerify(f *testing.F) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ts, _ := newTokenSigner(k)
+	key, _ := DeriveTokenKey(k)
+	ts, _ := newTokenSigner(key)
 	tok, _ := ts.sign(Claims{SessionID: "s", Workload: "w", TEE: "snp", ExpiresAt: time.Now().Add(time.Hour).Unix()})
 	f.Add(tok)
-	f.Add("sp1..")
+	f.Add("sp2..")
+	f.Add("sp2.e30.AAAA")
 	f.Add("sp1.e30.AAAA")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ts.verify(s, time.Now())

@@ -139,6 +139,7 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 	if f.Dir == "" {
 		return errors.New("serve: --dir is required")
 	}
+	logger.Info("garbage collector target", "gogc", server.TuneGC())
 	st, err := setup.Load(f.Dir)
 	if err != nil {
 		return fmt.Errorf("serve: load state %s: %w", f.Dir, err)
@@ -194,7 +195,15 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 	if ready != nil {
 		ready <- ln.Addr()
 	}
-	return srv.Serve(ctx, ln, tlsCfg)
+	serveErr := srv.Serve(ctx, ln, tlsCfg)
+	// Auth and refusal events are queued without waiting (audit.Log.Enqueue): commit them
+	// before the store closes.
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := auditLog.Flush(fctx); err != nil {
+		logger.Error("audit log: events queued at shutdown may be lost", "err", err)
+	}
+	return serveErr
 }
 
 type simRootsFlags struct {

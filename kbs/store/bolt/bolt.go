@@ -39,7 +39,7 @@ func Open(path string, key []byte, opts *Options) (*Store, error) {
 	if opts != nil && opts.LockTimeout > 0 {
 		timeout = opts.LockTimeout
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process (is another sealpod-kbs running?): %w", path, err)

@@ -50,7 +50,15 @@ type Verifier struct {
 	cfg Config
 
 	mu       sync.Mutex
-	verified map[[32]byte]time.Time
+	verified map[[32]byte]verifiedVCEK
+}
+
+// verifiedVCEK is a VCEK whose chain verified: its expiry and the parsed certificate (read
+// only; x509.Certificate is safe to share), so a report from a known chip does not parse the
+// same DER again.
+type verifiedVCEK struct {
+	notAfter time.Time
+	cert     *x509.Certificate
 }
 
 // maxVerifiedVCEKs bounds the chain cache; it is emptied when full.
@@ -65,20 +73,25 @@ func vcekCacheKey(rep *spb.Report, der []byte) [32]byte {
 	return k
 }
 
-func (v *Verifier) chainVerified(k [32]byte, now time.Time) bool {
+// chainVerified returns the parsed VCEK if a VCEK with this cache key chained to the trusted
+// roots before and has not expired; nil otherwise.
+func (v *Verifier) chainVerified(k [32]byte, now time.Time) *x509.Certificate {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	exp, ok := v.verified[k]
-	return ok && now.Before(exp)
+	e, ok := v.verified[k]
+	if !ok || !now.Before(e.notAfter) {
+		return nil
+	}
+	return e.cert
 }
 
-func (v *Verifier) rememberChain(k [32]byte, notAfter time.Time) {
+func (v *Verifier) rememberChain(k [32]byte, cert *x509.Certificate) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.verified == nil || len(v.verified) >= maxVerifiedVCEKs {
-		v.verified = make(map[[32]byte]time.Time)
+		v.verified = make(map[[32]byte]verifiedVCEK)
 	}
-	v.verified[k] = notAfter
+	v.verified[k] = verifiedVCEK{notAfter: cert.NotAfter, cert: cert}
 }
 
 // New returns a Verifier.
@@ -233,20 +246,20 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	if len(vcekDER) == 0 {
 		return nil, verify.Reject(verify.FieldChain, "VCEK certificate", "none", "VCEK neither in the evidence nor in the cert cache")
 	}
-	vcek, err := x509.ParseCertificate(vcekDER)
-	if err != nil {
-		return nil, verify.Reject(verify.FieldChain, "", "", "VCEK certificate: %v", err)
-	}
 	att := &spb.Attestation{Report: rep, CertificateChain: &spb.CertificateChain{VcekCert: vcekDER}}
 	now := v.cfg.Now()
 	cacheKey := vcekCacheKey(rep, vcekDER)
-	if v.chainVerified(cacheKey, now) {
+	if vcek := v.chainVerified(cacheKey, now); vcek != nil {
 		// The VCEK chained to our roots before (same DER, same product line) and is still
 		// valid: only the report signature is left to check.
 		if err := sevverify.SnpReportSignature(parsed.Raw, vcek); err != nil {
 			return nil, verify.Reject(verify.FieldSignature, "", "", "report signature does not verify with the VCEK: %v", err)
 		}
 	} else {
+		vcek, err := x509.ParseCertificate(vcekDER)
+		if err != nil {
+			return nil, verify.Reject(verify.FieldChain, "", "", "VCEK certificate: %v", err)
+		}
 		opts := &sevverify.Options{DisableCertFetching: true, TrustedRoots: v.cfg.TrustedRoots, Now: now}
 		if err := sevverify.SnpAttestation(att, opts); err != nil {
 			// Tell a bad report signature apart from a VCEK that does not chain to our roots.
@@ -255,7 +268,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 			}
 			return nil, verify.Reject(verify.FieldChain, "", "", "VCEK does not chain to the trusted %s roots: %v", v.cfg.TEE, err)
 		}
-		v.rememberChain(cacheKey, vcek.NotAfter)
+		v.rememberChain(cacheKey, vcek)
 	}
 
 	// The workload policy, each field with its own reason.
