@@ -107,6 +107,9 @@ func Start(t testing.TB) *Broker {
 		if err := <-done; err != nil && !errors.Is(err, net.ErrClosed) {
 			t.Errorf("kbs serve: %v", err)
 		}
+		if err := au.Flush(context.Background()); err != nil {
+			t.Errorf("flush audit log: %v", err)
+		}
 		kv.Close()
 	})
 	sum, err := st.TLSCASHA256()
