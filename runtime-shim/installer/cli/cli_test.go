@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	shimconfig "github.com/sealpod/sealpod/runtime-shim/config"
+	"github.com/sealpod/sealpod/runtime-shim/installer"
+)
+
+func run(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := NewRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestInstallUninstallCommands(t *testing.T) {
+	host := t.TempDir()
+	cfg := filepath.Join(host, "etc/containerd/config.toml")
+	os.MkdirAll(filepath.Dir(cfg), 0o755)
+	orig := []byte("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n")
+	os.WriteFile(cfg, orig, 0o644)
+	shim := filepath.Join(t.TempDir(), installer.ShimBinaryName)
+	os.WriteFile(shim, []byte("#!/bin/sh\n"), 0o755)
+	key := filepath.Join(t.TempDir(), "vcek.pem")
+	os.WriteFile(key, []byte("-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n"), 0o600)
+	mark := filepath.Join(t.TempDir(), "restarts")
+	restart := "sh -c echo>>" + mark // strings.Fields split: sh, -c, echo>>mark
+
+	out, err := run(t, "", "install", "--host-root", host, "--shim", shim, "--tee", "sim", "--sim-key", key, "--node-name", "", "--restart-cmd", restart)
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	sc, err := shimconfig.Load(filepath.Join(host, shimconfig.DefaultPath))
+	if err != nil || sc.TEE != "sim" || sc.Accel != "tcg" || sc.SimKey != installer.DefaultSimKeyPath {
+		t.Fatalf("shim node config %+v %v", sc, err)
+	}
+	if !strings.Contains(out, "tee=sim") || !strings.Contains(out, "restarted=true") {
+		t.Fatalf("install output %q", out)
+	}
+	got, _ := os.ReadFile(cfg)
+	if !bytes.Contains(got, []byte(installer.RuntimeType)) {
+		t.Fatalf("config not edited:\n%s", got)
+	}
+	if _, err := os.Stat(filepath.Join(host, "usr/local/bin", installer.ShimBinaryName)); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, "", "install", "--host-root", host, "--shim", shim, "--tee", "sim", "--sim-key", key, "--node-name", "", "--restart-cmd", restart)
+	if err != nil || !strings.Contains(out, "restarted=false") {
+		t.Fatalf("second install: %v %q", err, out)
+	}
+	out, err = run(t, "", "uninstall", "--host-root", host, "--node-name", "", "--restart-cmd", restart)
+	if err != nil || !strings.Contains(out, "restored=true") {
+		t.Fatalf("uninstall: %v %q", err, out)
+	}
+	if got, _ := os.ReadFile(cfg); !bytes.Equal(got, orig) {
+		t.Fatalf("config after uninstall:\n%s", got)
+	}
+	if _, err := os.Stat(filepath.Join(host, "etc/sealpod")); err == nil {
+		t.Fatal("/etc/sealpod left after uninstall")
+	}
+	if b, _ := os.ReadFile(mark); string(b) != "\n\n" {
+		t.Fatalf("restart command ran %q, want twice", b)
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	host := t.TempDir()
+	base := []string{"--host-root", host, "--node-name", "", "--shim", ""}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"install", "--no-restart"}, "no hardware TEE"},
+		{[]string{"install", "--no-restart", "--tee", "sev"}, `tee "sev"`},
+		{[]string{"install", "--tee", "sim"}, "no way to restart containerd"},
+		{[]string{"install", "--tee", "sim", "--no-restart", "--restart-cmd", "true"}, "exclude each other"},
+		{[]string{"install", "--no-restart", "--tee", "sim"}, "simKey: required"},
+		{[]string{"install", "--no-restart", "--tee", "snp", "--sim-key", "/x"}, "only for --tee sim"},
+		{[]string{"install", "--no-restart", "--tee", "snp", "--shim", "/nonexistent/shim"}, "not a regular file"},
+		{[]string{"uninstall", "--restart-cmd", "true", "--no-restart"}, "exclude each other"},
+		{[]string{"detect-tee"}, "no hardware TEE"},
+	}
+	for _, tc := range tests {
+		args := append([]string{tc.args[0]}, base...)
+		switch tc.args[0] {
+		case "detect-tee":
+			args = []string{"detect-tee", "--host-root", host}
+		case "uninstall":
+			args = []string{"uninstall", "--host-root", host, "--node-name", ""}
+		}
+		args = append(args, tc.args[1:]...)
+		out, err := run(t, "", args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err %v, want %q (out %s)", tc.args, err, tc.want, out)
+		}
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if _, err := run(t, "", append([]string{"install", "--tee", "snp", "--no-restart"}, "--host-root", host, "--node-name", "n1")...); err == nil || !strings.Contains(err.Error(), "not running in a Kubernetes pod") {
+		t.Errorf("label outside a cluster: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(host, "etc")); err == nil {
+		t.Fatal("a refused install wrote files")
+	}
+}
+
+func TestAddRuntimeFilter(t *testing.T) {
+	in := "version = 3\n"
+	out, err := run(t, in, "add-runtime", "--shim-config", "/etc/sealpod/shim.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.sealpod]`) || !strings.Contains(out, `ConfigPath = "/etc/sealpod/shim.toml"`) {
+		t.Fatalf("add-runtime output:\n%s", out)
+	}
+	back, err := run(t, out, "add-runtime", "--remove")
+	if err != nil || back != in {
+		t.Fatalf("remove: %v %q", err, back)
+	}
+	if _, err := run(t, "[plugins.cri]\n", "add-runtime"); err == nil {
+		t.Fatal("version 1 config accepted")
+	}
+}

@@ -1,0 +1,124 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// NodeLabeler sets or removes the TEE label on this node.
+type NodeLabeler interface {
+	SetTEELabel(ctx context.Context, tee TEE) error
+	RemoveTEELabel(ctx context.Context) error
+}
+
+// In-cluster service-account files (the kubelet mounts them into every pod).
+const (
+	serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
+
+// ErrNotInCluster: KUBERNETES_SERVICE_HOST/PORT or the service-account files are missing.
+var ErrNotInCluster = errors.New("not running in a Kubernetes pod")
+
+// KubeNodeLabeler patches a Node through the Kubernetes API with a bearer token: a JSON merge
+// patch of metadata.labels, which needs only `patch` on `nodes` (see deploy/rbac.yaml).
+type KubeNodeLabeler struct {
+	// Server is the API server base URL, e.g. https://10.96.0.1:443.
+	Server string
+	// Token is the bearer token (service account).
+	Token string
+	// CAPEM is the PEM bundle the API server's certificate must chain to. Required.
+	CAPEM []byte
+	// NodeName is the Node object to patch (the DaemonSet passes spec.nodeName).
+	NodeName string
+	// Client overrides the HTTP client (tests); nil builds one from CAPEM.
+	Client *http.Client
+}
+
+// InClusterNodeLabeler builds a KubeNodeLabeler from the pod's environment and service account.
+func InClusterNodeLabeler(nodeName string) (*KubeNodeLabeler, error) {
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return nil, fmt.Errorf("in-cluster config: KUBERNETES_SERVICE_HOST/PORT unset: %w", ErrNotInCluster)
+	}
+	token, err := os.ReadFile(serviceAccountDir + "/token")
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config: %w: %w", err, ErrNotInCluster)
+	}
+	ca, err := os.ReadFile(serviceAccountDir + "/ca.crt")
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config: %w: %w", err, ErrNotInCluster)
+	}
+	if nodeName == "" {
+		return nil, errors.New("in-cluster config: node name is empty (set NODE_NAME from spec.nodeName)")
+	}
+	return &KubeNodeLabeler{
+		Server:   "https://" + net.JoinHostPort(host, port),
+		Token:    strings.TrimSpace(string(token)),
+		CAPEM:    ca,
+		NodeName: nodeName,
+	}, nil
+}
+
+// SetTEELabel sets sealpod.io/tee=<tee> on the node.
+func (k *KubeNodeLabeler) SetTEELabel(ctx context.Context, tee TEE) error {
+	if _, err := ParseTEE(string(tee)); err != nil {
+		return fmt.Errorf("label node %s: %w", k.NodeName, err)
+	}
+	return k.patchLabel(ctx, string(tee))
+}
+
+// RemoveTEELabel removes sealpod.io/tee from the node (a merge patch with null).
+func (k *KubeNodeLabeler) RemoveTEELabel(ctx context.Context) error {
+	return k.patchLabel(ctx, nil)
+}
+
+func (k *KubeNodeLabeler) patchLabel(ctx context.Context, value any) error {
+	if k.NodeName == "" || k.Server == "" {
+		return errors.New("label node: server and node name are required")
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{TEELabel: value}}})
+	if err != nil {
+		return err
+	}
+	client := k.Client
+	if client == nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(k.CAPEM) {
+			return fmt.Errorf("label node %s: no CA certificate in the service-account CA bundle", k.NodeName)
+		}
+		client = &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+		}
+	}
+	u := strings.TrimRight(k.Server, "/") + "/api/v1/nodes/" + url.PathEscape(k.NodeName)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("label node %s: %w", k.NodeName, err)
+	}
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+k.Token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("label node %s: %w", k.NodeName, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("label node %s: PATCH %s: %s: %s", k.NodeName, u, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package installer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TEE is the confidential-computing technology a node offers to Sealpod pods.
+type TEE string
+
+// The TEEs of DESIGN.md §5. TEESim is the software simulation: never detected, only given.
+const (
+	TEESNP TEE = "snp"
+	TEETDX TEE = "tdx"
+	TEEPEF TEE = "pef"
+	TEESim TEE = "sim"
+)
+
+// TEELabel is the node label the RuntimeClasses select on.
+const TEELabel = "sealpod.io/tee"
+
+// ErrNoTEE: detection found no hardware TEE; give `--tee sim` explicitly to run simulated.
+var ErrNoTEE = errors.New("no hardware TEE detected on this node")
+
+// ParseTEE validates a TEE name.
+func ParseTEE(s string) (TEE, error) {
+	switch t := TEE(s); t {
+	case TEESNP, TEETDX, TEEPEF, TEESim:
+		return t, nil
+	}
+	return "", fmt.Errorf("tee %q: want one of snp, tdx, pef, sim", s)
+}
+
+// Host files DetectTEE reads, relative to the host root.
+var (
+	snpHostParam  = "sys/module/kvm_amd/parameters/sev_snp"       // "Y" when KVM runs SNP guests
+	tdxHostParam  = "sys/module/kvm_intel/parameters/tdx"         // "Y" when KVM runs TD guests
+	pefUltravisor = "sys/firmware/devicetree/base/ibm,ultravisor" // present when the POWER ultravisor runs
+)
+
+// DetectTEE looks at the host (under hostRoot, "/" or the DaemonSet's "/host") for a hardware
+// TEE the host kernel can launch guests with. It never returns TEESim: simulation is opt-in.
+func DetectTEE(hostRoot string) (TEE, error) {
+	if hostRoot == "" {
+		hostRoot = "/"
+	}
+	yes := func(rel string) bool {
+		b, err := os.ReadFile(filepath.Join(hostRoot, rel))
+		if err != nil {
+			return false
+		}
+		v := strings.TrimSpace(string(b))
+		return v == "Y" || v == "y" || v == "1"
+	}
+	switch {
+	case yes(snpHostParam):
+		return TEESNP, nil
+	case yes(tdxHostParam):
+		return TEETDX, nil
+	}
+	if _, err := os.Stat(filepath.Join(hostRoot, pefUltravisor)); err == nil {
+		return TEEPEF, nil
+	}
+	return "", fmt.Errorf("detect TEE under %s (checked %s, %s, %s): %w", hostRoot, snpHostParam, tdxHostParam, pefUltravisor, ErrNoTEE)
+}

@@ -1,0 +1,526 @@
+// Package qemu builds the QEMU command line of a Sealpod pod VM from a typed configuration and
+// runs it as a child process of the shim.
+//
+// The command line is built by Config.Command (pure: no files are opened, no process started),
+// so every TEE's argv is covered by golden tests even where only software emulation runs.
+//
+//	g, err := qemu.GuestFromBundle(b)            // b from bundle.Load(rootfs + "/sealpod/guest")
+//	cfg := qemu.Config{
+//	    TEE:         qemu.TEESim,                 // sim | snp | tdx | pef
+//	    Accel:       qemu.AccelTCG,               // tcg (sim only) | kvm
+//	    Guest:       g,
+//	    HostData:    envelopeDigest,              // 32 bytes: SNP HOST_DATA / TDX MRCONFIGID
+//	    AgentSocket: dir + "/agent.sock",         // QEMU listens; the shim dials (ttrpc)
+//	    SimSPSocket: dir + "/sim-sp.sock",        // sim only: QEMU listens; the shim serves simsp
+//	    NIC:         &qemu.NIC{TapFile: res.Tap, MAC: res.MAC},   // from runtime-shim/netns
+//	    QMPSocket:   dir + "/qmp.sock",           // optional
+//	    PIDFile:     dir + "/qemu.pid",           // optional
+//	}
+//	vm, err := qemu.Start(cfg, qemu.StartOptions{Console: consoleWriter, Logger: log})
+//	defer vm.Stop(10 * time.Second)               // SIGTERM, then SIGKILL after the grace period
+//	rss, err := vm.RSS()                          // VmRSS of the QEMU process, bytes
+//	err = vm.Wait(ctx)                            // QEMU exited
+//
+// Nothing secret may appear on this command line (it is host-visible, DESIGN §1): only paths,
+// sizes and the envelope digest.
+package qemu
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+)
+
+// TEE selects the confidential-computing backend of the VM (DESIGN §5).
+type TEE string
+
+// TEEs. Sim runs under software emulation with the shim acting as the AMD-SP over the
+// sealpod.sim-sp port; the others need KVM on a host with that hardware.
+const (
+	TEESim TEE = bundle.TEESim
+	TEESNP TEE = bundle.TEESNP
+	TEETDX TEE = bundle.TEETDX
+	TEEPEF TEE = bundle.TEEPEF
+)
+
+// Accel is the QEMU accelerator.
+type Accel string
+
+// Accelerators.
+const (
+	AccelTCG Accel = "tcg" // software emulation (CI machines: KVM does not work there)
+	AccelKVM Accel = "kvm"
+)
+
+// Binaries used when Config.Binary is empty.
+const (
+	BinaryX86   = "qemu-system-x86_64"
+	BinaryPPC64 = "qemu-system-ppc64"
+)
+
+// Port names of the virtio-serial ports (the guest finds them by name).
+const (
+	AgentPortName = api.PortName     // "sealpod.agent"
+	SimSPPortName = "sealpod.sim-sp" // = agent/simsp.PortName (checked by a test)
+)
+
+// HostDataSize is the size of the envelope digest given as SNP HOST_DATA; TDX MRCONFIGID is
+// 48 bytes: the digest zero-padded (agent/unseal checks the same layout).
+const (
+	HostDataSize     = 32
+	MRConfigIDSize   = 48
+	DefaultSNPCBit   = 51
+	DefaultSNPRPB    = 1
+	DefaultSNPPolicy = 0x30000 // bit 17 reserved-must-be-1, bit 16 SMT allowed; debug (bit 19) off
+)
+
+// MaxSocketPath is the longest unix socket path QEMU accepts (sun_path is 108 bytes with NUL).
+const MaxSocketPath = 107
+
+// ErrInvalidConfig is wrapped by every configuration error from Config.Command.
+var ErrInvalidConfig = errors.New("invalid qemu configuration")
+
+// Guest is what the VM boots: the guest bundle's files and its guest.json parameters.
+type Guest struct {
+	// Kernel, Initrd and Firmware are file paths (Firmware "" = none: SeaBIOS under sim).
+	Kernel, Initrd, Firmware string
+	// Cmdline is the kernel command line (measured: it must be guest.json's, unchanged).
+	Cmdline string
+	// VCPUs and MemoryMiB size the VM (guest.json vcpus, memoryMiB).
+	VCPUs, MemoryMiB int
+	// VCPUType is the SNP vCPU model the measurement assumed (guest.json vcpuType; "" =
+	// EPYC-v4, the measure package's default).
+	VCPUType string
+}
+
+// GuestFromBundle returns the Guest for a loaded guest bundle (bundle.Load): file paths under
+// b.Dir, firmware only when the bundle has one.
+func GuestFromBundle(b *bundle.Bundle) Guest {
+	g := Guest{
+		Kernel:    filepath.Join(b.Dir, bundle.KernelFile),
+		Initrd:    filepath.Join(b.Dir, bundle.InitrdFile),
+		Cmdline:   b.Config.Cmdline,
+		VCPUs:     b.Config.VCPUs,
+		MemoryMiB: b.Config.MemoryMiB,
+		VCPUType:  b.Config.VCPUType,
+	}
+	if b.Firmware != nil {
+		g.Firmware = filepath.Join(b.Dir, bundle.FirmwareFile)
+	}
+	return g
+}
+
+// NIC is the VM's network card: a virtio-net-pci on a tap device.
+type NIC struct {
+	// TapFile is an open tap queue (from runtime-shim/netns), passed to QEMU as fd=N: QEMU
+	// then needs neither CAP_NET_ADMIN nor to run in the pod's network namespace. Preferred.
+	TapFile *os.File
+	// TapName is used when TapFile is nil: QEMU opens the tap by name, so QEMU must run in the
+	// network namespace holding it.
+	TapName string
+	// VNetHdr asks QEMU for a tap with IFF_VNET_HDR when it opens the tap by name (TapName);
+	// with TapFile QEMU reads the flags from the descriptor (netns creates taps with it).
+	VNetHdr bool
+	// MAC is the guest's MAC address (the pod interface's, so the pod IP keeps its MAC).
+	MAC net.HardwareAddr
+}
+
+// Port is an extra virtio-serial port backed by a unix socket on which QEMU listens.
+type Port struct {
+	Name, Socket string
+}
+
+// SNPOptions tune the sev-snp-guest object; zero values take the defaults.
+type SNPOptions struct {
+	// CBitPos (default 51) and ReducedPhysBits (default 1): from CPUID 0x8000001f of the host.
+	CBitPos, ReducedPhysBits int
+	// Policy is the guest policy (default DefaultSNPPolicy). A policy with the debug bit (19)
+	// is refused.
+	Policy uint64
+}
+
+// TDXOptions tune the tdx-guest object; ignored for other TEEs.
+type TDXOptions struct {
+	// QGS is the host's Quote Generation Service, which QEMU forwards the guest's GetQuote
+	// requests to: "" = vsock CID 2 port 4050 (Intel's QGS default), "vsock:<cid>:<port>",
+	// "unix:<path>", or "none" (no quotes: the guest cannot attest, so no key is released).
+	QGS string
+}
+
+type socketAddress struct {
+	Type string `json:"type"`
+	CID  string `json:"cid,omitempty"`
+	Port string `json:"port,omitempty"`
+	Path string `json:"path,omitempty"`
+}
+
+type tdxObject struct {
+	QOMType       string         `json:"qom-type"`
+	ID            string         `json:"id"`
+	SeptVEDisable bool           `json:"sept-ve-disable"`
+	MRConfigID    string         `json:"mrconfigid"`
+	QGS           *socketAddress `json:"quote-generation-socket,omitempty"`
+}
+
+func (o TDXOptions) socket() (*socketAddress, error) {
+	switch q := o.QGS; {
+	case q == "":
+		return &socketAddress{Type: "vsock", CID: "2", Port: "4050"}, nil
+	case q == "none":
+		return nil, nil
+	case strings.HasPrefix(q, "unix:"):
+		p := strings.TrimPrefix(q, "unix:")
+		if err := checkSocket("TDX.QGS", p); err != nil {
+			return nil, err
+		}
+		return &socketAddress{Type: "unix", Path: p}, nil
+	case strings.HasPrefix(q, "vsock:"):
+		cid, port, ok := strings.Cut(strings.TrimPrefix(q, "vsock:"), ":")
+		c, err1 := strconv.ParseUint(cid, 10, 32)
+		p, err2 := strconv.ParseUint(port, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, invalid("TDX.QGS", "%q: want vsock:<cid>:<port>", q)
+		}
+		return &socketAddress{Type: "vsock", CID: strconv.FormatUint(c, 10), Port: strconv.FormatUint(p, 10)}, nil
+	default:
+		return nil, invalid("TDX.QGS", "%q: want vsock:<cid>:<port>, unix:<path> or none", q)
+	}
+}
+
+// Config is one pod VM.
+type Config struct {
+	// Binary is the QEMU executable ("" = BinaryX86, or BinaryPPC64 for PEF).
+	Binary string
+	// TEE (required) and Accel ("" = tcg for sim, kvm otherwise; snp/tdx/pef need kvm).
+	TEE   TEE
+	Accel Accel
+	// Guest is what to boot (required: Kernel, VCPUs > 0, MemoryMiB > 0).
+	Guest Guest
+	// CPU overrides the vCPU model ("" = max under tcg, host under kvm, Guest.VCPUType or
+	// EPYC-v4 for SNP — the SNP measurement depends on it).
+	CPU string
+	// HostData is the envelope digest (32 bytes). Required for snp and tdx (HOST_DATA,
+	// MRCONFIGID); not used by sim (the shim's simulated AMD-SP reports it) nor pef.
+	HostData []byte
+	// SNP and TDX tune those TEEs; ignored for the others.
+	SNP SNPOptions
+	TDX TDXOptions
+	// AgentSocket is the unix socket of the sealpod.agent port (required); SimSPSocket the one
+	// of sealpod.sim-sp (required for sim, refused otherwise). QEMU listens on both
+	// (server=on,wait=off); they must not exist yet.
+	AgentSocket, SimSPSocket string
+	// Ports are extra virtio-serial ports (tests).
+	Ports []Port
+	// NIC is the pod network card (nil = no network card).
+	NIC *NIC
+	// QMPSocket, if set, gets a QMP monitor (server=on,wait=off).
+	QMPSocket string
+	// PIDFile, if set, is written by QEMU with its pid.
+	PIDFile string
+	// Name is the VM name (-name; visible in ps). Optional, e.g. "sealpod-<sandbox id>".
+	Name string
+	// ExtraArgs are appended verbatim (operators and tests; never secrets).
+	ExtraArgs []string
+}
+
+// Command is a built QEMU invocation.
+type Command struct {
+	// Path is the QEMU binary.
+	Path string
+	// Args is the argument list (without the binary).
+	Args []string
+	// ExtraFiles are the files QEMU inherits, as fd 3, 4, … in this order (exec.Cmd.ExtraFiles).
+	ExtraFiles []*os.File
+}
+
+func invalid(field, format string, a ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, a...))
+}
+
+// checkOpt refuses values that would break QEMU's option syntax: a comma would start a new
+// option (QEMU's escape is ",,", but nothing we pass needs one), NUL and newlines never belong.
+func checkOpt(field, v string) error {
+	if strings.ContainsAny(v, ",\x00\n\r") {
+		return invalid(field, "%q must not contain commas, NULs or newlines", v)
+	}
+	return nil
+}
+
+func checkSocket(field, p string) error {
+	if p == "" {
+		return invalid(field, "required")
+	}
+	if len(p) > MaxSocketPath {
+		return invalid(field, "%q is %d bytes, longer than %d (unix socket path)", p, len(p), MaxSocketPath)
+	}
+	return checkOpt(field, p)
+}
+
+// Validate checks c without building anything.
+func (c *Config) Validate() error {
+	_, err := c.Command()
+	return err
+}
+
+// Command builds the QEMU invocation for c. Errors wrap ErrInvalidConfig and name the field.
+func (c *Config) Command() (*Command, error) {
+	accel := c.Accel
+	switch c.TEE {
+	case TEESim:
+		if accel == "" {
+			accel = AccelTCG
+		}
+	case TEESNP, TEETDX, TEEPEF:
+		if accel == "" {
+			accel = AccelKVM
+		}
+		if accel != AccelKVM {
+			return nil, invalid("Accel", "%s needs kvm, got %q", c.TEE, accel)
+		}
+	default:
+		return nil, invalid("TEE", "%q is not one of sim, snp, tdx, pef", c.TEE)
+	}
+	if accel != AccelTCG && accel != AccelKVM {
+		return nil, invalid("Accel", "%q is not tcg or kvm", accel)
+	}
+	g := c.Guest
+	if g.Kernel == "" {
+		return nil, invalid("Guest.Kernel", "required")
+	}
+	if g.VCPUs < 1 || g.VCPUs > 512 {
+		return nil, invalid("Guest.VCPUs", "%d out of range 1..512", g.VCPUs)
+	}
+	if g.MemoryMiB < 64 || g.MemoryMiB > 1<<20 {
+		return nil, invalid("Guest.MemoryMiB", "%d out of range 64..1048576", g.MemoryMiB)
+	}
+	if strings.ContainsAny(g.Cmdline, "\x00\n\r") {
+		return nil, invalid("Guest.Cmdline", "must not contain NULs or newlines")
+	}
+	for field, v := range map[string]string{"Guest.Kernel": g.Kernel, "Guest.Initrd": g.Initrd,
+		"Guest.Firmware": g.Firmware, "CPU": c.CPU, "Guest.VCPUType": g.VCPUType, "Name": c.Name,
+		"PIDFile": c.PIDFile} {
+		if err := checkOpt(field, v); err != nil {
+			return nil, err
+		}
+	}
+	for i, a := range c.ExtraArgs {
+		if strings.ContainsRune(a, 0) {
+			return nil, invalid(fmt.Sprintf("ExtraArgs[%d]", i), "contains NUL")
+		}
+	}
+	binary := c.Binary
+	if binary == "" {
+		binary = BinaryX86
+		if c.TEE == TEEPEF {
+			binary = BinaryPPC64
+		}
+	}
+	cpu := c.CPU
+	if cpu == "" {
+		switch {
+		case c.TEE == TEESNP:
+			cpu = g.VCPUType
+			if cpu == "" {
+				cpu = "EPYC-v4"
+			}
+		case accel == AccelKVM:
+			cpu = "host"
+		default:
+			cpu = "max"
+		}
+	}
+
+	var hostData []byte
+	switch c.TEE {
+	case TEESNP, TEETDX:
+		if len(c.HostData) != HostDataSize {
+			return nil, invalid("HostData", "%s needs the %d-byte envelope digest, got %d bytes", c.TEE, HostDataSize, len(c.HostData))
+		}
+		hostData = c.HostData
+		if g.Firmware == "" {
+			return nil, invalid("Guest.Firmware", "%s needs a firmware (OVMF with kernel hashes for snp, TDVF for tdx) in the guest bundle", c.TEE)
+		}
+	default:
+		if len(c.HostData) != 0 && len(c.HostData) != HostDataSize {
+			return nil, invalid("HostData", "%d bytes, want %d", len(c.HostData), HostDataSize)
+		}
+	}
+
+	args := []string{"-nodefaults", "-no-user-config", "-no-reboot", "-display", "none", "-monitor", "none"}
+	if c.Name != "" {
+		args = append(args, "-name", c.Name)
+	}
+
+	// Machine and TEE objects.
+	mem := strconv.Itoa(g.MemoryMiB)
+	switch c.TEE {
+	case TEESim:
+		args = append(args, "-machine", "q35,accel="+string(accel))
+	case TEESNP:
+		o := c.SNP
+		if o.CBitPos == 0 {
+			o.CBitPos = DefaultSNPCBit
+		}
+		if o.ReducedPhysBits == 0 {
+			o.ReducedPhysBits = DefaultSNPRPB
+		}
+		if o.Policy == 0 {
+			o.Policy = DefaultSNPPolicy
+		}
+		if o.Policy&(1<<19) != 0 {
+			return nil, invalid("SNP.Policy", "%#x allows debugging (bit 19): refused", o.Policy)
+		}
+		if o.CBitPos < 32 || o.CBitPos > 63 || o.ReducedPhysBits < 1 || o.ReducedPhysBits > 63 {
+			return nil, invalid("SNP", "cbitpos %d / reduced-phys-bits %d out of range", o.CBitPos, o.ReducedPhysBits)
+		}
+		args = append(args,
+			"-machine", "q35,accel=kvm,confidential-guest-support=sev0,memory-backend=ram0",
+			"-object", "memory-backend-memfd,id=ram0,size="+mem+"M,share=true,prealloc=false",
+			"-object", fmt.Sprintf("sev-snp-guest,id=sev0,cbitpos=%d,reduced-phys-bits=%d,policy=%#x,kernel-hashes=on,host-data=%s",
+				o.CBitPos, o.ReducedPhysBits, o.Policy, base64.StdEncoding.EncodeToString(hostData)))
+	case TEETDX:
+		id := make([]byte, MRConfigIDSize)
+		copy(id, hostData)
+		obj := tdxObject{QOMType: "tdx-guest", ID: "tdx0", SeptVEDisable: true, MRConfigID: base64.StdEncoding.EncodeToString(id)}
+		qgs, err := c.TDX.socket()
+		if err != nil {
+			return nil, err
+		}
+		obj.QGS = qgs
+		// JSON syntax: the only one in which QEMU takes the quote-generation-socket
+		// SocketAddress (a nested object).
+		js, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: tdx-guest object: %w", err)
+		}
+		args = append(args,
+			"-machine", "q35,accel=kvm,kernel-irqchip=split,confidential-guest-support=tdx0",
+			"-object", string(js))
+	case TEEPEF:
+		args = append(args,
+			"-machine", "pseries,accel=kvm,confidential-guest-support=pef0",
+			"-object", "pef-guest,id=pef0")
+	}
+	args = append(args,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(g.VCPUs),
+		"-m", mem,
+		"-chardev", "stdio,id=con0,signal=off",
+		"-serial", "chardev:con0",
+	)
+	if g.Firmware != "" {
+		args = append(args, "-bios", g.Firmware)
+	}
+	args = append(args, "-kernel", g.Kernel)
+	if g.Initrd != "" {
+		args = append(args, "-initrd", g.Initrd)
+	}
+	if g.Cmdline != "" {
+		args = append(args, "-append", g.Cmdline)
+	}
+
+	// Confidential guests only accept virtio devices that use the DMA API (bounce buffers in
+	// shared memory): Linux refuses a device without VIRTIO_F_ACCESS_PLATFORM under SEV-SNP,
+	// TDX and PEF. Modern-only (disable-legacy) + iommu_platform=on give it that feature.
+	vio := ""
+	if c.TEE != TEESim {
+		vio = ",disable-legacy=on,iommu_platform=on"
+	}
+
+	// virtio-serial ports.
+	ports := []Port{{Name: AgentPortName, Socket: c.AgentSocket}}
+	if c.TEE == TEESim {
+		if c.SimSPSocket == "" {
+			return nil, invalid("SimSPSocket", "required for the sim TEE")
+		}
+		ports = append(ports, Port{Name: SimSPPortName, Socket: c.SimSPSocket})
+	} else if c.SimSPSocket != "" {
+		return nil, invalid("SimSPSocket", "only the sim TEE has a simulated AMD-SP, not %s", c.TEE)
+	}
+	ports = append(ports, c.Ports...)
+	args = append(args, "-device", "virtio-serial-pci,id=vser0"+vio)
+	seenName, seenSock := map[string]bool{}, map[string]bool{}
+	for i, p := range ports {
+		field := fmt.Sprintf("port %q", p.Name)
+		switch i {
+		case 0:
+			field = "AgentSocket"
+		case 1:
+			if c.TEE == TEESim {
+				field = "SimSPSocket"
+			}
+		}
+		if p.Name == "" || seenName[p.Name] {
+			return nil, invalid(field, "port name %q empty or repeated", p.Name)
+		}
+		if err := checkOpt(field, p.Name); err != nil {
+			return nil, err
+		}
+		if err := checkSocket(field, p.Socket); err != nil {
+			return nil, err
+		}
+		if seenSock[p.Socket] {
+			return nil, invalid(field, "socket %q used twice", p.Socket)
+		}
+		seenName[p.Name], seenSock[p.Socket] = true, true
+		id := "port" + strconv.Itoa(i)
+		args = append(args,
+			"-chardev", "socket,id="+id+",path="+p.Socket+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser0.0,chardev="+id+",name="+p.Name)
+	}
+
+	// Entropy: the agent waits for the CRNG; virtio-rng feeds it.
+	args = append(args, "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"+vio)
+
+	cmd := &Command{Path: binary}
+	if n := c.NIC; n != nil {
+		if len(n.MAC) != 6 {
+			return nil, invalid("NIC.MAC", "%q is not a 6-byte MAC address", n.MAC.String())
+		}
+		if n.MAC[0]&1 != 0 {
+			return nil, invalid("NIC.MAC", "%s is a multicast address", n.MAC)
+		}
+		netdev := "tap,id=net0,vhost=off"
+		switch {
+		case n.TapFile != nil:
+			netdev += ",fd=" + strconv.Itoa(3+len(cmd.ExtraFiles))
+			cmd.ExtraFiles = append(cmd.ExtraFiles, n.TapFile)
+			// QEMU refuses vnet_hdr= with fd=: it reads the tap's flags (TUNGETIFF) itself.
+		case n.TapName != "":
+			if len(n.TapName) > 15 {
+				return nil, invalid("NIC.TapName", "%q longer than 15 bytes", n.TapName)
+			}
+			if err := checkOpt("NIC.TapName", n.TapName); err != nil {
+				return nil, err
+			}
+			netdev += ",ifname=" + n.TapName + ",script=no,downscript=no"
+			if n.VNetHdr {
+				netdev += ",vnet_hdr=on"
+			}
+		default:
+			return nil, invalid("NIC", "TapFile or TapName required")
+		}
+		// romfile= : no iPXE option ROM (nothing runs before the kernel; less to measure).
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,mac="+n.MAC.String()+",romfile="+vio)
+	}
+	if c.QMPSocket != "" {
+		if err := checkSocket("QMPSocket", c.QMPSocket); err != nil {
+			return nil, err
+		}
+		args = append(args, "-qmp", "unix:"+c.QMPSocket+",server=on,wait=off")
+	}
+	if c.PIDFile != "" {
+		args = append(args, "-pidfile", c.PIDFile)
+	}
+	cmd.Args = append(args, c.ExtraArgs...)
+	return cmd, nil
+}
