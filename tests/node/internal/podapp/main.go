@@ -1,0 +1,46 @@
+// Command podapp is the workload of the node end-to-end suite (tests/node). Modes:
+//
+//	init    prints "init done" and exits 0 (the init container)
+//	serve   prints "greeting: $SEALPOD_GREETING", keeps $SEALPOD_CANARY in memory without
+//	        ever printing it, and exits 3 on SIGTERM (so the suite sees the exit code travel)
+//	pause   the sandbox image's entrypoint: waits for SIGTERM/SIGINT, exits 0
+//	probe   prints "probe ok" (exec target; the sealed policy does not allow it)
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	mode := "serve"
+	if len(os.Args) > 1 {
+		mode = os.Args[1]
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	switch mode {
+	case "init":
+		fmt.Println("init done")
+	case "serve":
+		canary := os.Getenv("SEALPOD_CANARY")
+		fmt.Println("greeting: " + os.Getenv("SEALPOD_GREETING"))
+		// Only a fingerprint of the canary's length, never the value.
+		fmt.Printf("canary held: %t\n", len(canary) > 0)
+		<-sig
+		sum := sha256.Sum256([]byte(canary))
+		_ = sum
+		fmt.Println("terminating")
+		os.Exit(3)
+	case "pause":
+		<-sig
+	case "probe":
+		fmt.Println("probe ok")
+	default:
+		fmt.Fprintln(os.Stderr, "podapp: unknown mode", mode)
+		os.Exit(2)
+	}
+}
