@@ -205,10 +205,7 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 		s.log.Warn("unseal refused", "err", err)
 		return nil, unsealError(err)
 	}
-	hv, err := hostValues(res.Spec, req.GetHostValues())
-	if err != nil {
-		return nil, err
-	}
+	hv := hostValues(res.Spec, req.GetHostValues())
 	tPod := time.Now()
 	if err := unseal.WriteIdentity(s.cfg.TLSDir, res.Identity); err != nil {
 		return nil, status.Errorf(codes.Internal, "unseal: %v", err)
@@ -237,8 +234,11 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 	return out, nil
 }
 
-// hostValues keeps exactly the host values the sealed spec asks for; any other key is refused.
-func hostValues(sp *spec.Spec, in map[string]string) (map[string]string, error) {
+// hostValues keeps the host values the sealed spec references and drops the rest: the host
+// offers every downward-API field it knows (it cannot see which ones the sealed spec uses),
+// and a value nothing references is never used. The values stay untrusted: they are host
+// facts (pod name, namespace, IPs), never secrets.
+func hostValues(sp *spec.Spec, in map[string]string) map[string]string {
 	wanted := map[string]bool{}
 	for _, cs := range [][]spec.Container{sp.InitContainers, sp.Containers} {
 		for _, c := range cs {
@@ -251,12 +251,11 @@ func hostValues(sp *spec.Spec, in map[string]string) (map[string]string, error) 
 	}
 	out := map[string]string{}
 	for k, v := range in {
-		if !wanted[k] {
-			return nil, invalid("unseal: host_values[%.64q]: not referenced by the sealed spec", k)
+		if wanted[k] {
+			out[k] = v
 		}
-		out[k] = v
 	}
-	return out, nil
+	return out
 }
 
 // sealed returns the opened spec and pod, or FailedPrecondition.

@@ -167,19 +167,18 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	_, err = a.Unseal(ctx, &api.UnsealRequest{Envelope: bad})
 	wantCode(t, err, codes.PermissionDenied, "HOST_DATA")
-	_, err = a.Unseal(ctx, &api.UnsealRequest{Envelope: sealed.Envelope, HostValues: map[string]string{"fieldRef:status.podIP": "1"}})
-	wantCode(t, err, codes.InvalidArgument, "not referenced")
 	_, err = a.Unseal(ctx, &api.UnsealRequest{})
 	wantCode(t, err, codes.InvalidArgument, "envelope")
 
-	u, err := a.Unseal(ctx, &api.UnsealRequest{Envelope: sealed.Envelope, HostValues: map[string]string{"fieldRef:metadata.name": "web-0"}})
+	// The host offers every downward-API value it knows; only referenced ones reach the pod.
+	u, err := a.Unseal(ctx, &api.UnsealRequest{Envelope: sealed.Envelope, HostValues: map[string]string{"fieldRef:metadata.name": "web-0", "fieldRef:status.podIP": "10.0.0.9"}})
 	if err != nil {
 		t.Fatalf("Unseal: %v", err)
 	}
 	if u.Workload != "web" || strings.Join(u.Containers, ",") != "app,cat,sleeper" || u.Times.TotalUs <= 0 || u.Times.AttestUs <= 0 {
 		t.Fatalf("Unseal answer %+v", u)
 	}
-	if h.backend.lastOpt.HostValues["fieldRef:metadata.name"] != "web-0" || h.backend.lastOpt.TLSDir != h.tlsDir {
+	if hv := h.backend.lastOpt.HostValues; hv["fieldRef:metadata.name"] != "web-0" || len(hv) != 1 || h.backend.lastOpt.TLSDir != h.tlsDir {
 		t.Fatalf("pod options %+v", h.backend.lastOpt)
 	}
 	for _, f := range []string{unseal.CertFile, unseal.KeyFile, unseal.CAFile} {

@@ -459,9 +459,8 @@ func (s *Service) bootLocked(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 	go s.watchVM(vm)
 
 	tu := time.Now()
-	// No host values yet: the agent refuses keys the sealed spec does not reference, and the
-	// shim cannot know them before it has seen every placeholder's downward-API env.
-	u, err := vm.agent.Unseal(ctx, &api.UnsealRequest{Envelope: env, Network: network})
+	// The downward-API values the node knows; the agent keeps those the sealed spec uses.
+	u, err := vm.agent.Unseal(ctx, &api.UnsealRequest{Envelope: env, Network: network, HostValues: s.hostValues(network)})
 	if err != nil {
 		return fmt.Errorf("unseal workload %s: the guest refused: %w", workload, err)
 	}
@@ -472,6 +471,30 @@ func (s *Service) bootLocked(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 		"attest_ms", (tm.GetEvidenceUs()+tm.GetAttestUs())/1000, "key_ms", tm.GetKeyUs()/1000, "guest_unseal_ms", tm.GetTotalUs()/1000,
 		"qemu_pid", q.PID(), "qemu_rss_kib", rss/1024)
 	return nil
+}
+
+// hostValues are the downward-API fields (keyed as the sealed spec's EnvVar.FromHost) that
+// the node can fill: pod identity from the CRI annotations, the node name, and the pod IP
+// when the pod network is wired into the guest. They are host facts, not secrets.
+func (s *Service) hostValues(network *api.NetworkConfig) map[string]string {
+	hv := map[string]string{}
+	for key, ann := range map[string]string{
+		"fieldRef:metadata.name":      AnnotationSandboxName,
+		"fieldRef:metadata.namespace": AnnotationSandboxNS,
+		"fieldRef:metadata.uid":       AnnotationSandboxUID,
+	} {
+		if v := s.annotations[ann]; v != "" {
+			hv[key] = v
+		}
+	}
+	if node, err := os.Hostname(); err == nil {
+		hv["fieldRef:spec.nodeName"] = node
+	}
+	if s.cfg.Network == config.NetworkTap && network != nil && len(network.Interfaces) > 0 && len(network.Interfaces[0].Addresses) > 0 {
+		ip, _, _ := strings.Cut(network.Interfaces[0].Addresses[0], "/")
+		hv["fieldRef:status.podIP"] = ip
+	}
+	return hv
 }
 
 // resolvConf is the host path CRI bind-mounts as the container's /etc/resolv.conf ("" if none).

@@ -344,7 +344,9 @@ func (n *node) seal(t *testing.T, name string) *sealedPod {
 		Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: "init", Image: guestRef, Command: []string{"/podapp", "init"}}},
 			Containers: []corev1.Container{{Name: "server", Image: guestRef, Command: []string{"/podapp", "serve"},
-				Env: []corev1.EnvVar{{Name: "SEALPOD_GREETING", Value: "hello from " + name}, {Name: "SEALPOD_CANARY", Value: n.canary}},
+				Env: []corev1.EnvVar{{Name: "SEALPOD_GREETING", Value: "hello from " + name}, {Name: "SEALPOD_CANARY", Value: n.canary},
+					// A downward-API value: filled by the node (shim), not sealed.
+					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 				// The exec probe's argv is the only command the sealed policy lets the host exec.
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/podapp", "probe"}}}}}},
 		},
@@ -581,7 +583,7 @@ func TestNode(t *testing.T) {
 		var logs string
 		waitFor(t, "the greeting in crictl logs", 60*time.Second, func() bool {
 			logs, _ = n.crictlErr("logs", srv)
-			return strings.Contains(logs, "greeting: hello from greeter")
+			return strings.Contains(logs, "greeting: hello from greeter") && strings.Contains(logs, "pod namespace: default")
 		})
 		qemu := qemuPids(n.sealpodState)
 		if len(qemu) != 1 {

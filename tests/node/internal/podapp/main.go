@@ -1,7 +1,7 @@
 // Command podapp is the workload of the node end-to-end suite (tests/node). Modes:
 //
 //	init    prints "init done" and exits 0 (the init container)
-//	serve   prints "greeting: $SEALPOD_GREETING", keeps $SEALPOD_CANARY in memory without
+//	serve   prints "greeting: $SEALPOD_GREETING" and "pod namespace: $POD_NAMESPACE", keeps $SEALPOD_CANARY in memory without
 //	        ever printing it, and exits 3 on SIGTERM (so the suite sees the exit code travel)
 //	pause   the sandbox image's entrypoint: waits for SIGTERM/SIGINT, exits 0
 //	probe   prints "probe ok" (exec target; the sealed policy does not allow it)
@@ -28,6 +28,7 @@ func main() {
 	case "serve":
 		canary := os.Getenv("SEALPOD_CANARY")
 		fmt.Println("greeting: " + os.Getenv("SEALPOD_GREETING"))
+		fmt.Println("pod namespace: " + os.Getenv("POD_NAMESPACE"))
 		// Only a fingerprint of the canary's length, never the value.
 		fmt.Printf("canary held: %t\n", len(canary) > 0)
 		<-sig
