@@ -5,7 +5,7 @@
 // SEALPOD_SHIM_CONFIG names another path — containerd passes its environment to the shim):
 //
 //	{"tee": "sim", "simKey": "/etc/sealpod/sim-vcek.pem", "qemu": "qemu-system-x86_64",
-//	 "accel": "tcg", "stateDir": "/run/sealpod", "network": "user", "bootTimeout": "180s"}
+//	 "accel": "tcg", "stateDir": "/run/sealpod", "network": "tap", "bootTimeout": "180s"}
 //
 // Unknown fields are an error (a typo must not silently change behaviour).
 package config
@@ -75,7 +75,8 @@ type Config struct {
 	// StateDir holds one directory per pod (sockets, QEMU pid, console log); default
 	// /run/sealpod. Keep it short: unix socket paths must stay under 108 bytes.
 	StateDir string `json:"stateDir,omitempty"`
-	// Network is user or tap (default user until runtime-shim/netns is wired in).
+	// Network is tap (default: the pod's interface is wired into the VM, so the pod IP reaches
+	// the guest) or user (QEMU user networking, for development nodes without pod networking).
 	Network string `json:"network,omitempty"`
 	// BootTimeout bounds QEMU start → agent answers Ping (default 180s; TCG is slow).
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
@@ -93,7 +94,7 @@ func (c *Config) Defaults() {
 		c.StateDir = "/run/sealpod"
 	}
 	if c.Network == "" {
-		c.Network = NetworkUser
+		c.Network = NetworkTap
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = Duration(180 * time.Second)

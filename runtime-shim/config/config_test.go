@@ -16,7 +16,7 @@ func TestParse(t *testing.T) {
 	}{
 		{"sim with defaults", `{"tee":"sim","simKey":"/k.pem"}`, false, func(c *Config) bool {
 			return c.QEMU == "qemu-system-x86_64" && c.Accel == "tcg" && c.StateDir == "/run/sealpod" &&
-				c.Network == NetworkUser && time.Duration(c.BootTimeout) == 180*time.Second
+				c.Network == NetworkTap && time.Duration(c.BootTimeout) == 180*time.Second
 		}},
 		{"all fields", `{"tee":"sim","simKey":"/k","qemu":"/q","accel":"kvm","stateDir":"/run/sp","network":"tap","bootTimeout":"30s"}`, false,
 			func(c *Config) bool {
