@@ -173,6 +173,20 @@ func readSpec(bundleDir string) (*specs.Spec, error) {
 	return &sp, nil
 }
 
+// taskProc returns a task and one of its processes ("" = the main one); errors are gRPC
+// errors ready to return (caller holds s.mu).
+func (s *Service) taskProc(id, execID string) (*task, *proc, error) {
+	t, err := s.getTask(id)
+	if err != nil {
+		return nil, nil, grpcErr(err)
+	}
+	p, err := t.proc(execID)
+	if err != nil {
+		return nil, nil, grpcErr(err)
+	}
+	return t, p, nil
+}
+
 func (s *Service) getTask(id string) (*task, error) {
 	t, ok := s.tasks[id]
 	if !ok {
@@ -601,13 +615,9 @@ func (s *Service) stopVMLocked(why string) {
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, err := s.getTask(r.ID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
-		return nil, grpcErr(err)
-	}
-	p, err := t.proc(r.ExecID)
-	if err != nil {
-		return nil, grpcErr(err)
+		return nil, err
 	}
 	if p.status != apitask.Status_CREATED {
 		return nil, grpcErr(fmt.Errorf("task %s exec %q: %w: status %s", r.ID, r.ExecID, errdefs.ErrFailedPrecondition, p.status))
@@ -692,13 +702,9 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, err := s.getTask(r.ID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
-		return nil, grpcErr(err)
-	}
-	p, err := t.proc(r.ExecID)
-	if err != nil {
-		return nil, grpcErr(err)
+		return nil, err
 	}
 	if p.status == apitask.Status_STOPPED {
 		return nil, grpcErr(fmt.Errorf("task %s exec %q: process already finished: %w", r.ID, r.ExecID, errdefs.ErrNotFound))
@@ -722,13 +728,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, err := s.getTask(r.ID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
-		return nil, grpcErr(err)
-	}
-	p, err := t.proc(r.ExecID)
-	if err != nil {
-		return nil, grpcErr(err)
+		return nil, err
 	}
 	if p.status == apitask.Status_RUNNING {
 		return nil, grpcErr(fmt.Errorf("task %s exec %q: %w: still running", r.ID, r.ExecID, errdefs.ErrFailedPrecondition))
@@ -791,13 +793,9 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, err := s.getTask(r.ID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
-		return nil, grpcErr(err)
-	}
-	p, err := t.proc(r.ExecID)
-	if err != nil {
-		return nil, grpcErr(err)
+		return nil, err
 	}
 	return &taskAPI.StateResponse{ID: r.ID, Bundle: t.bundle, Pid: s.pid(), Status: p.status, Stdin: p.stdin, Stdout: p.stdout,
 		Stderr: p.stderr, Terminal: p.terminal, ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt), ExecID: r.ExecID}, nil

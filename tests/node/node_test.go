@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/repopath"
+
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
@@ -48,24 +50,6 @@ type node struct {
 	kbsPort         int
 	kbsDir          string
 	canary          string
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) string {
@@ -203,7 +187,7 @@ const tapGateway = "10.244.77.1"
 func newNode(t *testing.T, network string) *node {
 	t.Helper()
 	requireNode(t)
-	n := &node{root: repoRoot(t), work: t.TempDir(), network: network}
+	n := &node{root: repopath.Root(t), work: t.TempDir(), network: network}
 	n.bin = filepath.Join(n.work, "bin")
 	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
 	t0 := time.Now()
