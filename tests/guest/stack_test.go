@@ -13,14 +13,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/tests/internal/proc"
 
 	"github.com/sealpod/sealpod/internal/repopath"
 
@@ -55,70 +55,6 @@ type e2eStack struct {
 	bundle          *bundle.Bundle
 }
 
-func e2eRun(t *testing.T, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return string(out)
-}
-
-func e2eFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// e2eDaemon starts a long-running process killed (whole process group) when the test ends.
-func e2eDaemon(t *testing.T, logPath, name string, args ...string) {
-	t.Helper()
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		f.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s log:\n%s", filepath.Base(name), b)
-		}
-	})
-}
-
-func e2eWaitTCP(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not start listening: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // newE2EStack builds everything and starts the registry and the key broker.
 func newE2EStack(t *testing.T) *e2eStack {
 	t.Helper()
@@ -126,17 +62,17 @@ func newE2EStack(t *testing.T) *e2eStack {
 	s.bin = filepath.Join(s.work, "bin")
 	t0 := time.Now()
 	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
-	e2eRun(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest", "./tests/guest/internal/workload")
-	e2eRun(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest", "./tests/guest/internal/workload")
+	proc.Run(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(s.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built agent, sealpod-kbs, mkguest, devregistry, workload in %v", time.Since(t0).Round(time.Millisecond))
 
 	// Registry + the workload image.
-	s.regPort = e2eFreePort(t)
+	s.regPort = proc.FreePort(t)
 	reg := fmt.Sprintf("127.0.0.1:%d", s.regPort)
-	e2eDaemon(t, filepath.Join(s.work, "registry.log"), filepath.Join(s.bin, "devregistry"), "serve", "--listen", reg)
-	e2eWaitTCP(t, reg)
-	out := e2eRun(t, s.root, nil, filepath.Join(s.bin, "devregistry"), "push-binary", "--binary", filepath.Join(s.bin, "workload"),
+	proc.Daemon(t, filepath.Join(s.work, "registry.log"), nil, filepath.Join(s.bin, "devregistry"), "serve", "--listen", reg)
+	proc.WaitFor(t, "tcp "+reg, 30*time.Second, func() bool { return proc.CanDial("tcp", reg) })
+	out := proc.Run(t, s.root, nil, filepath.Join(s.bin, "devregistry"), "push-binary", "--binary", filepath.Join(s.bin, "workload"),
 		"--ref", reg+"/sealpod/workload:e2e", "--path", "/workload")
 	pushed := strings.TrimSpace(out)
 	if !strings.HasPrefix(pushed, reg+"/sealpod/workload@sha256:") {
@@ -147,14 +83,15 @@ func newE2EStack(t *testing.T) *e2eStack {
 	// Key broker with sim roots; its certificate names 10.0.2.2 (the guest) and 127.0.0.1.
 	kbs := filepath.Join(s.bin, "sealpod-kbs")
 	roots, key := filepath.Join(s.work, "sim-roots.pem"), filepath.Join(s.work, "sim-vcek.pem")
-	e2eRun(t, s.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
-	s.kbsPort = e2eFreePort(t)
+	proc.Run(t, s.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
+	s.kbsPort = proc.FreePort(t)
 	s.kbsState = filepath.Join(s.work, "kbs")
-	e2eRun(t, s.root, nil, kbs, "init", "--dir", s.kbsState, "--host", slirpHost, "--host", "127.0.0.1",
+	proc.Run(t, s.root, nil, kbs, "init", "--dir", s.kbsState, "--host", slirpHost, "--host", "127.0.0.1",
 		"--url", fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort))
-	e2eDaemon(t, filepath.Join(s.work, "kbs.log"), kbs, "serve", "--dir", s.kbsState, "--listen", fmt.Sprintf("127.0.0.1:%d", s.kbsPort),
+	proc.Daemon(t, filepath.Join(s.work, "kbs.log"), nil, kbs, "serve", "--dir", s.kbsState, "--listen", fmt.Sprintf("127.0.0.1:%d", s.kbsPort),
 		"--insecure-sim-roots", roots, "--log-format", "text")
-	e2eWaitTCP(t, fmt.Sprintf("127.0.0.1:%d", s.kbsPort))
+	kbsAddr := fmt.Sprintf("127.0.0.1:%d", s.kbsPort)
+	proc.WaitFor(t, "tcp "+kbsAddr, 30*time.Second, func() bool { return proc.CanDial("tcp", kbsAddr) })
 	var err error
 	if s.signer, err = simtee.LoadSigner(key); err != nil {
 		t.Fatal(err)
@@ -196,7 +133,7 @@ func newE2EStack(t *testing.T) *e2eStack {
 	t0 = time.Now()
 	s.guestDir = filepath.Join(s.work, "guest")
 	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, s.regPort)
-	e2eRun(t, s.root, nil, filepath.Join(s.bin, "mkguest"), "--init", filepath.Join(s.bin, "sealpod-agent"), "--out", s.guestDir, "--cmdline", cmdline)
+	proc.Run(t, s.root, nil, filepath.Join(s.bin, "mkguest"), "--init", filepath.Join(s.bin, "sealpod-agent"), "--out", s.guestDir, "--cmdline", cmdline)
 	if s.bundle, err = bundle.Load(s.guestDir); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/tests/internal/proc"
 
 	"github.com/sealpod/sealpod/internal/repopath"
 
@@ -52,93 +53,6 @@ type node struct {
 	canary          string
 }
 
-func run(t *testing.T, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(dir, env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", filepath.Base(name), strings.Join(args, " "), err)
-	}
-	return out
-}
-
-func runErr(dir string, env []string, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("%w\n%s", err, stderr.String())
-	}
-	return string(out), nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// daemon starts a long-running process, killed (process group) when the test ends.
-func daemon(t *testing.T, logPath string, env []string, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		f.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 20000 {
-				b = b[len(b)-20000:]
-			}
-			t.Logf("%s log (tail):\n%s", filepath.Base(name), b)
-		}
-	})
-	return cmd
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func canDial(network, addr string) bool {
-	c, err := net.DialTimeout(network, addr, time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err == nil
-}
-
 func requireNode(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
@@ -156,11 +70,11 @@ func requireNode(t *testing.T) {
 
 func (n *node) crictlRun(t *testing.T, args ...string) string {
 	t.Helper()
-	return run(t, n.work, nil, n.crictl, append([]string{"--runtime-endpoint", "unix://" + n.ctrdSock, "--timeout", "300s"}, args...)...)
+	return proc.Run(t, n.work, nil, n.crictl, append([]string{"--runtime-endpoint", "unix://" + n.ctrdSock, "--timeout", "300s"}, args...)...)
 }
 
 func (n *node) crictlErr(args ...string) (string, error) {
-	return runErr(n.work, nil, n.crictl, append([]string{"--runtime-endpoint", "unix://" + n.ctrdSock, "--timeout", "300s"}, args...)...)
+	return proc.RunErr(n.work, nil, n.crictl, append([]string{"--runtime-endpoint", "unix://" + n.ctrdSock, "--timeout", "300s"}, args...)...)
 }
 
 // containerdConfig is the node installer's containerd config (runtime-shim/installer): a
@@ -191,32 +105,32 @@ func newNode(t *testing.T, network string) *node {
 	n.bin = filepath.Join(n.work, "bin")
 	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
 	t0 := time.Now()
-	n.crictl = strings.TrimSpace(run(t, n.root, nil, filepath.Join(n.root, "hack", "build-crictl.sh")))
+	n.crictl = strings.TrimSpace(proc.Run(t, n.root, nil, filepath.Join(n.root, "hack", "build-crictl.sh")))
 	t.Logf("crictl %s ready in %v", n.crictl, time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
-	run(t, n.root, noCgo, "go", "build", "-o", n.bin+"/", "./kbs/cmd/sealpod-kbs", "./ctl/cmd/sealctl", "./hack/cmd/devregistry",
+	proc.Run(t, n.root, noCgo, "go", "build", "-o", n.bin+"/", "./kbs/cmd/sealpod-kbs", "./ctl/cmd/sealctl", "./hack/cmd/devregistry",
 		"./guest-image/cmd/mkguest", "./tests/node/internal/podapp", "./runtime-shim/cmd/containerd-shim-sealpod-v2")
-	run(t, n.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, n.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(n.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built shim, agent, sealpod-kbs, sealctl, mkguest, devregistry, podapp in %v", time.Since(t0).Round(time.Millisecond))
 
 	// Registry with the workload image (the guest pulls it at 10.0.2.2).
-	n.regPort = freePort(t)
+	n.regPort = proc.FreePort(t)
 	reg := fmt.Sprintf("127.0.0.1:%d", n.regPort)
-	daemon(t, filepath.Join(n.work, "registry.log"), nil, filepath.Join(n.bin, "devregistry"), "serve", "--listen", reg)
-	waitFor(t, "devregistry", 30*time.Second, func() bool { return canDial("tcp", reg) })
+	proc.Daemon(t, filepath.Join(n.work, "registry.log"), nil, filepath.Join(n.bin, "devregistry"), "serve", "--listen", reg)
+	proc.WaitFor(t, "devregistry", 30*time.Second, func() bool { return proc.CanDial("tcp", reg) })
 
 	// Key broker with sim roots.
 	kbs := filepath.Join(n.bin, "sealpod-kbs")
 	roots, key := filepath.Join(n.work, "sim-roots.pem"), filepath.Join(n.work, "sim-vcek.pem")
-	run(t, n.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
-	n.kbsPort = freePort(t)
+	proc.Run(t, n.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
+	n.kbsPort = proc.FreePort(t)
 	n.kbsDir = filepath.Join(n.work, "kbs")
-	run(t, n.root, nil, kbs, "init", "--dir", n.kbsDir, "--host", slirpHost, "--host", "127.0.0.1",
+	proc.Run(t, n.root, nil, kbs, "init", "--dir", n.kbsDir, "--host", slirpHost, "--host", "127.0.0.1",
 		"--url", fmt.Sprintf("https://%s:%d", slirpHost, n.kbsPort))
-	daemon(t, filepath.Join(n.work, "kbs.log"), nil, kbs, "serve", "--dir", n.kbsDir, "--listen", fmt.Sprintf("127.0.0.1:%d", n.kbsPort),
+	proc.Daemon(t, filepath.Join(n.work, "kbs.log"), nil, kbs, "serve", "--dir", n.kbsDir, "--listen", fmt.Sprintf("127.0.0.1:%d", n.kbsPort),
 		"--insecure-sim-roots", roots, "--log-format", "text")
-	waitFor(t, "sealpod-kbs", 30*time.Second, func() bool { return canDial("tcp", fmt.Sprintf("127.0.0.1:%d", n.kbsPort)) })
+	proc.WaitFor(t, "sealpod-kbs", 30*time.Second, func() bool { return proc.CanDial("tcp", fmt.Sprintf("127.0.0.1:%d", n.kbsPort)) })
 
 	// The shim's node configuration; a short state dir (unix socket paths).
 	sd, err := os.MkdirTemp("/run", "spn")
@@ -257,9 +171,9 @@ func newNode(t *testing.T, network string) *node {
 		t.Fatal(err)
 	}
 	n.ctrdLog = filepath.Join(n.work, "containerd.log")
-	daemon(t, n.ctrdLog, []string{"PATH=" + n.bin + ":" + os.Getenv("PATH"), "SEALPOD_SHIM_CONFIG=" + shimCfg},
+	proc.Daemon(t, n.ctrdLog, []string{"PATH=" + n.bin + ":" + os.Getenv("PATH"), "SEALPOD_SHIM_CONFIG=" + shimCfg},
 		"containerd", "--config", cfgPath, "--log-level", "info")
-	waitFor(t, "containerd", 30*time.Second, func() bool { return canDial("unix", n.ctrdSock) })
+	proc.WaitFor(t, "containerd", 30*time.Second, func() bool { return proc.CanDial("unix", n.ctrdSock) })
 	t.Cleanup(func() { n.removeAllPods(t) })
 
 	n.importPause(t)
@@ -299,7 +213,7 @@ func (n *node) importPause(t *testing.T) {
 	if err := writeImageTar(filepath.Join(n.bin, "podapp"), "docker.io/local/pause:e2e", tarPath); err != nil {
 		t.Fatal(err)
 	}
-	run(t, n.work, nil, "ctr", "--address", n.ctrdSock, "-n", "k8s.io", "images", "import", tarPath)
+	proc.Run(t, n.work, nil, "ctr", "--address", n.ctrdSock, "-n", "k8s.io", "images", "import", tarPath)
 }
 
 // sealedPod is the output of sealctl for the test pod.
@@ -312,7 +226,7 @@ type sealedPod struct {
 func (n *node) seal(t *testing.T, name string) *sealedPod {
 	t.Helper()
 	reg := fmt.Sprintf("127.0.0.1:%d", n.regPort)
-	pushed := strings.TrimSpace(run(t, n.root, nil, filepath.Join(n.bin, "devregistry"), "push-binary", "--binary", filepath.Join(n.bin, "podapp"),
+	pushed := strings.TrimSpace(proc.Run(t, n.root, nil, filepath.Join(n.bin, "devregistry"), "push-binary", "--binary", filepath.Join(n.bin, "podapp"),
 		"--ref", reg+"/sealpod/podapp:e2e", "--path", "/podapp"))
 	guestRef := strings.Replace(pushed, "127.0.0.1:", slirpHost+":", 1)
 
@@ -320,7 +234,7 @@ func (n *node) seal(t *testing.T, name string) *sealedPod {
 	guest := filepath.Join(n.work, "guest")
 	if _, err := os.Stat(guest); err != nil {
 		cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, n.regPort)
-		run(t, n.root, nil, filepath.Join(n.bin, "mkguest"), "--init", filepath.Join(n.bin, "sealpod-agent"), "--out", guest, "--cmdline", cmdline)
+		proc.Run(t, n.root, nil, filepath.Join(n.bin, "mkguest"), "--init", filepath.Join(n.bin, "sealpod-agent"), "--out", guest, "--cmdline", cmdline)
 	}
 	pod := corev1.Pod{
 		TypeMeta:   metaType(),
@@ -354,7 +268,7 @@ func (n *node) seal(t *testing.T, name string) *sealedPod {
 		t.Fatal(err)
 	}
 	out := filepath.Join(n.work, name+".sealed.yaml")
-	run(t, n.root, nil, filepath.Join(n.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
+	proc.Run(t, n.root, nil, filepath.Join(n.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
 		"--kbs", n.kbsURL, "--kbs-ca", filepath.Join(n.kbsDir, "tls", "ca.pem"),
 		"--kbs-config", hostCfg, "--push", reg+"/sealpod/"+name+"-sealed:e2e", "--insecure-registry", "-o", out)
 	sb, err := os.ReadFile(out)
@@ -432,7 +346,7 @@ func (n *node) inspect(t *testing.T, id string) inspect {
 func (n *node) waitExited(t *testing.T, id string) inspect {
 	t.Helper()
 	var in inspect
-	waitFor(t, "container "+id+" to exit", 120*time.Second, func() bool {
+	proc.WaitFor(t, "container "+id+" to exit", 120*time.Second, func() bool {
 		in = n.inspect(t, id)
 		return in.Status.State == "CONTAINER_EXITED"
 	})
@@ -565,7 +479,7 @@ func TestNode(t *testing.T) {
 			t.Fatalf("server state %s", in.Status.State)
 		}
 		var logs string
-		waitFor(t, "the greeting in crictl logs", 60*time.Second, func() bool {
+		proc.WaitFor(t, "the greeting in crictl logs", 60*time.Second, func() bool {
 			logs, _ = n.crictlErr("logs", srv)
 			return strings.Contains(logs, "greeting: hello from greeter") && strings.Contains(logs, "pod namespace: default")
 		})
@@ -627,7 +541,7 @@ func TestNode(t *testing.T) {
 		}
 		n.crictlRun(t, "stopp", pod)
 		n.crictlRun(t, "rmp", pod)
-		waitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
+		proc.WaitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
 		if taps := tapDevices(); len(taps) > 0 {
 			t.Fatalf("tap devices left: %v", taps)
 		}
@@ -660,7 +574,7 @@ func TestNode(t *testing.T) {
 		srv := strings.TrimSpace(n.crictlRun(t, "create", pod, n.containerConfig(t, "plain", "server", "docker.io/local/pause:e2e", []string{"/podapp", "serve"}), podCfg))
 		n.crictlRun(t, "start", srv)
 		startSrv := time.Since(t0)
-		waitFor(t, "the runc pod's greeting", 30*time.Second, func() bool {
+		proc.WaitFor(t, "the runc pod's greeting", 30*time.Second, func() bool {
 			logs, _ := n.crictlErr("logs", srv)
 			return strings.Contains(logs, "greeting: ")
 		})
@@ -698,7 +612,7 @@ func TestNode(t *testing.T) {
 		}
 		n.crictlRun(t, "stopp", pod)
 		n.crictlRun(t, "rmp", pod)
-		waitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
+		proc.WaitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
 		if ents, _ := os.ReadDir(n.sealpodState); len(ents) > 0 {
 			t.Fatalf("shim state left in %s: %d entries", n.sealpodState, len(ents))
 		}
@@ -722,7 +636,7 @@ func TestNode(t *testing.T) {
 		t.Logf("tampered envelope refused: %s", firstLine(msg))
 		n.crictlRun(t, "stopp", pod)
 		n.crictlRun(t, "rmp", pod)
-		waitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
+		proc.WaitFor(t, "QEMU to go", 30*time.Second, func() bool { return len(qemuPids(n.sealpodState)) == 0 })
 	})
 }
 
