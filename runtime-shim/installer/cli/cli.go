@@ -31,7 +31,7 @@ func NewRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(NewInstallCmd(), NewUninstallCmd(), NewDetectTEECmd(), NewAddRuntimeCmd())
+	root.AddCommand(NewInstallCmd(), NewUninstallCmd(), NewDetectTEECmd(), NewAddRuntimeCmd(), NewStandaloneConfigCmd())
 	return root
 }
 
@@ -321,5 +321,49 @@ func NewAddRuntimeCmd() *cobra.Command {
 	fl.StringVar(&f.shimConfigPath, "shim-config", "", "write options.ConfigPath for the shim")
 	fl.IntVar(&f.configVersion, "config-version", 2, "version of a config built from empty input (2 or 3)")
 	fl.BoolVar(&f.remove, "remove", false, "remove the managed block instead")
+	return cmd
+}
+
+type standaloneFlags struct {
+	dir, sandboxImage, cniBinDir, cniConfDir string
+	restrictOOM                              bool
+	version                                  int
+}
+
+// NewStandaloneConfigCmd prints a containerd config whose root, state and sockets live
+// under one directory, with the sealpod handler added: a local development node (the demo,
+// the end-to-end suites) that touches nothing of the machine's own containerd.
+func NewStandaloneConfigCmd() *cobra.Command {
+	var f standaloneFlags
+	cmd := &cobra.Command{
+		Use:   "standalone-config --dir DIR",
+		Short: "Print a containerd config rooted in DIR with the sealpod handler (local development nodes)",
+		Example: `  sealpod-node-installer standalone-config --dir /tmp/node --restrict-oom-score-adj > /tmp/node/config.toml
+  containerd --config /tmp/node/config.toml   # socket: /tmp/node/containerd.sock`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			base, err := installer.StandaloneConfig(installer.StandaloneOptions{
+				Dir: f.dir, SandboxImage: f.sandboxImage, CNIBinDir: f.cniBinDir, CNIConfDir: f.cniConfDir,
+				RestrictOOMScoreAdj: f.restrictOOM, Version: f.version,
+			})
+			if err != nil {
+				return err
+			}
+			out, err := installer.AddRuntime(base, installer.RuntimeOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dir, "dir", "", "absolute directory for root/, state/, opt/ and containerd.sock (short: unix socket paths are limited to 107 bytes)")
+	fl.StringVar(&f.sandboxImage, "sandbox-image", "", "CRI sandbox (pause) image (default: containerd's)")
+	fl.StringVar(&f.cniBinDir, "cni-bin-dir", "", "CNI plugin directory (default: containerd's)")
+	fl.StringVar(&f.cniConfDir, "cni-conf-dir", "", "CNI config directory (default: containerd's)")
+	fl.BoolVar(&f.restrictOOM, "restrict-oom-score-adj", false, "needed where the host lacks CAP_SYS_RESOURCE")
+	fl.IntVar(&f.version, "config-version", 2, "2 (containerd 1.x) or 3 (containerd 2.x)")
+	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }

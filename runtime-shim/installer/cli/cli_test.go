@@ -130,3 +130,19 @@ func TestAddRuntimeFilter(t *testing.T) {
 		t.Fatal("version 1 config accepted")
 	}
 }
+
+func TestStandaloneConfig(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, "", "standalone-config", "--dir", dir, "--sandbox-image", "127.0.0.1:5000/p:1", "--restrict-oom-score-adj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{dir + "/containerd.sock", "runtimes.sealpod]", `"127.0.0.1:5000/p:1"`, "restrict_oom_score_adj = true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := run(t, "", "standalone-config", "--dir", "relative"); err == nil || !strings.Contains(err.Error(), "not absolute") {
+		t.Fatalf("relative dir: %v", err)
+	}
+}
