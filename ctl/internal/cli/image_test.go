@@ -250,7 +250,7 @@ func TestImageCreatePushesAndResolves(t *testing.T) {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, args := range [][]string{{"image", "create", "--help"}, {"image", "inspect", "--help"}} {
+	for _, args := range [][]string{{"image", "create", "--help"}, {"image", "inspect", "--help"}, {"verify", "--help"}} {
 		out, _, err := runSealctl(t, "", args...)
 		if err != nil || !strings.Contains(out, "Examples:") {
 			t.Errorf("%v: %v\n%s", args, err, out)

@@ -27,7 +27,11 @@ and verifies a deployment.`,
       --oci-layout out/app-image --keys app.keys.json -o app.sealed.yaml
 
   # Show what a secure image contains (never plaintext)
-  sealctl image inspect out/app-image`,
+  sealctl image inspect out/app-image
+
+  # Verify the key broker against the sealed manifests (writes verify/mesh-root.pem)
+  sealctl verify --kbs https://kbs.example:8443 --kbs-ca kbs-ca.pem \
+      --kbs-key signing.pub.pem --expect app.sealed.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -42,6 +46,7 @@ var subcommands = []func() *cobra.Command{
 	NewImageCmd,
 	NewGuestCmd,
 	NewKBSCmd,
+	NewVerifyCmd,
 }
 
 // Execute runs sealctl with a context that is cancelled on Ctrl-C / SIGTERM and returns the
@@ -55,6 +60,10 @@ func Execute() int {
 			return 130
 		}
 		fmt.Fprintln(os.Stderr, "sealctl:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		return 1
 	}
 	return 0
