@@ -42,6 +42,7 @@ type verifyFlags struct {
 	sans         []string
 	insecure     bool
 	strict       bool
+	aliases      []string
 	outDir       string
 	format       string
 }
@@ -93,6 +94,7 @@ if every check passes, 2 if a check fails, 1 if verification could not run.`,
 	fl.StringArrayVar(&f.sans, "san", nil, "expected certificate SANs of a workload: ID=SAN[,SAN...]; repeatable")
 	fl.BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries when pulling the secure images")
 	fl.BoolVar(&f.strict, "strict", false, "treat warnings (unexpected workloads, unpinned signing key) as failures")
+	fl.StringArrayVar(&f.aliases, "kbs-alias", nil, "another URL of the same broker that sealed manifests and envelopes may name (e.g. the address guests reach it at); repeatable")
 	fl.StringVarP(&f.outDir, "output-dir", "o", "verify", "directory for mesh-root.pem, report.txt and report.json")
 	fl.StringVar(&f.format, "output-format", formatTable, "report on standard output: table, json or yaml")
 	_ = cmd.RegisterFlagCompletionFunc("output-format", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
@@ -162,6 +164,7 @@ func (f *verifyFlags) options(stdin io.Reader) (verify.Options, error) {
 		}
 	}
 	o.Strict = f.strict
+	o.Aliases = f.aliases
 	regOpts := image.RegistryOptions{Insecure: f.insecure}
 	o.LoadImage = func(ctx context.Context, ref string) (*image.Info, error) {
 		img, cleanup, err := image.Load(ctx, ref, regOpts)

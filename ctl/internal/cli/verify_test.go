@@ -505,3 +505,16 @@ func TestVerifyExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// A broker reached at another URL by the guests (NAT, load balancer) is the same broker when
+// the owner says so with --kbs-alias; the CA pin in the envelope must still match.
+func TestVerifyAlias(t *testing.T) {
+	e := newVerifyEnv(t)
+	e.seal(t, e.sealed, "--kbs", "https://kbs.guests.example:8443")
+	if _, _, err := runSealctl(t, "", e.args()...); err == nil {
+		t.Fatal("verify passed although the envelope names another URL")
+	}
+	if _, stderr, err := runSealctl(t, "", e.args("--kbs-alias", "https://kbs.guests.example:8443/")...); err != nil {
+		t.Fatalf("verify with --kbs-alias: %v\n%s", err, stderr)
+	}
+}

@@ -85,6 +85,10 @@ type Options struct {
 	LoadImage ImageLoader
 	// SANs pins the SANs expected per workload id (compared as sets).
 	SANs map[string][]string
+	// Aliases are other URLs of this same broker, e.g. the address guests reach it at behind
+	// NAT or a load balancer, that sealed manifests and envelopes may name instead of URL. The
+	// broker's identity is the pinned TLS CA, which envelopes must carry in any case.
+	Aliases []string
 	// Strict turns warnings (unexpected workloads, trust on first use) into failures.
 	Strict bool
 	Logger *slog.Logger
@@ -582,6 +586,20 @@ func sameSet(a, b []string) bool {
 }
 
 // checkExpected compares one sealed pod template with the broker.
+// namesBroker reports whether url is the broker's URL or one of its aliases.
+func namesBroker(url, broker string, aliases []string) bool {
+	u := normalizeURL(url)
+	if u == broker {
+		return true
+	}
+	for _, a := range aliases {
+		if u == normalizeURL(a) {
+			return true
+		}
+	}
+	return false
+}
+
 func checkExpected(ctx context.Context, r *Report, e Expected, w *registry.Workload, images map[string]imageResult, o Options) {
 	subj := e.Workload
 	if e.Object != "" {
@@ -591,7 +609,7 @@ func checkExpected(ctx context.Context, r *Report, e Expected, w *registry.Workl
 		r.fail(CheckRegistered, subj, "", "", "%s in %s: annotation sealpod.io/workload is empty", e.Path, e.Source)
 		return
 	}
-	if normalizeURL(e.KBS) != r.KBS {
+	if !namesBroker(e.KBS, r.KBS, o.Aliases) {
 		r.fail(CheckAnnotationKBS, subj, r.KBS, e.KBS, "annotation sealpod.io/kbs names %q, not this broker %s", e.KBS, r.KBS)
 	} else {
 		r.ok(CheckAnnotationKBS, subj, "annotation sealpod.io/kbs names this broker")
@@ -642,7 +660,7 @@ func checkExpected(ctx context.Context, r *Report, e Expected, w *registry.Workl
 		r.ok(CheckEnvelopeDigest, subj, "envelope digest %s", w.EnvelopeDigest)
 	}
 	var kbsProblems []string
-	if normalizeURL(wi.KBS) != r.KBS {
+	if !namesBroker(wi.KBS, r.KBS, o.Aliases) {
 		kbsProblems = append(kbsProblems, fmt.Sprintf("URL %q, want %s", wi.KBS, r.KBS))
 	}
 	if normalizeHex(wi.KBSCASHA256) != r.TLSCASHA256 {
