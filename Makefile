@@ -92,3 +92,24 @@ guest:
 
 clean:
 	rm -rf $(BIN) out
+
+# The local single-node Kubernetes cluster (docs/cluster.md): Kubernetes v1.33 built from the
+# Go module proxy (hack/k8s/build.sh, cached in ~/.cache/sealpod/k8s), Debian's containerd and
+# etcd, devregistry, sealpod-kbs with sim roots, the node runtime installed by its DaemonSet.
+# State under out/cluster (SEALPOD_CLUSTER_DIR). Needs root.
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static
+.PHONY: cluster-packages cluster-up cluster-down e2e-k8s
+cluster-packages:
+	@missing=""; for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then echo "apt-get install$$missing"; apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
+
+cluster-up: cluster-packages
+	./hack/k8s/cluster.sh up
+
+cluster-down:
+	./hack/k8s/cluster.sh down
+
+# The cluster smoke test (tests/e2e, build tag e2e; not part of `make test`): its own cluster
+# under out/e2e-cluster, a plain Deployment, a sealed pod Ready with its greeting in kubectl logs.
+e2e-k8s: cluster-packages
+	$(GO) test -tags e2e -count=1 -v -timeout 40m ./tests/e2e/

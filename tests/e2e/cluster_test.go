@@ -12,65 +12,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/repopath"
+	"github.com/sealpod/sealpod/tests/internal/proc"
 )
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
-func run(t *testing.T, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(dir, env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", filepath.Base(name), strings.Join(args, " "), err)
-	}
-	return out
-}
-
-func runErr(dir string, env []string, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("%w\n%s%s", err, out, stderr.String())
-	}
-	return string(out), nil
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
 
 // processesUnder lists the processes whose command line mentions dir, and QEMU processes of
 // the shim (sealpod-<id>).
@@ -96,22 +48,26 @@ func processesUnder(dir string) []string {
 type cluster struct {
 	root, state, work, bin string
 	env                    map[string]string
+	vmDir                  string // the sealed pod's shim state dir (/run/sealpod/<sandbox id>/)
 }
 
 func (c *cluster) kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	return run(t, c.work, nil, filepath.Join(c.env["KBIN"], "kubectl"), append([]string{"--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
+	return proc.Run(t, c.work, nil, filepath.Join(c.env["KBIN"], "kubectl"), append([]string{"--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
 }
 
 func (c *cluster) kubectlErr(args ...string) (string, error) {
-	return runErr(c.work, nil, filepath.Join(c.env["KBIN"], "kubectl"), append([]string{"--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
+	return proc.RunErr(c.work, nil, filepath.Join(c.env["KBIN"], "kubectl"), append([]string{"--kubeconfig", c.env["KUBECONFIG"]}, args...)...)
 }
 
 func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the cluster smoke test starts a Kubernetes cluster and a VM: skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the cluster smoke test needs root (containerd, kubelet, mounts)")
 	}
-	c := &cluster{root: repoRoot(t), work: t.TempDir()}
+	c := &cluster{root: repopath.Root(t), work: t.TempDir()}
 	c.state = filepath.Join(c.root, "out", "e2e-cluster")
 	c.bin = filepath.Join(c.work, "bin")
 	script := filepath.Join(c.root, "hack", "k8s", "cluster.sh")
@@ -119,8 +75,17 @@ func TestCluster(t *testing.T) {
 
 	t0 := time.Now()
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range []string{"containerd", "kubelet", "kbs", "kube-apiserver"} {
+				b, _ := os.ReadFile(filepath.Join(c.state, "logs", l+".log"))
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("%s log (tail):\n%s", l, b)
+			}
+		}
 		t1 := time.Now()
-		out, err := runErr(c.root, env, script, "down")
+		out, err := proc.RunErr(c.root, env, script, "down")
 		if err != nil {
 			t.Errorf("cluster down: %v", err)
 		}
@@ -131,14 +96,16 @@ func TestCluster(t *testing.T) {
 		if _, err := os.Stat(c.state); !os.IsNotExist(err) {
 			t.Errorf("state dir %s left after cluster down", c.state)
 		}
+		if c.vmDir != "" {
+			if vms := processesUnder(c.vmDir); len(vms) > 0 {
+				t.Errorf("QEMU of the sealed pod left after cluster down: %v", vms)
+			}
+		}
 		if _, err := os.Stat("/sys/class/net/sealpod0"); err == nil {
 			t.Error("bridge sealpod0 left after cluster down")
 		}
-		if b, _ := exec.Command("pgrep", "-f", "qemu-system.*sealpod-").Output(); len(bytes.TrimSpace(b)) > 0 {
-			t.Logf("QEMU processes of sealed pods still running (maybe another suite's): %s", b)
-		}
 	})
-	upOut, err := runErr(c.root, env, script, "up")
+	upOut, err := proc.RunErr(c.root, env, script, "up")
 	if err != nil {
 		t.Fatalf("cluster up: %v", err)
 	}
@@ -146,7 +113,7 @@ func TestCluster(t *testing.T) {
 	t.Logf("cluster up in %v:\n%s", up.Round(time.Millisecond), upOut)
 
 	c.env = map[string]string{}
-	for _, l := range strings.Split(run(t, c.root, env, script, "env"), "\n") {
+	for _, l := range strings.Split(proc.Run(t, c.root, env, script, "env"), "\n") {
 		if k, v, ok := strings.Cut(strings.TrimPrefix(l, "export "), "="); ok {
 			c.env[k] = v
 		}
@@ -165,16 +132,33 @@ func TestCluster(t *testing.T) {
 	if got := c.kubectl(t, "get", "runtimeclass", "sealpod-sim", "-o", "jsonpath={.handler}"); got != "sealpod" {
 		t.Fatalf("RuntimeClass sealpod-sim handler %q", got)
 	}
+	if os.Getenv("SEALPOD_CLUSTER_INSTALL") != "direct" {
+		// The installer DaemonSet's pod runs (--wait) and restarted containerd once.
+		// (the kubelet may report the phase a little after the installer labelled the node)
+		var phase string
+		proc.WaitFor(t, "the installer DaemonSet's pod Running", 60*time.Second, func() bool {
+			phase, _ = c.kubectlErr("-n", "sealpod-system", "get", "pods", "-l", "app.kubernetes.io/name=sealpod-node-installer",
+				"-o", "jsonpath={.items[*].status.phase}")
+			return phase == "Running"
+		})
+		if logs := c.kubectl(t, "-n", "sealpod-system", "logs", "ds/sealpod-node-installer"); !strings.Contains(logs, "restarted=true") {
+			t.Fatalf("installer log does not report a containerd restart:\n%s", logs)
+		}
+		ctrdLog := string(must(os.ReadFile(filepath.Join(c.state, "logs", "containerd.log"))))
+		if n := strings.Count(ctrdLog, "starting containerd"); n != 2 {
+			t.Fatalf("containerd started %d times, want 2 (the installer's restart)", n)
+		}
+	}
 
 	t1 := time.Now()
-	run(t, c.root, []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}, "go", "build", "-o", c.bin+"/",
+	proc.Run(t, c.root, []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}, "go", "build", "-o", c.bin+"/",
 		"./ctl/cmd/sealctl", "./guest-image/cmd/mkguest", "./tests/node/internal/podapp", "./hack/cmd/devregistry")
-	run(t, c.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, c.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(c.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built sealctl, mkguest, podapp, devregistry, agent in %v", time.Since(t1).Round(time.Millisecond))
 
 	reg, guestReg := c.env["SEALPOD_REGISTRY"], c.env["SEALPOD_GUEST_REGISTRY"]
-	pushed := strings.TrimSpace(run(t, c.root, nil, filepath.Join(c.bin, "devregistry"), "push-binary",
+	pushed := strings.TrimSpace(proc.Run(t, c.root, nil, filepath.Join(c.bin, "devregistry"), "push-binary",
 		"--binary", filepath.Join(c.bin, "podapp"), "--ref", reg+"/sealpod/podapp:e2e", "--path", "/podapp"))
 	if !strings.HasPrefix(pushed, reg+"/") {
 		t.Fatalf("pushed %q", pushed)
@@ -215,7 +199,7 @@ spec:
 		canary := "canary-" + hex.EncodeToString(b)
 		guestRef := strings.Replace(pushed, reg, guestReg, 1)
 		guest := filepath.Join(c.work, "guest")
-		run(t, c.root, nil, filepath.Join(c.bin, "mkguest"), "--init", filepath.Join(c.bin, "sealpod-agent"), "--out", guest,
+		proc.Run(t, c.root, nil, filepath.Join(c.bin, "mkguest"), "--init", filepath.Join(c.bin, "sealpod-agent"), "--out", guest,
 			"--cmdline", "console=ttyS0 quiet panic=-1 sealpod.insecure_registries="+guestReg)
 		pod := fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -237,7 +221,7 @@ spec:
 		out := filepath.Join(c.work, "greeter.sealed.yaml")
 		kbsDir := c.env["SEALPOD_KBS_DIR"]
 		t0 := time.Now()
-		run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
+		proc.Run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
 			"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
 			"--kbs-config", filepath.Join(kbsDir, "admin", "sealctl-kbs.json"),
 			"--push", reg+"/sealpod/greeter-sealed:e2e", "--insecure-registry", "-o", out)
@@ -257,12 +241,38 @@ spec:
 		}
 		t.Logf("sealed pod Ready %v after kubectl create (pull, VM boot, attest, unseal, in-guest pull, start)", time.Since(t0).Round(time.Millisecond))
 		var logs string
-		waitFor(t, "the greeting in kubectl logs", 60*time.Second, func() bool {
+		proc.WaitFor(t, "the greeting in kubectl logs", 60*time.Second, func() bool {
 			logs, _ = c.kubectlErr("logs", "greeter")
 			return strings.Contains(logs, "greeting: hello from a sealed pod") && strings.Contains(logs, "pod namespace: default")
 		})
 		if strings.Contains(logs, canary) {
 			t.Fatal("the canary is in the logs")
+		}
+		// The pod runs in a QEMU VM started by the shim (state under /run/sealpod), not in runc.
+		crictl := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(c.state, "crictl")))))
+		sock := "unix://" + filepath.Join(c.state, "containerd", "containerd.sock")
+		sandbox := strings.TrimSpace(proc.Run(t, c.work, nil, crictl, "-r", sock, "pods", "-q", "--name", "greeter", "--namespace", "default"))
+		if sandbox == "" || strings.Contains(sandbox, "\n") {
+			t.Fatalf("CRI sandboxes of greeter: %q", sandbox)
+		}
+		c.vmDir = "/run/sealpod/" + sandbox + "/"
+		if vms := processesUnder(c.vmDir); len(vms) != 1 || !strings.Contains(vms[0], "qemu-system") {
+			t.Fatalf("want one QEMU process of the shim for sandbox %s, found %v", sandbox, vms)
+		}
+		// kubectl exec (apiserver → kubelet → CRI → shim → agent): the probe's argv is allowed
+		// by the sealed policy, any other argv is refused.
+		if out := c.kubectl(t, "exec", "greeter", "--", "/podapp", "probe"); strings.TrimSpace(out) != "probe ok" {
+			t.Fatalf("allowed exec printed %q", out)
+		}
+		if out, err := c.kubectlErr("exec", "greeter", "--", "/podapp", "init"); err == nil || strings.Contains(out, "init done") {
+			t.Fatalf("kubectl exec of a non-allowed argv was not refused: %q %v", out, err)
+		} else {
+			t.Logf("kubectl exec refused: %s", lastLine(err.Error()))
+		}
+		// Nothing under the cluster's state dir (etcd, containerd's content and state, kubelet,
+		// pod logs, registry, broker, logs) holds the canary in clear.
+		if hits := scanFor(c.state, []byte(canary)); len(hits) > 0 {
+			t.Fatalf("the canary appears in host files: %v", hits)
 		}
 		if got := c.kubectl(t, "get", "pod", "greeter", "-o", "jsonpath={.spec.runtimeClassName}"); got != "sealpod-sim" {
 			t.Fatalf("runtimeClassName %q", got)
@@ -275,7 +285,39 @@ spec:
 		t0 = time.Now()
 		c.kubectl(t, "delete", "pod", "greeter", "--wait=true", "--timeout=120s")
 		t.Logf("sealed pod deleted in %v", time.Since(t0).Round(time.Millisecond))
+		if vms := processesUnder(c.vmDir); len(vms) > 0 {
+			t.Fatalf("QEMU left after the pod was deleted: %v", vms)
+		}
+
+		// Once more, left running: cluster down must stop it (checked in the cleanup).
+		c.kubectl(t, "create", "-f", out)
+		c.kubectl(t, "wait", "--for=condition=Ready", "pod/greeter", "--timeout=600s")
+		sandbox = strings.TrimSpace(proc.Run(t, c.work, nil, crictl, "-r", sock, "pods", "-q", "--name", "greeter", "--namespace", "default", "--state", "ready"))
+		c.vmDir = "/run/sealpod/" + sandbox + "/"
+		if vms := processesUnder(c.vmDir); len(vms) != 1 {
+			t.Fatalf("second sealed pod: QEMU processes %v", vms)
+		}
 	})
+}
+
+// scanFor lists the regular files under dir that contain needle.
+func scanFor(dir string, needle []byte) []string {
+	var hits []string
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, needle) {
+			hits = append(hits, p)
+		}
+		return nil
+	})
+	return hits
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func must[T any](v T, err error) T {
