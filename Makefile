@@ -40,9 +40,12 @@ e2e-node:
 	./hack/build-crictl.sh
 	$(GO) test -count=1 -v -timeout 40m ./tests/node/
 
-# The default suite: unit, integration and end-to-end tests that run on this machine.
+# The default suite: unit, integration and end-to-end tests that run on this machine —
+# including the guest in QEMU (tests/guest), a containerd node with the shim (tests/node) and a
+# local Kubernetes cluster (tests/e2e, `make e2e-k8s`; builds Kubernetes once, cached).
 test: lint
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) e2e-k8s
 
 test-short:
 	$(GO) test -short -count=1 ./...
