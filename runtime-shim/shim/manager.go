@@ -114,7 +114,11 @@ func (Manager) Stop(ctx context.Context, id string) (shimv2.StopStatus, error) {
 	}
 	bundleDir := filepath.Join(filepath.Dir(cwd), id)
 	_ = mount.UnmountAll(filepath.Join(bundleDir, "rootfs"), 0)
-	if cfg, err := config.Load(config.Path()); err == nil {
+	cfgPath := config.Path()
+	if b, err := os.ReadFile(filepath.Join(bundleDir, ConfigPathFile)); err == nil {
+		cfgPath = string(b)
+	}
+	if cfg, err := config.Load(cfgPath); err == nil {
 		dir := filepath.Join(cfg.StateDir, id)
 		killStale(dir)
 		_ = os.RemoveAll(dir)

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
+
 	cgroupsv1 "github.com/containerd/cgroups/stats/v1"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
@@ -102,7 +104,10 @@ type Service struct {
 	log *slog.Logger
 
 	cfgErr error
-	cfg    *config.Config
+	// cfgPath is the node config named by the runtime options ("" = $SEALPOD_SHIM_CONFIG or
+	// the default path).
+	cfgPath string
+	cfg     *config.Config
 
 	mu          sync.Mutex
 	sandboxID   string
@@ -219,10 +224,50 @@ func (s *Service) pid() uint32 {
 	return uint32(os.Getpid())
 }
 
+// ConfigPathFile, in a task's bundle, records the node config the runtime options named, so
+// that Manager.Stop (a fresh process) cleans up the right state directory.
+const ConfigPathFile = "sealpod-shim-config"
+
+// configFromOptions loads the node config named by the CRI runtime options
+// (`[…runtimes.sealpod.options] ConfigPath = "…"` in containerd's config, as the node installer
+// writes with --shim-config); without it the shim keeps $SEALPOD_SHIM_CONFIG or the default
+// path (caller holds s.mu).
+func (s *Service) configFromOptions(r *taskAPI.CreateTaskRequest) error {
+	if r.Options == nil {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(r.Options)
+	if err != nil {
+		return nil // options of another type: nothing for us
+	}
+	o, ok := v.(*runtimeoptions.Options)
+	if !ok || o.ConfigPath == "" {
+		return nil
+	}
+	cfg, err := config.Load(o.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("%w: runtime options ConfigPath: %v", errdefs.ErrFailedPrecondition, err)
+	}
+	if s.cfgErr == nil && s.cfg != nil && s.cfgPath != "" && s.cfgPath != o.ConfigPath {
+		return fmt.Errorf("%w: task %s names node config %s, the pod's tasks use %s", errdefs.ErrInvalidArgument, r.ID, o.ConfigPath, s.cfgPath)
+	}
+	if s.cfgPath != o.ConfigPath && cfg.TEE == "sim" {
+		s.log.Warn("INSECURE: this node runs the simulated AMD-SP (tee sim): attestation proves nothing about the hardware; for development and CI only", "config", o.ConfigPath)
+	}
+	s.cfg, s.cfgErr, s.cfgPath = cfg, nil, o.ConfigPath
+	if err := os.WriteFile(filepath.Join(r.Bundle, ConfigPathFile), []byte(o.ConfigPath), 0o600); err != nil {
+		return fmt.Errorf("record node config in bundle %s: %w", r.Bundle, err)
+	}
+	return nil
+}
+
 // Create creates the sandbox record or a placeholder container (booting the VM for the first).
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.configFromOptions(r); err != nil {
+		return nil, grpcErr(err)
+	}
 	if s.cfgErr != nil {
 		return nil, grpcErr(fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, s.cfgErr))
 	}

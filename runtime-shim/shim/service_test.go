@@ -16,6 +16,11 @@ import (
 	"testing"
 	"time"
 
+	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
+	"github.com/containerd/containerd/protobuf"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
@@ -324,5 +329,45 @@ func TestGRPCErrKeepsAgentCode(t *testing.T) {
 	}
 	if !errdefs.IsNotFound(errdefs.FromGRPC(grpcErr(fmt.Errorf("task x: %w", errdefs.ErrNotFound)))) {
 		t.Fatal("grpcErr lost NotFound")
+	}
+}
+
+// The node config named by the CRI runtime options (ConfigPath, as the installer writes with
+// --shim-config) replaces the default one, and is recorded in the bundle for Manager.Stop.
+func TestCreateUsesConfigPathOption(t *testing.T) {
+	s, _, _ := newTestService(t)
+	s.cfg, s.cfgErr = nil, errors.New("shim config /etc/sealpod/shim.json: no such file")
+	opts := func(path string) *anypb.Any {
+		a, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigPath: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return protobuf.FromAny(a)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.json")
+	_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "sb", Bundle: writeBundle(t, map[string]string{AnnotationContainerType: containerTypeSandbox}), Options: opts(missing)})
+	if err == nil || !strings.Contains(err.Error(), "runtime options ConfigPath") {
+		t.Fatalf("missing ConfigPath file: %v", err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "node.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"tee":"sim","simKey":"/k.pem","network":"user"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bundle := writeBundle(t, map[string]string{AnnotationContainerType: containerTypeSandbox})
+	if _, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "sb", Bundle: bundle, Options: opts(cfgPath)}); err != nil {
+		t.Fatalf("Create with ConfigPath: %v", err)
+	}
+	if s.cfg == nil || s.cfg.Network != "user" || s.cfgPath != cfgPath {
+		t.Fatalf("config %+v from %q", s.cfg, s.cfgPath)
+	}
+	if b, err := os.ReadFile(filepath.Join(bundle, ConfigPathFile)); err != nil || string(b) != cfgPath {
+		t.Fatalf("bundle record %q, %v", b, err)
+	}
+	// Another task of the same pod may not switch the pod to another config.
+	other := filepath.Join(t.TempDir(), "other.json")
+	os.WriteFile(other, []byte(`{"tee":"sim","simKey":"/k.pem"}`), 0o600)
+	_, err = s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, map[string]string{AnnotationContainerType: "container"}), Options: opts(other)})
+	if err == nil || !strings.Contains(err.Error(), "names node config") {
+		t.Fatalf("switching config: %v", err)
 	}
 }

@@ -80,14 +80,16 @@ func (n *node) crictlErr(args ...string) (string, error) {
 // containerdConfig is the node installer's containerd config (runtime-shim/installer): a
 // standalone containerd under dir with the sealpod runtime added exactly as the installer adds
 // it on a node, plus this test's registry mirror (plain HTTP on loopback).
-func (n *node) containerdConfig(t *testing.T, dir string) []byte {
+func (n *node) containerdConfig(t *testing.T, dir, shimCfg string) []byte {
 	t.Helper()
 	base, err := installer.StandaloneConfig(installer.StandaloneOptions{Dir: dir, SandboxImage: "docker.io/local/pause:e2e",
 		CNIBinDir: "/usr/lib/cni", CNIConfDir: filepath.Join(n.work, "cni"), RestrictOOMScoreAdj: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := installer.AddRuntime(base, installer.RuntimeOptions{})
+	// The shim finds its node config through the runtime options (ConfigPath), as the
+	// installer writes it with --shim-config.
+	cfg, err := installer.AddRuntime(base, installer.RuntimeOptions{ShimConfigPath: shimCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,11 +169,11 @@ func newNode(t *testing.T, network string) *node {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(n.work, "containerd.toml")
-	if err := os.WriteFile(cfgPath, n.containerdConfig(t, ctrdDir), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, n.containerdConfig(t, ctrdDir, shimCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	n.ctrdLog = filepath.Join(n.work, "containerd.log")
-	proc.Daemon(t, n.ctrdLog, []string{"PATH=" + n.bin + ":" + os.Getenv("PATH"), "SEALPOD_SHIM_CONFIG=" + shimCfg},
+	proc.Daemon(t, n.ctrdLog, []string{"PATH=" + n.bin + ":" + os.Getenv("PATH"), "SEALPOD_SHIM_CONFIG=/nonexistent/shim.json"},
 		"containerd", "--config", cfgPath, "--log-level", "info")
 	proc.WaitFor(t, "containerd", 30*time.Second, func() bool { return proc.CanDial("unix", n.ctrdSock) })
 	t.Cleanup(func() { n.removeAllPods(t) })
