@@ -559,3 +559,25 @@ func TestRestartRetriedAfterFailure(t *testing.T) {
 		t.Fatalf("files left after uninstall: %v", left)
 	}
 }
+
+// The simulated VCEK key goes beside the node config when the config is written elsewhere.
+func TestSimKeyBesideNodeConfig(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(src, []byte("-----BEGIN SEALPOD SIM VCEK PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"", DefaultSimKeyPath},
+		{"/srv/node/sealpod/shim.json", "/srv/node/sealpod/sim-vcek.pem"},
+	} {
+		r := resolved{Options: Options{TEE: TEESim, HostRoot: dir, ShimConfig: &ShimNodeConfig{SimKeySource: src, Path: tc.path}}}
+		p, err := prepareShimConfig(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.keyPath != filepath.Join(dir, tc.want) || !bytes.Contains(p.data, []byte(`"simKey": "`+tc.want+`"`)) {
+			t.Errorf("path %q: key at %s, config %s", tc.path, p.keyPath, p.data)
+		}
+	}
+}

@@ -21,7 +21,8 @@ const DefaultSimKeyPath = "/etc/sealpod/sim-vcek.pem"
 // host path shimconfig.DefaultPath): the node's TEE and how the shim starts QEMU.
 type ShimNodeConfig struct {
 	// Config is written as JSON after validation by shimconfig.Parse. Its SimKey is a host
-	// path (for tee sim; default DefaultSimKeyPath when SimKeySource is set).
+	// path (for tee sim; when SimKeySource is set, default sim-vcek.pem beside Path, i.e.
+	// DefaultSimKeyPath for the default Path).
 	Config shimconfig.Config
 	// SimKeySource is the simulated VCEK private key to copy onto the host (a path in the
 	// installer's filesystem, e.g. a mounted Secret); tee sim only. Empty: Config.SimKey must
@@ -57,7 +58,11 @@ func prepareShimConfig(r resolved) (*preparedShimConfig, error) {
 			return nil, fmt.Errorf("shim config: a sim key is only for tee sim (tee %q)", cfg.TEE)
 		}
 		if cfg.SimKey == "" {
+			// Beside the node config: /etc/sealpod/sim-vcek.pem for the default path.
 			cfg.SimKey = DefaultSimKeyPath
+			if sc.Path != "" {
+				cfg.SimKey = filepath.Join(filepath.Dir(sc.Path), filepath.Base(DefaultSimKeyPath))
+			}
 		}
 		key, err := os.ReadFile(sc.SimKeySource)
 		if err != nil {

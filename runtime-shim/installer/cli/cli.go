@@ -187,7 +187,7 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 	fl.StringVar(&f.shimConfigPath, "shim-config", "", "write options.ConfigPath: the shim's node config file handed to the shim by containerd")
 	fl.IntVar(&f.configVersion, "config-version", 2, "version of a NEW containerd config (2 for containerd 1.x, 3 for 2.x); an existing file keeps its own")
 	fl.BoolVar(&f.wait, "wait", false, "after installing, stay running until SIGTERM (DaemonSet)")
-	fl.StringVar(&f.simKey, "sim-key", "", "tee sim: the simulated VCEK private key (sealpod-kbs sim-roots --key-out) to copy to the host as "+installer.DefaultSimKeyPath)
+	fl.StringVar(&f.simKey, "sim-key", "", "tee sim: the simulated VCEK private key (sealpod-kbs sim-roots --key-out) to copy to the host, beside the node config ("+installer.DefaultSimKeyPath+" by default)")
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary the shim runs (default: qemu-system-x86_64 on the shim's PATH)")
 	fl.StringVar(&f.accel, "accel", "", "QEMU accelerator tcg|kvm (default kvm for snp/tdx/pef, tcg for sim)")
 	fl.StringVar(&f.network, "network", "", "VM networking user|tap (default: the shim's)")
