@@ -217,30 +217,9 @@ func runBenchClient() (res benchClientResult) {
 			}
 			c = nc
 		}
-		t0 := time.Now()
-		s, err := c.Auth(ctx, api.TEESim, workload)
-		if err != nil {
-			return err
-		}
-		t1 := time.Now()
-		ev, err := signer.Evidence(s.Nonce, s.PublicKey(), meas, digest)
-		if err != nil {
-			return err
-		}
-		if err := s.Attest(ctx, ev); err != nil {
-			return err
-		}
-		t2 := time.Now()
-		if _, err := s.Key(ctx); err != nil {
-			return err
-		}
-		t3 := time.Now()
-		if _, err := s.Certificate(ctx, csr); err != nil {
-			return err
-		}
-		t4 := time.Now()
-		*rl = append(*rl, t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3))
-		return nil
+		return timedFlow(ctx, c, workload, func(s *client.Session) (*api.Evidence, error) {
+			return signer.Evidence(s.Nonce, s.PublicKey(), meas, digest)
+		}, csr, rl)
 	}
 	var warm []time.Duration
 	if err := flow(&warm); err != nil {
