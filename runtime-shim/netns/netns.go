@@ -140,15 +140,11 @@ func Setup(opts Options) (res *Result, err error) {
 			return nil, fmt.Errorf("netns setup %s: %w", o.NetNSPath, err)
 		}
 	}
-	ns, err := vnetns.GetFromPath(o.NetNSPath)
+	ns, h, err := open(o.NetNSPath)
 	if err != nil {
-		return nil, fmt.Errorf("netns setup: open %s: %w", o.NetNSPath, err)
+		return nil, fmt.Errorf("netns setup: %w", err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("netns setup %s: netlink handle: %w", o.NetNSPath, err)
-	}
 	defer h.Close()
 
 	pod, err := h.LinkByName(o.Interface)
@@ -236,17 +232,12 @@ func Teardown(opts Options) error {
 	if o.NetNSPath == "" {
 		return errors.New("netns teardown: NetNSPath: required")
 	}
-	ns, err := vnetns.GetFromPath(o.NetNSPath)
+	h, err := Handle(o.NetNSPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("netns teardown: open %s: %w", o.NetNSPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netns teardown %s: netlink handle: %w", o.NetNSPath, err)
+		return fmt.Errorf("netns teardown: %w", err)
 	}
 	defer h.Close()
 	if err := teardown(h, o); err != nil {
@@ -375,18 +366,38 @@ func addRedirect(h *netlink.Handle, from, to int) error {
 	return nil
 }
 
+// open returns the namespace at path and a netlink handle inside it; the caller closes both.
+func open(path string) (vnetns.NsHandle, *netlink.Handle, error) {
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return vnetns.None(), nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return vnetns.None(), nil, fmt.Errorf("netns %s: netlink handle: %w", path, err)
+	}
+	return ns, h, nil
+}
+
+// Handle returns a netlink handle inside the network namespace at path (the caller closes
+// it): for the shim's diagnostics and for tests that inspect a pod namespace.
+func Handle(path string) (*netlink.Handle, error) {
+	ns, h, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	ns.Close() // the handle keeps its own reference to the namespace
+	return h, nil
+}
+
 // Redirects lists the mirred egress-redirect filters (u32 or matchall) on the ingress of the
 // link named linkName in the namespace at netnsPath: the target ifindex of each (tests,
 // diagnostics).
 func Redirects(netnsPath string, linkName string) ([]int, error) {
-	ns, err := vnetns.GetFromPath(netnsPath)
+	h, err := Handle(netnsPath)
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", netnsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: netlink handle: %w", netnsPath, err)
+		return nil, err
 	}
 	defer h.Close()
 	l, err := h.LinkByName(linkName)

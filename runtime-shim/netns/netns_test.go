@@ -80,12 +80,7 @@ func newNS(t testing.TB) string {
 
 func handleAt(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
-	ns, err := vnetns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := Handle(path)
 	if err != nil {
 		t.Fatal(err)
 	}

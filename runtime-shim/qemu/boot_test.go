@@ -61,16 +61,7 @@ func dialRetry(ctx context.Context, vm *VM, path string) (net.Conn, error) {
 func testNetNS(t *testing.T) string {
 	t.Helper()
 	path := newNamedNS(t, fmt.Sprintf("sealpod-qt%d", os.Getpid()))
-	ns, err := vnetns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleIn(t, path)
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
 		t.Fatal(err)
 	}

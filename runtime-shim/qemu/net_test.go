@@ -213,12 +213,7 @@ func TestBootGuestNetwork(t *testing.T) {
 
 func handleIn(t *testing.T, path string) *netlink.Handle {
 	t.Helper()
-	ns, err := vnetns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netns.Handle(path)
 	if err != nil {
 		t.Fatal(err)
 	}
