@@ -124,23 +124,12 @@ func readAll(t *testing.T, a api.AgentService, name, exec string, stderr bool) (
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for {
-		req := &api.ReadStreamRequest{Name: name, ExecId: exec, Len: 7}
-		var r *api.ReadStreamResponse
-		var err error
-		if stderr {
-			r, err = a.ReadStderr(ctx, req)
-		} else {
-			r, err = a.ReadStdout(ctx, req)
-		}
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		out.Write(r.Data)
-		if r.Eof {
-			return out.String(), r.Denied
-		}
+	// Small reads (7 bytes) exercise the agent's partial-read path.
+	denied, err := api.CopyStream(ctx, a, name, exec, stderr, 7, &out)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out.String(), denied
 }
 
 func TestAgentLifecycle(t *testing.T) {

@@ -35,30 +35,13 @@ func (s *Service) copyStreams(t *task, p *proc, a api.AgentService) {
 				return
 			}
 			defer w.Close()
-			for {
-				req := &api.ReadStreamRequest{Name: t.name, ExecId: p.execID, Len: 64 << 10}
-				var r *api.ReadStreamResponse
-				if stderr {
-					r, err = a.ReadStderr(context.Background(), req)
-				} else {
-					r, err = a.ReadStdout(context.Background(), req)
-				}
-				if err != nil {
-					s.log.Warn("read guest stream", "container", t.name, "exec", p.execID, "stderr", stderr, "err", err)
-					return
-				}
-				if len(r.Data) > 0 {
-					if _, err := w.Write(r.Data); err != nil {
-						s.log.Warn("write stdio fifo", "container", t.name, "err", err)
-						return
-					}
-				}
-				if r.Eof {
-					if r.Denied {
-						s.log.Info("guest denies logs (sealed policy logs: deny)", "container", t.name)
-					}
-					return
-				}
+			denied, err := api.CopyStream(context.Background(), a, t.name, p.execID, stderr, 64<<10, w)
+			if err != nil {
+				s.log.Warn("copy guest stream", "container", t.name, "exec", p.execID, "stderr", stderr, "err", err)
+				return
+			}
+			if denied {
+				s.log.Info("guest denies logs (sealed policy logs: deny)", "container", t.name)
 			}
 		}(st.path, st.stderr)
 	}

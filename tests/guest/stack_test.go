@@ -283,23 +283,11 @@ func readStream(t *testing.T, a api.AgentService, name, execID string, stderr bo
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	for {
-		req := &api.ReadStreamRequest{Name: name, ExecId: execID}
-		var r *api.ReadStreamResponse
-		var err error
-		if stderr {
-			r, err = a.ReadStderr(ctx, req)
-		} else {
-			r, err = a.ReadStdout(ctx, req)
-		}
-		if err != nil {
-			t.Fatalf("read %s/%s: %v", name, execID, err)
-		}
-		out.Write(r.Data)
-		if r.Eof {
-			return out.String(), r.Denied
-		}
+	denied, err := api.CopyStream(ctx, a, name, execID, stderr, 0, &out)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out.String(), denied
 }
 
 var pemBlockRe = regexp.MustCompile(`(?s)-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----`)
