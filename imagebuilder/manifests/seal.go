@@ -263,10 +263,7 @@ func (s *sealer) object(o *object) error {
 			}
 		}
 	}
-	tmplMap := o.raw
-	if len(ki.path) == 0 { // a Pod is its own template
-		tmplMap = map[string]any{"metadata": o.raw["metadata"], "spec": o.raw["spec"]}
-	}
+	tmplMap := o.raw // the template's map, replaced below (a Pod is written back field by field)
 	for _, k := range ki.path {
 		next, ok := tmplMap[k].(map[string]any)
 		if !ok {
