@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
@@ -142,17 +144,17 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 
 	// /etc files.
 	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", p.hostname)
-	if err := writeFileAtomic(filepath.Join(p.etc, "hosts"), []byte(hosts), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(p.etc, "hosts"), []byte(hosts), 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(p.etc, "hostname"), []byte(p.hostname+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(p.etc, "hostname"), []byte(p.hostname+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	resolv, err := os.ReadFile(opts.ResolvConf)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", opts.ResolvConf, err)
 	}
-	if err := writeFileAtomic(filepath.Join(p.etc, "resolv.conf"), resolv, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(p.etc, "resolv.conf"), resolv, 0o644); err != nil {
 		return nil, err
 	}
 
@@ -316,31 +318,6 @@ func cleanRelative(p string) (string, error) {
 	}
 	c := path.Clean("/" + p)
 	return strings.TrimPrefix(c, "/"), nil
-}
-
-func writeFileAtomic(name string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
 }
 
 // noPivotRoot decides whether pivot_root must be avoided: when "/" is the initial ramfs.

@@ -24,6 +24,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/kbs/client"
@@ -233,34 +235,9 @@ func WriteIdentity(dir string, id *Identity) error {
 		data []byte
 		perm os.FileMode
 	}{{CertFile, id.CertPEM, 0o644}, {KeyFile, id.KeyPEM, 0o640}, {CAFile, id.CAPEM, 0o644}} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return fmt.Errorf("write identity %s: %w", dir, err)
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -120,40 +119,6 @@ func (ca *keyPair) issue(spec leafSpec) (*keyPair, error) {
 		return nil, err
 	}
 	return &keyPair{cert: cert, key: key}, nil
-}
-
-// writeFileAtomic writes data to path with mode perm: temp file in the same directory,
-// fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	cleanup := func(e error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, e)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return cleanup(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return cleanup(err)
-	}
-	if err := f.Sync(); err != nil {
-		return cleanup(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

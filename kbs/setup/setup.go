@@ -37,6 +37,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	"github.com/sealpod/sealpod/kbs/admin"
 	"github.com/sealpod/sealpod/kbs/meshca"
 	"github.com/sealpod/sealpod/kbs/store"
@@ -188,7 +190,7 @@ func Init(dir string, hosts []string, url string) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return fmt.Errorf("init %s: %w", dir, err)
 		}
-		if err := writeFileAtomic(p, files[name], 0o600); err != nil {
+		if err := atomicfile.Write(p, files[name], 0o600); err != nil {
 			return fmt.Errorf("init %s: %w", dir, err)
 		}
 	}

@@ -25,9 +25,10 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/atomicfile"
 
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
@@ -250,51 +251,16 @@ func (c *Chain) KeyPEM() ([]byte, error) {
 	return append(out, pemCert(c.ARK)...), nil
 }
 
-// WriteFileAtomic writes data to path via a temporary file in the same directory, fsync and
-// rename.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: chmod: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: rename: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
 // WriteFiles writes the roots file (0644) and the signing key file (0600).
 func (c *Chain) WriteFiles(rootsPath, keyPath string) error {
 	keyPEM, err := c.KeyPEM()
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(rootsPath, c.RootsPEM(), 0o644); err != nil {
+	if err := atomicfile.Write(rootsPath, c.RootsPEM(), 0o644); err != nil {
 		return err
 	}
-	return WriteFileAtomic(keyPath, keyPEM, 0o600)
+	return atomicfile.Write(keyPath, keyPEM, 0o600)
 }
 
 // Roots is a parsed --insecure-sim-roots file.

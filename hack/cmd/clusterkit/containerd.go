@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/sealpod/sealpod/runtime-shim/installer"
@@ -43,7 +45,7 @@ func NewContainerdConfigCmd() *cobra.Command {
 				_, err := os.Stdout.WriteString(b.String())
 				return err
 			}
-			return writeFileAtomic(f.out, []byte(b.String()), 0o644)
+			return atomicfile.Write(f.out, []byte(b.String()), 0o644)
 		},
 	}
 	cmd.Flags().StringVar(&f.dir, "dir", "", "containerd's root, state and sockets go under this absolute dir (keep it short: socket paths)")

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	"github.com/spf13/cobra"
 )
 
@@ -129,7 +131,7 @@ func writePKI(f *pkiFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(abs, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(abs, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		return err
 	}
 	for _, user := range []string{"admin", "kubelet", "controller-manager", "scheduler"} {
@@ -146,7 +148,7 @@ contexts:
   context: {cluster: sealpod-local, user: %s}
 current-context: sealpod-local
 `, f.server, filepath.Join(abs, "ca.crt"), user, filepath.Join(abs, user+".crt"), filepath.Join(abs, user+".key"), user)
-		if err := writeFileAtomic(filepath.Join(abs, user+".kubeconfig"), []byte(kc), 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(abs, user+".kubeconfig"), []byte(kc), 0o600); err != nil {
 			return err
 		}
 	}
@@ -162,7 +164,7 @@ func serial() *big.Int {
 }
 
 func writeCertKey(dir, name string, der []byte, key crypto.Signer) error {
-	if err := writeFileAtomic(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	return writeKey(filepath.Join(dir, name+".key"), key)
@@ -173,33 +175,5 @@ func writeKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return fmt.Errorf("key %s: %w", path, err)
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// writeFileAtomic writes data to path through a temp file, fsync and rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }

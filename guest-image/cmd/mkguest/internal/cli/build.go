@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
+
 	"github.com/sealpod/sealpod/guest-image/initrd"
 	"github.com/sealpod/sealpod/guest-image/kernel"
 	"github.com/sealpod/sealpod/guest-image/measure"
@@ -220,7 +222,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		data []byte
 	}{bundle.ConfigFile, cfg})
 	for _, f := range files {
-		if err := writeAtomic(filepath.Join(o.OutDir, f.name), f.data); err != nil {
+		if err := atomicfile.Write(filepath.Join(o.OutDir, f.name), f.data, 0o644); err != nil {
 			return nil, fmt.Errorf("guest build: %w", err)
 		}
 	}
@@ -340,36 +342,4 @@ func sourcesText(tree *kernel.Tree, initBin []byte, mods *kernel.Resolution, o O
 		fmt.Fprintf(&s, "%s\n", n)
 	}
 	return []byte(s.String())
-}
-
-func writeAtomic(name string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(name)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
