@@ -50,34 +50,13 @@ func encodeKey(k crypto.PrivateKey) ([]byte, error) {
 }
 
 func newCA(cn string) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
+	return sign(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Sealpod"}},
-		NotBefore:             now.Add(-5 * time.Minute),
-		NotAfter:              now.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &keyPair{cert: cert, key: key}, nil
+	}, caValidity, nil)
 }
 
 type leafSpec struct {
@@ -89,28 +68,35 @@ type leafSpec struct {
 }
 
 func (ca *keyPair) issue(spec leafSpec) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
+	return sign(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: spec.cn, Organization: []string{"Sealpod"}},
-		NotBefore:             now.Add(-5 * time.Minute),
-		NotAfter:              now.Add(leafValidity),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           spec.usage,
 		BasicConstraintsValid: true,
 		DNSNames:              spec.dns,
 		IPAddresses:           spec.ips,
 		URIs:                  spec.uris,
+	}, leafValidity, ca)
+}
+
+// sign makes a fresh P-256 key and its certificate from tmpl (serial and validity filled
+// in, valid from five minutes ago to allow for clock skew), signed by parent or, when parent
+// is nil, self-signed.
+func sign(tmpl *x509.Certificate, validity time.Duration, parent *keyPair) (*keyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if tmpl.SerialNumber, err = randomSerial(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-5*time.Minute), now.Add(validity)
+	issuer, issuerKey := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, issuerKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, issuerKey)
 	if err != nil {
 		return nil, err
 	}
