@@ -25,6 +25,8 @@ import (
 	"slices"
 
 	"golang.org/x/crypto/nacl/secretbox"
+
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
 )
 
 // Version is the only envelope version this code reads and writes.
@@ -82,7 +84,6 @@ var (
 	workloadRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 	hex64RE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	keyIDRE    = regexp.MustCompile(`^[0-9a-f]{16}$`)
-	knownTEEs  = []string{"snp", "tdx", "pef", "sim"}
 )
 
 // KeyID derives the public identifier of a data key (not secret: a truncated hash).
@@ -114,7 +115,7 @@ func (h *Header) Validate() error {
 		return fmt.Errorf("%w: header.tees: empty", ErrMalformed)
 	}
 	for i, t := range h.TEEs {
-		if !slices.Contains(knownTEEs, t) {
+		if !slices.Contains(bundle.KnownTEEs, t) {
 			return fmt.Errorf("%w: header.tees[%d]: unknown TEE %q", ErrMalformed, i, t)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -165,20 +166,11 @@ func (f *imageCreateFlags) validate() error {
 	}
 
 	for _, t := range f.tees {
-		if !containsString(bundle.KnownTEEs, t) {
+		if !slices.Contains(bundle.KnownTEEs, t) {
 			return fmt.Errorf("--tee: unknown TEE %q (want %s)", t, strings.Join(bundle.KnownTEEs, ", "))
 		}
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // brokerConfig finds the admin config that registration uses: --kbs-dir, then --kbs-config
@@ -238,7 +230,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	if containsString(f.tees, bundle.TEESim) {
+	if slices.Contains(f.tees, bundle.TEESim) {
 		fmt.Fprintln(stderr, "WARNING: sealing for the simulated TEE (sim): no hardware protects these workloads; use it for tests and demos only")
 	}
 	sources, err := readSources(f.files, cmd.InOrStdin())
