@@ -8,7 +8,7 @@ BINARIES := sealctl=./ctl/cmd/sealctl sealpod-kbs=./kbs/cmd/sealpod-kbs containe
 
 AGENT_LDFLAGS := -s -w -X main.version=$(shell git describe --always --dirty 2>/dev/null || echo dev) -extldflags -static
 
-.PHONY: all build agent shim e2e-node test test-short fuzz bench lint generate demo demo-down clean
+.PHONY: all build agent shim e2e-node test test-short fuzz bench lint generate demo demo-down demo-node demo-node-down clean
 
 all: build
 
@@ -70,12 +70,20 @@ lint:
 generate:
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./...
 
-# The main job: seal the sample application end to end on this machine (see README).
-demo: build
+# The main job: seal the two-service mTLS app and run it on a local Kubernetes cluster with the
+# sim TEE (see README; installs the Debian packages it needs, then builds).
+demo:
 	./hack/demo.sh up
 
 demo-down:
 	./hack/demo.sh down
+
+# The same without Kubernetes: one sealed pod through CRI on a local containerd node.
+demo-node: build
+	./hack/demo-node.sh up
+
+demo-node-down:
+	./hack/demo-node.sh down
 
 # The measured guest bundle (DESIGN §4.3, docs/guest.md): $(GUEST_OUT)/{vmlinuz,initrd.img,
 # guest.json,SOURCES.txt} from Debian's kernel package (cached under ~/.cache/sealpod/guest)
@@ -100,7 +108,7 @@ clean:
 # Go module proxy (hack/k8s/build.sh, cached in ~/.cache/sealpod/k8s), Debian's containerd and
 # etcd, devregistry, sealpod-kbs with sim roots, the node runtime installed by its DaemonSet.
 # State under out/cluster (SEALPOD_CLUSTER_DIR). Needs root.
-CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables file
 .PHONY: cluster-packages cluster-up cluster-down e2e-k8s
 cluster-packages:
 	@missing=""; for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

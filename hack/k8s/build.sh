@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # hack/k8s/build.sh — builds the Kubernetes binaries of the local cluster (docs/cluster.md):
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl at K8S_VERSION
-# (default v1.33.13) from the Go module proxy, into $HOME/.cache/sealpod/k8s/<version>/bin.
-# Skips the build when all five binaries are already there. Prints the bin dir on stdout last.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl at
+# K8S_VERSION (default v1.33.13) from the Go module proxy, into
+# $HOME/.cache/sealpod/k8s/<version>/bin. Builds only the binaries that are missing there.
+# Prints the bin dir on stdout last.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every k8s.io staging module
 # with ./staging/... and pins them at v0.0.0. So we build in a scratch module (outside the repo)
@@ -12,11 +13,11 @@
 set -euo pipefail
 K=${K8S_VERSION:-v1.33.13}
 CACHE=${SEALPOD_K8S_CACHE:-$HOME/.cache/sealpod/k8s}/$K
-CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 BIN=$CACHE/bin
 
-have=1; for c in "${CMDS[@]}"; do [ -x "$BIN/$c" ] || have=0; done
-if [ $have = 1 ]; then echo "hack/k8s/build.sh: $K cached in $BIN" >&2; echo "$BIN"; exit 0; fi
+missing=(); for c in "${CMDS[@]}"; do [ -x "$BIN/$c" ] || missing+=("$c"); done
+if [ ${#missing[@]} = 0 ]; then echo "hack/k8s/build.sh: $K cached in $BIN" >&2; echo "$BIN"; exit 0; fi
 
 minor=$(echo "$K" | cut -d. -f2); staging=v0.${K#v1.}
 work=$CACHE/src; mkdir -p "$work"
@@ -47,9 +48,10 @@ ld="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ld="$ld -X $p.gitVersion=$K -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 done
-pkgs=(); for c in "${CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-mkdir -p "$BIN.tmp"
+pkgs=(); for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+rm -rf "$BIN.tmp"; mkdir -p "$BIN.tmp" "$BIN"
 CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$BIN.tmp/" "${pkgs[@]}"
-rm -rf "$BIN"; mv "$BIN.tmp" "$BIN"
-echo "hack/k8s/build.sh: built $K in $(( $(date +%s) - start ))s into $BIN" >&2
+for c in "${missing[@]}"; do mv "$BIN.tmp/$c" "$BIN/$c"; done
+rmdir "$BIN.tmp"
+echo "hack/k8s/build.sh: built ${missing[*]} ($K) in $(( $(date +%s) - start ))s into $BIN" >&2
 echo "$BIN"

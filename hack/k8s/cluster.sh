@@ -243,6 +243,21 @@ EOF
 	say "node $NODE Ready"
 	waitfor "the default service account" 120 kubectl -n default get serviceaccount default
 }
+# kube-proxy (iptables mode) routes Service cluster IPs: pod → Service → pod (sealed guests
+# included; bridge-nf-call-iptables makes the bridge's replies pass conntrack) and host →
+# Service. Its chains live in the host's tables: down runs `kube-proxy --cleanup`.
+kube_proxy() {
+	local P=$STATE/pki
+	[ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null)" = 1 ] ||
+		die "kube-proxy: net.bridge.bridge-nf-call-iptables must be 1 (br_netfilter) for pod → Service → pod on one bridge"
+	start_bg kube-proxy "$KBIN/kube-proxy" --kubeconfig="$P/kube-proxy.kubeconfig" --hostname-override=$NODE \
+		--proxy-mode=iptables --cluster-cidr=$POD_CIDR --bind-address=127.0.0.1 \
+		--healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
+		--conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1
+	waitfor "kube-proxy's iptables rules for the kubernetes Service" 60 sh -c "iptables -t nat -S KUBE-SERVICES | grep -q default/kubernetes"
+	say "kube-proxy up (Service IPs in $SVC_CIDR route)"
+}
+
 node_ready() { kubectl get node $NODE -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
 
 install_daemonset() {
@@ -287,6 +302,7 @@ up() {
 	say "containerd up, pause image imported"
 	control_plane
 	kubelet
+	kube_proxy
 	if [ "$INSTALL" = direct ]; then
 		kubectl label node $NODE sealpod.io/tee=sim --overwrite >/dev/null
 	else
@@ -333,6 +349,8 @@ down() {
 	KBIN=$(cat "$STATE/kbin" 2>/dev/null || true)
 	CRICTL=$(cat "$STATE/crictl" 2>/dev/null || true)
 	stop kubelet
+	stop kube-proxy
+	[ -x "$KBIN/kube-proxy" ] && "$KBIN/kube-proxy" --cleanup >>"$STATE/logs/kube-proxy.log" 2>&1 || true
 	stop kube-scheduler
 	stop kube-controller-manager
 	local sock=$STATE/containerd/containerd.sock

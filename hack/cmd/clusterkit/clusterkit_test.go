@@ -53,6 +53,7 @@ func TestPKI(t *testing.T) {
 		{"kubelet", "system:node:localhost", "system:nodes", x509.ExtKeyUsageClientAuth, ""},
 		{"admin", "admin", "system:masters", x509.ExtKeyUsageClientAuth, ""},
 		{"scheduler", "system:kube-scheduler", "", x509.ExtKeyUsageClientAuth, ""},
+		{"kube-proxy", "system:kube-proxy", "", x509.ExtKeyUsageClientAuth, ""},
 	} {
 		t.Run(tc.name+"/"+tc.host, func(t *testing.T) {
 			c := readCert(t, filepath.Join(dir, tc.name+".crt"))

@@ -83,6 +83,7 @@ func writePKI(f *pkiFlags) error {
 		{name: "kubelet", cn: "system:node:" + f.node, orgs: []string{"system:nodes"}, server: true},
 		{name: "controller-manager", cn: "system:kube-controller-manager"},
 		{name: "scheduler", cn: "system:kube-scheduler"},
+		{name: "kube-proxy", cn: "system:kube-proxy"}, // bound to system:node-proxier by default
 		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 	}
 	for _, c := range certs {
@@ -134,7 +135,7 @@ func writePKI(f *pkiFlags) error {
 	if err := atomicfile.Write(filepath.Join(abs, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		return err
 	}
-	for _, user := range []string{"admin", "kubelet", "controller-manager", "scheduler"} {
+	for _, user := range []string{"admin", "kubelet", "controller-manager", "scheduler", "kube-proxy"} {
 		kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
