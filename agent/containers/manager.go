@@ -222,6 +222,7 @@ func (m *Manager) create(ctx context.Context, p *pod, sc *spec.Container) (c *Co
 	}()
 	img, err := image.Pull(ctx, sc.Image, image.PullOptions{
 		Credentials:        p.spec.Registries,
+		Mirrors:            p.spec.Mirrors,
 		InsecureRegistries: m.opts.InsecureRegistries,
 		Transport:          m.opts.Transport,
 		Logger:             m.log,

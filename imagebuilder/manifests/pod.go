@@ -57,7 +57,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 	s, ps := p.s, &p.tmpl.Spec
 	ns := s.ns(p.o)
 	id := workloadID(ns, p.o.kind, p.o.name)
-	p.sealed = &spec.Spec{Version: spec.Version, Workload: id, Pod: ns + "/" + p.o.name}
+	p.sealed = &spec.Spec{Version: spec.Version, Workload: id, Pod: ns + "/" + p.o.name, Mirrors: p.s.opts.GuestMirrors}
 	p.volumes = map[string]spec.Volume{}
 
 	if ps.HostNetwork && !s.opts.AllowHostNamespaces {

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/sealpod/sealpod/imagebuilder/image"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
 // pin returns ref pinned by digest, with the repository fully qualified.
@@ -75,6 +76,19 @@ func (rr *RegistryResolver) Resolve(ctx context.Context, ref string) (string, er
 		return "", fmt.Errorf("resolve %q to a digest: %w", ref, err)
 	}
 	return r.Context().Name() + "@" + d.String(), nil
+}
+
+// ParseGuestMirrors parses "registry=host[:port]" pairs for Options.GuestMirrors, in order.
+func ParseGuestMirrors(pairs []string) ([]spec.RegistryMirror, error) {
+	var out []spec.RegistryMirror
+	for _, p := range pairs {
+		from, to, ok := strings.Cut(p, "=")
+		if !ok || from == "" || to == "" || strings.ContainsAny(to, "/@ ") {
+			return nil, fmt.Errorf("guest mirror %q: want REGISTRY=HOST[:PORT], e.g. gcr.io=10.244.0.1:5000", p)
+		}
+		out = append(out, spec.RegistryMirror{Registry: from, Endpoint: to})
+	}
+	return out, nil
 }
 
 // ParseMirrors parses "registry=mirror" pairs.

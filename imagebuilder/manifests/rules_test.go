@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -472,4 +473,47 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// --guest-mirror: the mirrors are sealed into every workload's spec (inside the envelope, so
+// the node cannot redirect the guest's pulls), in the order given.
+func TestGuestMirrors(t *testing.T) {
+	for _, tc := range []struct {
+		pairs   []string
+		want    []spec.RegistryMirror
+		wantErr string
+	}{
+		{pairs: []string{"gcr.io=10.244.0.1:5000", "docker.io=mirror.example"},
+			want: []spec.RegistryMirror{{Registry: "gcr.io", Endpoint: "10.244.0.1:5000"}, {Registry: "docker.io", Endpoint: "mirror.example"}}},
+		{pairs: []string{"gcr.io"}, wantErr: `guest mirror "gcr.io": want REGISTRY=HOST[:PORT]`},
+		{pairs: []string{"gcr.io=http://x"}, wantErr: `guest mirror "gcr.io=http://x"`},
+		{pairs: []string{"=x"}, wantErr: `guest mirror "=x"`},
+	} {
+		got, err := ParseGuestMirrors(tc.pairs)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: err %v, want %q", tc.pairs, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%v: %v %v", tc.pairs, got, err)
+		}
+	}
+	mirrors, _ := ParseGuestMirrors([]string{"gcr.io=10.244.0.1:5000"})
+	res, err := sealText(t, canaryInput, Options{SealSecrets: true, Resolver: startRegistry(t, canaryInput), GuestMirrors: mirrors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, plain, err := envelope.Open(res.Workloads[0].Envelope, res.Workloads[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.Unmarshal(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Mirrors, mirrors) {
+		t.Fatalf("sealed mirrors %v, want %v", s.Mirrors, mirrors)
+	}
 }

@@ -57,6 +57,9 @@ type Options struct {
 
 	// Resolver pins tags to digests; nil means every image must already be pinned.
 	Resolver Resolver
+	// GuestMirrors are sealed into every workload: the agent pulls a registry's images from
+	// its mirror first (the digests pin the content).
+	GuestMirrors []spec.RegistryMirror
 }
 
 // Workload is one sealed pod template.

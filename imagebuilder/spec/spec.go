@@ -5,6 +5,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // Version is the sealed spec format version.
@@ -21,6 +22,7 @@ type Spec struct {
 	Files          []File               `json:"files,omitempty"`
 	Volumes        []Volume             `json:"volumes,omitempty"`
 	Registries     []RegistryCredential `json:"registries,omitempty"`
+	Mirrors        []RegistryMirror     `json:"mirrors,omitempty"`
 	Identity       Identity             `json:"identity"`
 	Policy         Policy               `json:"policy"`
 }
@@ -106,6 +108,14 @@ type RegistryCredential struct {
 	Auth     string `json:"auth,omitempty"`
 }
 
+// RegistryMirror tells the agent to pull images of Registry from Endpoint ("host[:port]")
+// first, then from Registry itself. Images are pinned by digest, so a mirror can serve only
+// the exact bytes the owner sealed; it decides where the guest fetches them.
+type RegistryMirror struct {
+	Registry string `json:"registry"`
+	Endpoint string `json:"endpoint"`
+}
+
 // Identity says which certificate the broker issues to the pod and where the agent puts it.
 type Identity struct {
 	SANs   []string `json:"sans"`
@@ -185,6 +195,11 @@ func Unmarshal(data []byte) (*Spec, error) {
 	}
 	if len(s.Containers) == 0 {
 		return nil, fmt.Errorf("sealed spec %s: containers: empty", s.Workload)
+	}
+	for i, m := range s.Mirrors {
+		if m.Registry == "" || m.Endpoint == "" || strings.ContainsAny(m.Endpoint, "/@ ") {
+			return nil, fmt.Errorf("sealed spec %s: mirrors[%d]: want a registry and an endpoint host[:port], got %q=%q", s.Workload, i, m.Registry, m.Endpoint)
+		}
 	}
 	if s.Policy.Logs != LogsAllow && s.Policy.Logs != LogsDeny {
 		return nil, fmt.Errorf("sealed spec %s: policy.logs: %q is neither allow nor deny", s.Workload, s.Policy.Logs)

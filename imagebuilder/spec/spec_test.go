@@ -42,6 +42,8 @@ func TestUnmarshal(t *testing.T) {
 		`{"version":1,"workload":"w","policy":{"logs":"allow"}}`:                         "containers: empty",
 		`{"version":1,"workload":"w","containers":[{"name":"a"}],"policy":{"logs":"x"}}`: "policy.logs",
 		`{"version":1`: "sealed spec",
+		`{"version":1,"workload":"w","containers":[{"name":"a"}],"mirrors":[{"registry":"gcr.io","endpoint":"h/x"}],"policy":{"logs":"allow"}}`: "mirrors[0]",
+		`{"version":1,"workload":"w","containers":[{"name":"a"}],"mirrors":[{"registry":"","endpoint":"h"}],"policy":{"logs":"allow"}}`:         "mirrors[0]",
 	}
 	for in, want := range bad {
 		if _, err := Unmarshal([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {

@@ -46,6 +46,9 @@ type PullOptions struct {
 	// Credentials are the sealed registry credentials; the one whose Registry matches the
 	// reference's registry is used.
 	Credentials []spec.RegistryCredential
+	// Mirrors are the sealed registry mirrors: a reference's registry is tried at each of its
+	// mirrors first, then at the registry itself (the digest pins the content either way).
+	Mirrors []spec.RegistryMirror
 	// InsecureRegistries lists registries ("host:port") that may be reached over plain HTTP.
 	// Only for development and tests; every use logs a warning.
 	InsecureRegistries []string
@@ -72,7 +75,9 @@ type Image struct {
 }
 
 // Pull resolves a digest-pinned reference and verifies the manifest (or index) against the
-// pinned digest and the config against the manifest. It does not download the layers.
+// pinned digest and the config against the manifest. It does not download the layers. With
+// mirrors for the reference's registry it tries them in order, then the registry; the error
+// names every attempt.
 func Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
 	log := opts.Logger
 	if log == nil {
@@ -82,6 +87,49 @@ func Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
 	if !strings.Contains(ref, "@sha256:") {
 		return nil, fmt.Errorf("pull %s: %w", ref, ErrNotPinned)
 	}
+	var errs []error
+	for _, m := range mirrorsOf(ref, opts.Mirrors) {
+		img, err := pullFrom(ctx, m, opts, log)
+		if err == nil {
+			log.Info("pulled through a sealed mirror", "ref", ref, "mirror", m)
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("mirror failed, trying the next source", "ref", ref, "mirror", m, "err", err)
+		errs = append(errs, err)
+	}
+	img, err := pullFrom(ctx, ref, opts, log)
+	if err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	return img, nil
+}
+
+// mirrorsOf returns ref rewritten to each mirror of its registry ("docker.io" matches Docker
+// Hub references written without a registry).
+func mirrorsOf(ref string, mirrors []spec.RegistryMirror) []string {
+	reg, rest := registryOf(ref), ref
+	if i := strings.IndexByte(ref, '/'); i >= 0 && reg == ref[:i] {
+		rest = ref[i+1:]
+	} else if !strings.Contains(rest, "/") {
+		rest = "library/" + rest
+	}
+	var out []string
+	for _, m := range mirrors {
+		r := m.Registry
+		if r == "docker.io" || r == "registry-1.docker.io" {
+			r = name.DefaultRegistry
+		}
+		if r == reg {
+			out = append(out, m.Endpoint+"/"+rest)
+		}
+	}
+	return out
+}
+
+func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logger) (*Image, error) {
 	var nameOpts []name.Option
 	reg := registryOf(ref)
 	insecure := slices.Contains(opts.InsecureRegistries, reg)

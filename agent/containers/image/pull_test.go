@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
 type fakeRegistry struct {
@@ -235,4 +238,75 @@ func TestUnpackRefusesTamperedContent(t *testing.T) {
 			t.Fatalf("err = %v, want ErrDigestMismatch", err)
 		}
 	})
+}
+
+func TestMirrorsOf(t *testing.T) {
+	ms := []spec.RegistryMirror{{Registry: "gcr.io", Endpoint: "m1:5000"}, {Registry: "docker.io", Endpoint: "hub:5000"}, {Registry: "gcr.io", Endpoint: "m2"}}
+	for ref, want := range map[string][]string{
+		"gcr.io/google_samples/gb@sha256:aa":      {"m1:5000/google_samples/gb@sha256:aa", "m2/google_samples/gb@sha256:aa"},
+		"index.docker.io/library/redis@sha256:aa": {"hub:5000/library/redis@sha256:aa"},
+		"redis@sha256:aa":                         {"hub:5000/library/redis@sha256:aa"},
+		"someone/app@sha256:aa":                   {"hub:5000/someone/app@sha256:aa"},
+		"quay.io/x/y@sha256:aa":                   nil,
+	} {
+		if got := mirrorsOf(ref, ms); !slices.Equal(got, want) {
+			t.Errorf("mirrorsOf(%s) = %v, want %v", ref, got, want)
+		}
+	}
+}
+
+// A sealed mirror serves the pinned image; an origin registry is used when the mirror fails,
+// and a mirror that serves other bytes for the digest is not trusted.
+func TestPullThroughMirror(t *testing.T) {
+	origin, mirror := newFakeRegistry(t), newFakeRegistry(t)
+	ref, img := origin.push(t, "team/app", file("a", "a"))
+	mirror.pushImage(t, "team/app", img)
+	originHits := 0
+	origin.rewrite = func(http.ResponseWriter, *http.Request) bool { originHits++; return false }
+	ctx := context.Background()
+	opts := PullOptions{
+		Mirrors:            []spec.RegistryMirror{{Registry: origin.host, Endpoint: mirror.host}},
+		InsecureRegistries: []string{origin.host, mirror.host},
+	}
+	got, err := Pull(ctx, ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if originHits != 0 || !strings.HasPrefix(got.Ref.String(), mirror.host+"/team/app@") {
+		t.Fatalf("pulled %s with %d requests to the origin, want the mirror only", got.Ref, originHits)
+	}
+
+	// The mirror answers the digest with another manifest: refused, the origin serves it.
+	other, _ := mirror.push(t, "team/other", file("b", "b"))
+	otherImg, err := remote.Get(mustDigest(t, other), remote.WithTransport(http.DefaultTransport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror.rewrite = func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/sha256:") {
+			w.Header().Set("Content-Type", string(otherImg.MediaType))
+			_, _ = w.Write(otherImg.Manifest)
+			return true
+		}
+		return false
+	}
+	if got, err = Pull(ctx, ref, opts); err != nil || !strings.HasPrefix(got.Ref.String(), origin.host+"/") || originHits == 0 {
+		t.Fatalf("after a lying mirror: %v %v (origin requests %d)", got, err, originHits)
+	}
+
+	// Neither has it: the error names both attempts.
+	missing := origin.host + "/team/app@sha256:" + strings.Repeat("0", 64)
+	_, err = Pull(ctx, missing, opts)
+	if err == nil || !strings.Contains(err.Error(), mirror.host+"/team/app") || !strings.Contains(err.Error(), origin.host+"/team/app") {
+		t.Fatalf("err = %v, want both sources named", err)
+	}
+	// A mirror not listed as insecure is not reached over plain HTTP.
+	opts.InsecureRegistries = []string{origin.host}
+	mirror.rewrite = nil
+	if _, err = Pull(ctx, ref, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = Pull(ctx, missing, opts); !errors.Is(err, ErrInsecureTransport) {
+		t.Fatalf("err = %v, want ErrInsecureTransport for the mirror", err)
+	}
 }

@@ -57,6 +57,7 @@ type imageCreateFlags struct {
 	insecure     bool
 	resolve      bool
 	mirrors      []string
+	guestMirrors []string
 	runtimeClass string
 	namespace    string
 	logs         string
@@ -123,6 +124,7 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries (local test registries)")
 	fl.BoolVar(&f.resolve, "resolve", true, "resolve image tags to digests; with --resolve=false every image must be pinned")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "resolve tags of REGISTRY through MIRROR (REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000); repeatable")
+	fl.StringArrayVar(&f.guestMirrors, "guest-mirror", nil, "seal REGISTRY=HOST: the guest pulls REGISTRY's images from HOST first (pinned by digest); repeatable")
 	fl.StringVar(&f.runtimeClass, "runtime-class", "", "runtimeClassName of the sealed pods (default sealpod-<first TEE>)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
@@ -259,6 +261,9 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
 		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
 		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
+	}
+	if opts.GuestMirrors, err = manifests.ParseGuestMirrors(f.guestMirrors); err != nil {
+		return err
 	}
 	if f.resolve {
 		mirrors, err := manifests.ParseMirrors(f.mirrors)
