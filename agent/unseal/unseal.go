@@ -17,11 +17,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/sealpod/sealpod/internal/atomicfile"
@@ -69,6 +73,33 @@ type Result struct {
 type Options struct {
 	// Timeout per broker request (default 30 s).
 	Timeout time.Duration
+	// RetryFor is how long the flow keeps retrying, from auth, while the broker is
+	// unreachable or answers 429/502/503/504 (default 2 min; negative: no retries). Refusals
+	// (other 4xx, bad evidence, a key that does not open the envelope) are never retried.
+	RetryFor time.Duration
+	// Logger reports retries (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultRetryFor is Options.RetryFor's default: a broker restart or a short outage delays
+// pods instead of failing them.
+const DefaultRetryFor = 2 * time.Minute
+
+// Transient reports whether err is worth retrying: the broker could not be reached or said
+// it is overloaded or unavailable.
+func Transient(err error) bool {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH)
 }
 
 // Unseal runs the whole flow for one envelope with the guest's attester.
@@ -88,58 +119,92 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
+	retryFor := o.RetryFor
+	if retryFor == 0 {
+		retryFor = DefaultRetryFor
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	deadline := time.Now().Add(retryFor)
+	wait := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := unsealOnce(ctx, env, c, att, h, digest, res)
+		if err == nil {
+			res.Times.Total = time.Since(start)
+			return res, nil
+		}
+		if !Transient(err) || time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
+			if attempt > 1 {
+				return nil, fmt.Errorf("%w (after %d attempts in %v)", err, attempt, time.Since(start).Round(time.Millisecond))
+			}
+			return nil, err
+		}
+		log.Warn("key broker unavailable: retrying", "workload", h.Workload, "kbs", h.KBS.URL, "attempt", attempt, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (retry cancelled: %v)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// unsealOnce is one attempt from auth to the certificate.
+func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester, h *envelope.Header, digest string, res *Result) error {
+	tee := att.TEE()
 	t := time.Now()
 	s, err := c.Auth(ctx, tee, h.Workload)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: kbs auth at %s: %w", h.Workload, h.KBS.URL, err)
+		return fmt.Errorf("unseal %s: kbs auth at %s: %w", h.Workload, h.KBS.URL, err)
 	}
 	res.Times.Auth = time.Since(t)
 	t = time.Now()
 	ev, err := att.Evidence(ctx, s.ReportData())
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: %s evidence: %w", h.Workload, tee, err)
+		return fmt.Errorf("unseal %s: %s evidence: %w", h.Workload, tee, err)
 	}
 	res.Times.Evidence = time.Since(t)
 	want, _ := hex.DecodeString(digest)
 	if !hostDataMatches(ev.HostData, want) {
-		return nil, fmt.Errorf("unseal %s: %w: evidence carries %x, envelope digest is %s", h.Workload, ErrHostData, ev.HostData, digest)
+		return fmt.Errorf("unseal %s: %w: evidence carries %x, envelope digest is %s", h.Workload, ErrHostData, ev.HostData, digest)
 	}
 	t = time.Now()
 	if err := s.Attest(ctx, ev.Evidence); err != nil {
-		return nil, fmt.Errorf("unseal %s: kbs attest: %w", h.Workload, err)
+		return fmt.Errorf("unseal %s: kbs attest: %w", h.Workload, err)
 	}
 	res.Times.Attest = time.Since(t)
 	t = time.Now()
 	key, err := s.Key(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: kbs key: %w", h.Workload, err)
+		return fmt.Errorf("unseal %s: kbs key: %w", h.Workload, err)
 	}
 	res.Times.Key = time.Since(t)
 	t = time.Now()
 	_, plain, err := envelope.Open(env, key)
 	clear(key)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
 	sp, err := spec.Unmarshal(plain)
 	clear(plain)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
 	if sp.Workload != h.Workload {
-		return nil, fmt.Errorf("unseal %s: %w: spec.workload is %q", h.Workload, ErrSpec, sp.Workload)
+		return fmt.Errorf("unseal %s: %w: spec.workload is %q", h.Workload, ErrSpec, sp.Workload)
 	}
 	res.Spec = sp
 	res.Times.Open = time.Since(t)
 	t = time.Now()
 	id, err := certificate(ctx, s, sp.Identity.SANs)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: %w", h.Workload, err)
+		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
 	res.Identity = id
 	res.Times.Certificate = time.Since(t)
-	res.Times.Total = time.Since(start)
-	return res, nil
+	return nil
 }
 
 // hostDataMatches compares launch data with the digest: SNP HOST_DATA is exactly 32 bytes,
