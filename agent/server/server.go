@@ -139,12 +139,16 @@ func unsealError(err error) error {
 	case errors.Is(err, unseal.ErrHostData), errors.Is(err, unseal.ErrTEE), errors.Is(err, envelope.ErrAuthentication),
 		errors.Is(err, unseal.ErrSpec), errors.Is(err, unseal.ErrCertificate):
 		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.As(err, &ae) && ae.Status == 403:
+	case errors.As(err, &ae) && ae.Status == 404: // the workload is not (or no longer) registered
+		return status.Error(codes.NotFound, err.Error())
+	case errors.As(err, &ae) && ae.Status/100 == 4 && !unseal.Transient(err):
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
+	case unseal.Transient(err):
+		return status.Error(codes.Unavailable, err.Error())
 	}
-	return status.Error(codes.Unavailable, err.Error())
+	return status.Error(codes.Internal, err.Error())
 }
 
 // Unseal attests, opens the envelope and starts the pod.

@@ -12,6 +12,8 @@
 #           the state dir
 #   status  what runs
 #   env     shell exports: KUBECONFIG, SEALPOD_REGISTRY, SEALPOD_KBS_URL, ...
+#   kbs-stop, kbs-start
+#           stop / start the key broker alone (fault tests: pods wait for it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -113,9 +115,16 @@ registry_and_kbs() {
 	# The broker listens on the bridge gateway: reachable from this host and from pods (the
 	# guest of a sealed pod is on the pod network with the shim's tap networking), not from
 	# other machines.
-	start_bg kbs "$kbs" serve --dir "$STATE/kbs" --listen $GW:$KBS_PORT --insecure-sim-roots "$STATE/kbs-sim-roots.pem" --log-format text
+	kbs_start
 	waitfor "devregistry" 30 curl -sf http://$REGISTRY/v2/
 	waitfor "devregistry forward" 30 curl -sf http://$GW:5000/v2/
+}
+kbs_start() {
+	[ ! -f "$STATE/pids/kbs" ] || ! alive "$(cat "$STATE/pids/kbs")" || die "sealpod-kbs already runs"
+	# logs appended: a restart keeps the earlier log
+	setsid "$TOOLS/sealpod-kbs" serve --dir "$STATE/kbs" --listen $GW:$KBS_PORT --insecure-sim-roots "$STATE/kbs-sim-roots.pem" \
+		--log-format text >>"$STATE/logs/kbs.log" 2>&1 </dev/null &
+	echo $! >"$STATE/pids/kbs"
 	waitfor "sealpod-kbs" 30 curl -ksf https://$GW:$KBS_PORT/healthz
 }
 
@@ -410,5 +419,13 @@ env)
 	[ -f "$STATE/env" ] || die "not up ($STATE/env missing)"
 	cat "$STATE/env"
 	;;
-*) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+kbs-stop)
+	[ -f "$STATE/env" ] || die "not up ($STATE/env missing)"
+	stop kbs
+	;;
+kbs-start)
+	[ -f "$STATE/env" ] || die "not up ($STATE/env missing)"
+	kbs_start
+	;;
+*) echo "usage: $0 up|down|status|env|kbs-stop|kbs-start" >&2; exit 2 ;;
 esac

@@ -54,6 +54,9 @@ type cluster struct {
 	root, state, work, bin string
 	env                    map[string]string
 	vmDir                  string // the sealed pod's shim state dir (/run/sealpod/<sandbox id>/)
+	guest                  string // the measured guest bundle (mkguest)
+	podapp                 string // the test app's image in the cluster's registry
+	canaries               []string
 }
 
 func (c *cluster) kubectl(t *testing.T, args ...string) string {
@@ -161,6 +164,9 @@ func TestCluster(t *testing.T) {
 	proc.Run(t, c.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(c.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built sealctl, mkguest, podapp, devregistry, agent in %v", time.Since(t1).Round(time.Millisecond))
+	c.guest = filepath.Join(c.work, "guest")
+	proc.Run(t, c.root, nil, filepath.Join(c.bin, "mkguest"), "--init", filepath.Join(c.bin, "sealpod-agent"), "--out", c.guest,
+		"--cmdline", "console=ttyS0 quiet panic=-1 sealpod.insecure_registries="+c.env["SEALPOD_GUEST_REGISTRY"])
 
 	reg, guestReg := c.env["SEALPOD_REGISTRY"], c.env["SEALPOD_GUEST_REGISTRY"]
 	pushed := strings.TrimSpace(proc.Run(t, c.root, nil, filepath.Join(c.bin, "devregistry"), "push-binary",
@@ -168,6 +174,7 @@ func TestCluster(t *testing.T) {
 	if !strings.HasPrefix(pushed, reg+"/") {
 		t.Fatalf("pushed %q", pushed)
 	}
+	c.podapp = pushed
 
 	t.Run("deployment", func(t *testing.T) {
 		manifest := fmt.Sprintf(`apiVersion: apps/v1
@@ -202,10 +209,8 @@ spec:
 		b := make([]byte, 16)
 		_, _ = rand.Read(b)
 		canary := "canary-" + hex.EncodeToString(b)
+		c.canaries = append(c.canaries, canary)
 		guestRef := strings.Replace(pushed, reg, guestReg, 1)
-		guest := filepath.Join(c.work, "guest")
-		proc.Run(t, c.root, nil, filepath.Join(c.bin, "mkguest"), "--init", filepath.Join(c.bin, "sealpod-agent"), "--out", guest,
-			"--cmdline", "console=ttyS0 quiet panic=-1 sealpod.insecure_registries="+guestReg)
 		pod := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: greeter, namespace: default}
@@ -226,7 +231,7 @@ spec:
 		out := filepath.Join(c.work, "greeter.sealed.yaml")
 		kbsDir := c.env["SEALPOD_KBS_DIR"]
 		t0 := time.Now()
-		proc.Run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
+		proc.Run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), "image", "create", "-f", in, "--guest", c.guest, "--tee", "sim",
 			"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
 			"--kbs-config", filepath.Join(kbsDir, "admin", "sealctl-kbs.json"),
 			"--push", reg+"/sealpod/greeter-sealed:e2e", "--insecure-registry", "-o", out)
@@ -303,6 +308,11 @@ spec:
 			t.Fatalf("second sealed pod: QEMU processes %v", vms)
 		}
 	})
+
+	t.Run("workloads", c.workloads)
+	t.Run("faults", c.faults)
+	t.Run("no-plaintext", c.noPlaintext)
+	t.Run("no-leftovers", c.noLeftovers)
 
 	// The sealed output of every real-world manifest that seals is accepted by the API server
 	// (the manifests that are refused are checked per file in imagebuilder/manifests).

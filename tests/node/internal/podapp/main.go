@@ -5,6 +5,7 @@
 //	        ever printing it, and exits 3 on SIGTERM (so the suite sees the exit code travel)
 //	pause   the sandbox image's entrypoint: waits for SIGTERM/SIGINT, exits 0
 //	probe   prints "probe ok" (exec target; the sealed policy does not allow it)
+//	job     prints "job: $SEALPOD_GREETING" and exits 0 (a Job's container)
 package main
 
 import (
@@ -40,6 +41,8 @@ func main() {
 		<-sig
 	case "probe":
 		fmt.Println("probe ok")
+	case "job":
+		fmt.Println("job: " + os.Getenv("SEALPOD_GREETING"))
 	default:
 		fmt.Fprintln(os.Stderr, "podapp: unknown mode", mode)
 		os.Exit(2)
