@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -132,6 +134,7 @@ func newServer() (*http.Server, error) {
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          log.New(quietProbes{os.Stderr}, "", log.LstdFlags),
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS13,
 			Certificates: []tls.Certificate{cert},
@@ -153,6 +156,17 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 		return err
 	}
 	return ctx.Err()
+}
+
+// quietProbes drops the handshake errors of plain TCP connects (the kubelet's tcpSocket
+// readiness probe opens and closes a connection without TLS) and passes everything else.
+type quietProbes struct{ w io.Writer }
+
+func (q quietProbes) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("TLS handshake error")) && bytes.HasSuffix(bytes.TrimSpace(p), []byte(": EOF")) {
+		return len(p), nil
+	}
+	return q.w.Write(p)
 }
 
 // call makes one mutual-TLS request to $WEB_URL, checking the server's certificate for

@@ -150,3 +150,20 @@ func TestMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestQuietProbes(t *testing.T) {
+	var buf strings.Builder
+	q := quietProbes{&buf}
+	for _, l := range []string{
+		"2026/11/22 07:51:38 http: TLS handshake error from 10.244.0.1:34656: EOF\n",
+		"2026/11/22 07:51:38 http: TLS handshake error from 10.244.0.1:34660: remote error: tls: bad certificate\n",
+		"2026/11/22 07:51:39 http: panic serving 10.244.0.1:1: boom\n",
+	} {
+		if n, err := q.Write([]byte(l)); n != len(l) || err != nil {
+			t.Fatalf("Write: %d %v", n, err)
+		}
+	}
+	if got := buf.String(); strings.Contains(got, ": EOF") || !strings.Contains(got, "bad certificate") || !strings.Contains(got, "panic serving") {
+		t.Fatalf("passed through: %q", got)
+	}
+}
