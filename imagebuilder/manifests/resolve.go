@@ -82,11 +82,12 @@ func (rr *RegistryResolver) Resolve(ctx context.Context, ref string) (string, er
 func ParseGuestMirrors(pairs []string) ([]spec.RegistryMirror, error) {
 	var out []spec.RegistryMirror
 	for _, p := range pairs {
-		from, to, ok := strings.Cut(p, "=")
-		if !ok || from == "" || to == "" || strings.ContainsAny(to, "/@ ") {
+		from, to, _ := strings.Cut(p, "=")
+		m := spec.RegistryMirror{Registry: from, Endpoint: to}
+		if !m.Valid() {
 			return nil, fmt.Errorf("guest mirror %q: want REGISTRY=HOST[:PORT], e.g. gcr.io=10.244.0.1:5000", p)
 		}
-		out = append(out, spec.RegistryMirror{Registry: from, Endpoint: to})
+		out = append(out, m)
 	}
 	return out, nil
 }

@@ -116,6 +116,12 @@ type RegistryMirror struct {
 	Endpoint string `json:"endpoint"`
 }
 
+// Valid reports whether both names are set and Endpoint is a bare host[:port] (no scheme,
+// path, credentials or spaces).
+func (m RegistryMirror) Valid() bool {
+	return m.Registry != "" && m.Endpoint != "" && !strings.ContainsAny(m.Endpoint, "/@ ")
+}
+
 // Identity says which certificate the broker issues to the pod and where the agent puts it.
 type Identity struct {
 	SANs   []string `json:"sans"`
@@ -197,7 +203,7 @@ func Unmarshal(data []byte) (*Spec, error) {
 		return nil, fmt.Errorf("sealed spec %s: containers: empty", s.Workload)
 	}
 	for i, m := range s.Mirrors {
-		if m.Registry == "" || m.Endpoint == "" || strings.ContainsAny(m.Endpoint, "/@ ") {
+		if !m.Valid() {
 			return nil, fmt.Errorf("sealed spec %s: mirrors[%d]: want a registry and an endpoint host[:port], got %q=%q", s.Workload, i, m.Registry, m.Endpoint)
 		}
 	}
