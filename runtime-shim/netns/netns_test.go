@@ -22,6 +22,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/netconfig"
+	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
 
 // The tests build their own network namespaces (named sealpod-t<pid>-<n>, bind-mounted under
@@ -41,41 +42,10 @@ func requireNetAdmin(t testing.TB) {
 	}
 }
 
-// newNS creates a named network namespace without moving the calling thread into it, and
-// deletes it at cleanup. It returns the path of its bind mount.
+// newNS creates a network namespace with a name unique to this test process (netnstest.New).
 func newNS(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("sealpod-t%d-%d", os.Getpid(), nsSeq.Add(1))
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := vnetns.NewNamed(name) // unshares this thread into the new namespace
-		if err == nil {
-			h.Close()
-		}
-		if rerr := vnetns.Set(orig); rerr != nil {
-			errc <- fmt.Errorf("restore namespace: %w", rerr) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := vnetns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	return filepath.Join("/var/run/netns", name)
+	return netnstest.New(t, fmt.Sprintf("sealpod-t%d-%d", os.Getpid(), nsSeq.Add(1)))
 }
 
 func handleAt(t testing.TB, path string) *netlink.Handle {

@@ -18,6 +18,7 @@ import (
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
+	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
 
 // moduleRoot walks up from the package directory to go.mod.
@@ -60,7 +61,7 @@ func dialRetry(ctx context.Context, vm *VM, path string) (net.Conn, error) {
 // namespace) so the VM gets a real tap from runtime-shim/netns. Removed at cleanup.
 func testNetNS(t *testing.T) string {
 	t.Helper()
-	path := newNamedNS(t, fmt.Sprintf("sealpod-qt%d", os.Getpid()))
+	path := netnstest.New(t, fmt.Sprintf("sealpod-qt%d", os.Getpid()))
 	h := handleIn(t, path)
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
 		t.Fatal(err)

@@ -19,43 +19,8 @@ import (
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
+	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
-
-// newNamedNS creates a network namespace (bind mount under /var/run/netns) without moving the
-// caller into it; removed at cleanup.
-func newNamedNS(t *testing.T, name string) string {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := vnetns.NewNamed(name)
-		if err == nil {
-			h.Close()
-		}
-		if rerr := vnetns.Set(orig); rerr != nil {
-			errc <- rerr // the thread stays locked and is discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		if err := vnetns.DeleteNamed(name); err != nil {
-			t.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	return "/var/run/netns/" + name
-}
 
 // listenIn opens a TCP listener inside the namespace at path (the socket stays in it).
 func listenIn(t *testing.T, path, addr string) net.Listener {
@@ -126,8 +91,8 @@ func TestBootGuestNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	podNS := newNamedNS(t, fmt.Sprintf("sealpod-qp%d", os.Getpid()))
-	nodeNS := newNamedNS(t, fmt.Sprintf("sealpod-qn%d", os.Getpid()))
+	podNS := netnstest.New(t, fmt.Sprintf("sealpod-qp%d", os.Getpid()))
+	nodeNS := netnstest.New(t, fmt.Sprintf("sealpod-qn%d", os.Getpid()))
 	podH, nodeH := handleIn(t, podNS), handleIn(t, nodeNS)
 	node, _ := vnetns.GetFromPath(nodeNS)
 	err = podH.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1400}, PeerName: "peer0",
