@@ -228,13 +228,8 @@ spec:
 `, guestRef, canary)
 		in := filepath.Join(c.work, "greeter.yaml")
 		must0(t, os.WriteFile(in, []byte(pod), 0o644))
-		out := filepath.Join(c.work, "greeter.sealed.yaml")
-		kbsDir := c.env["SEALPOD_KBS_DIR"]
 		t0 := time.Now()
-		proc.Run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), "image", "create", "-f", in, "--guest", c.guest, "--tee", "sim",
-			"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
-			"--kbs-config", filepath.Join(kbsDir, "admin", "sealctl-kbs.json"),
-			"--push", reg+"/sealpod/greeter-sealed:e2e", "--insecure-registry", "-o", out)
+		out := c.seal(t, in, "greeter-sealed:e2e")
 		t.Logf("sealed and pushed in %v", time.Since(t0).Round(time.Millisecond))
 		sealed := must(os.ReadFile(out))
 		if bytes.Contains(sealed, []byte(canary)) || bytes.Contains(sealed, []byte("hello from a sealed pod")) {

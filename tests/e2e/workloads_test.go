@@ -55,9 +55,11 @@ func (c *cluster) seal(t *testing.T, in, image string, extra ...string) string {
 // kind and name, joined again.
 func documents(t *testing.T, path, kind, name string) string {
 	t.Helper()
+	kindRE := regexp.MustCompile(`(?m)^kind: ` + kind + `\s*$`)
+	nameRE := regexp.MustCompile(`(?m)^  name: ` + name + `\s*$`)
 	var keep []string
 	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(must(os.ReadFile(path))), -1) {
-		if regexp.MustCompile(`(?m)^kind: `+kind+`\s*$`).MatchString(d) && regexp.MustCompile(`(?m)^  name: `+name+`\s*$`).MatchString(d) {
+		if kindRE.MatchString(d) && nameRE.MatchString(d) {
 			keep = append(keep, d)
 		}
 	}
@@ -378,17 +380,14 @@ func tamperImage(t *testing.T, ref, workload string) string {
 }
 
 // podFrom writes a pod manifest from a sealed single-pod manifest with another name and
-// optionally another secure image.
+// another secure image.
 func podFrom(t *testing.T, sealedPod, oldName, newName, oldImage, newImage string) string {
 	t.Helper()
 	s := strings.Replace(string(must(os.ReadFile(sealedPod))), "name: "+oldName+"\n", "name: "+newName+"\n", 1)
-	if oldImage != "" {
-		if !strings.Contains(s, oldImage) {
-			t.Fatalf("%s does not name %s", sealedPod, oldImage)
-		}
-		s = strings.ReplaceAll(s, oldImage, newImage)
+	if !strings.Contains(s, oldImage) {
+		t.Fatalf("%s does not name %s", sealedPod, oldImage)
 	}
-	return s
+	return strings.ReplaceAll(s, oldImage, newImage)
 }
 
 // faults: the broker down while pods start, a tampered secure image, a workload removed from
