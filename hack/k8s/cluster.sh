@@ -44,9 +44,9 @@ waitfor() { # what, timeout seconds, command...
 		sleep 0.2
 	done
 }
-start_bg() { # name, command... (own process group; PID file pids/<name>)
+start_bg() { # name, command... (own process group; PID file pids/<name>; log appended: a restart keeps the earlier log)
 	local name=$1; shift
-	setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
 	echo $! >"$STATE/pids/$name"
 }
 kubectl() { "$KBIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
@@ -121,10 +121,7 @@ registry_and_kbs() {
 }
 kbs_start() {
 	[ ! -f "$STATE/pids/kbs" ] || ! alive "$(cat "$STATE/pids/kbs")" || die "sealpod-kbs already runs"
-	# logs appended: a restart keeps the earlier log
-	setsid "$TOOLS/sealpod-kbs" serve --dir "$STATE/kbs" --listen $GW:$KBS_PORT --insecure-sim-roots "$STATE/kbs-sim-roots.pem" \
-		--log-format text >>"$STATE/logs/kbs.log" 2>&1 </dev/null &
-	echo $! >"$STATE/pids/kbs"
+	start_bg kbs "$TOOLS/sealpod-kbs" serve --dir "$STATE/kbs" --listen $GW:$KBS_PORT --insecure-sim-roots "$STATE/kbs-sim-roots.pem" --log-format text
 	waitfor "sealpod-kbs" 30 curl -ksf https://$GW:$KBS_PORT/healthz
 }
 
