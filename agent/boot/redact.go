@@ -2,63 +2,165 @@ package boot
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/sealpod/sealpod/agent/errkind"
 )
 
-// SealedLogKeys are log attributes that may carry sealed content (image references, pod
-// names, commands): the guest console is host-visible, so their values never reach it.
-var SealedLogKeys = []string{"image", "ref", "pod", "argv", "args", "command", "env"}
+// The console is host-visible (the shim stores it). ConsoleHandler lets an attribute through
+// only when its key is on the allow-list below and its value has the kind (and, for strings,
+// the syntax) that key allows; every other attribute is dropped. An error value is replaced
+// by its kind (agent/errkind), never its text. Messages are constants in code (checked by
+// TestLogMessagesAreConstants).
 
-// RedactHandler replaces the values of the given attribute keys with "[sealed]".
-type RedactHandler struct {
-	slog.Handler
-	keys map[string]bool
+type valueRule func(slog.Value) (slog.Value, bool)
+
+var (
+	dnsLabelRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	// workload ids are in the envelope's clear header.
+	workloadRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	versionRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$`)
+	devPathRe  = regexp.MustCompile(`^/dev/[A-Za-z0-9]{1,32}$`)
+	// host:port lists from the measured kernel command line (the host wrote it).
+	hostPortsRe = regexp.MustCompile(`^[A-Za-z0-9.:,-]{1,1000}$`)
+)
+
+func stringMatching(re *regexp.Regexp) valueRule {
+	return func(v slog.Value) (slog.Value, bool) {
+		return v, v.Kind() == slog.KindString && re.MatchString(v.String())
+	}
 }
 
-// NewRedactHandler wraps h.
-func NewRedactHandler(h slog.Handler, keys []string) *RedactHandler {
-	m := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		m[k] = true
-	}
-	return &RedactHandler{Handler: h, keys: m}
-}
-
-func (h *RedactHandler) redact(a slog.Attr) slog.Attr {
-	if h.keys[a.Key] {
-		return slog.String(a.Key, "[sealed]")
-	}
-	if a.Value.Kind() == slog.KindGroup {
-		g := a.Value.Group()
-		out := make([]any, len(g))
-		for i, x := range g {
-			out[i] = h.redact(x)
+func oneOf(vals ...string) valueRule {
+	return func(v slog.Value) (slog.Value, bool) {
+		if v.Kind() != slog.KindString {
+			return v, false
 		}
-		return slog.Group(a.Key, out...)
+		for _, x := range vals {
+			if v.String() == x {
+				return v, true
+			}
+		}
+		return v, false
 	}
-	return a
 }
 
-// Handle redacts the record's attributes.
-func (h *RedactHandler) Handle(ctx context.Context, r slog.Record) error {
+// number allows integers, floats, booleans and durations.
+func number(v slog.Value) (slog.Value, bool) {
+	switch v.Kind() {
+	case slog.KindInt64, slog.KindUint64, slog.KindFloat64, slog.KindBool, slog.KindDuration:
+		return v, true
+	}
+	return v, false
+}
+
+// errorKind shows an error as its kind; any other value is refused.
+func errorKind(v slog.Value) (slog.Value, bool) {
+	if v.Kind() != slog.KindAny {
+		return v, false
+	}
+	if err, ok := v.Any().(error); ok {
+		return slog.StringValue(errkind.Text(err)), true
+	}
+	return v, false
+}
+
+// ConsoleKeys are the attribute keys that may reach the console, each with what its value
+// may be. Container names and the workload id are known to the host; sizes, counts and
+// durations are not sealed; errors show as their kind.
+var ConsoleKeys = map[string]valueRule{
+	"container":  stringMatching(dnsLabelRe),
+	"workload":   stringMatching(workloadRe),
+	"tee":        oneOf("snp", "tdx", "sim", "pef"),
+	"version":    stringMatching(versionRe),
+	"port":       stringMatching(devPathRe),
+	"registries": stringMatching(hostPortsRe),
+	"op": oneOf("start pod", "create container", "delete container", "close pod", "wait", "signal",
+		"start container", "exec in", "stats"),
+	"err":        errorKind,
+	"code":       number,
+	"count":      number,
+	"containers": number,
+	"attempt":    number,
+	"in":         number,
+	"waited":     number,
+	"boot_ms":    number,
+	"total_ms":   number,
+	"pull_ms":    number,
+	"unpack_ms":  number,
+	"create_ms":  number,
+}
+
+// withheldValue replaces the value of an allowed key whose value is not allowed.
+const withheldValue = "[withheld]"
+
+// ConsoleHandler filters attributes by ConsoleKeys before the wrapped handler sees them.
+type ConsoleHandler struct {
+	h slog.Handler
+	// dropAll: inside a group (WithGroup): group names are not checked, so nothing passes.
+	dropAll bool
+}
+
+// NewConsoleHandler wraps h.
+func NewConsoleHandler(h slog.Handler) *ConsoleHandler { return &ConsoleHandler{h: h} }
+
+// NewConsoleLogger is the agent's console logger: text on w, debug level when debug
+// (sealpod.debug=1 on the measured command line; the allow-list applies at every level).
+func NewConsoleLogger(w io.Writer, debug bool) *slog.Logger {
+	lvl := slog.LevelInfo
+	if debug {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(NewConsoleHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})))
+}
+
+// filter returns the attribute as it may appear on the console, or false to drop it.
+func (h *ConsoleHandler) filter(a slog.Attr) (slog.Attr, bool) {
+	rule, ok := ConsoleKeys[a.Key]
+	if h.dropAll || !ok {
+		return slog.Attr{}, false
+	}
+	v, ok := rule(a.Value.Resolve())
+	if !ok {
+		return slog.String(a.Key, withheldValue), true
+	}
+	// A string value is also checked for control characters (log line forgery).
+	if v.Kind() == slog.KindString && strings.ContainsFunc(v.String(), func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return slog.String(a.Key, withheldValue), true
+	}
+	return slog.Attr{Key: a.Key, Value: v}, true
+}
+
+// Enabled reports the wrapped handler's level.
+func (h *ConsoleHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
+
+// Handle passes the record with its allowed attributes only.
+func (h *ConsoleHandler) Handle(ctx context.Context, r slog.Record) error {
 	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
-		nr.AddAttrs(h.redact(a))
+		if fa, ok := h.filter(a); ok {
+			nr.AddAttrs(fa)
+		}
 		return true
 	})
-	return h.Handler.Handle(ctx, nr)
+	return h.h.Handle(ctx, nr)
 }
 
-// WithAttrs redacts attributes bound to a derived logger.
-func (h *RedactHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	out := make([]slog.Attr, len(as))
-	for i, a := range as {
-		out[i] = h.redact(a)
+// WithAttrs filters attributes bound to a derived logger.
+func (h *ConsoleHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	var out []slog.Attr
+	for _, a := range as {
+		if fa, ok := h.filter(a); ok {
+			out = append(out, fa)
+		}
 	}
-	return &RedactHandler{Handler: h.Handler.WithAttrs(out), keys: h.keys}
+	return &ConsoleHandler{h: h.h.WithAttrs(out), dropAll: h.dropAll}
 }
 
-// WithGroup keeps redacting inside the group.
-func (h *RedactHandler) WithGroup(name string) slog.Handler {
-	return &RedactHandler{Handler: h.Handler.WithGroup(name), keys: h.keys}
+// WithGroup returns a handler that drops every attribute: a group's name could be anything.
+func (h *ConsoleHandler) WithGroup(string) slog.Handler {
+	return &ConsoleHandler{h: h.h, dropAll: true}
 }

@@ -20,6 +20,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sealpod/sealpod/agent/containers/image"
+	"github.com/sealpod/sealpod/agent/hostvalue"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
@@ -52,37 +53,40 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		if e.Name == "" || strings.ContainsAny(e.Name, "=\x00") {
 			return nil, nil, fmt.Errorf("%w: env name %q", ErrInvalid, e.Name)
 		}
-		v := e.Value
-		if e.FromHost != "" {
-			hv, ok := p.hostValues[e.FromHost]
-			if !ok {
-				return nil, nil, fmt.Errorf("%w: env %s: host value %q not supplied", ErrInvalid, e.Name, e.FromHost)
-			}
-			v = hv
-		} else {
-			v = expand(v, env.lookup)
+		v, opaque, err := envValue(p, sc, e, env)
+		if err != nil {
+			return nil, nil, err
 		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return nil, nil, fmt.Errorf("%w: env %s: NUL in value", ErrInvalid, e.Name)
 		}
 		env.set(e.Name, v)
+		env.opaque[e.Name] = opaque
 	}
 
-	// Argv, Kubernetes rules.
-	var argv []string
-	switch {
-	case len(sc.Command) > 0:
-		argv = append(slices.Clone(sc.Command), sc.Args...)
-	case len(sc.Args) > 0:
-		argv = append(slices.Clone(ic.Entrypoint), sc.Args...)
-	default:
-		argv = append(slices.Clone(ic.Entrypoint), ic.Cmd...)
-	}
+	// Argv, Kubernetes rules: command replaces the entrypoint, args the cmd; $(VAR) is
+	// expanded in the sealed command and args only.
+	command, args := ic.Entrypoint, ic.Cmd
 	if len(sc.Command) > 0 || len(sc.Args) > 0 {
-		for i := range argv {
-			argv[i] = expand(argv[i], env.lookup)
+		command, args = nil, nil
+		if len(sc.Command) == 0 {
+			command = ic.Entrypoint
+		}
+		for _, f := range []struct {
+			name string
+			in   []string
+			out  *[]string
+		}{{"command", sc.Command, &command}, {"args", sc.Args, &args}} {
+			for i, a := range f.in {
+				x, err := env.expandArg(a)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%w: %s[%d]: %w", ErrInvalid, f.name, i, err)
+				}
+				*f.out = append(*f.out, x)
+			}
 		}
 	}
+	argv := append(slices.Clone(command), args...)
 	if len(argv) == 0 {
 		return nil, nil, fmt.Errorf("%w: no command (sealed command/args empty and image has no entrypoint/cmd)", ErrInvalid)
 	}
@@ -141,6 +145,10 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		caps = slices.DeleteFunc(caps, func(x string) bool { return x == n })
 	}
 	noNewPrivs := sctx.AllowPrivilegeEscalate != nil && !*sctx.AllowPrivilegeEscalate
+	filter, err := seccompFilter(sctx, caps)
+	if err != nil {
+		return nil, nil, err
+	}
 
 	// Mounts.
 	mounts := []specs.Mount{
@@ -231,6 +239,7 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 			},
 		},
 	}
+	rs.Linux.Seccomp = filter
 	if !sctx.Privileged {
 		rs.Linux.MaskedPaths = []string{
 			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -351,9 +360,12 @@ func openInRootOrEmpty(rootfs, p string) io.ReadCloser {
 type envList struct {
 	keys []string
 	vals map[string]string
+	// opaque maps a variable to the host field (an annotation) its value comes from,
+	// directly or through $(VAR): such a value has no syntax and never reaches argv.
+	opaque map[string]string
 }
 
-func newEnv() *envList { return &envList{vals: map[string]string{}} }
+func newEnv() *envList { return &envList{vals: map[string]string{}, opaque: map[string]string{}} }
 
 func (e *envList) set(k, v string) {
 	if _, ok := e.vals[k]; !ok {
@@ -362,8 +374,52 @@ func (e *envList) set(k, v string) {
 	e.vals[k] = v
 }
 
-func (e *envList) get(k string) (string, bool)    { v, ok := e.vals[k]; return v, ok }
-func (e *envList) lookup(k string) (string, bool) { return e.get(k) }
+func (e *envList) get(k string) (string, bool) { v, ok := e.vals[k]; return v, ok }
+
+// expandOpaque expands s and returns the first variable it substituted whose value is
+// opaque, with that value's source field ("" if none).
+func (e *envList) expandOpaque(s string) (out, name, field string) {
+	out = expand(s, func(k string) (string, bool) {
+		v, ok := e.get(k)
+		if ok && name == "" && e.opaque[k] != "" {
+			name, field = k, e.opaque[k]
+		}
+		return v, ok
+	})
+	return out, name, field
+}
+
+// expandArg expands one sealed command/args element and refuses an opaque variable.
+func (e *envList) expandArg(s string) (string, error) {
+	out, name, field := e.expandOpaque(s)
+	if name != "" {
+		return "", fmt.Errorf("$(%s) comes from %s: annotation values have no syntax and are never substituted into command or args (read the variable from the environment instead)", name, field)
+	}
+	return out, nil
+}
+
+// envValue is the value of one sealed env var and the opaque host field it carries ("" if
+// none). A host value is checked by its field's syntax (agent/hostvalue) before use and
+// never expanded; a sealed value is expanded with the variables defined so far.
+func envValue(p *pod, sc *spec.Container, e spec.EnvVar, env *envList) (string, string, error) {
+	if e.FromHost == "" {
+		v, _, field := env.expandOpaque(e.Value)
+		return v, field, nil
+	}
+	key := hostvalue.Key(sc.Name, e)
+	hv, ok := p.hostValues[key]
+	if !ok {
+		return "", "", fmt.Errorf("%w: env %s: host value %q not supplied", ErrInvalid, e.Name, key)
+	}
+	v, err := hostvalue.Resolve(key, e, hv)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: env %s: %w", ErrInvalid, e.Name, err)
+	}
+	if hostvalue.Opaque(e.FromHost) {
+		return v, strings.TrimPrefix(e.FromHost, hostvalue.FieldRef), nil
+	}
+	return v, "", nil
+}
 
 func (e *envList) list() []string {
 	out := make([]string, 0, len(e.keys))

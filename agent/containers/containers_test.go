@@ -29,6 +29,12 @@ type podFixture struct {
 
 func newPod(t *testing.T, containers ...spec.Container) *podFixture {
 	t.Helper()
+	return newPodHV(t, map[string]string{"fieldRef:metadata.name": "test-pod"}, containers...)
+}
+
+// newPodHV is newPod with the given host (downward-API) values.
+func newPodHV(t *testing.T, hostValues map[string]string, containers ...spec.Container) *podFixture {
+	t.Helper()
 	requireRoot(t)
 	reg := newTestRegistry(t)
 	state := t.TempDir()
@@ -62,7 +68,7 @@ func newPod(t *testing.T, containers ...spec.Container) *podFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.StartPod(s, PodOptions{TLSSource: tls, HostValues: map[string]string{"fieldRef:metadata.name": "test-pod"}}); err != nil {
+	if err := m.StartPod(s, PodOptions{TLSSource: tls, HostValues: hostValues}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

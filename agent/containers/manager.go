@@ -46,22 +46,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sealpod/sealpod/agent/containers/image"
+	"github.com/sealpod/sealpod/agent/errkind"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// Errors callers branch on.
+// Errors callers branch on (errkind kinds: their texts may reach the host).
 var (
 	// ErrUnknownContainer: no sealed container (or no created container) of that name.
-	ErrUnknownContainer = errors.New("unknown container")
+	ErrUnknownContainer error = errkind.New("unknown container")
 	// ErrExists: the container was already created.
-	ErrExists = errors.New("container already exists")
+	ErrExists error = errkind.New("container already exists")
 	// ErrNoPod: StartPod was not called (or the pod was closed).
-	ErrNoPod = errors.New("pod not started")
+	ErrNoPod error = errkind.New("pod not started")
 	// ErrNotStarted / ErrAlreadyStarted: lifecycle misuse.
-	ErrNotStarted     = errors.New("container not started")
-	ErrAlreadyStarted = errors.New("container already started")
+	ErrNotStarted     error = errkind.New("container not started")
+	ErrAlreadyStarted error = errkind.New("container already started")
 	// ErrInvalid: the sealed spec asks for something this guest cannot do (names the field).
-	ErrInvalid = errors.New("invalid container definition")
+	ErrInvalid error = errkind.New("invalid container definition")
 )
 
 // Options configure a Manager.
@@ -84,8 +85,9 @@ type Options struct {
 	// Default: /etc/resolv.conf.
 	ResolvConf string
 	// NoPivotRoot: "auto" (default, ""), "true" or "false". pivot_root(2) fails when the
-	// agent's root is the initial ramfs; auto detects that and uses MS_MOVE+chroot instead
-	// (weaker: prefer running the agent from a tmpfs root; see docs/agent.md).
+	// agent's root is the initial ramfs; auto then refuses to start pods (the agent leaves
+	// the initramfs at boot, docs/agent.md). "true" forces MS_MOVE+chroot, which a root
+	// process with CAP_SYS_CHROOT escapes: tests on a ramfs root only.
 	NoPivotRoot string
 	// Logger for structured logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -295,7 +297,7 @@ func (m *Manager) create(ctx context.Context, p *pod, sc *spec.Container) (c *Co
 		m.mu.Unlock()
 	}
 	go c.waitInit()
-	c.log.Info("container created", "image", img.Ref.String(), "pull_ms", tPull.Sub(t0).Milliseconds(),
+	c.log.Info("container created", "pull_ms", tPull.Sub(t0).Milliseconds(),
 		"unpack_ms", tUnpack.Sub(tPull).Milliseconds(), "create_ms", time.Since(tUnpack).Milliseconds())
 	return c, nil
 }

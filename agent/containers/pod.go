@@ -93,7 +93,7 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 	}
 	p.hostname = strings.ToLower(p.hostname)
 	if !hostnameRe.MatchString(p.hostname) {
-		log.Warn("pod name is not a valid hostname, using \"sealpod\"", "pod", s.Pod)
+		log.Warn("pod name is not a valid hostname, using \"sealpod\"")
 		p.hostname = "sealpod"
 	}
 
@@ -355,5 +355,10 @@ func noPivotRoot(setting string) (bool, error) {
 			}
 		}
 	}
-	return root == "rootfs", nil
+	if root == "rootfs" {
+		// Never a silent fallback to MS_MOVE+chroot: a root process with CAP_SYS_CHROOT
+		// leaves such a chroot. The agent moves "/" to a tmpfs at boot (boot.LeaveInitramfs).
+		return false, errors.New(`containers: the agent's root is the initial ramfs, where pivot_root is impossible and a chroot can be escaped; refused (NoPivotRoot "true" forces that weaker mode)`)
+	}
+	return false, nil
 }

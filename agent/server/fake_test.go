@@ -62,7 +62,7 @@ func newFakeProc(argv []string, stdin bool) (*fakeProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.stdout, p.outW, p.stderr, p.errW = or, ow, er, ew
+	p.stdout, p.outW, p.stderr, p.errW = closeAtEOF{or}, ow, closeAtEOF{er}, ew
 	cmd.Stdout, cmd.Stderr = ow, ew
 	if stdin {
 		if p.stdin, err = cmd.StdinPipe(); err != nil {
@@ -70,6 +70,18 @@ func newFakeProc(argv []string, stdin bool) (*fakeProc, error) {
 		}
 	}
 	return p, nil
+}
+
+// closeAtEOF closes a pipe's read end once it is drained (agent/containers releases an
+// exec's pipes itself; without this the fake would leak two descriptors per exec).
+type closeAtEOF struct{ *os.File }
+
+func (r closeAtEOF) Read(b []byte) (int, error) {
+	n, err := r.File.Read(b)
+	if err != nil {
+		r.File.Close()
+	}
+	return n, err
 }
 
 func (p *fakePod) Create(_ context.Context, name string) (Container, error) {

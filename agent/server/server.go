@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/hostvalue"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -44,7 +45,13 @@ type Config struct {
 	Unseal unseal.Options
 	// Version is reported by Ping.
 	Version string
-	Logger  *slog.Logger
+	// MaxExecs bounds the live execs of one container (running, or exited and not yet
+	// released); default DefaultMaxExecs.
+	MaxExecs int
+	// ExecGrace is how long an exited exec stays when the host neither waits for it nor
+	// reads its output to the end; default DefaultExecGrace.
+	ExecGrace time.Duration
+	Logger    *slog.Logger
 }
 
 // Server is the agent service.
@@ -60,7 +67,9 @@ type Server struct {
 	pod       Pod
 	ctrs      map[string]*ctr
 	initDone  map[string]bool // init containers that exited 0 (kept after removal)
-	shutdown  bool
+	// appStarted: an app container has started; no init container runs again.
+	appStarted bool
+	shutdown   bool
 }
 
 type ctr struct {
@@ -84,6 +93,12 @@ type proc struct {
 	code     int
 	exitedAt time.Time
 	waitErr  error
+	// onExit runs after done is closed (execs: starts the release grace timer).
+	onExit func()
+	// Exec table bookkeeping (guarded by Server.mu): see exec.go.
+	id     string
+	waited bool
+	grace  *time.Timer
 }
 
 // New returns a server.
@@ -93,6 +108,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxExecs <= 0 {
+		cfg.MaxExecs = DefaultMaxExecs
+	}
+	if cfg.ExecGrace <= 0 {
+		cfg.ExecGrace = DefaultExecGrace
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}, initDone: map[string]bool{}}, nil
 }
@@ -156,13 +177,8 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 	if n := len(req.GetEnvelope()); n == 0 || n > api.MaxEnvelope {
 		return nil, invalid("unseal: envelope: %d bytes (want 1..%d)", n, api.MaxEnvelope)
 	}
-	if len(req.GetHostValues()) > api.MaxHostValues {
-		return nil, invalid("unseal: host_values: %d entries (max %d)", len(req.GetHostValues()), api.MaxHostValues)
-	}
-	for k, v := range req.GetHostValues() {
-		if len(k) > 256 || len(v) > api.MaxHostValueLen || strings.ContainsRune(k+v, 0) {
-			return nil, invalid("unseal: host_values[%.64q]: too long or contains NUL", k)
-		}
+	if err := checkHostValues(req.GetHostValues()); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	switch {
@@ -234,21 +250,39 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 	for _, c := range res.Spec.Containers {
 		out.Containers = append(out.Containers, c.Name)
 	}
-	s.log.Info("unsealed", "workload", out.Workload, "containers", out.Containers, "total_ms", times.TotalUs/1000)
+	s.log.Info("unsealed", "workload", out.Workload, "containers", len(out.InitContainers)+len(out.Containers), "total_ms", times.TotalUs/1000)
 	return out, nil
+}
+
+// checkHostValues refuses, before anything else happens, host values whose key is not a
+// downward-API field of the table in agent/hostvalue or whose value does not have the
+// syntax Kubernetes guarantees for that field: host values are data, never code.
+func checkHostValues(in map[string]string) error {
+	if len(in) > api.MaxHostValues {
+		return invalid("unseal: host_values: %d entries (max %d)", len(in), api.MaxHostValues)
+	}
+	for _, k := range slices.Sorted(maps.Keys(in)) {
+		if v := in[k]; len(k) > 256 || len(v) > api.MaxHostValueLen {
+			return invalid("unseal: host_values[%.64q]: too long", k)
+		}
+		if err := hostvalue.Check(k, in[k]); err != nil {
+			return invalid("unseal: host_values: %v", err)
+		}
+	}
+	return nil
 }
 
 // hostValues keeps the host values the sealed spec references and drops the rest: the host
 // offers every downward-API field it knows (it cannot see which ones the sealed spec uses),
 // and a value nothing references is never used. The values stay untrusted: they are host
-// facts (pod name, namespace, IPs), never secrets.
+// facts (pod name, namespace, IPs), never secrets; checkHostValues checked their syntax.
 func hostValues(sp *spec.Spec, in map[string]string) map[string]string {
 	wanted := map[string]bool{}
 	for _, cs := range [][]spec.Container{sp.InitContainers, sp.Containers} {
 		for _, c := range cs {
 			for _, e := range c.Env {
 				if e.FromHost != "" {
-					wanted[e.FromHost] = true
+					wanted[hostvalue.Key(c.Name, e)] = true
 				}
 			}
 		}
@@ -320,10 +354,16 @@ func (s *Server) process(name, execID string) (*ctr, *proc, error) {
 
 func (s *Server) logsDenied() bool { return s.res.Spec.Policy.Logs != spec.LogsAllow }
 
-func newProc(p Process, denied bool) *proc {
-	pr := &proc{p: p, done: make(chan struct{})}
-	pr.stdout = newStream(p.Stdout(), denied)
-	pr.stderr = newStream(p.Stderr(), denied)
+// newProc wraps a started (exec) or created (main) process; id is the exec id ("" for the
+// main process) and ended, if set, is called when either output stream has ended.
+func newProc(p Process, denied bool, id string, ended func(*proc)) *proc {
+	pr := &proc{p: p, done: make(chan struct{}), id: id}
+	var end func()
+	if ended != nil {
+		end = func() { ended(pr) }
+	}
+	pr.stdout = newStream(p.Stdout(), denied, end)
+	pr.stderr = newStream(p.Stderr(), denied, end)
 	if in := p.Stdin(); in != nil {
 		pr.stdin, pr.closeIn = in, in.Close
 	}
@@ -337,6 +377,9 @@ func (p *proc) watch() {
 			code, err := p.p.Wait(context.Background())
 			p.code, p.waitErr, p.exitedAt = code, err, time.Now()
 			close(p.done)
+			if p.onExit != nil {
+				p.onExit()
+			}
 		}()
 	})
 }
@@ -366,6 +409,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.AlreadyExists, "container %s: already created", name)
 	}
+	if err := s.checkRerun(name); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	entry := &ctr{name: name, busy: true, execs: map[string]*proc{}}
 	s.ctrs[name] = entry
 	denied := s.logsDenied()
@@ -380,7 +427,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		return nil, status.Errorf(codes.Internal, "create container %s: %v", name, err)
 	}
 	entry.c, entry.busy = c, false
-	entry.main = newProc(c, denied)
+	entry.main = newProc(c, denied, "", nil)
 	return &api.CreateContainerResponse{Tty: c.TTY(), Stdin: c.OpenStdin(), CreateUs: time.Since(t).Microseconds()}, nil
 }
 
@@ -401,7 +448,7 @@ func (s *Server) StartContainer(_ context.Context, req *api.ContainerRequest) (*
 	if err := c.c.Start(); err != nil {
 		return nil, status.Errorf(codes.Internal, "start container %s: %v", c.name, err)
 	}
-	c.started = true
+	s.markStarted(c)
 	c.main.watch()
 	return &api.Empty{}, nil
 }
@@ -421,6 +468,12 @@ func (s *Server) WaitProcess(ctx context.Context, req *api.ProcessRequest) (*api
 	case <-p.done:
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if p != c.main {
+		s.mu.Lock()
+		p.waited = true
+		s.releaseExec(c, p)
+		s.mu.Unlock()
 	}
 	if p.waitErr != nil {
 		return nil, status.Errorf(codes.Internal, "wait %s: %v", c.name, p.waitErr)
@@ -446,60 +499,13 @@ func (s *Server) SignalProcess(_ context.Context, req *api.SignalProcessRequest)
 	return &api.Empty{}, nil
 }
 
-// ExecProcess runs an allowed argv in a running container.
-func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.Empty, error) {
-	argv := req.GetArgv()
-	if len(argv) == 0 || len(argv) > api.MaxArgv {
-		return nil, invalid("exec: argv: %d elements (want 1..%d)", len(argv), api.MaxArgv)
-	}
-	for i, a := range argv {
-		if len(a) > api.MaxArgLen || strings.ContainsRune(a, 0) {
-			return nil, invalid("exec: argv[%d]: too long or contains NUL", i)
-		}
-	}
-	if !api.ValidExecID(req.GetExecId()) {
-		return nil, invalid("exec id %.80q: malformed", req.GetExecId())
-	}
-	s.mu.Lock()
-	c, err := s.lookup(req.GetName())
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	if !s.res.Spec.Policy.AllowsExec(c.name, argv) {
-		s.mu.Unlock()
-		s.log.Warn("exec refused by the sealed policy", "container", c.name)
-		return nil, status.Errorf(codes.PermissionDenied, "exec in container %s: argv not allowed by the sealed policy", c.name)
-	}
-	if !c.started {
-		s.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "exec in container %s: not started", c.name)
-	}
-	if _, dup := c.execs[req.GetExecId()]; dup {
-		s.mu.Unlock()
-		return nil, status.Errorf(codes.AlreadyExists, "exec %s in container %s: id in use", req.GetExecId(), c.name)
-	}
-	denied := s.logsDenied()
-	s.mu.Unlock()
-	p, err := c.c.Exec(ctx, req.GetExecId(), slices.Clone(argv), req.GetTty(), req.GetStdin())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "exec in container %s: %v", c.name, err)
-	}
-	pr := newProc(p, denied)
-	pr.watch()
-	s.mu.Lock()
-	c.execs[req.GetExecId()] = pr
-	s.mu.Unlock()
-	return &api.Empty{}, nil
-}
-
 func (s *Server) read(ctx context.Context, req *api.ReadStreamRequest, stderr bool) (*api.ReadStreamResponse, error) {
 	n := int(req.GetLen())
 	if n == 0 || n > api.MaxReadLen {
 		n = api.MaxReadLen
 	}
 	s.mu.Lock()
-	_, p, err := s.process(req.GetName(), req.GetExecId())
+	c, p, err := s.process(req.GetName(), req.GetExecId())
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -511,6 +517,11 @@ func (s *Server) read(ctx context.Context, req *api.ReadStreamRequest, stderr bo
 	data, eof, denied, err := st.read(ctx, n)
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
+	}
+	if eof && p != c.main {
+		s.mu.Lock()
+		s.releaseExec(c, p)
+		s.mu.Unlock()
 	}
 	return &api.ReadStreamResponse{Data: data, Eof: eof, Denied: denied}, nil
 }
@@ -579,6 +590,14 @@ func (s *Server) RemoveContainer(ctx context.Context, req *api.ContainerRequest)
 	pod := s.pod
 	s.mu.Unlock()
 	err = pod.Delete(ctx, c.name)
+	if err == nil && c.started {
+		// Delete killed and reaped the process; let watch record how it ended, so an init
+		// container that exited 0 just before its removal counts as completed.
+		select {
+		case <-c.main.done:
+		case <-time.After(removeWaitLimit):
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -588,44 +607,9 @@ func (s *Server) RemoveContainer(ctx context.Context, req *api.ContainerRequest)
 	if s.completed(c) {
 		s.initDone[c.name] = true
 	}
+	s.dropExecs(c)
 	delete(s.ctrs, c.name)
 	return &api.Empty{}, nil
-}
-
-// completed reports whether a container's main process exited 0 (caller holds s.mu).
-func (s *Server) completed(c *ctr) bool {
-	if c == nil || !c.started {
-		return false
-	}
-	select {
-	case <-c.main.done:
-		return c.main.waitErr == nil && c.main.code == 0
-	default:
-		return false
-	}
-}
-
-// checkOrder enforces the sealed order (caller holds s.mu): the host may start an init
-// container only after every earlier init container completed successfully (or, for a
-// restartable sidecar, was started), and an app container only after all init containers.
-// So the host cannot skip, reorder or short-circuit init containers.
-func (s *Server) checkOrder(name string) error {
-	for _, ic := range s.res.Spec.InitContainers {
-		if ic.Name == name {
-			return nil
-		}
-		c := s.ctrs[ic.Name]
-		if ic.RestartAlways {
-			if c == nil || !c.started {
-				return status.Errorf(codes.FailedPrecondition, "start %s: sidecar init container %s is not running yet (sealed order)", name, ic.Name)
-			}
-			continue
-		}
-		if !s.initDone[ic.Name] && !s.completed(c) {
-			return status.Errorf(codes.FailedPrecondition, "start %s: init container %s has not completed successfully (sealed order)", name, ic.Name)
-		}
-	}
-	return nil
 }
 
 // StatsContainer reports resource usage.

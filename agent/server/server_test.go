@@ -28,6 +28,7 @@ import (
 
 type harness struct {
 	agent   api.AgentService
+	srv     *Server
 	backend *fakeBackend
 	tlsDir  string
 	launch  *simsp.Launch
@@ -81,6 +82,7 @@ func start(t *testing.T, b *brokertest.Broker, launch simsp.Launch) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.srv = srv
 	hostEnd, guestEnd := net.Pipe()
 	ln := &oneConnListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
 	ln.c <- guestEnd

@@ -17,10 +17,11 @@ type stream struct {
 	eof    bool
 	denied bool
 	change chan struct{} // closed and replaced on every change
+	ended  func()        // called once the reader has ended (nil: nothing)
 }
 
-func newStream(r io.Reader, denied bool) *stream {
-	s := &stream{denied: denied, change: make(chan struct{})}
+func newStream(r io.Reader, denied bool, ended func()) *stream {
+	s := &stream{denied: denied, change: make(chan struct{}), ended: ended}
 	if r == nil {
 		s.eof = true
 		return s
@@ -42,6 +43,7 @@ func (s *stream) fill(r io.Reader) {
 		s.eof = true
 		s.signal()
 		s.mu.Unlock()
+		s.end()
 		return
 	}
 	chunk := make([]byte, 32<<10)
@@ -63,8 +65,15 @@ func (s *stream) fill(r io.Reader) {
 		s.signal()
 		s.mu.Unlock()
 		if err != nil {
+			s.end()
 			return
 		}
+	}
+}
+
+func (s *stream) end() {
+	if s.ended != nil {
+		s.ended()
 	}
 }
 
@@ -97,4 +106,12 @@ func (s *stream) read(ctx context.Context, n int) (data []byte, eof, denied bool
 	}
 	s.signal()
 	return data, false, false, nil
+}
+
+// drained reports whether the stream has ended and everything buffered was read (or, with
+// `logs: deny`, discarded): the host has nothing more to get from it.
+func (s *stream) drained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eof && len(s.buf) == 0
 }

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sealpod/sealpod/agent/errkind"
 	"github.com/sealpod/sealpod/internal/atomicfile"
 
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
@@ -35,17 +36,20 @@ import (
 	"github.com/sealpod/sealpod/kbs/client"
 )
 
-// Errors callers branch on.
+// Errors callers branch on. They are errkind kinds: texts the host and the console may see.
 var (
 	// ErrHostData: the evidence's HOST_DATA/MRCONFIGID is not the digest of the envelope the
 	// host handed over (the host changed the envelope or launched with other values).
-	ErrHostData = errors.New("launch HOST_DATA does not match the envelope digest")
+	ErrHostData error = errkind.New("launch HOST_DATA does not match the envelope digest")
 	// ErrTEE: the envelope was not sealed for this guest's TEE.
-	ErrTEE = errors.New("envelope not sealed for this TEE")
+	ErrTEE error = errkind.New("envelope not sealed for this TEE")
 	// ErrSpec: the opened spec does not belong to the envelope's workload.
-	ErrSpec = errors.New("sealed spec does not match its envelope")
+	ErrSpec error = errkind.New("sealed spec does not match its envelope")
+	// ErrSpecInvalid: the opened spec does not parse or validate (the details, which quote
+	// sealed content, stay in the guest).
+	ErrSpecInvalid error = errkind.New("sealed spec invalid")
 	// ErrCertificate: the broker's certificate answer is not for our key or does not chain.
-	ErrCertificate = errors.New("workload certificate invalid")
+	ErrCertificate error = errkind.New("workload certificate invalid")
 )
 
 // Times are the durations of the phases of one Unseal.
@@ -141,7 +145,7 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 			}
 			return nil, err
 		}
-		log.Warn("key broker unavailable: retrying", "workload", h.Workload, "kbs", h.KBS.URL, "attempt", attempt, "in", wait, "err", err)
+		log.Warn("key broker unavailable: retrying", "workload", h.Workload, "attempt", attempt, "in", wait)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (retry cancelled: %v)", err, ctx.Err())
@@ -190,10 +194,11 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	sp, err := spec.Unmarshal(plain)
 	clear(plain)
 	if err != nil {
-		return fmt.Errorf("unseal %s: %w", h.Workload, err)
+		// The parse error quotes the sealed spec: only its kind leaves the guest.
+		return fmt.Errorf("unseal %s: %w", h.Workload, errkind.Withhold(ErrSpecInvalid, err))
 	}
 	if sp.Workload != h.Workload {
-		return fmt.Errorf("unseal %s: %w: spec.workload is %q", h.Workload, ErrSpec, sp.Workload)
+		return fmt.Errorf("unseal %s: %w", h.Workload, ErrSpec)
 	}
 	res.Spec = sp
 	res.Times.Open = time.Since(t)
@@ -239,8 +244,8 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 		}
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		return nil, fmt.Errorf("workload CSR: %w", err)
+	if err != nil { // may quote a sealed SAN
+		return nil, fmt.Errorf("workload CSR: %w", errkind.Withhold(ErrCertificate, err))
 	}
 	resp, err := s.Certificate(ctx, csr)
 	if err != nil {
@@ -248,7 +253,7 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 	}
 	leaf, err := x509.ParseCertificate(resp.Chain[0])
 	if err != nil {
-		return nil, fmt.Errorf("%w: leaf: %v", ErrCertificate, err)
+		return nil, fmt.Errorf("leaf: %w", errkind.Withhold(ErrCertificate, err))
 	}
 	if !key.PublicKey.Equal(leaf.PublicKey) {
 		return nil, fmt.Errorf("%w: the leaf is not for the guest's key", ErrCertificate)
@@ -261,7 +266,7 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 	for i, der := range resp.Chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("%w: chain[%d]: %v", ErrCertificate, i, err)
+			return nil, fmt.Errorf("chain[%d]: %w", i, errkind.Withhold(ErrCertificate, err))
 		}
 		if i > 0 {
 			inter.AddCert(c)
@@ -269,7 +274,7 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCertificate, err)
+		return nil, fmt.Errorf("verify: %w", errkind.Withhold(ErrCertificate, err)) // x509 texts quote names
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {

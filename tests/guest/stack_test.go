@@ -63,7 +63,7 @@ func newE2EStack(t *testing.T) *e2eStack {
 	t0 := time.Now()
 	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
 	proc.Run(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest", "./tests/guest/internal/workload")
-	proc.Run(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(s.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built agent, sealpod-kbs, mkguest, devregistry, workload in %v", time.Since(t0).Round(time.Millisecond))
 

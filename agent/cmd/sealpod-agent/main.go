@@ -7,9 +7,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/boot"
@@ -35,8 +39,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sealpod-agent: must run as PID 1 of the Sealpod guest (it mounts, loads modules and powers off)")
 		os.Exit(2)
 	}
-	// The console is host-visible: sealed values (image refs, pod names) are redacted.
-	log := slog.New(boot.NewRedactHandler(slog.NewTextHandler(os.Stderr, nil), boot.SealedLogKeys))
+	// Before anything else: move "/" off the initramfs (re-executes this binary from a tmpfs
+	// root) so that containers get pivot_root, not an escapable chroot. Fail closed.
+	if err := boot.LeaveInitramfs(os.Args[0]); err != nil {
+		fmt.Fprintln(os.Stderr, "sealpod-agent:", err)
+		boot.PowerOff(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		select {}
+	}
+	// The console is host-visible: only allow-listed attributes reach it (boot.ConsoleKeys).
+	log := boot.NewConsoleLogger(os.Stderr, false)
+	// libcontainer logs (and forwards its init's logs) through logrus as free text, which can
+	// quote sealed paths and commands: none of it reaches the console.
+	logrus.SetOutput(io.Discard)
 	if err := run(log); err != nil {
 		log.Error("agent failed", "err", err)
 	}
@@ -49,6 +63,10 @@ func run(log *slog.Logger) error {
 	if err := boot.Mount(log); err != nil {
 		return err
 	}
+	if sw, ok := boot.SwitchedRoot(); ok {
+		// Keys of the console allow-list: total_ms = the switch's cost, count = entries moved.
+		log.Info("root moved off the initramfs", "total_ms", sw.Duration.Milliseconds(), "count", sw.Files)
+	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return err
@@ -58,11 +76,11 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	if opts.Debug {
-		log = slog.New(boot.NewRedactHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}), boot.SealedLogKeys))
+		log = boot.NewConsoleLogger(os.Stderr, true) // more events, the same allow-list
 	}
 	slog.SetDefault(log)
 	if len(opts.InsecureRegistries) > 0 {
-		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", opts.InsecureRegistries)
+		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", strings.Join(opts.InsecureRegistries, ","))
 	}
 	if err := boot.LoadModules(log); err != nil {
 		return err

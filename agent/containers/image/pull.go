@@ -17,6 +17,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"slices"
@@ -26,20 +27,59 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/sealpod/sealpod/agent/errkind"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// Errors callers may branch on.
+// Errors callers may branch on. They are errkind kinds: the console and the host see these
+// texts, never the detailed error (which quotes the sealed reference).
 var (
 	// ErrNotPinned: the reference is not repository@sha256:<hex>.
-	ErrNotPinned = errors.New("image reference not pinned by digest")
+	ErrNotPinned error = errkind.New("image reference not pinned by digest")
 	// ErrDigestMismatch: content from the registry does not match its digest.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrDigestMismatch error = errkind.New("digest mismatch")
 	// ErrInsecureTransport: a plain-HTTP request to a registry not listed as insecure.
-	ErrInsecureTransport = errors.New("plain HTTP to a registry not listed as insecure")
+	ErrInsecureTransport error = errkind.New("plain HTTP to a registry not listed as insecure")
+	// ErrUnauthorized: the registry refused the (sealed or anonymous) credentials.
+	ErrUnauthorized error = errkind.New("registry unauthorized")
+	// ErrNotFound: the registry does not have the manifest or a blob.
+	ErrNotFound error = errkind.New("not found in the registry")
+	// ErrUnreachable: the registry could not be reached or answered 5xx/429.
+	ErrUnreachable error = errkind.New("registry unreachable")
+	// ErrRegistry: any other registry answer.
+	ErrRegistry error = errkind.New("registry error")
+	// ErrBadImage: the manifest or config cannot be used (parse error, platform).
+	ErrBadImage error = errkind.New("invalid image")
 )
+
+// classify wraps a registry error with its kind (the first kind already in err wins).
+func classify(err error) error {
+	if err == nil || errkind.Of(err) != errkind.Unknown {
+		return err
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch {
+		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		case te.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		case te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests:
+			return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+		return fmt.Errorf("%w: %w", ErrRegistry, err)
+	}
+	var ne net.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	if errors.As(err, &oe) || errors.As(err, &de) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return fmt.Errorf("%w: %w", ErrRegistry, err)
+}
 
 // PullOptions configure Pull.
 type PullOptions struct {
@@ -91,18 +131,19 @@ func Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
 	for _, m := range mirrorsOf(ref, opts.Mirrors) {
 		img, err := pullFrom(ctx, m, opts, log)
 		if err == nil {
-			log.Info("pulled through a sealed mirror", "ref", ref, "mirror", m)
+			log.Info("pulled through a sealed mirror")
 			return img, nil
 		}
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		log.Warn("mirror failed, trying the next source", "ref", ref, "mirror", m, "err", err)
+		log.Warn("mirror failed, trying the next source", "err", err)
 		errs = append(errs, err)
 	}
 	img, err := pullFrom(ctx, ref, opts, log)
 	if err != nil {
-		return nil, errors.Join(append(errs, err)...)
+		// The registry's own failure first: it is the kind callers and the host see.
+		return nil, errors.Join(append([]error{err}, errs...)...)
 	}
 	return img, nil
 }
@@ -131,7 +172,7 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 	insecure := slices.Contains(opts.InsecureRegistries, reg)
 	if insecure {
 		nameOpts = append(nameOpts, name.Insecure)
-		log.Warn("INSECURE: pulling over plain HTTP allowed for this registry", "registry", reg, "ref", ref)
+		log.Warn("INSECURE: pulling over plain HTTP allowed for this registry (sealpod.insecure_registries)")
 	}
 	d, err := name.NewDigest(ref, nameOpts...)
 	if err != nil {
@@ -163,7 +204,7 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 
 	desc, err := remote.Get(d, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: fetch manifest: %w", ref, err)
+		return nil, fmt.Errorf("pull %s: fetch manifest: %w", ref, classify(err))
 	}
 	// Our own check, independent of the library's: the bytes we got hash to the pin.
 	got := sha256.Sum256(desc.Manifest)
@@ -172,11 +213,11 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 	}
 	img, err := desc.Image() // for an index: the platform's manifest, fetched by digest (verified)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: image for %s: %w", ref, platform.String(), err)
+		return nil, fmt.Errorf("pull %s: image for %s: %w", ref, platform.String(), classify(err))
 	}
 	mdig, err := img.Digest()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: manifest digest: %w", ref, err)
+		return nil, fmt.Errorf("pull %s: manifest digest: %w", ref, errors.Join(ErrBadImage, err))
 	}
 	rawMf, err := img.RawManifest()
 	if err != nil {
@@ -187,24 +228,24 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 	}
 	mf, err := img.Manifest()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: parse manifest: %w", ref, err)
+		return nil, fmt.Errorf("pull %s: parse manifest: %w", ref, errors.Join(ErrBadImage, err))
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
+		return nil, fmt.Errorf("pull %s: config: %w", ref, classify(err))
 	}
 	if h := sha256.Sum256(rawCfg); mf.Config.Digest.Algorithm != "sha256" || hex.EncodeToString(h[:]) != mf.Config.Digest.Hex {
 		return nil, fmt.Errorf("pull %s: config: %w", ref, ErrDigestMismatch)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: parse config: %w", ref, err)
+		return nil, fmt.Errorf("pull %s: parse config: %w", ref, errors.Join(ErrBadImage, err))
 	}
 	if len(cfg.RootFS.DiffIDs) != len(mf.Layers) {
-		return nil, fmt.Errorf("pull %s: config has %d diff_ids for %d layers", ref, len(cfg.RootFS.DiffIDs), len(mf.Layers))
+		return nil, fmt.Errorf("pull %s: %w: config has %d diff_ids for %d layers", ref, ErrBadImage, len(cfg.RootFS.DiffIDs), len(mf.Layers))
 	}
 	if cfg.OS != "" && cfg.OS != platform.OS || cfg.Architecture != "" && cfg.Architecture != platform.Architecture {
-		return nil, fmt.Errorf("pull %s: image is %s/%s, want %s", ref, cfg.OS, cfg.Architecture, platform.String())
+		return nil, fmt.Errorf("pull %s: %w: image is %s/%s, want %s", ref, ErrBadImage, cfg.OS, cfg.Architecture, platform.String())
 	}
 	return &Image{Ref: d, Digest: mdig, Config: cfg, img: img, log: log}, nil
 }
@@ -216,7 +257,7 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) error {
 	layers, err := img.img.Layers()
 	if err != nil {
-		return fmt.Errorf("unpack %s: layers: %w", img.Ref, err)
+		return fmt.Errorf("unpack %s: layers: %w", img.Ref, classify(err))
 	}
 	mf, err := img.img.Manifest()
 	if err != nil {
@@ -245,7 +286,7 @@ func applyLayer(a *layerApplier, l v1.Layer, want, diffID v1.Hash) error {
 	}
 	rc, err := l.Compressed()
 	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
+		return fmt.Errorf("fetch: %w", classify(err))
 	}
 	defer rc.Close()
 	ch := sha256.New()

@@ -12,19 +12,21 @@ import (
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
+
+	"github.com/sealpod/sealpod/agent/errkind"
 )
 
 // Errors a caller (or a test) may branch on. Every error from the extractor wraps one of these
 // when the archive itself is at fault.
 var (
 	// ErrUnsafePath: an entry name or hard-link target is absolute or contains "..".
-	ErrUnsafePath = errors.New("unsafe path in layer")
+	ErrUnsafePath error = errkind.New("unsafe path in layer")
 	// ErrDeviceNode: the layer contains a character or block device.
-	ErrDeviceNode = errors.New("device node in layer")
+	ErrDeviceNode error = errkind.New("device node in layer")
 	// ErrTooLarge: the layer (or the image) exceeds the configured size or entry limits.
-	ErrTooLarge = errors.New("layer exceeds limits")
+	ErrTooLarge error = errkind.New("layer exceeds limits")
 	// ErrBadEntry: an entry is malformed (unknown type, hard link to a directory, bad name...).
-	ErrBadEntry = errors.New("bad layer entry")
+	ErrBadEntry error = errkind.New("bad layer entry")
 )
 
 // Limits bound what extraction may write. They are shared by all layers of one image, so a
