@@ -25,9 +25,10 @@ type pod struct {
 	tmpl           *corev1.PodTemplateSpec
 	claimTemplates []string
 
-	errs    []error
-	volumes map[string]spec.Volume // by name
-	sealed  *spec.Spec
+	errs        []error
+	volumes     map[string]spec.Volume // by name
+	sealed      *spec.Spec
+	pullSecrets []corev1.LocalObjectReference // kept on the placeholder
 }
 
 func (p *pod) fail(field, format string, args ...any) {
@@ -80,7 +81,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 			p.hostVolume(fmt.Sprintf("volumeClaimTemplates[%s]", name), name, "persistentVolumeClaim (volumeClaimTemplates)")
 		}
 	}
-	p.registryCredentials(ps.ImagePullSecrets)
+	p.pullSecrets = p.registryCredentials(ps.ImagePullSecrets)
 	for i := range ps.InitContainers {
 		c := &ps.InitContainers[i]
 		sc := p.container(fmt.Sprintf("initContainers[%d]", i), c, ps.SecurityContext)
@@ -181,7 +182,7 @@ func (p *pod) source(field, kind, name string, optional *bool) map[string][]byte
 		return nil
 	}
 	if kind == "Secret" {
-		p.s.removed[obj] = !p.s.keep[obj]
+		p.s.removed[obj] = true
 		return p.s.secrets[key].Data
 	}
 	p.s.removed[obj] = true
@@ -233,58 +234,6 @@ func (p *pod) sealedVolume(field, volName, kind, name string, items []corev1.Key
 	}
 }
 
-// registryCredentials seals the pod's pull secrets found in the input for in-guest pulls.
-// The Secrets stay in the output: the kubelet needs them to pull the secure image.
-func (p *pod) registryCredentials(refs []corev1.LocalObjectReference) {
-	for i, ref := range refs {
-		if !p.s.opts.SealSecrets {
-			continue
-		}
-		key := p.s.ns(p.o) + "/" + ref.Name
-		sec, ok := p.s.secrets[key]
-		if !ok {
-			continue
-		}
-		obj := p.s.sourceObj["Secret "+key]
-		p.s.keep[obj], p.s.removed[obj] = true, false
-		field := fmt.Sprintf("imagePullSecrets[%d]", i)
-		creds, err := dockerCredentials(sec)
-		if err != nil {
-			p.fail(field, "Secret %q: %v", ref.Name, err)
-			continue
-		}
-		p.sealed.Registries = append(p.sealed.Registries, creds...)
-		p.warn(field, "Secret %q sealed for in-guest pulls and kept in the output for the kubelet's pull of the secure image", ref.Name)
-	}
-}
-
-func dockerCredentials(sec *corev1.Secret) ([]spec.RegistryCredential, error) {
-	type entry struct{ Username, Password, Auth string }
-	var auths map[string]entry
-	switch sec.Type {
-	case corev1.SecretTypeDockerConfigJson:
-		var cfg struct {
-			Auths map[string]entry `json:"auths"`
-		}
-		if err := json.Unmarshal(sec.Data[corev1.DockerConfigJsonKey], &cfg); err != nil {
-			return nil, fmt.Errorf("%s: %w", corev1.DockerConfigJsonKey, err)
-		}
-		auths = cfg.Auths
-	case corev1.SecretTypeDockercfg:
-		if err := json.Unmarshal(sec.Data[corev1.DockerConfigKey], &auths); err != nil {
-			return nil, fmt.Errorf("%s: %w", corev1.DockerConfigKey, err)
-		}
-	default:
-		return nil, fmt.Errorf("type %q is not a registry credential", sec.Type)
-	}
-	var out []spec.RegistryCredential
-	for _, reg := range sortedKeys(auths) {
-		a := auths[reg]
-		out = append(out, spec.RegistryCredential{Registry: reg, Username: a.Username, Password: a.Password, Auth: a.Auth})
-	}
-	return out, nil
-}
-
 // container seals one container.
 func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecurityContext) spec.Container {
 	sc := spec.Container{
@@ -298,43 +247,8 @@ func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecu
 	} else {
 		sc.Image = pinned
 	}
-	for i, e := range c.Env {
-		ef := fmt.Sprintf("%s.env[%d]", field, i)
-		switch {
-		case e.ValueFrom == nil:
-			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: e.Value})
-		case e.ValueFrom.SecretKeyRef != nil:
-			r := e.ValueFrom.SecretKeyRef
-			if v, ok := p.key(ef+".valueFrom.secretKeyRef", "Secret", r.Name, r.Key, r.Optional); ok {
-				sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: v})
-			}
-		case e.ValueFrom.ConfigMapKeyRef != nil:
-			r := e.ValueFrom.ConfigMapKeyRef
-			if v, ok := p.key(ef+".valueFrom.configMapKeyRef", "ConfigMap", r.Name, r.Key, r.Optional); ok {
-				sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, Value: v})
-			}
-		case e.ValueFrom.FieldRef != nil:
-			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, FromHost: "fieldRef:" + e.ValueFrom.FieldRef.FieldPath})
-		case e.ValueFrom.ResourceFieldRef != nil:
-			r := e.ValueFrom.ResourceFieldRef
-			sc.Env = append(sc.Env, spec.EnvVar{Name: e.Name, FromHost: "resourceFieldRef:" + r.Resource})
-		default:
-			p.fail(ef+".valueFrom", "unsupported source")
-		}
-	}
-	for i, ef := range c.EnvFrom {
-		f := fmt.Sprintf("%s.envFrom[%d]", field, i)
-		var data map[string][]byte
-		switch {
-		case ef.SecretRef != nil:
-			data = p.source(f+".secretRef", "Secret", ef.SecretRef.Name, ef.SecretRef.Optional)
-		case ef.ConfigMapRef != nil:
-			data = p.source(f+".configMapRef", "ConfigMap", ef.ConfigMapRef.Name, ef.ConfigMapRef.Optional)
-		}
-		for _, k := range sortedKeys(data) {
-			sc.Env = append(sc.Env, spec.EnvVar{Name: ef.Prefix + k, Value: string(data[k])})
-		}
-	}
+	sc.Env = p.env(field, c)
+	p.refuseOpaqueArgv(field, &sc)
 	sc.SecurityContext = p.securityContext(field+".securityContext", c.SecurityContext, podSC)
 	for i, m := range c.VolumeMounts {
 		if _, ok := p.volumes[m.Name]; !ok {
@@ -351,16 +265,7 @@ func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecu
 	if c.Lifecycle != nil {
 		p.fail(field+".lifecycle", "lifecycle hooks are not supported by sealed pods")
 	}
-	for name, pr := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
-		if pr != nil && pr.Exec != nil {
-			p.sealed.Policy.Exec = append(p.sealed.Policy.Exec, spec.ExecRule{Container: c.Name, Argv: pr.Exec.Command})
-			p.warn(field+"."+name+".exec", "exec probe kept: its argv stays visible on the host and is the only command the host may exec in this container")
-		}
-	}
-	sort.Slice(p.sealed.Policy.Exec, func(i, j int) bool {
-		a, b := p.sealed.Policy.Exec[i], p.sealed.Policy.Exec[j]
-		return a.Container+"\x00"+strings.Join(a.Argv, "\x00") < b.Container+"\x00"+strings.Join(b.Argv, "\x00")
-	})
+	sc.Probes = p.probes(field, c)
 	return sc
 }
 
@@ -431,6 +336,7 @@ func (p *pod) securityContext(field string, c *corev1.SecurityContext, podSC *co
 			}
 		}
 	}
+	out.SeccompProfile = p.seccompProfile(field, c, podSC)
 	if reflect.ValueOf(*out).IsZero() {
 		return nil
 	}
@@ -471,6 +377,7 @@ func (p *pod) identity(ns string) {
 		}
 		p.sealed.Policy.Logs = v
 	}
+	p.execPolicy()
 }
 
 // placeholder returns the host-visible pod template: same container names, ports,
@@ -480,7 +387,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	out := &corev1.PodTemplateSpec{ObjectMeta: in.ObjectMeta}
 	out.Annotations = map[string]string{}
 	for k, v := range in.Annotations {
-		if k != AnnotationSANs && k != AnnotationLogs && k != AnnotationTLSDir {
+		if !isOwnerAnnotation(k) {
 			out.Annotations[k] = v
 		}
 	}
@@ -498,6 +405,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	ps.AutomountServiceAccountToken = &no
 	ps.SecurityContext = nil
 	ps.Overhead = nil
+	ps.ImagePullSecrets = p.pullSecrets
 	ps.Volumes = nil
 	for _, v := range in.Spec.Volumes {
 		if p.volumes[v.Name].Kind == spec.VolumeHost {
@@ -522,6 +430,7 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 	c.SecurityContext = nil
 	c.Lifecycle = nil
 	c.TerminationMessagePath, c.TerminationMessagePolicy = "", ""
+	stubProbes(c)
 	var env []corev1.EnvVar
 	for _, e := range c.Env {
 		// Downward-API values are computed by the kubelet and handed to the guest; they

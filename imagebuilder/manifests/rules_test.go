@@ -82,7 +82,7 @@ spec:
 var canaries = []string{
 	"CANARY-SECRET-PASSWORD-7f3a", "CANARY-CONFIG-LINE-91b2", "canary-init-image", "canary-server-image",
 	"canary-registry.test", "/bin/canary-init-command", "--canary-init-flag", "/usr/bin/canary-server-command",
-	"s3cr3t-arg-value", "/canary/workdir", "CANARY-ENV-VALUE-0c1d", "/etc/app",
+	"s3cr3t-arg-value", "/canary/workdir", "CANARY-ENV-VALUE-0c1d", "/etc/app", "/bin/check",
 }
 
 func TestCanaryNeverInOutput(t *testing.T) {
@@ -133,8 +133,12 @@ func TestCanaryNeverInOutput(t *testing.T) {
 			t.Errorf("env[%d] = %+v, want %+v", i, srv.Env[i], wantEnv[i])
 		}
 	}
-	if s.Policy.Logs != spec.LogsDeny || !s.Policy.AllowsExec("server", []string{"/bin/check", "--live"}) || s.Policy.AllowsExec("server", []string{"/bin/sh"}) {
+	// The exec probe is sealed and answered by the agent: its argv is no exec allow-list entry.
+	if s.Policy.Logs != spec.LogsDeny || s.Policy.AllowsExec("server", []string{"/bin/check", "--live"}) || s.Policy.AllowsExec("server", []string{"/bin/sh"}) {
 		t.Errorf("policy %+v", s.Policy)
+	}
+	if pr, ok := srv.Probe(spec.ProbeLiveness); !ok || !slices.Equal(pr.Exec, []string{"/bin/check", "--live"}) {
+		t.Errorf("sealed probes %+v", srv.Probes)
 	}
 	if len(s.Files) != 1 || s.Files[0].Path != "app.conf" || s.Files[0].Volume != "config" {
 		t.Errorf("files %+v", s.Files)

@@ -60,6 +60,16 @@ type Options struct {
 	// GuestMirrors are sealed into every workload: the agent pulls a registry's images from
 	// its mirror first (the digests pin the content).
 	GuestMirrors []spec.RegistryMirror
+
+	// SecureImage is the repository the nodes pull the secure image from
+	// ("registry.example.com/team/app-sealed"). Pull secrets holding credentials for it stay
+	// in the output (reduced to that entry); all other registry credentials are sealed only.
+	SecureImage string
+	// NodePullSecrets name pull secrets kept in the output whole (--node-pull-secret).
+	NodePullSecrets []string
+	// SeccompProfiles are the Localhost seccomp profiles the owner gives (--seccomp-profile
+	// NAME=FILE), by the localhostProfile name the manifests use; sealed with the spec.
+	SeccompProfiles map[string][]byte
 }
 
 // Workload is one sealed pod template.
@@ -107,6 +117,13 @@ func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) 
 	if err := s.checkIDs(); err != nil {
 		errs = append(errs, err)
 	}
+	if opts.SealSecrets {
+		for _, n := range opts.NodePullSecrets {
+			if !s.nodePullUsed[n] {
+				errs = append(errs, fmt.Errorf("--node-pull-secret %q: no sealed pod names it in imagePullSecrets", n))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -114,11 +131,23 @@ func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) 
 		return nil, errors.New("no pod templates found in the input: nothing to seal")
 	}
 	for _, o := range objs {
-		if s.removed[o] {
+		if k := s.pullKeep[o]; k != nil {
+			w, err := s.applyPullKeep(o, k)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if w != "" {
+				s.res.Warnings = append(s.res.Warnings, w)
+			}
+		} else if s.removed[o] {
 			s.res.Warnings = append(s.res.Warnings, fmt.Sprintf("%s: sealed into the workloads that use it and removed from the output", o.where()))
 			continue
 		}
+		errs = append(errs, s.checkMetadata(o)...)
 		s.res.out = append(s.res.out, o.raw)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return s.res, nil
 }
@@ -132,6 +161,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Namespace == "" {
 		o.Namespace = "default"
+	}
+	if len(o.NodePullSecrets) > 0 && !o.SealSecrets {
+		return errors.New("--node-pull-secret: only with --seal-secrets (without it every pull Secret passes through unchanged)")
 	}
 	switch o.Logs {
 	case "":
@@ -160,7 +192,13 @@ type sealer struct {
 	sourceObj  map[string]*object           // "Secret ns/name" -> input object
 	services   map[string][]service         // by namespace
 	removed    map[*object]bool             // sealed Secrets/ConfigMaps left out of the output
-	keep       map[*object]bool             // pull secrets: still needed by the kubelet
+	pullKeep   map[*object]*pullKeep        // pull secrets the kubelet still needs
+	// nodePullUsed: --node-pull-secret names some sealed pod uses.
+	nodePullUsed map[string]bool
+	// sealedStrs: sealed strings (>= minSealedLen) that clear metadata may not contain,
+	// each with what it is; sealedList is their lookup order, built on first use.
+	sealedStrs map[string]string
+	sealedList []string
 }
 
 func (s *sealer) ns(o *object) string {
@@ -173,7 +211,7 @@ func (s *sealer) ns(o *object) string {
 // index collects the Secrets, ConfigMaps and Services of the input.
 func (s *sealer) index(objs []*object) {
 	s.secrets, s.configMaps, s.sourceObj = map[string]*corev1.Secret{}, map[string]*corev1.ConfigMap{}, map[string]*object{}
-	s.keep = map[*object]bool{}
+	s.pullKeep, s.nodePullUsed, s.sealedStrs = map[*object]*pullKeep{}, map[string]bool{}, map[string]string{}
 	s.services = map[string][]service{}
 	for _, o := range objs {
 		if o.apiVersion != "v1" {
@@ -331,6 +369,12 @@ func (s *sealer) object(o *object) error {
 		}
 	}
 	stripOwnerAnnotations(o.raw)
+	stripLastApplied(o.raw)
+	var written []string
+	for _, c := range append(append([]corev1.Container(nil), tmpl.Spec.InitContainers...), tmpl.Spec.Containers...) {
+		written = append(written, c.Image)
+	}
+	s.addSealed(w, written)
 	s.res.Workloads = append(s.res.Workloads, w)
 	return nil
 }
@@ -357,7 +401,7 @@ func stripOwnerAnnotations(raw map[string]any) {
 	if !ok {
 		return
 	}
-	for _, k := range []string{AnnotationSANs, AnnotationLogs, AnnotationTLSDir} {
+	for _, k := range ownerAnnotations {
 		delete(ann, k)
 	}
 	if len(ann) == 0 {

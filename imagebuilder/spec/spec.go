@@ -40,14 +40,23 @@ type Container struct {
 	RestartAlways   bool             `json:"restartAlways,omitempty"` // native sidecar init container
 	TTY             bool             `json:"tty,omitempty"`
 	Stdin           bool             `json:"stdin,omitempty"`
+	// Probes run inside the guest; the placeholder carries ProbeStub(name, kind) instead.
+	Probes []Probe `json:"probes,omitempty"`
 }
 
 // EnvVar is either a sealed value or, for downward-API fields, the name of a value the host
-// supplies at run time (untrusted, not secret: pod name, IPs, resources).
+// supplies at run time (untrusted, not secret: pod name, IPs, resources). The agent checks a
+// host value by its field's syntax (agent/hostvalue) before use.
 type EnvVar struct {
 	Name     string `json:"name"`
 	Value    string `json:"value,omitempty"`
 	FromHost string `json:"fromHost,omitempty"` // e.g. "fieldRef:metadata.name", "resourceFieldRef:limits.cpu"
+	// ContainerName and Divisor are a resourceFieldRef's: the container whose resource is
+	// read ("" = the container the variable belongs to) and the divisor in Kubernetes'
+	// canonical form ("1m", "1Mi", ...; "" = "1"). The host supplies the resource in base
+	// units (millicores, bytes) and the agent divides, rounding up, as the kubelet does.
+	ContainerName string `json:"containerName,omitempty"`
+	Divisor       string `json:"divisor,omitempty"`
 }
 
 // SecurityContext is the subset of the Kubernetes security context the agent enforces.
@@ -61,6 +70,8 @@ type SecurityContext struct {
 	CapAdd                 []string `json:"capAdd,omitempty"`
 	CapDrop                []string `json:"capDrop,omitempty"`
 	SupplementalGroups     []int64  `json:"supplementalGroups,omitempty"`
+	// SeccompProfile: nil means RuntimeDefault (see seccomp.go).
+	SeccompProfile *SeccompProfile `json:"seccompProfile,omitempty"`
 }
 
 // Mount places a volume in a container.
@@ -206,6 +217,9 @@ func Unmarshal(data []byte) (*Spec, error) {
 		if !m.Valid() {
 			return nil, fmt.Errorf("sealed spec %s: mirrors[%d]: want a registry and an endpoint host[:port], got %q=%q", s.Workload, i, m.Registry, m.Endpoint)
 		}
+	}
+	if err := s.validateProbes(); err != nil {
+		return nil, err
 	}
 	if s.Policy.Logs != LogsAllow && s.Policy.Logs != LogsDeny {
 		return nil, fmt.Errorf("sealed spec %s: policy.logs: %q is neither allow nor deny", s.Workload, s.Policy.Logs)

@@ -58,6 +58,8 @@ type imageCreateFlags struct {
 	resolve      bool
 	mirrors      []string
 	guestMirrors []string
+	nodePull     []string
+	seccomp      []string
 	runtimeClass string
 	namespace    string
 	logs         string
@@ -125,6 +127,8 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.BoolVar(&f.resolve, "resolve", true, "resolve image tags to digests; with --resolve=false every image must be pinned")
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "resolve tags of REGISTRY through MIRROR (REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000); repeatable")
 	fl.StringArrayVar(&f.guestMirrors, "guest-mirror", nil, "seal REGISTRY=HOST: the guest pulls REGISTRY's images from HOST first (pinned by digest); repeatable")
+	fl.StringArrayVar(&f.nodePull, "node-pull-secret", nil, "with --seal-secrets: keep this pull Secret whole in the output for the kubelet (by default only the secure image's registry credentials stay; the rest are sealed); repeatable")
+	fl.StringArrayVar(&f.seccomp, "seccomp-profile", nil, "seal the seccomp profile FILE (OCI JSON, as the kubelet reads) for containers with seccompProfile {type: Localhost, localhostProfile: NAME} (NAME=FILE); repeatable")
 	fl.StringVar(&f.runtimeClass, "runtime-class", "", "runtimeClassName of the sealed pods (default sealpod-<first TEE>)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
@@ -261,8 +265,21 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
 		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
 		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
+		NodePullSecrets: f.nodePull,
 	}
+	repo := f.imageName
+	if repo == "" {
+		repo = f.push
+	}
+	ref, err := image.ParseReference(repo, regOpts)
+	if err != nil {
+		return fmt.Errorf("--image: %w", err)
+	}
+	opts.SecureImage = ref.Context().Name()
 	if opts.GuestMirrors, err = manifests.ParseGuestMirrors(f.guestMirrors); err != nil {
+		return err
+	}
+	if opts.SeccompProfiles, err = manifests.ReadSeccompProfiles(f.seccomp); err != nil {
 		return err
 	}
 	if f.resolve {
@@ -290,14 +307,6 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	digest, err := img.Digest()
 	if err != nil {
 		return err
-	}
-	repo := f.imageName
-	if repo == "" {
-		repo = f.push
-	}
-	ref, err := image.ParseReference(repo, regOpts)
-	if err != nil {
-		return fmt.Errorf("--image: %w", err)
 	}
 	pinnedRef := ref.Context().Name() + "@" + digest.String()
 	sealed, err := res.Render(pinnedRef)

@@ -62,7 +62,7 @@ func NewKBSCmd() *cobra.Command {
 	f := &kbsFlags{}
 	cmd := &cobra.Command{
 		Use:   "kbs",
-		Short: "Administer the key broker: workloads, audit log, mesh CA, status",
+		Short: "Administer the key broker: workloads, audit log, mesh CA, status, admin certificates",
 		Long: `Administer a sealpod key broker over its admin API (mutual TLS with the admin identity
 that 'sealpod-kbs init' created). The connection settings come from a sealctl-kbs.json file:
 --kbs-dir DIR uses DIR/admin/sealctl-kbs.json of a 'sealpod-kbs init' directory, otherwise
@@ -80,7 +80,7 @@ that 'sealpod-kbs init' created). The connection settings come from a sealctl-kb
 	pf.StringVar(&f.config, "config", defaultKBSConfig(), "sealctl-kbs.json with the broker URL, CA and admin client certificate")
 	pf.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(newKBSWorkloadCmd(f), newKBSAuditCmd(f), newKBSHistoryCmd(f), newKBSCACmd(f), newKBSStatusCmd(f))
+	cmd.AddCommand(newKBSWorkloadCmd(f), newKBSAuditCmd(f), newKBSHistoryCmd(f), newKBSCACmd(f), newKBSStatusCmd(f), newKBSAdminCmd(f))
 	return cmd
 }
 
@@ -517,6 +517,9 @@ func newKBSStatusCmd(f *kbsFlags) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "History:\t%s\n", valid)
 				fmt.Fprintf(tw, "Mesh root SHA-256:\t%s\n", st.MeshRootSHA)
+				if a := st.AuditAnchor; a != nil && a.Seq > 0 {
+					fmt.Fprintf(tw, "Audit exported:\t%d events in %d segments, chain ends at %s\n", a.Events, a.Seq, a.Hash)
+				}
 				return tw.Flush()
 			})
 		},

@@ -165,7 +165,7 @@ func TestKBSWorkloadAddFromStdinJSON(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	body, _ := json.Marshal(registry.Workload{
 		ID: "api", TEEs: []string{"tdx"},
-		Measurements:   map[string][]string{"tdx": {strings.Repeat("ab", 48) + "::::" + strings.Repeat("01", 48)}},
+		Measurements:   map[string][]string{"tdx": {strings.Repeat("ab", 48) + "::" + strings.Repeat("02", 48) + ":" + strings.Repeat("03", 48) + ":" + strings.Repeat("01", 48)}},
 		EnvelopeDigest: strings.Repeat("ef", 32), SANs: []string{"spiffe://sealpod/api"}, DataKey: key,
 	})
 	cmd := NewKBSCmd()

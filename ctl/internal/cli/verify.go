@@ -17,6 +17,7 @@ import (
 
 	"github.com/sealpod/sealpod/ctl/internal/verify"
 	"github.com/sealpod/sealpod/imagebuilder/image"
+	"github.com/sealpod/sealpod/kbs/registry"
 )
 
 // exitVerifyFailed is sealctl's exit code when verification ran and something differs (or
@@ -43,6 +44,8 @@ type verifyFlags struct {
 	insecure     bool
 	strict       bool
 	aliases      []string
+	snpMinTCB    string
+	tdxMinTCB    string
 	outDir       string
 	format       string
 }
@@ -68,6 +71,9 @@ func NewVerifyCmd() *cobra.Command {
     digest-checked), the broker's TEEs and allowed launch measurements equal the envelope's
     TEEs and the image's guest.json measurements, the envelope header names this broker (URL
     and CA pin), and the registered SANs are valid (and equal --san when given);
+  * every registered policy requires at least the minimum TCB given with --snp-min-tcb /
+    --tdx-min-tcb, and each expected workload at least the one its sealed manifest declares
+    (annotation sealpod.io/min-tcb); a policy below it, or with none, fails;
   * workloads registered at the broker that --expect does not mention are warnings (failures
     with --strict).
 
@@ -95,6 +101,8 @@ if every check passes, 2 if a check fails, 1 if verification could not run.`,
 	fl.BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries when pulling the secure images")
 	fl.BoolVar(&f.strict, "strict", false, "treat warnings (unexpected workloads, unpinned signing key) as failures")
 	fl.StringArrayVar(&f.aliases, "kbs-alias", nil, "another URL of the same broker that sealed manifests and envelopes may name (e.g. the address guests reach it at); repeatable")
+	fl.StringVar(&f.snpMinTCB, "snp-min-tcb", "", "fail on a registered SEV-SNP (or sim) policy whose minimum TCB is below bootloader,tee,snp,microcode (e.g. 3,0,8,115) or unset")
+	fl.StringVar(&f.tdxMinTCB, "tdx-min-tcb", "", "fail on a registered TDX policy whose minimum TEE_TCB_SVN (32 hex characters) is below this or unset")
 	fl.StringVarP(&f.outDir, "output-dir", "o", "verify", "directory for mesh-root.pem, report.txt and report.json")
 	fl.StringVar(&f.format, "output-format", formatTable, "report on standard output: table, json or yaml")
 	_ = cmd.RegisterFlagCompletionFunc("output-format", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
@@ -161,6 +169,22 @@ func (f *verifyFlags) options(stdin io.Reader) (verify.Options, error) {
 					o.SANs[id] = append(o.SANs[id], v)
 				}
 			}
+		}
+	}
+	if f.snpMinTCB != "" || f.tdxMinTCB != "" {
+		o.MinTCB = &registry.TCB{}
+		if f.snpMinTCB != "" {
+			snp, err := verify.ParseSNPTCB(f.snpMinTCB)
+			if err != nil {
+				return o, fmt.Errorf("--snp-min-tcb: %w", err)
+			}
+			o.MinTCB.SNP = snp
+		}
+		if f.tdxMinTCB != "" {
+			if err := verify.ValidTDXTCB(f.tdxMinTCB); err != nil {
+				return o, fmt.Errorf("--tdx-min-tcb: %w", err)
+			}
+			o.MinTCB.TDXTeeTCBSVN = f.tdxMinTCB
 		}
 	}
 	o.Strict = f.strict

@@ -10,6 +10,7 @@ import (
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/sealpod/sealpod/imagebuilder/manifests"
+	"github.com/sealpod/sealpod/kbs/registry"
 )
 
 // Expected is one sealed pod template of the owner's sealed manifests (--expect).
@@ -20,6 +21,8 @@ type Expected struct {
 	Workload string `json:"workload"` // sealpod.io/workload
 	Image    string `json:"image"`    // sealpod.io/image
 	KBS      string `json:"kbs"`      // sealpod.io/kbs
+	// MinTCB is the minimum TCB the template declares (AnnotationMinTCB), nil if none.
+	MinTCB *registry.TCB `json:"minTcb,omitempty"`
 }
 
 // ErrNoSealedTemplates is returned when the expected manifests hold no sealed pod template.
@@ -103,6 +106,15 @@ func findTemplates(source string, obj map[string]any) ([]Expected, error) {
 						}
 						if e.KBS, err = annotation(ann, manifests.AnnotationKBS, e.Path); err != nil {
 							return err
+						}
+						tcb, err := annotation(ann, AnnotationMinTCB, e.Path)
+						if err != nil {
+							return err
+						}
+						if tcb != "" {
+							if e.MinTCB, err = ParseMinTCB(tcb); err != nil {
+								return fmt.Errorf("%s.annotations[%s]: %w", e.Path, AnnotationMinTCB, err)
+							}
 						}
 						out = append(out, e)
 					}

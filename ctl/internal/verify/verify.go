@@ -89,6 +89,9 @@ type Options struct {
 	// NAT or a load balancer, that sealed manifests and envelopes may name instead of URL. The
 	// broker's identity is the pinned TLS CA, which envelopes must carry in any case.
 	Aliases []string
+	// MinTCB, if set, is the minimum TCB every registered policy must require (a policy below
+	// it, or with none, fails CheckMinTCB).
+	MinTCB *registry.TCB
 	// Strict turns warnings (unexpected workloads, trust on first use) into failures.
 	Strict bool
 	Logger *slog.Logger
@@ -325,6 +328,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		checkExpected(ctx, r, e, byID[e.Workload], images, o)
 	}
 	for _, w := range m.Workloads {
+		checkMinTCB(r, w.ID, &w, o.MinTCB, "the verifier (--snp-min-tcb/--tdx-min-tcb)")
 		r.Workloads = append(r.Workloads, WorkloadInfo{
 			ID: w.ID, TEEs: w.TEEs, Measurements: w.Measurements, EnvelopeDigest: w.EnvelopeDigest, MinTCB: w.MinTCB,
 			SANs: w.SANs, Generation: w.Generation, UpdatedAt: w.UpdatedAt, Expected: expected[w.ID],
@@ -700,6 +704,7 @@ func checkExpected(ctx context.Context, r *Report, e Expected, w *registry.Workl
 		r.ok(CheckMeasurement, subj+" "+t, "%s measurement %s", t, want)
 	}
 	checkSANs(r, subj, w, o)
+	checkMinTCB(r, subj, w, e.MinTCB, "the sealed manifest ("+AnnotationMinTCB+")")
 }
 
 func checkSANs(r *Report, subj string, w *registry.Workload, o Options) {

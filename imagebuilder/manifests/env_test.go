@@ -1,0 +1,126 @@
+package manifests
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+)
+
+// Env fed by the host: annotation values (no syntax) never reach command/args, fieldRef
+// paths are those Kubernetes allows, and resourceFieldRef keeps containerName and divisor.
+func TestHostFedEnv(t *testing.T) {
+	const ann = "        - {name: NOTE, valueFrom: {fieldRef: {fieldPath: \"metadata.annotations['note']\"}}}\n"
+	tests := []struct {
+		name    string
+		spec    string // the pod spec under spec.template.spec
+		wantErr []string
+		check   func(t *testing.T, s *spec.Spec)
+	}{
+		{
+			name:    "annotation variable in args refused",
+			spec:    "      containers:\n      - name: web\n        image: " + pinned + "\n        command: [sh, -c]\n        args: ['echo $(NOTE)']\n        env:\n" + ann,
+			wantErr: []string{"containers[0].args[0]", `container "web"`, "$(NOTE)", "metadata.annotations['note']"},
+		},
+		{
+			name: "annotation variable in an init container's command refused",
+			spec: "      initContainers:\n      - name: setup\n        image: " + pinned + "\n        command: [sh, -c, 'echo $(NOTE)']\n        env:\n" + ann +
+				"      containers: [{name: web, image: " + pinned + "}]\n",
+			wantErr: []string{"initContainers[0].command[2]", `container "setup"`, "$(NOTE)"},
+		},
+		{
+			name: "annotation variable through another variable refused",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        args: ['--greeting=$(GREETING)']\n        env:\n" + ann +
+				"        - {name: GREETING, value: 'hello $(NOTE)'}\n",
+			wantErr: []string{"containers[0].args[0]", "$(GREETING)", "metadata.annotations['note']"},
+		},
+		{
+			name: "annotation variable as env value, escaped reference and redefined name are fine",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        command: [sh, -c, 'echo \"$NOTE\" $$(NOTE) $(POD) $(SHADOW)']\n        env:\n" + ann +
+				"        - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n" +
+				"        - {name: SHADOW, value: '$(NOTE)'}\n" +
+				"        - {name: SHADOW, value: plain}\n",
+			check: func(t *testing.T, s *spec.Spec) {
+				if env := s.Containers[0].Env; len(env) != 4 || env[0].FromHost != "fieldRef:metadata.annotations['note']" {
+					t.Errorf("env %+v", env)
+				}
+			},
+		},
+		{
+			name: "unknown fieldRef path refused",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: X, valueFrom: {fieldRef: {fieldPath: spec.hostname}}}\n",
+			wantErr: []string{"containers[0].env[0].valueFrom.fieldRef.fieldPath", `"spec.hostname"`},
+		},
+		{
+			name: "resourceFieldRef keeps containerName and divisor",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: CPU_M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n" +
+				"        - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n" +
+				"        - {name: CPU, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1000m}}}\n" +
+				"        - {name: SIDE, valueFrom: {resourceFieldRef: {containerName: side, resource: requests.ephemeral-storage}}}\n" +
+				"      - {name: side, image: " + pinned + "}\n",
+			check: func(t *testing.T, s *spec.Spec) {
+				want := []spec.EnvVar{
+					{Name: "CPU_M", FromHost: "resourceFieldRef:limits.cpu", Divisor: "1m"},
+					{Name: "MEM", FromHost: "resourceFieldRef:limits.memory", Divisor: "1Mi"},
+					{Name: "CPU", FromHost: "resourceFieldRef:requests.cpu", Divisor: "1"},
+					{Name: "SIDE", FromHost: "resourceFieldRef:requests.ephemeral-storage", ContainerName: "side"},
+				}
+				env := s.Containers[0].Env
+				if len(env) != len(want) {
+					t.Fatalf("env %+v", env)
+				}
+				for i := range want {
+					if env[i] != want[i] {
+						t.Errorf("env[%d] = %+v, want %+v", i, env[i], want[i])
+					}
+				}
+			},
+		},
+		{
+			name: "resourceFieldRef divisor Kubernetes does not allow refused",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1Mi}}}\n",
+			wantErr: []string{"containers[0].env[0].valueFrom.resourceFieldRef.divisor", `"1Mi"`, "limits.cpu"},
+		},
+		{
+			name: "resourceFieldRef divisor not in canonical form refused, as by Kubernetes",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1048576}}}\n",
+			wantErr: []string{"containers[0].env[0].valueFrom.resourceFieldRef.divisor", `"1048576"`},
+		},
+		{
+			name: "resourceFieldRef of an unknown container refused",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: CPU, valueFrom: {resourceFieldRef: {containerName: nope, resource: limits.cpu}}}\n",
+			wantErr: []string{"containers[0].env[0].valueFrom.resourceFieldRef.containerName", `"nope"`},
+		},
+		{
+			name: "resourceFieldRef of an unknown resource refused",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
+				"        - {name: GPU, valueFrom: {resourceFieldRef: {resource: limits.nvidia.com/gpu}}}\n",
+			wantErr: []string{"containers[0].env[0].valueFrom.resourceFieldRef.resource", "limits.nvidia.com/gpu"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := sealText(t, deployment(tt.spec), Options{})
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatal("sealed, want an error")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error does not mention %q:\n%v", w, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, res.Workloads[0].Spec)
+		})
+	}
+}
