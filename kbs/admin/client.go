@@ -240,3 +240,27 @@ func (c *Client) CA(ctx context.Context) (*CAInfo, error) {
 	}
 	return &out, nil
 }
+
+// Revoke puts an admin certificate on the broker's deny-list (see RevokeRequestFromPEM) and
+// returns the stored entry (the first revocation of a serial stands).
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (*Revocation, error) {
+	serial, err := NormalizeSerial(req.Serial)
+	if err != nil {
+		return nil, err
+	}
+	req.Serial = serial
+	var out Revocation
+	if err := c.do(ctx, http.MethodPost, "/revocations", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListRevoked returns the deny-list.
+func (c *Client) ListRevoked(ctx context.Context) ([]Revocation, error) {
+	var out RevocationsResponse
+	if err := c.do(ctx, http.MethodGet, "/revocations", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Revocations, nil
+}

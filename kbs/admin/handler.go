@@ -67,6 +67,9 @@ type (
 		HistoryError string             `json:"historyError,omitempty"`
 		MeshRootSHA  string             `json:"meshRootSha256"`
 		Identity     string             `json:"identity"` // the caller's admin identity
+		// AuditAnchor: where the exported (dropped) part of the audit log ends; check an
+		// export against it with audit.VerifyExport.
+		AuditAnchor *audit.Anchor `json:"auditAnchor,omitempty"`
 	}
 	// ErrorResponse is the body of every non-2xx answer.
 	ErrorResponse struct {
@@ -80,6 +83,7 @@ type (
 // client certificates against the admin CA (ClientCAs = setup.State.AdminCAPool).
 type Handler struct {
 	roots  *x509.CertPool // optional re-verification of the client chain (WithAdminCAs)
+	deny   *DenyList      // admin certificate deny-list (WithDenyList)
 	reg    *registry.Registry
 	log    *audit.Log
 	ca     *meshca.CA
@@ -95,6 +99,11 @@ type Option func(*Handler)
 // setup.State.AdminCAPool) itself, so a listener whose ClientCAs also trusts other CAs cannot
 // let their certificates in. Recommended.
 func WithAdminCAs(roots *x509.CertPool) Option { return func(h *Handler) { h.roots = roots } }
+
+// WithDenyList makes the handler refuse admin certificates on d (checked on every request)
+// and serves GET/POST revocations. Without it no certificate can be revoked and the
+// revocations endpoints answer 501; sealpod-kbs serve always sets it.
+func WithDenyList(d *DenyList) Option { return func(h *Handler) { h.deny = d } }
 
 // NewHandler returns the admin handler. Mount it at PathPrefix without stripping the prefix
 // (paths without the prefix are accepted too).
@@ -114,6 +123,15 @@ func NewHandler(reg *registry.Registry, log *audit.Log, ca *meshca.CA, logger *s
 	h.mux.HandleFunc("GET /audit", h.audit)
 	h.mux.HandleFunc("GET /ca", h.caInfo)
 	h.mux.HandleFunc("GET /status", h.status)
+	if h.deny != nil {
+		h.mux.HandleFunc("GET /revocations", h.listRevoked)
+		h.mux.HandleFunc("POST /revocations", h.revoke)
+	} else {
+		logger.Warn("admin API without a deny-list: admin certificates cannot be revoked")
+		h.mux.HandleFunc("/revocations", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotImplemented, "this broker has no admin deny-list", "")
+		})
+	}
 	h.mux.HandleFunc("/", notFound)
 	return h
 }
@@ -130,13 +148,19 @@ func identityOf(cert *x509.Certificate) string {
 }
 
 // Authenticate checks the request's TLS state and returns the admin identity. roots, if not
-// nil, must also verify the presented chain (client auth usage).
+// nil, must also verify the presented chain (client auth usage). It does not consult the
+// deny-list (DenyList.Check); the Handler does, on every request.
 func Authenticate(r *http.Request, roots *x509.CertPool) (string, int, error) {
+	id, _, code, err := authenticate(r, roots)
+	return id, code, err
+}
+
+func authenticate(r *http.Request, roots *x509.CertPool) (string, *x509.Certificate, int, error) {
 	if r.TLS == nil {
-		return "", http.StatusUnauthorized, errors.New("admin API requires TLS with an admin client certificate")
+		return "", nil, http.StatusUnauthorized, errors.New("admin API requires TLS with an admin client certificate")
 	}
 	if len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return "", http.StatusUnauthorized, errors.New("admin API requires a client certificate issued by the admin CA")
+		return "", nil, http.StatusUnauthorized, errors.New("admin API requires a client certificate issued by the admin CA")
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
 	if roots != nil {
@@ -145,24 +169,32 @@ func Authenticate(r *http.Request, roots *x509.CertPool) (string, int, error) {
 			inter.AddCert(c)
 		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-			return "", http.StatusForbidden, fmt.Errorf("%w: client certificate is not issued by the admin CA: %v", ErrNotAdmin, err)
+			return "", nil, http.StatusForbidden, fmt.Errorf("%w: client certificate is not issued by the admin CA: %v", ErrNotAdmin, err)
 		}
 	}
 	if err := CheckIdentity(leaf); err != nil {
-		return "", http.StatusForbidden, err
+		return "", nil, http.StatusForbidden, err
 	}
-	return identityOf(leaf), 0, nil
+	return identityOf(leaf), leaf, 0, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, code, err := Authenticate(r, h.roots)
+	id, leaf, code, err := authenticate(r, h.roots)
+	if err == nil && h.deny != nil {
+		if err = h.deny.Check(r.Context(), leaf); err != nil {
+			code = http.StatusForbidden
+			if !errors.Is(err, ErrRevoked) {
+				code = http.StatusServiceUnavailable // fail closed while the store does not answer
+			}
+		}
+	}
 	if err != nil {
 		h.logger.Warn("admin request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
 		h.audit2(r.Context(), audit.Event{Kind: audit.KindAdmin, Result: audit.ResultDenied, Reason: truncate(err.Error()), Remote: r.RemoteAddr})
 		writeError(w, code, err.Error(), "")
 		return
 	}
-	r2 := r.Clone(context.WithValue(r.Context(), ctxKey{}, id))
+	r2 := r.Clone(context.WithValue(context.WithValue(r.Context(), ctxKey{}, id), leafKey{}, leaf))
 	p := r.URL.Path
 	if rest, ok := strings.CutPrefix(p, strings.TrimSuffix(PathPrefix, "/")); ok && (rest == "" || rest[0] == '/') {
 		p = rest
@@ -184,7 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // notFound answers (in JSON) every request no route took: 405 for a known path, else 404.
 func notFound(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	known := p == "/workloads" || p == "/history" || p == "/audit" || p == "/ca" || p == "/status"
+	known := p == "/workloads" || p == "/history" || p == "/audit" || p == "/ca" || p == "/status" || p == "/revocations"
 	if rest, ok := strings.CutPrefix(p, "/workloads/"); ok && rest != "" && !strings.Contains(rest, "/") {
 		known = true
 	}
@@ -429,6 +461,14 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.ca != nil {
 		st.MeshRootSHA = caInfoOf(h.ca).RootSHA256
+	}
+	if h.log != nil {
+		a, err := h.log.Anchor(ctx)
+		if err != nil {
+			h.fail(w, r, "status", err)
+			return
+		}
+		st.AuditAnchor = &a
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -52,7 +52,8 @@ const (
 
 // Store layout: one bucket per UTC hour ("audit-2006010215"), keys
 // "%020d-<instance>-%016x" (UnixNano, random per-Log instance id, counter), values JSON Event;
-// bucket BucketIndex lists the hour buckets that exist.
+// bucket BucketIndex lists the hour buckets that exist with their JSON bytes and event count
+// (retention.go); BucketRetention holds the anchor of what retention exported and dropped.
 const (
 	BucketIndex  = "audit-index"
 	bucketPrefix = "audit-"
@@ -299,7 +300,7 @@ func (l *Log) commit(batch []*request) error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	err := l.st.Update(ctx, func(tx store.Tx) error {
-		hours := map[string]bool{}
+		hours := map[string]hourStats{}
 		for _, r := range batch {
 			if r.marker {
 				continue
@@ -307,10 +308,22 @@ func (l *Log) commit(batch []*request) error {
 			if err := tx.Put(r.bucket, r.key, r.value); err != nil {
 				return err
 			}
-			hours[r.hour] = true
+			s := hours[r.hour]
+			s.bytes += int64(len(r.value))
+			s.events++
+			hours[r.hour] = s
 		}
-		for h := range hours {
-			if err := tx.Put(BucketIndex, h, []byte{1}); err != nil {
+		for h, add := range hours {
+			// The index counts each hour's bytes and events (retention bounds them).
+			var s hourStats
+			if b, err := tx.Get(BucketIndex, h); err == nil {
+				s = decodeStats(b)
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			s.bytes += add.bytes
+			s.events += add.events
+			if err := tx.Put(BucketIndex, h, s.encode()); err != nil {
 				return err
 			}
 		}

@@ -91,7 +91,7 @@ func Start(t testing.TB) *Broker {
 	srv, err := server.New(server.Config{
 		Registry: reg, Audit: au, MeshCA: st.MeshCA, TokenSigner: st.Signer,
 		Verifiers: map[string]verify.Verifier{api.TEESim: sim.New(&simtee.Roots{ProductLine: simtee.ProductLine, ARK: c.ARK, ASK: c.ASK})},
-		Admin:     admin.NewHandler(reg, au, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool)),
+		Admin:     admin.NewHandler(reg, au, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool), admin.WithDenyList(admin.NewDenyList(kv))),
 		Ready:     func(ctx context.Context) error { _, err := reg.Head(ctx); return err },
 		Logger:    logger,
 	})

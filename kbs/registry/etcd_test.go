@@ -2,9 +2,15 @@ package registry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/store/etcd"
@@ -80,6 +86,81 @@ func TestTwoReplicasOnEtcd(t *testing.T) {
 		}
 		if len(m.Manifest.Workloads) != 2+2*each {
 			t.Fatalf("replica %d manifest lists %d workloads", r, len(m.Manifest.Workloads))
+		}
+	}
+}
+
+// TestEtcdRollbackRefused writes older sealed values straight into etcd (someone with etcd
+// access but without the store key) while two replicas run: a put-back workload record is
+// refused by both; a consistent rollback of record, head and history is caught by the
+// replicas that saw the newer head (their in-memory anchor).
+func TestEtcdRollbackRefused(t *testing.T) {
+	ep := etcdtest.Start(t)
+	ctx := context.Background()
+	signer := newSigner(t)
+	const prefix = "/kbs-rollback"
+	var regs []*registry.Registry
+	for range 2 {
+		st, err := etcd.Open(ctx, []string{ep}, prefix, crashStoreKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		regs = append(regs, registry.New(st, signer))
+	}
+	raw, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	rawGet := func(k string) string {
+		resp, err := raw.Get(ctx, prefix+"/"+k)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("raw get %s: %v", k, err)
+		}
+		return string(resp.Kvs[0].Value)
+	}
+	weak := validWorkload("app")
+	weak.Measurements["snp"] = []string{strings.Repeat("ee", 48)}
+	if _, err := regs[0].Put(ctx, weak, "admin:t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := regs[1].Get(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	oldRecord := rawGet(registry.BucketWorkloads + "/app")
+	oldHead := rawGet(registry.BucketMeta + "/head")
+	e, err := regs[0].Put(ctx, validWorkload("app"), "admin:t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, reg := range regs {
+		if w, err := reg.Get(ctx, "app"); err != nil || w.Generation != e.Workload.Generation {
+			t.Fatalf("replica %d before rollback: %+v, %v", i, w, err)
+		}
+	}
+
+	// The record alone: refused by every replica.
+	if _, err := raw.Put(ctx, prefix+"/"+registry.BucketWorkloads+"/app", oldRecord); err != nil {
+		t.Fatal(err)
+	}
+	for i, reg := range regs {
+		if w, err := reg.Get(ctx, "app"); !errors.Is(err, registry.ErrTampered) {
+			t.Fatalf("replica %d, put-back record: Get = %+v, %v; want ErrTampered", i, w, err)
+		}
+	}
+
+	// Record, head and history together (a consistent rollback): the running replicas saw
+	// the newer head and refuse; only an anchor outside the store catches it after a restart.
+	if _, err := raw.Put(ctx, prefix+"/"+registry.BucketMeta+"/head", oldHead); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Delete(ctx, prefix+"/"+registry.BucketHistory+"/"+fmt.Sprintf("%020d", e.Seq)); err != nil {
+		t.Fatal(err)
+	}
+	for i, reg := range regs {
+		if w, err := reg.Get(ctx, "app"); !errors.Is(err, registry.ErrRollback) {
+			t.Fatalf("replica %d, consistent rollback: Get = %+v, %v; want ErrRollback", i, w, err)
 		}
 	}
 }

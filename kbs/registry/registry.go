@@ -120,6 +120,7 @@ type Registry struct {
 	signer crypto.Signer
 	now    func() time.Time
 	cache  decodeCache
+	idx    *chainIndex // the verified history every record read is compared with (bind.go)
 }
 
 // decodeCache maps the SHA-256 of a stored workload's JSON to the decoded workload. Every Get
@@ -128,37 +129,46 @@ type Registry struct {
 // per attestation flow). Identical bytes decode to identical workloads, so it is never stale.
 type decodeCache struct {
 	mu sync.Mutex
-	m  map[[32]byte]*Workload
+	m  map[[32]byte]decoded
+}
+
+type decoded struct {
+	w   *Workload
+	sum [32]byte // recordSum(w)
 }
 
 // maxDecodeCache bounds the cache; it is emptied when full.
 const maxDecodeCache = 1024
 
-func (c *decodeCache) decode(id string, b []byte) (*Workload, error) {
+func (c *decodeCache) decode(id string, b []byte) (*Workload, [32]byte, error) {
 	k := sha256.Sum256(b)
 	c.mu.Lock()
-	w, ok := c.m[k]
+	d, ok := c.m[k]
 	c.mu.Unlock()
 	if !ok {
-		w = new(Workload)
-		if err := json.Unmarshal(b, w); err != nil {
-			return nil, fmt.Errorf("decode workload %s: %w", id, err)
+		d.w = new(Workload)
+		if err := json.Unmarshal(b, d.w); err != nil {
+			return nil, [32]byte{}, fmt.Errorf("decode workload %s: %w", id, err)
+		}
+		var err error
+		if d.sum, err = recordSum(d.w); err != nil {
+			return nil, [32]byte{}, fmt.Errorf("hash workload %s: %w", id, err)
 		}
 		c.mu.Lock()
 		if c.m == nil || len(c.m) >= maxDecodeCache {
-			c.m = make(map[[32]byte]*Workload)
+			c.m = make(map[[32]byte]decoded)
 		}
-		c.m[k] = w
+		c.m[k] = d
 		c.mu.Unlock()
 	}
 	// Callers own what Get returns.
-	cp := w.clone()
-	return &cp, nil
+	cp := d.w.clone()
+	return &cp, d.sum, nil
 }
 
 // New returns a registry over st; signer signs history entries and manifests (ECDSA or Ed25519).
 func New(st store.Store, signer crypto.Signer) *Registry {
-	return &Registry{st: st, signer: signer, now: time.Now}
+	return &Registry{st: st, signer: signer, now: time.Now, idx: &chainIndex{pub: signer.Public()}}
 }
 
 // PublicKey returns the broker public key that verifies history entries and manifests.
@@ -181,19 +191,48 @@ func readHead(tx store.Tx) (ChainHead, error) {
 	return h, nil
 }
 
-func readWorkload(tx store.Tx, id string) (*Workload, error) {
+func readWorkload(tx store.Tx, id string) (*Workload, [32]byte, error) {
 	b, err := tx.Get(BucketWorkloads, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("workload %s: %w", id, ErrNotFound)
+		return nil, [32]byte{}, fmt.Errorf("workload %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read workload %s: %w", id, err)
+		return nil, [32]byte{}, fmt.Errorf("read workload %s: %w", id, err)
 	}
 	var w Workload
 	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("decode workload %s: %w", id, err)
+		return nil, [32]byte{}, fmt.Errorf("decode workload %s: %w", id, err)
 	}
-	return &w, nil
+	sum, err := recordSum(&w)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("hash workload %s: %w", id, err)
+	}
+	return &w, sum, nil
+}
+
+// maxStaleRetries bounds the re-runs of a transaction that read an older snapshot than the
+// verified history (concurrent writers).
+const maxStaleRetries = 8
+
+// withIndex runs fn (inside run, a store View or Update) with the verified history index of
+// the transaction's snapshot, re-running it when the snapshot was older than the index.
+func (r *Registry) withIndex(run func(fn func(tx store.Tx) error) error, fn func(tx store.Tx, byID map[string]indexEntry) error) error {
+	for attempt := 0; ; attempt++ {
+		floor := r.idx.verifiedSeq()
+		stale := false
+		err := run(func(tx store.Tx) error {
+			byID, st, err := r.idx.view(tx, floor)
+			if err != nil {
+				return err
+			}
+			stale = st
+			return fn(tx, byID)
+		})
+		if err != nil && stale && attempt < maxStaleRetries {
+			continue
+		}
+		return err
+	}
 }
 
 // appendHistory signs and writes the next history entry and moves the head, inside tx.
@@ -234,20 +273,26 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 	}
 	w = w.clone()
 	var out HistoryEntry
-	err := r.st.Update(ctx, func(tx store.Tx) error {
+	update := func(fn func(tx store.Tx) error) error { return r.st.Update(ctx, fn) }
+	err := r.withIndex(update, func(tx store.Tx, byID map[string]indexEntry) error {
 		nw := w.clone()
-		old, err := readWorkload(tx, nw.ID)
+		old, sum, err := readWorkload(tx, nw.ID)
 		switch {
 		case err == nil:
-			nw.Generation = old.Generation + 1
+			// The stored key is kept only from the record the history registered last.
+			if err := checkRecord(nw.ID, old, sum, byID); err != nil {
+				return err
+			}
 			if len(nw.DataKey) == 0 {
 				nw.DataKey = old.DataKey
 			}
 		case errors.Is(err, ErrNotFound):
-			nw.Generation = 1
 		default:
 			return err
 		}
+		// Generations never repeat for an id, not even after a removal: tokens are bound to
+		// (workload, generation), so one serves a single registration.
+		nw.Generation = byID[nw.ID].gen + 1
 		nw.UpdatedAt = r.now().UTC().Round(0)
 		if err := nw.Validate(); err != nil {
 			return err
@@ -286,7 +331,9 @@ func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var w *Workload
-	err := r.st.View(ctx, func(tx store.Tx) error {
+	view := func(fn func(tx store.Tx) error) error { return r.st.View(ctx, fn) }
+	err := r.withIndex(view, func(tx store.Tx, byID map[string]indexEntry) error {
+		w = nil
 		b, err := tx.Get(BucketWorkloads, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("workload %s: %w", id, ErrNotFound)
@@ -294,8 +341,15 @@ func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
 		if err != nil {
 			return fmt.Errorf("read workload %s: %w", id, err)
 		}
-		w, err = r.cache.decode(id, b)
-		return err
+		got, sum, err := r.cache.decode(id, b)
+		if err != nil {
+			return err
+		}
+		if err := checkRecord(id, got, sum, byID); err != nil {
+			return err
+		}
+		w = got
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -307,25 +361,40 @@ func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
 // exposing them.
 func (r *Registry) List(ctx context.Context) ([]Workload, error) {
 	var out []Workload
-	err := r.st.View(ctx, func(tx store.Tx) error {
-		kvs, err := tx.List(BucketWorkloads)
-		if err != nil {
-			return fmt.Errorf("list workloads: %w", err)
-		}
-		out = make([]Workload, 0, len(kvs))
-		for _, kv := range kvs {
-			var w Workload
-			if err := json.Unmarshal(kv.Value, &w); err != nil {
-				return fmt.Errorf("decode workload %s: %w", kv.Key, err)
-			}
-			out = append(out, w)
-		}
-		return nil
+	view := func(fn func(tx store.Tx) error) error { return r.st.View(ctx, fn) }
+	err := r.withIndex(view, func(tx store.Tx, byID map[string]indexEntry) error {
+		var err error
+		out, err = listChecked(tx, byID)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// listChecked reads every workload record and compares each with the verified history.
+func listChecked(tx store.Tx, byID map[string]indexEntry) ([]Workload, error) {
+	kvs, err := tx.List(BucketWorkloads)
+	if err != nil {
+		return nil, fmt.Errorf("list workloads: %w", err)
+	}
+	out := make([]Workload, 0, len(kvs))
+	for _, kv := range kvs {
+		var w Workload
+		if err := json.Unmarshal(kv.Value, &w); err != nil {
+			return nil, fmt.Errorf("decode workload %s: %w", kv.Key, err)
+		}
+		sum, err := recordSum(&w)
+		if err != nil {
+			return nil, fmt.Errorf("hash workload %s: %w", kv.Key, err)
+		}
+		if err := checkRecord(kv.Key, &w, sum, byID); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
 	return out, nil
 }
 
@@ -335,8 +404,13 @@ func (r *Registry) Remove(ctx context.Context, id, actor string) (HistoryEntry, 
 		return HistoryEntry{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var out HistoryEntry
-	err := r.st.Update(ctx, func(tx store.Tx) error {
-		if _, err := readWorkload(tx, id); err != nil {
+	update := func(fn func(tx store.Tx) error) error { return r.st.Update(ctx, fn) }
+	err := r.withIndex(update, func(tx store.Tx, byID map[string]indexEntry) error {
+		old, sum, err := readWorkload(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkRecord(id, old, sum, byID); err != nil {
 			return err
 		}
 		if err := tx.Delete(BucketWorkloads, id); err != nil {
@@ -408,17 +482,15 @@ func (r *Registry) Manifest(ctx context.Context) (*SignedManifest, error) {
 		return nil, fmt.Errorf("encode broker public key: %w", err)
 	}
 	m := Manifest{Version: ManifestVersion, IssuedAt: r.now().UTC().Round(0), Workloads: []Workload{}}
-	err = r.st.View(ctx, func(tx store.Tx) error {
-		kvs, err := tx.List(BucketWorkloads)
+	view := func(fn func(tx store.Tx) error) error { return r.st.View(ctx, fn) }
+	err = r.withIndex(view, func(tx store.Tx, byID map[string]indexEntry) error {
+		ws, err := listChecked(tx, byID)
 		if err != nil {
-			return fmt.Errorf("list workloads: %w", err)
+			return err
 		}
-		for _, kv := range kvs {
-			var w Workload
-			if err := json.Unmarshal(kv.Value, &w); err != nil {
-				return fmt.Errorf("decode workload %s: %w", kv.Key, err)
-			}
-			m.Workloads = append(m.Workloads, w.Public())
+		m.Workloads = m.Workloads[:0]
+		for i := range ws {
+			m.Workloads = append(m.Workloads, ws[i].Public())
 		}
 		if m.History, err = readHistory(tx); err != nil {
 			return err

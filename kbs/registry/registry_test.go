@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,7 +96,7 @@ func TestValidateNamesField(t *testing.T) {
 	}
 	w := validWorkload("app.v1-x")
 	w.TEEs = append(w.TEEs, "tdx", "pef")
-	w.Measurements["tdx"] = []string{hex96, hex96 + ":" + hex96 + "::" + hex96 + ":"}
+	w.Measurements["tdx"] = []string{tdxPinned, hex96 + "::" + hex96 + ":" + hex96 + ":" + hex96}
 	if err := w.Validate(); err != nil {
 		t.Fatalf("valid workload: %v", err)
 	}
@@ -293,9 +294,9 @@ func TestInvalidIDIsNotFound(t *testing.T) {
 // but every caller gets its own copy, and an update (also by another registry on the same
 // store, as a second replica) is visible at the next Get.
 func TestGetReturnsFreshIndependentCopies(t *testing.T) {
-	st := openBolt(t)
-	r := registry.New(st, newSigner(t))
-	other := registry.New(st, newSigner(t))
+	st, signer := openBolt(t), newSigner(t)
+	r := registry.New(st, signer)
+	other := registry.New(st, signer) // replicas share the state's signing key
 	ctx := context.Background()
 	w := validWorkload("cache-me")
 	if _, err := r.Put(ctx, w, "test"); err != nil {
@@ -332,5 +333,78 @@ func TestGetReturnsFreshIndependentCopies(t *testing.T) {
 	}
 	if _, err := r.Get(ctx, w.ID); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("Get after removal: %v", err)
+	}
+}
+
+// tdxPinned pins MRTD, RTMR[1] and RTMR[2] (RTMR[0] and RTMR[3] unpinned).
+var tdxPinned = hex96 + "::" + hex96 + ":" + hex96 + ":"
+
+// TestTDXPolicyMustPinKernel: a TDX reference value that leaves RTMR[1] (kernel) or RTMR[2]
+// (initrd, command line) open lets a TD booted with a host-chosen kernel get the key, so the
+// registry refuses it with a reason that says so.
+func TestTDXPolicyMustPinKernel(t *testing.T) {
+	ctx := context.Background()
+	reg := registry.New(openBolt(t), newSigner(t))
+	tests := []struct {
+		name, value string
+		ok          bool
+	}{
+		{"mrtd only", hex96, false},
+		{"empty rtmrs", hex96 + "::::", false},
+		{"rtmr1 open", hex96 + ":" + hex96 + "::" + hex96 + ":", false},
+		{"rtmr2 open", hex96 + "::" + hex96 + "::" + hex96, false},
+		{"mrtd, rtmr1, rtmr2", tdxPinned, true},
+		{"all pinned", strings.Join([]string{hex96, hex96, hex96, hex96, hex96}, ":"), true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := validWorkload(fmt.Sprintf("tdx-%d", i))
+			w.TEEs = []string{"tdx"}
+			w.Measurements = map[string][]string{"tdx": {tc.value}}
+			_, err := reg.Put(ctx, w, "admin:t")
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Put(%s) = %v, want ok", tc.name, err)
+				}
+				return
+			}
+			var fe *registry.FieldError
+			if !errors.As(err, &fe) || fe.Field != "measurements[tdx][0]" || !strings.Contains(fe.Reason, "RTMR[1]") || !strings.Contains(fe.Reason, "RTMR[2]") {
+				t.Fatalf("Put(%s) = %v, want a measurements[tdx][0] error naming RTMR[1] and RTMR[2]", tc.name, err)
+			}
+		})
+	}
+}
+
+// TestGenerationSurvivesRemoval: registering an id again after its removal never reuses a
+// generation, so a token bound to (workload, generation) cannot serve the new registration.
+func TestGenerationSurvivesRemoval(t *testing.T) {
+	ctx := context.Background()
+	st, signer := openBolt(t), newSigner(t)
+	reg := registry.New(st, signer)
+	seen := map[uint64]bool{}
+	for round := range 3 {
+		for range 2 {
+			e, err := reg.Put(ctx, validWorkload("again"), "admin:t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := e.Workload.Generation
+			if seen[g] {
+				t.Fatalf("round %d: generation %d used twice for workload again", round, g)
+			}
+			seen[g] = true
+			if w, err := reg.Get(ctx, "again"); err != nil || w.Generation != g {
+				t.Fatalf("Get after put: %+v, %v; want generation %d", w, err, g)
+			}
+		}
+		if _, err := reg.Remove(ctx, "again", "admin:t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new registry (restart) continues from the history, not from 1.
+	e, err := registry.New(st, signer).Put(ctx, validWorkload("again"), "admin:t")
+	if err != nil || seen[e.Workload.Generation] {
+		t.Fatalf("after restart: generation %d reused (%v)", e.Workload.Generation, err)
 	}
 }

@@ -34,6 +34,10 @@ const (
 	tdxMeasurementRTMRCount = 4
 )
 
+// TDXPinReason is why a TDX reference value must pin MRTD, RTMR[1] and RTMR[2].
+const TDXPinReason = "must be \"mrtd:rtmr0:rtmr1:rtmr2:rtmr3\" pinning MRTD, RTMR[1] and RTMR[2] (RTMR[0] and RTMR[3] may be empty): " +
+	"MRTD covers only the firmware, RTMR[1] the kernel and RTMR[2] the initrd and command line, so without them a TD booted with a host-chosen kernel and initrd would get the key"
+
 // SNPTCB is the minimum SEV-SNP TCB (components of TCB_VERSION).
 type SNPTCB struct {
 	Bootloader uint8 `json:"bootloader"`
@@ -53,7 +57,7 @@ type TCB struct {
 type Workload struct {
 	ID             string              `json:"id"`             // DNS-1123 label-ish: [a-z0-9]([-a-z0-9.]*[a-z0-9])?, <= 253
 	TEEs           []string            `json:"tees"`           // subset of snp, tdx, pef, sim
-	Measurements   map[string][]string `json:"measurements"`   // tee -> allowed values, lowercase hex; tdx value = "mrtd[:rtmr0:rtmr1:rtmr2:rtmr3]" (empty rtmr = not pinned)
+	Measurements   map[string][]string `json:"measurements"`   // tee -> allowed values, lowercase hex; tdx value = "mrtd:rtmr0:rtmr1:rtmr2:rtmr3", rtmr1 and rtmr2 required (empty rtmr0/rtmr3 = not pinned)
 	EnvelopeDigest string              `json:"envelopeDigest"` // hex SHA-256 of the sealed envelope = expected HOST_DATA / MRCONFIGID
 	MinTCB         TCB                 `json:"minTcb"`
 	SANs           []string            `json:"sans"`              // DNS names / IPs / URIs allowed in the workload certificate
@@ -204,8 +208,8 @@ func validateMeasurement(tee, m string) error {
 		}
 	case TEETDX:
 		parts := strings.Split(m, ":")
-		if len(parts) != 1 && len(parts) != 1+tdxMeasurementRTMRCount {
-			return fmt.Errorf("must be \"mrtd\" or \"mrtd:rtmr0:rtmr1:rtmr2:rtmr3\"")
+		if len(parts) != 1+tdxMeasurementRTMRCount || parts[2] == "" || parts[3] == "" {
+			return errors.New(TDXPinReason)
 		}
 		if !isLowerHex(parts[0], measurementHexLen) {
 			return fmt.Errorf("mrtd must be %d lowercase hex characters", measurementHexLen)

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,8 +65,11 @@ type Config struct {
 
 	NonceTTL, TokenTTL, CertValidity time.Duration
 	MaxSessions                      int
-	Logger                           *slog.Logger
-	Now                              func() time.Time
+	// MaxSessionsPerSource bounds the open sessions of one source (IPv4 address or IPv6
+	// /64); default MaxSessions/SourceShareDivisor (at least 1). Past it, auth answers 429.
+	MaxSessionsPerSource int
+	Logger               *slog.Logger
+	Now                  func() time.Time
 }
 
 // Server is the broker's HTTP handler plus its TLS serving logic.
@@ -95,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
+	if cfg.MaxSessionsPerSource <= 0 {
+		cfg.MaxSessionsPerSource = max(cfg.MaxSessions/SourceShareDivisor, 1)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -113,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	s := &Server{cfg: cfg, tokens: ts, sessions: newSessions(cfg.NonceTTL, cfg.MaxSessions), log: cfg.Logger, metrics: newMetrics()}
+	s := &Server{cfg: cfg, tokens: ts, sessions: newSessions(cfg.NonceTTL, cfg.MaxSessions, cfg.MaxSessionsPerSource), log: cfg.Logger, metrics: newMetrics()}
 	cfg.Audit.SetErrorHandler(func(err error, n int) {
 		s.log.Error("audit append failed", "events", n, "err", err)
 	})
@@ -201,8 +208,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 
 // httpError is a handler failure with its status and wire error.
 type httpError struct {
-	status int
-	body   api.Error
+	status     int
+	body       api.Error
+	retryAfter time.Duration // > 0: sent as Retry-After (whole seconds, rounded up)
 }
 
 func (e *httpError) Error() string { return e.body.Error }
@@ -277,6 +285,9 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			}
 			s.log.Log(ctx, level, "request refused", "endpoint", name, "status", status, "reason", herr.body.Reason,
 				"field", herr.body.Field, "error", herr.body.Error, "workload", ev.workload, "tee", ev.tee, "remote", r.RemoteAddr)
+			if herr.retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int((herr.retryAfter+time.Second-1)/time.Second)))
+			}
 			writeJSON(w, status, herr.body)
 		} else {
 			for k, v := range rec.header {
@@ -335,6 +346,12 @@ func (s *Server) lookup(ctx context.Context, id string) (*registry.Workload, *ht
 	if errors.Is(err, registry.ErrNotFound) {
 		return nil, fail(http.StatusNotFound, api.ReasonNotFound, "workload %q is not registered", id)
 	}
+	if errors.Is(err, registry.ErrTampered) || errors.Is(err, registry.ErrRollback) {
+		// A record that does not match the signed history is refused; the message reaches the
+		// audit record of the request.
+		s.log.Error("registry record refused", "workload", id, "err", err)
+		return nil, fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s refused: %v", id, err)
+	}
 	if err != nil {
 		s.log.Error("registry get", "workload", id, "err", err)
 		return nil, fail(http.StatusInternalServerError, api.ReasonInternal, "registry unavailable")
@@ -362,9 +379,15 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) (auditEvent,
 	if !slices.Contains(wl.TEEs, req.TEE) {
 		return ev, fail(http.StatusForbidden, api.ReasonPolicy, "workload %q does not allow tee %s (allowed: %s)", wl.ID, req.TEE, strings.Join(wl.TEEs, ","))
 	}
-	sess, err := s.sessions.open(req.TEE, req.Workload, s.cfg.Now())
-	if errors.Is(err, ErrTooManySession) {
-		return ev, fail(http.StatusServiceUnavailable, api.ReasonSession, "%v", err)
+	now := s.cfg.Now()
+	sess, err := s.sessions.open(req.TEE, req.Workload, sourceOf(r.RemoteAddr), now)
+	if errors.Is(err, ErrSourceShare) || errors.Is(err, ErrTooManySession) {
+		herr := fail(http.StatusServiceUnavailable, api.ReasonSession, "%v", err)
+		if errors.Is(err, ErrSourceShare) {
+			herr = fail(http.StatusTooManyRequests, api.ReasonSession, "%v (at most %d per source until they are used or expire)", err, s.cfg.MaxSessionsPerSource)
+		}
+		herr.retryAfter = s.sessions.retryAfter(now)
+		return ev, herr
 	}
 	if err != nil {
 		return ev, fail(http.StatusInternalServerError, api.ReasonInternal, "open session: %v", err)

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,9 +11,12 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 func TestTokens(t *testing.T) {
@@ -128,8 +133,8 @@ func FuzzSessionTake(f *testing.F) {
 	f.Add("abc")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, id string) {
-		s := newSessions(time.Minute, 10)
-		sess, err := s.open("sim", "w", time.Now())
+		s := newSessions(time.Minute, 10, 10)
+		sess, err := s.open("sim", "w", "192.0.2.1", time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,4 +142,40 @@ func FuzzSessionTake(f *testing.F) {
 			t.Fatalf("took session %q with id %q", sess.id, id)
 		}
 	})
+}
+
+// TestTokenNotReplayableAcrossReRegistration: a token from an attestation against a
+// registration that was removed must not release the data key or a certificate of a later
+// registration of the same workload id (new key, new SANs), within the token's lifetime.
+func TestTokenNotReplayableAcrossReRegistration(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Attest(ctx, e.evidence(t, s, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.Remove(ctx, e.workload.ID, "admin:test"); err != nil {
+		t.Fatal(err)
+	}
+	again := e.workload
+	again.DataKey = make([]byte, 32)
+	rand.Read(again.DataKey)
+	again.SANs = []string{"payments.prod.svc.cluster.local"}
+	if _, err := e.reg.Put(ctx, again, "admin:test"); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := s.Key(ctx); err == nil {
+		t.Fatalf("token of the removed registration released the new data key (new key: %v)", bytes.Equal(key, again.DataKey))
+	} else {
+		wantAPIError(t, err, http.StatusUnauthorized, api.ReasonToken, "")
+	}
+	csr, _ := makeCSR(t, nil)
+	if _, err := s.Certificate(ctx, csr); err == nil {
+		t.Fatal("token of the removed registration got a certificate for the new SANs")
+	} else {
+		wantAPIError(t, err, http.StatusUnauthorized, api.ReasonToken, "")
+	}
 }

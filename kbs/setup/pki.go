@@ -19,7 +19,13 @@ import (
 
 const (
 	caValidity   = 10 * 365 * 24 * time.Hour
-	leafValidity = 2 * 365 * 24 * time.Hour
+	leafValidity = 2 * 365 * 24 * time.Hour // the broker's TLS server certificate
+	// DefaultAdminCertValidity is the lifetime of admin client certificates (init and
+	// IssueAdminClient); renew with `sealpod-kbs admin-cert`, revoke with
+	// `sealctl kbs admin revoke`.
+	DefaultAdminCertValidity = 90 * 24 * time.Hour
+	// MaxAdminCertValidity bounds --admin-cert-validity.
+	MaxAdminCertValidity = 2 * 365 * 24 * time.Hour
 )
 
 func randomSerial() (*big.Int, error) {
@@ -65,9 +71,15 @@ type leafSpec struct {
 	ips   []net.IP
 	uris  []*url.URL
 	usage []x509.ExtKeyUsage
+	// validity: 0 = leafValidity
+	validity time.Duration
 }
 
 func (ca *keyPair) issue(spec leafSpec) (*keyPair, error) {
+	validity := spec.validity
+	if validity == 0 {
+		validity = leafValidity
+	}
 	return sign(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: spec.cn, Organization: []string{"Sealpod"}},
 		KeyUsage:              x509.KeyUsageDigitalSignature,
@@ -76,7 +88,7 @@ func (ca *keyPair) issue(spec leafSpec) (*keyPair, error) {
 		DNSNames:              spec.dns,
 		IPAddresses:           spec.ips,
 		URIs:                  spec.uris,
-	}, leafValidity, ca)
+	}, validity, ca)
 }
 
 // sign makes a fresh P-256 key and its certificate from tmpl (serial and validity filled

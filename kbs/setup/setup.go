@@ -36,6 +36,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sealpod/sealpod/internal/atomicfile"
 
@@ -149,6 +150,36 @@ func serverNames(hosts []string, rawURL string) ([]string, []net.IP, error) {
 // client cert/key paths). Everything is written into a temporary sibling directory that is
 // renamed to dir at the end, so a crash leaves either nothing or a complete directory.
 func Init(dir string, hosts []string, url string) error {
+	return InitWith(dir, hosts, url, InitOptions{})
+}
+
+// InitOptions tune InitWith.
+type InitOptions struct {
+	// AdminCertValidity is the lifetime of the admin client certificate (0 =
+	// DefaultAdminCertValidity; at most MaxAdminCertValidity).
+	AdminCertValidity time.Duration
+}
+
+func (o InitOptions) adminValidity() (time.Duration, error) {
+	return checkAdminValidity(o.AdminCertValidity)
+}
+
+func checkAdminValidity(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return DefaultAdminCertValidity, nil
+	case d < time.Hour || d > MaxAdminCertValidity:
+		return 0, fmt.Errorf("admin certificate validity %v: want 1h..%v", d, MaxAdminCertValidity)
+	}
+	return d, nil
+}
+
+// InitWith is Init with options.
+func InitWith(dir string, hosts []string, url string, o InitOptions) error {
+	adminValidity, err := o.adminValidity()
+	if err != nil {
+		return fmt.Errorf("init %s: %w", dir, err)
+	}
 	if dir == "" {
 		return errors.New("init: no state directory given")
 	}
@@ -181,7 +212,7 @@ func Init(dir string, hosts []string, url string) error {
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return fmt.Errorf("init %s: %w", dir, err)
 	}
-	files, err := generate(dnsNames, ips, url, hosts)
+	files, err := generate(dnsNames, ips, url, hosts, adminValidity)
 	if err != nil {
 		return fmt.Errorf("init %s: %w", dir, err)
 	}
@@ -215,7 +246,7 @@ func Init(dir string, hosts []string, url string) error {
 }
 
 // generate creates every file of a new state directory, keyed by relative path.
-func generate(dnsNames []string, ips []net.IP, rawURL string, hosts []string) (map[string][]byte, error) {
+func generate(dnsNames []string, ips []net.IP, rawURL string, hosts []string, adminValidity time.Duration) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	storeKey, err := store.GenerateKey()
 	if err != nil {
@@ -267,7 +298,7 @@ func generate(dnsNames []string, ips []net.IP, rawURL string, hosts []string) (m
 		return nil, fmt.Errorf("create admin CA: %w", err)
 	}
 	adminURI, _ := url.Parse(admin.IdentityURI)
-	client, err := adminCA.issue(leafSpec{cn: admin.IdentityCommonName, uris: []*url.URL{adminURI}, usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	client, err := adminCA.issue(leafSpec{cn: admin.IdentityCommonName, uris: []*url.URL{adminURI}, usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, validity: adminValidity})
 	if err != nil {
 		return nil, fmt.Errorf("issue admin client certificate: %w", err)
 	}

@@ -6,6 +6,7 @@ package admintest
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -63,7 +64,7 @@ func Start(t testing.TB) *Server {
 	log := audit.New(s)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	mux := http.NewServeMux()
-	mux.Handle(admin.PathPrefix, admin.NewHandler(reg, log, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool)))
+	mux.Handle(admin.PathPrefix, admin.NewHandler(reg, log, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool), admin.WithDenyList(admin.NewDenyList(s))))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = TLSConfig(st)
 	srv.StartTLS()
@@ -87,6 +88,36 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	return &Server{Dir: dir, ConfigPath: cfgPath, URL: srv.URL, State: st, Store: s, Registry: reg, Audit: log, HTTP: srv}
+}
+
+// IssueAdmin issues another admin identity named name (setup.IssueAdminClient, default
+// lifetime) and returns its certificate and a client using it.
+func (s *Server) IssueAdmin(t testing.TB, name string) (*x509.Certificate, *admin.Client) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name)
+	cert, err := setup.IssueAdminClient(s.Dir, name, 0, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(out, filepath.Base(setup.AdminClientConfig))
+	var cfg admin.ClientConfig
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL = s.URL
+	b, _ = json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := admin.NewClientFromConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, c
 }
 
 // Client returns an admin client for the server.

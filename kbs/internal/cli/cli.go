@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -37,7 +38,7 @@ func NewRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(NewInitCmd(), NewServeCmd(), NewSimRootsCmd())
+	root.AddCommand(NewInitCmd(), NewServeCmd(), NewSimRootsCmd(), NewAdminCertCmd())
 	return root
 }
 
@@ -53,9 +54,10 @@ func Execute() int {
 }
 
 type initFlags struct {
-	dir   string
-	hosts []string
-	url   string
+	dir           string
+	hosts         []string
+	url           string
+	adminValidity time.Duration
 }
 
 // NewInitCmd creates a broker state directory.
@@ -71,7 +73,7 @@ func NewInitCmd() *cobra.Command {
 			if f.dir == "" || f.url == "" {
 				return errors.New("init: --dir and --url are required")
 			}
-			if err := setup.Init(f.dir, f.hosts, f.url); err != nil {
+			if err := setup.InitWith(f.dir, f.hosts, f.url, setup.InitOptions{AdminCertValidity: f.adminValidity}); err != nil {
 				return fmt.Errorf("init %s: %w", f.dir, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "broker state created in %s\n", f.dir)
@@ -81,6 +83,37 @@ func NewInitCmd() *cobra.Command {
 	cmd.Flags().StringVar(&f.dir, "dir", "", "state directory to create (must not exist or be empty)")
 	cmd.Flags().StringArrayVar(&f.hosts, "host", nil, "DNS name or IP for the server certificate (repeatable)")
 	cmd.Flags().StringVar(&f.url, "url", "", "public URL of the broker, e.g. https://kbs.example.com:8443")
+	cmd.Flags().DurationVar(&f.adminValidity, "admin-cert-validity", setup.DefaultAdminCertValidity, "lifetime of the admin client certificate (1h..17520h)")
+	return cmd
+}
+
+// NewAdminCertCmd issues another admin client certificate from the state's admin CA.
+func NewAdminCertCmd() *cobra.Command {
+	var dir, name, out string
+	var validity time.Duration
+	cmd := &cobra.Command{
+		Use:   "admin-cert",
+		Short: "Issue an admin client certificate (renewal or another administrator) from the admin CA",
+		Example: `  sealpod-kbs admin-cert --dir /var/lib/sealpod-kbs --name alice --out ./alice
+  sealctl kbs --config ./alice/sealctl-kbs.json status
+  # revoke it later: sealctl kbs admin revoke ./alice/client.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || name == "" || out == "" {
+				return errors.New("admin-cert: --dir, --name and --out are required")
+			}
+			c, err := setup.IssueAdminClient(dir, name, validity, out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "admin certificate %q serial %s valid until %s written to %s\n", name, admin.SerialOf(c), c.NotAfter.UTC().Format(time.RFC3339), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "state directory (holds admin-ca/ca.key)")
+	cmd.Flags().StringVar(&name, "name", "", "common name of the certificate (who holds it), e.g. alice")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write sealctl-kbs.json, client.pem, client.key and kbs-ca.pem into (must not exist or be empty)")
+	cmd.Flags().DurationVar(&validity, "validity", setup.DefaultAdminCertValidity, "lifetime (1h..17520h)")
 	return cmd
 }
 
@@ -95,6 +128,11 @@ type ServeFlags struct {
 	NonceTTL         time.Duration
 	CertValidity     time.Duration
 	LogFormat        string
+	// Audit log retention (audit.Retention); AuditPruneEvery 0 disables it.
+	AuditMaxAge     time.Duration
+	AuditMaxBytes   int64
+	AuditExportDir  string
+	AuditPruneEvery time.Duration
 }
 
 // NewServeCmd serves the broker.
@@ -121,6 +159,10 @@ func NewServeCmd() *cobra.Command {
 	fl.DurationVar(&f.NonceTTL, "nonce-ttl", server.DefaultNonceTTL, "lifetime of nonces (auth → attest)")
 	fl.DurationVar(&f.CertValidity, "cert-validity", server.DefaultCertValidity, "validity of workload certificates")
 	fl.StringVar(&f.LogFormat, "log-format", "json", "log format: json or text")
+	fl.DurationVar(&f.AuditMaxAge, "audit-max-age", 90*24*time.Hour, "drop (after exporting) audit hours older than this; 0 = no age bound")
+	fl.Int64Var(&f.AuditMaxBytes, "audit-max-bytes", 1<<30, "drop (after exporting) the oldest audit hours while the log is larger; 0 = no size bound")
+	fl.StringVar(&f.AuditExportDir, "audit-export-dir", "", "where dropped audit hours are exported, hash-chained (default <dir>/audit-export)")
+	fl.DurationVar(&f.AuditPruneEvery, "audit-prune-interval", 10*time.Minute, "how often to apply audit retention; 0 = never (e.g. on all but one replica)")
 	return cmd
 }
 
@@ -155,6 +197,22 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 	defer kv.Close()
 	reg := registry.New(kv, st.Signer)
 	auditLog := audit.New(kv)
+	if f.AuditPruneEvery > 0 && (f.AuditMaxAge > 0 || f.AuditMaxBytes > 0) {
+		exportDir := f.AuditExportDir
+		if exportDir == "" {
+			exportDir = filepath.Join(f.Dir, "audit-export")
+		}
+		rctx, stopRetention := context.WithCancel(ctx)
+		defer stopRetention()
+		go auditLog.RunRetention(rctx, audit.Retention{MaxAge: f.AuditMaxAge, MaxBytes: f.AuditMaxBytes, ExportDir: exportDir}, f.AuditPruneEvery,
+			func(res audit.PruneResult, err error) {
+				if err != nil {
+					logger.Error("audit retention failed", "err", err)
+					return
+				}
+				logger.Info("audit retention: exported and dropped", "events", res.Events, "bytes", res.Bytes, "segments", res.Segments, "anchor", res.Anchor.Hash)
+			})
+	}
 	verifiers := map[string]verify.Verifier{
 		api.TEESNP: snp.New(snp.Config{CertCacheDir: f.SNPCertCache}),
 		api.TEETDX: tdx.New(tdx.Config{}),
@@ -174,7 +232,7 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 		MeshCA:       st.MeshCA,
 		TokenSigner:  st.Signer,
 		Verifiers:    verifiers,
-		Admin:        admin.NewHandler(reg, auditLog, st.MeshCA, logger),
+		Admin:        admin.NewHandler(reg, auditLog, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool), admin.WithDenyList(admin.NewDenyList(kv))),
 		Ready:        func(ctx context.Context) error { _, err := reg.Head(ctx); return err },
 		NonceTTL:     f.NonceTTL,
 		TokenTTL:     f.TokenTTL,

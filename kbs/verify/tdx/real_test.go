@@ -22,7 +22,7 @@ func TestRealQuote(t *testing.T) {
 	v := New(Config{Now: func() time.Time { return now }})
 	mrcfg := body.GetMrConfigId()
 	p := verify.Policy{
-		Measurements: []string{hex.EncodeToString(body.GetMrTd())},
+		Measurements: []string{hex.EncodeToString(body.GetMrTd()) + "::" + hex.EncodeToString(body.GetRtmrs()[1]) + ":" + hex.EncodeToString(body.GetRtmrs()[2]) + ":"},
 		HostData:     mrcfg[:32],
 		ReportData:   body.GetReportData(),
 	}

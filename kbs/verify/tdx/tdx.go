@@ -3,7 +3,7 @@
 // in unless replaced), the QE report must be signed by the PCK key and bind the attestation
 // key, and the quote must be signed by the attestation key. No collateral is fetched and no
 // CRL is checked (documented limitation). Then the workload policy: REPORT_DATA, MRTD/RTMRs
-// in the allowed set, MRCONFIGID = envelope digest zero-padded to 48 bytes, debug off and a
+// in the allowed set (a policy that does not pin MRTD, RTMR[1] and RTMR[2] is refused), MRCONFIGID = envelope digest zero-padded to 48 bytes, debug off and a
 // minimum TEE_TCB_SVN, and go-tdx-guest validate.
 package tdx
 
@@ -78,10 +78,25 @@ func Parse(ev *api.TDXEvidence) (q4 *pb.QuoteV4, err error) {
 	return q4, nil
 }
 
-// measurementMatches reports whether body matches one allowed "mrtd[:rtmr0:...:rtmr3]" value.
+// checkPinned refuses a reference value that does not pin MRTD, RTMR[1] and RTMR[2]: MRTD
+// covers only the firmware, RTMR[1] the kernel and RTMR[2] the initrd and command line, so a
+// value without them would accept a TD booted with a host-chosen kernel and initrd. The
+// registry refuses to register such values; this check also fails closed on one stored
+// before that rule.
+func checkPinned(allowed string) error {
+	parts := strings.Split(allowed, ":")
+	if len(parts) != 5 || parts[0] == "" || parts[2] == "" || parts[3] == "" {
+		return verify.Reject(verify.FieldPolicy, "mrtd:rtmr0:rtmr1:rtmr2:rtmr3 with MRTD, RTMR[1] and RTMR[2] pinned", allowed,
+			"TDX reference value does not pin MRTD, RTMR[1] (kernel) and RTMR[2] (initrd, command line): a TD booted with a host-chosen kernel and initrd would match; re-register the workload with the guest bundle's full TDX measurement")
+	}
+	return nil
+}
+
+// measurementMatches reports whether body matches one allowed "mrtd:rtmr0:...:rtmr3" value
+// (checkPinned first); an empty RTMR[0] or RTMR[3] is not compared.
 func measurementMatches(allowed string, body *pb.TDQuoteBody) bool {
 	parts := strings.Split(allowed, ":")
-	if len(parts) == 0 || len(parts) > 5 {
+	if len(parts) != 5 {
 		return false
 	}
 	if parts[0] != hex.EncodeToString(body.GetMrTd()) {
@@ -132,6 +147,11 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	body := q.GetTdQuoteBody()
 	if len(p.ReportData) != api.ReportDataSize || !bytes.Equal(body.GetReportData(), p.ReportData) {
 		return nil, verify.Reject(verify.FieldReportData, hex.EncodeToString(p.ReportData), hex.EncodeToString(body.GetReportData()), "not bound to this session's nonce and TEE key")
+	}
+	for _, m := range p.Measurements {
+		if err := checkPinned(m); err != nil {
+			return nil, err
+		}
 	}
 	matched := ""
 	for _, m := range p.Measurements {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,9 +192,10 @@ func TestVerifyTDX(t *testing.T) {
 	}
 	body := sampleQuote(t).GetTdQuoteBody()
 	mrtd := hex.EncodeToString(body.GetMrTd())
-	rtmr0 := hex.EncodeToString(body.GetRtmrs()[0])
+	rtmr := func(i int) string { return hex.EncodeToString(body.GetRtmrs()[i]) }
+	pinned := mrtd + ":" + rtmr(0) + ":" + rtmr(1) + ":" + rtmr(2) + ":"
 	policy := verify.Policy{
-		Measurements: []string{"00" + mrtd[2:], mrtd + ":" + rtmr0 + ":::"},
+		Measurements: []string{"00" + pinned[2:], pinned},
 		HostData:     digest[:],
 		ReportData:   rd[:],
 	}
@@ -211,7 +213,15 @@ func TestVerifyTDX(t *testing.T) {
 		wantField string
 	}{
 		{name: "good"},
-		{name: "good, mrtd only", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd} }},
+		{name: "good, rtmr0 and rtmr3 open", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + "::" + rtmr(1) + ":" + rtmr(2) + ":"} }},
+		// A policy that leaves the kernel (RTMR[1]) or initrd (RTMR[2]) open is never appraised.
+		{name: "policy mrtd only", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd} }, wantField: verify.FieldPolicy},
+		{name: "policy empty rtmrs", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + "::::"} }, wantField: verify.FieldPolicy},
+		{name: "policy rtmr1 open", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + ":" + rtmr(0) + "::" + rtmr(2) + ":"} }, wantField: verify.FieldPolicy},
+		{name: "policy rtmr2 open", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + ":" + rtmr(0) + ":" + rtmr(1) + "::"} }, wantField: verify.FieldPolicy},
+		{name: "policy with one open value", policy: func(p *verify.Policy) { p.Measurements = append(p.Measurements, mrtd) }, wantField: verify.FieldPolicy},
+		{name: "wrong rtmr1", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[1][0] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong rtmr2", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[2][0] ^= 1 }, wantField: verify.FieldMeasurement},
 		{name: "wrong mrtd", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.MrTd[0] ^= 1 }, wantField: verify.FieldMeasurement},
 		{name: "wrong rtmr0", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[0][0] ^= 1 }, wantField: verify.FieldMeasurement},
 		{name: "wrong mrconfigid", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.MrConfigId[0] ^= 1 }, wantField: verify.FieldMrConfigID},
@@ -288,7 +298,9 @@ func FuzzVerify(f *testing.F) {
 	q.TdQuoteBody.MrConfigId = make([]byte, 48)
 	q.TdQuoteBody.TdAttributes[0] &^= 1
 	good := intel.resign(f, q)
-	p := verify.Policy{Measurements: []string{hex.EncodeToString(q.TdQuoteBody.MrTd)}, HostData: digest, ReportData: rd[:]}
+	b := q.TdQuoteBody
+	pinned := strings.Join([]string{hex.EncodeToString(b.MrTd), "", hex.EncodeToString(b.Rtmrs[1]), hex.EncodeToString(b.Rtmrs[2]), ""}, ":")
+	p := verify.Policy{Measurements: []string{pinned}, HostData: digest, ReportData: rd[:]}
 	v := New(Config{TrustedRoots: intel.pool})
 	if _, err := v.Verify(context.Background(), &api.Evidence{TDX: &api.TDXEvidence{Quote: good}}, p); err != nil {
 		f.Fatalf("seed quote: %v", err)
