@@ -5,7 +5,8 @@
 // SEALPOD_SHIM_CONFIG names another path — containerd passes its environment to the shim):
 //
 //	{"tee": "sim", "simKey": "/etc/sealpod/sim-vcek.pem", "qemu": "qemu-system-x86_64",
-//	 "accel": "tcg", "stateDir": "/run/sealpod", "network": "tap", "bootTimeout": "180s"}
+//	 "accel": "tcg", "stateDir": "/run/sealpod", "network": "tap", "bootTimeout": "180s",
+//	 "qemuUID": 64242, "qemuGID": 64242, "maxGuestMemoryMiB": 8192, "maxGuestVCPUs": 8}
 //
 // Unknown fields are an error (a typo must not silently change behaviour).
 package config
@@ -80,7 +81,23 @@ type Config struct {
 	Network string `json:"network,omitempty"`
 	// BootTimeout bounds QEMU start → agent answers Ping (default 180s; TCG is slow).
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
+	// QEMUUID and QEMUGID are the unprivileged user QEMU runs as (default DefaultQEMUID;
+	// never 0). The group gets read access to the pod's guest files; nothing else.
+	QEMUUID uint32 `json:"qemuUID,omitempty"`
+	QEMUGID uint32 `json:"qemuGID,omitempty"`
+	// MaxGuestMemoryMiB and MaxGuestVCPUs cap the size a guest.json may ask for on this node
+	// (defaults DefaultMaxGuestMemoryMiB, DefaultMaxGuestVCPUs). They are the only bound for a
+	// pod without memory or CPU limits; a pod with limits is also held to those.
+	MaxGuestMemoryMiB int `json:"maxGuestMemoryMiB,omitempty"`
+	MaxGuestVCPUs     int `json:"maxGuestVCPUs,omitempty"`
 }
+
+// Defaults of the QEMU user and the node's guest size caps.
+const (
+	DefaultQEMUID            = 64242
+	DefaultMaxGuestMemoryMiB = 8192
+	DefaultMaxGuestVCPUs     = 8
+)
 
 // Defaults fills the unset fields.
 func (c *Config) Defaults() {
@@ -98,6 +115,18 @@ func (c *Config) Defaults() {
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = Duration(180 * time.Second)
+	}
+	if c.QEMUUID == 0 {
+		c.QEMUUID = DefaultQEMUID
+	}
+	if c.QEMUGID == 0 {
+		c.QEMUGID = DefaultQEMUID
+	}
+	if c.MaxGuestMemoryMiB == 0 {
+		c.MaxGuestMemoryMiB = DefaultMaxGuestMemoryMiB
+	}
+	if c.MaxGuestVCPUs == 0 {
+		c.MaxGuestVCPUs = DefaultMaxGuestVCPUs
 	}
 }
 
@@ -123,6 +152,15 @@ func (c *Config) Validate() error {
 	}
 	if c.BootTimeout < 0 {
 		return fmt.Errorf("%w: bootTimeout: negative", ErrInvalid)
+	}
+	if c.QEMUUID == 0 || c.QEMUGID == 0 || c.QEMUUID == 1<<32-1 || c.QEMUGID == 1<<32-1 {
+		return fmt.Errorf("%w: qemuUID %d / qemuGID %d: QEMU never runs as root (0) nor as the invalid id", ErrInvalid, c.QEMUUID, c.QEMUGID)
+	}
+	if c.MaxGuestMemoryMiB < 64 || c.MaxGuestMemoryMiB > 1<<20 {
+		return fmt.Errorf("%w: maxGuestMemoryMiB %d: want 64..1048576", ErrInvalid, c.MaxGuestMemoryMiB)
+	}
+	if c.MaxGuestVCPUs < 1 || c.MaxGuestVCPUs > 512 {
+		return fmt.Errorf("%w: maxGuestVCPUs %d: want 1..512", ErrInvalid, c.MaxGuestVCPUs)
 	}
 	return nil
 }

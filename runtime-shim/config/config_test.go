@@ -16,8 +16,18 @@ func TestParse(t *testing.T) {
 	}{
 		{"sim with defaults", `{"tee":"sim","simKey":"/k.pem"}`, false, func(c *Config) bool {
 			return c.QEMU == "qemu-system-x86_64" && c.Accel == "tcg" && c.StateDir == "/run/sealpod" &&
-				c.Network == NetworkTap && time.Duration(c.BootTimeout) == 180*time.Second
+				c.Network == NetworkTap && time.Duration(c.BootTimeout) == 180*time.Second &&
+				c.QEMUUID == DefaultQEMUID && c.QEMUGID == DefaultQEMUID &&
+				c.MaxGuestMemoryMiB == DefaultMaxGuestMemoryMiB && c.MaxGuestVCPUs == DefaultMaxGuestVCPUs
 		}},
+		{"qemu user and guest caps", `{"tee":"snp","qemuUID":5000,"qemuGID":5001,"maxGuestMemoryMiB":2048,"maxGuestVCPUs":2}`, false,
+			func(c *Config) bool {
+				return c.QEMUUID == 5000 && c.QEMUGID == 5001 && c.MaxGuestMemoryMiB == 2048 && c.MaxGuestVCPUs == 2
+			}},
+		{"negative qemu uid", `{"tee":"snp","qemuUID":-1}`, true, nil},
+		{"invalid qemu uid", `{"tee":"snp","qemuUID":4294967295}`, true, nil},
+		{"guest memory cap too large", `{"tee":"snp","maxGuestMemoryMiB":2000000}`, true, nil},
+		{"guest vcpu cap negative", `{"tee":"snp","maxGuestVCPUs":-4}`, true, nil},
 		{"all fields", `{"tee":"sim","simKey":"/k","qemu":"/q","accel":"kvm","stateDir":"/run/sp","network":"tap","bootTimeout":"30s"}`, false,
 			func(c *Config) bool {
 				return c.Accel == "kvm" && c.Network == NetworkTap && time.Duration(c.BootTimeout) == 30*time.Second

@@ -505,13 +505,23 @@ type DNS struct {
 	Truncated bool
 }
 
-// ReadResolvConf reads and parses a resolv.conf (at most MaxResolvConf bytes).
+// ReadResolvConf reads and parses a resolv.conf (at most MaxResolvConf bytes). The path comes
+// from the pod's OCI spec: it is opened without following a final symbolic link and without
+// blocking (a FIFO would hold the shim), and anything but a regular file is refused.
 func ReadResolvConf(path string) (*DNS, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY, 0)
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("resolv.conf %s: %w: is a symbolic link", path, ErrResolvConf)
+		}
 		return nil, fmt.Errorf("resolv.conf %s: %w", path, err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("resolv.conf %s: %w", path, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("resolv.conf %s: %w: not a regular file (%s)", path, ErrResolvConf, st.Mode().Type())
+	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(io.LimitReader(f, MaxResolvConf+1)); err != nil {
 		return nil, fmt.Errorf("resolv.conf %s: %w", path, err)

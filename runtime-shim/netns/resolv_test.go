@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/netconfig"
@@ -114,4 +116,48 @@ func FuzzParseResolvConf(f *testing.F) {
 			t.Fatalf("parsed %q into %+v, which the guest refuses: %v", b, d, err)
 		}
 	})
+}
+
+// TestReadResolvConfRefusesSpecialFiles: the resolv.conf path comes from the pod's OCI spec; a
+// FIFO there must be refused at once (opening it for reading blocks until a writer comes),
+// and so must a symbolic link or a directory.
+func TestReadResolvConfRefusesSpecialFiles(t *testing.T) {
+	cases := []struct {
+		name string
+		make func(p string) error
+		want string
+	}{
+		{"fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }, "not a regular file"},
+		{"directory", func(p string) error { return os.Mkdir(p, 0o755) }, "not a regular file"},
+		{"symlink", func(p string) error {
+			target := p + ".target"
+			if err := os.WriteFile(target, []byte("nameserver 10.0.0.10\n"), 0o644); err != nil {
+				return err
+			}
+			return os.Symlink(target, p)
+		}, "symbolic link"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "resolv.conf")
+			if err := tc.make(p); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { // unblock a reader stuck in open
+				if f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+					f.Close()
+				}
+			})
+			done := make(chan error, 1)
+			go func() { _, err := ReadResolvConf(p); done <- err }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+					t.Fatalf("ReadResolvConf(%s): %v, want an error naming it and %q", tc.name, err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("ReadResolvConf of a %s blocked for 5 s", tc.name)
+			}
+		})
+	}
 }

@@ -234,7 +234,7 @@ func buildGuestWith(t *testing.T, initPkg string, cgo bool) string {
 	var out []byte
 	var err error
 	if cgo {
-		out, err = run([]string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+		out, err = run([]string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
 			"-ldflags", "-s -w -extldflags -static", "-o", initBin, initPkg)
 	} else {
 		out, err = run([]string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", initBin, initPkg)

@@ -139,6 +139,11 @@ type Port struct {
 	Name, Socket string
 }
 
+// Sandbox is the argument of QEMU's -sandbox option: the seccomp filter every pod VM runs
+// under (no obsolete system calls, no set*id, no fork/exec, no scheduler or resource-limit
+// changes). QEMU emulates a kernel of the tenant's choosing: it is confined like a tenant.
+const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
 // SNPOptions tune the sev-snp-guest object; zero values take the defaults.
 type SNPOptions struct {
 	// CBitPos (default 51) and ReducedPhysBits (default 1): from CPUID 0x8000001f of the host.
@@ -218,6 +223,10 @@ type Config struct {
 	// of sealpod.sim-sp (required for sim, refused otherwise). QEMU listens on both
 	// (server=on,wait=off); they must not exist yet.
 	AgentSocket, SimSPSocket string
+	// AgentListener and SimSPListener, if set, are listening unix sockets (bound at
+	// AgentSocket and SimSPSocket by the caller) that QEMU inherits and serves (fd=N): an
+	// unprivileged QEMU then needs no write access to the state directory.
+	AgentListener, SimSPListener *os.File
 	// Ports are extra virtio-serial ports (tests).
 	Ports []Port
 	// NIC is the pod network card (nil = no network card).
@@ -230,6 +239,9 @@ type Config struct {
 	Name string
 	// ExtraArgs are appended verbatim (operators and tests; never secrets).
 	ExtraArgs []string
+	// InsecureNoSandbox drops -sandbox (debugging QEMU only: the tenant's kernel then faces
+	// an unconfined emulator).
+	InsecureNoSandbox bool
 }
 
 // Command is a built QEMU invocation.
@@ -356,6 +368,9 @@ func (c *Config) Command() (*Command, error) {
 	}
 
 	args := []string{"-nodefaults", "-no-user-config", "-no-reboot", "-display", "none", "-monitor", "none"}
+	if !c.InsecureNoSandbox {
+		args = append(args, "-sandbox", Sandbox)
+	}
 	if c.Name != "" {
 		args = append(args, "-name", c.Name)
 	}
@@ -437,16 +452,23 @@ func (c *Config) Command() (*Command, error) {
 	}
 
 	// virtio-serial ports.
-	ports := []Port{{Name: AgentPortName, Socket: c.AgentSocket}}
+	type port struct {
+		Port
+		file *os.File
+	}
+	ports := []port{{Port{Name: AgentPortName, Socket: c.AgentSocket}, c.AgentListener}}
 	if c.TEE == TEESim {
 		if c.SimSPSocket == "" {
 			return nil, invalid("SimSPSocket", "required for the sim TEE")
 		}
-		ports = append(ports, Port{Name: SimSPPortName, Socket: c.SimSPSocket})
-	} else if c.SimSPSocket != "" {
+		ports = append(ports, port{Port{Name: SimSPPortName, Socket: c.SimSPSocket}, c.SimSPListener})
+	} else if c.SimSPSocket != "" || c.SimSPListener != nil {
 		return nil, invalid("SimSPSocket", "only the sim TEE has a simulated AMD-SP, not %s", c.TEE)
 	}
-	ports = append(ports, c.Ports...)
+	for _, p := range c.Ports {
+		ports = append(ports, port{Port: p})
+	}
+	cmd := &Command{Path: binary}
 	args = append(args, "-device", "virtio-serial-pci,id=vser0"+vio)
 	seenName, seenSock := map[string]bool{}, map[string]bool{}
 	for i, p := range ports {
@@ -473,15 +495,19 @@ func (c *Config) Command() (*Command, error) {
 		}
 		seenName[p.Name], seenSock[p.Socket] = true, true
 		id := "port" + strconv.Itoa(i)
+		backend := "path=" + p.Socket
+		if p.file != nil {
+			backend = "fd=" + strconv.Itoa(3+len(cmd.ExtraFiles))
+			cmd.ExtraFiles = append(cmd.ExtraFiles, p.file)
+		}
 		args = append(args,
-			"-chardev", "socket,id="+id+",path="+p.Socket+",server=on,wait=off",
+			"-chardev", "socket,id="+id+","+backend+",server=on,wait=off",
 			"-device", "virtserialport,bus=vser0.0,chardev="+id+",name="+p.Name)
 	}
 
 	// Entropy: the agent waits for the CRNG; virtio-rng feeds it.
 	args = append(args, "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"+vio)
 
-	cmd := &Command{Path: binary}
 	if n := c.NIC; n != nil {
 		if len(n.MAC) != 6 {
 			return nil, invalid("NIC.MAC", "%q is not a 6-byte MAC address", n.MAC.String())

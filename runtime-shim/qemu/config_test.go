@@ -45,6 +45,11 @@ func goldenCases(t *testing.T) map[string]Config {
 			NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true}, QMPSocket: dir + "/qmp.sock", PIDFile: dir + "/qemu.pid",
 			Name: "sealpod-p1",
 		},
+		// As the shim starts an unprivileged QEMU: listening sockets and the tap as descriptors.
+		"sim-tcg-fds": {
+			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
+			AgentListener: tap, SimSPListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true}, Name: "sealpod-p1",
+		},
 		"sim-tcg-nonet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
 		},
@@ -101,6 +106,11 @@ func TestGolden(t *testing.T) {
 			wantFiles := 0
 			if cfg.NIC != nil && cfg.NIC.TapFile != nil {
 				wantFiles = 1
+			}
+			for _, l := range []*os.File{cfg.AgentListener, cfg.SimSPListener} {
+				if l != nil {
+					wantFiles++
+				}
 			}
 			if len(cmd.ExtraFiles) != wantFiles {
 				t.Errorf("ExtraFiles: %d, want %d", len(cmd.ExtraFiles), wantFiles)
@@ -178,6 +188,21 @@ func TestTEEOptions(t *testing.T) {
 		if strings.Contains(sim, bad) {
 			t.Errorf("sim: unexpected %q in %s", bad, sim)
 		}
+	}
+	// Descriptors: the agent and sim-sp listeners come first (fd 3, 4), then the tap.
+	fds := join(cases["sim-tcg-fds"])
+	for _, want := range []string{"socket,id=port0,fd=3,server=on,wait=off", "socket,id=port1,fd=4,server=on,wait=off", "tap,id=net0,vhost=off,fd=5"} {
+		if !strings.Contains(fds, want) {
+			t.Errorf("sim-tcg-fds: %q missing in %s", want, fds)
+		}
+	}
+	if strings.Contains(fds, "path=") {
+		t.Errorf("sim-tcg-fds: a socket path on the command line: %s", fds)
+	}
+	noSandbox := cases["sim-tcg"]
+	noSandbox.InsecureNoSandbox = true
+	if strings.Contains(join(noSandbox), "-sandbox") {
+		t.Error("InsecureNoSandbox kept -sandbox")
 	}
 }
 
@@ -306,5 +331,33 @@ func BenchmarkCommand(b *testing.B) {
 		if _, err := c.Command(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// sandboxArg is QEMU's seccomp sandbox as every pod VM runs it (issue 12).
+const sandboxArg = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+// TestCommandConfined: every command line runs QEMU under its seccomp sandbox: no obsolete
+// system calls, no set*uid, no fork/exec, no scheduler or resource changes.
+func TestCommandConfined(t *testing.T) {
+	for name, cfg := range goldenCases(t) {
+		t.Run(name, func(t *testing.T) {
+			cmd, err := cfg.Command()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for i, a := range cmd.Args {
+				if a == "-sandbox" {
+					n++
+					if i+1 >= len(cmd.Args) || cmd.Args[i+1] != sandboxArg {
+						t.Errorf("-sandbox %q, want %q", cmd.Args[i+1:], sandboxArg)
+					}
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d -sandbox options in %q, want 1", n, cmd.Args)
+			}
+		})
 	}
 }

@@ -31,6 +31,17 @@ type StartOptions struct {
 	// KeepOnParentDeath disables the parent-death signal. By default QEMU gets SIGKILL when
 	// the thread that started it dies, so a crashed shim leaves no VM behind.
 	KeepOnParentDeath bool
+	// Credential, if set, is the uid and gid QEMU runs as (set before exec; with no
+	// supplementary groups unless Credential.Groups lists some). The caller opens, as root,
+	// whatever QEMU needs (tap, listening sockets) and passes descriptors.
+	Credential *syscall.Credential
+	// Cgroup, if set, is an open cgroup v2 directory QEMU is born in (clone3
+	// CLONE_INTO_CGROUP): QEMU and all its threads are charged to it from the first page.
+	Cgroup *os.File
+	// JoinCgroup, if set, is called with the thread id of the locked OS thread that forks QEMU,
+	// just before the fork (cgroup v1: the caller writes the tid to the controllers' tasks
+	// files, so QEMU inherits them). That thread ends once QEMU has exited.
+	JoinCgroup func(tid int) error
 }
 
 // VM is a running QEMU.
@@ -71,6 +82,21 @@ func StartCommand(c *Command, opts StartOptions) (*VM, error) {
 	if !opts.KeepOnParentDeath {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
+	if cr := opts.Credential; cr != nil {
+		if cr.Uid == 0 || cr.Gid == 0 {
+			return nil, fmt.Errorf("qemu %s: credential %d:%d: refusing to drop to root", c.Path, cr.Uid, cr.Gid)
+		}
+		cred := *cr
+		if cred.Groups == nil {
+			cred.Groups = []uint32{} // setgroups(0): drop the caller's supplementary groups
+		}
+		cred.NoSetGroups = false
+		cmd.SysProcAttr.Credential = &cred
+	}
+	if opts.Cgroup != nil {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(opts.Cgroup.Fd())
+	}
 	cmd.Stdin = nil // /dev/null
 	vm := &VM{cmd: cmd, path: c.Path, log: log, done: make(chan struct{})}
 	cmd.Stderr = &capWriter{mu: &vm.mu, w: &vm.stderr, limit: 64 << 10}
@@ -79,7 +105,7 @@ func StartCommand(c *Command, opts StartOptions) (*VM, error) {
 		return nil, fmt.Errorf("qemu %s: stdout pipe: %w", c.Path, err)
 	}
 	vm.started = time.Now()
-	if err := vm.start(!opts.KeepOnParentDeath); err != nil {
+	if err := vm.start(!opts.KeepOnParentDeath, opts.JoinCgroup); err != nil {
 		stdout.Close()
 		return nil, fmt.Errorf("qemu start %s: %w", c.Path, err)
 	}
@@ -91,19 +117,30 @@ func StartCommand(c *Command, opts StartOptions) (*VM, error) {
 // start forks QEMU. With the parent-death signal, the kernel delivers it when the *thread*
 // that forked exits, and the Go runtime ends threads whose goroutine exits while locked to
 // them (golang/go#27505): so the fork happens on a locked thread kept alive until QEMU exits.
-func (vm *VM) start(pdeathsig bool) error {
-	if !pdeathsig {
+// With join, that thread first joins QEMU's cgroups (v1) and is ended, not reused, afterwards.
+func (vm *VM) start(pdeathsig bool, join func(tid int) error) error {
+	if !pdeathsig && join == nil {
 		return vm.cmd.Start()
 	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		err := vm.cmd.Start()
+		var err error
+		if join != nil {
+			if err = join(syscall.Gettid()); err != nil {
+				err = fmt.Errorf("join cgroup: %w", err)
+			}
+		}
+		if err == nil {
+			err = vm.cmd.Start()
+		}
 		errc <- err
 		if err == nil {
 			<-vm.done
 		}
-		runtime.UnlockOSThread()
+		if join == nil {
+			runtime.UnlockOSThread()
+		} // else: the goroutine returns locked, so the runtime ends the thread (in the pod's cgroup)
 	}()
 	return <-errc
 }

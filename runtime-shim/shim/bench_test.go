@@ -14,7 +14,6 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/runtime-shim/config"
 )
 
 // guestBundle loads $SEALPOD_GUEST_DIR or the repository's out/guest (`make agent guest`).
@@ -59,7 +58,10 @@ func BenchmarkBootToAgentReady(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		spec := &vmSpec{QEMU: "qemu-system-x86_64", Accel: "tcg", Name: "sealpod-bench", Dir: dir, Guest: g, Network: config.NetworkUser}
+		// As the shim boots a pod: the guest files copied into the state directory, QEMU
+		// unprivileged and reading them through its group.
+		spec := testVMSpec("qemu-system-x86_64", dir, copyGuest(b, g, filepath.Join(dir, "guest")))
+		spec.Name = "sealpod-bench"
 		q, err := startQEMU(spec, log)
 		if err != nil {
 			b.Fatal(err)
@@ -90,4 +92,29 @@ func BenchmarkBootToAgentReady(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(rssSum)/float64(b.N)/(1<<20), "qemu-rss-MiB")
+}
+
+// copyGuest copies a guest bundle's files into dir and loads the copy.
+func copyGuest(b *testing.B, g *bundle.Bundle, dir string) *bundle.Bundle {
+	b.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range guestFiles {
+		data, err := os.ReadFile(filepath.Join(g.Dir, f.name))
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.name), data, 0o400); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c, err := bundle.Load(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }

@@ -11,10 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +26,6 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	apitask "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/protobuf"
 	ptypes "github.com/containerd/containerd/protobuf/types"
@@ -39,9 +38,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/hostvalue"
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/imagebuilder/image"
 	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
@@ -59,9 +58,6 @@ const (
 	containerTypeSandbox    = "sandbox"
 	annotationWorkload      = "sealpod.io/workload"
 )
-
-// maxEnvelope bounds the envelope read from the secure image (the agent's limit).
-const maxEnvelope = api.MaxEnvelope
 
 // exitVMGone is the exit status of every process whose VM died under it.
 const exitVMGone = 255
@@ -114,6 +110,7 @@ type Service struct {
 	annotations map[string]string // sealpod.io/* and CRI pod metadata of the sandbox
 	hostname    string
 	netnsPath   string // the pod's network namespace (empty: host network)
+	cgroupsPath string // the sandbox's linux.cgroupsPath: QEMU runs there
 	tasks       map[string]*task
 	vm          *podVM
 }
@@ -289,8 +286,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		t.sandbox = true
 		s.sandboxID = r.ID
 		s.hostname = sp.Hostname
-		s.netnsPath = ""
+		s.netnsPath, s.cgroupsPath = "", ""
 		if sp.Linux != nil {
+			s.cgroupsPath = sp.Linux.CgroupsPath
 			for _, ns := range sp.Linux.Namespaces {
 				if ns.Type == specs.NetworkNamespace {
 					s.netnsPath = ns.Path
@@ -299,7 +297,8 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		}
 		s.annotations = map[string]string{}
 		for k, v := range ann {
-			if strings.HasPrefix(k, "sealpod.io/") || k == AnnotationSandboxName || k == AnnotationSandboxNS || k == AnnotationSandboxUID {
+			if strings.HasPrefix(k, "sealpod.io/") || k == AnnotationSandboxName || k == AnnotationSandboxNS || k == AnnotationSandboxUID ||
+				slices.Contains(sizingAnnotations, k) {
 				s.annotations[k] = v
 			}
 		}
@@ -352,75 +351,6 @@ func writeReason(ctx context.Context, path string, reason error) {
 	fmt.Fprintf(w, "sealpod: %v\n", reason)
 }
 
-// readRootfsFile reads name below rootfs without following links out of it (the image is
-// the pod owner's, not the node's).
-func readRootfsFile(root *os.Root, name string, limit int64) ([]byte, error) {
-	f, err := root.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", name)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", name, limit)
-	}
-	return b, nil
-}
-
-// loadSecureImage mounts the placeholder's rootfs (the secure image), copies the guest files
-// into guestDir and returns the envelope of the workload.
-func loadSecureImage(r *taskAPI.CreateTaskRequest, workload, guestDir string) ([]byte, error) {
-	rootfs := filepath.Join(r.Bundle, "rootfs")
-	if len(r.Rootfs) > 0 {
-		var ms []mount.Mount
-		for _, m := range r.Rootfs {
-			ms = append(ms, mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
-		}
-		if err := os.MkdirAll(rootfs, 0o711); err != nil {
-			return nil, err
-		}
-		if err := mount.All(ms, rootfs); err != nil {
-			return nil, fmt.Errorf("mount the secure image at %s: %w", rootfs, err)
-		}
-		defer func() { _ = mount.UnmountAll(rootfs, 0) }()
-	}
-	root, err := os.OpenRoot(rootfs)
-	if err != nil {
-		return nil, fmt.Errorf("secure image rootfs %s: %w", rootfs, err)
-	}
-	defer root.Close()
-	env, err := readRootfsFile(root, filepath.Join(image.SealedDir, workload+".json"), maxEnvelope)
-	if err != nil {
-		return nil, fmt.Errorf("secure image: envelope of workload %q: %w", workload, err)
-	}
-	if err := os.MkdirAll(guestDir, 0o700); err != nil {
-		return nil, err
-	}
-	for _, name := range []string{bundle.KernelFile, bundle.InitrdFile, bundle.ConfigFile, bundle.FirmwareFile} {
-		b, err := readRootfsFile(root, filepath.Join(image.GuestDir, name), 1<<30)
-		if err != nil {
-			if name == bundle.FirmwareFile && errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return nil, fmt.Errorf("secure image: guest file %s: %w", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(guestDir, name), b, 0o400); err != nil {
-			return nil, err
-		}
-	}
-	return env, nil
-}
-
 func validWorkload(w string) bool {
 	return w != "" && len(w) <= 253 && !strings.ContainsAny(w, "/\\\x00") && w != "." && w != ".."
 }
@@ -444,7 +374,8 @@ func (s *Service) bootLocked(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 	if len(name) > 12 {
 		name = name[:12]
 	}
-	spec := &vmSpec{QEMU: s.cfg.QEMU, Accel: s.cfg.Accel, Name: "sealpod-" + name, Dir: dir, Network: s.cfg.Network}
+	spec := &vmSpec{QEMU: s.cfg.QEMU, Accel: s.cfg.Accel, Name: "sealpod-" + name, Dir: dir, Network: s.cfg.Network,
+		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID}
 	guestDir := filepath.Join(dir, "guest")
 	env, err := loadSecureImage(r, workload, guestDir)
 	if err != nil {
@@ -453,6 +384,17 @@ func (s *Service) bootLocked(ctx context.Context, r *taskAPI.CreateTaskRequest, 
 	if spec.Guest, err = bundle.Load(guestDir); err != nil {
 		return fmt.Errorf("secure image guest bundle: %w", err)
 	}
+	if err := checkGuestFits(spec.Guest.Config, s.annotations, s.cfg); err != nil {
+		return err
+	}
+	if spec.Cgroup, err = openPodCgroup(cgroupRoot, s.cgroupsPath); err != nil {
+		return err
+	}
+	defer func() {
+		if s.vm == nil || s.vm.spec != spec {
+			spec.Cgroup.remove() // QEMU did not start
+		}
+	}()
 	signer, err := simtee.LoadSigner(s.cfg.SimKey)
 	if err != nil {
 		return fmt.Errorf("sim key %s: %w", s.cfg.SimKey, err)
@@ -547,11 +489,19 @@ func (s *Service) hostValues(network *api.NetworkConfig) map[string]string {
 		}
 	}
 	if node, err := os.Hostname(); err == nil {
-		hv["fieldRef:spec.nodeName"] = node
+		hv["fieldRef:spec.nodeName"] = strings.ToLower(node) // as the kubelet names the node
 	}
 	if s.cfg.Network == config.NetworkTap && network != nil && len(network.Interfaces) > 0 && len(network.Interfaces[0].Addresses) > 0 {
 		ip, _, _ := strings.Cut(network.Interfaces[0].Addresses[0], "/")
 		hv["fieldRef:status.podIP"] = ip
+	}
+	// The agent refuses the whole Unseal for one value without its field's syntax; offer
+	// only values that have it (a pod that uses a missing one fails to create, naming it).
+	for k, v := range hv {
+		if err := hostvalue.Check(k, v); err != nil {
+			s.log.Warn("downward-API value not offered to the guest", "err", err)
+			delete(hv, k)
+		}
 	}
 	return hv
 }
@@ -641,6 +591,7 @@ func (s *Service) stopVMLocked(why string) {
 	if err := vm.qemu.Stop(5 * time.Second); err != nil {
 		s.log.Error("stop pod VM", "err", err)
 	}
+	vm.spec.Cgroup.remove()
 	if vm.client != nil {
 		vm.client.Close()
 	}

@@ -276,7 +276,7 @@ func TestVMArgs(t *testing.T) {
 	line := strings.Join(cmd.Args, " ")
 	for _, want := range []string{
 		"accel=tcg", "-no-reboot", "-kernel " + filepath.Join(g.Dir, bundle.KernelFile),
-		"-append console=hvc0 quiet", "-pidfile /run/sealpod/sb1/qemu.pid",
+		"-append console=hvc0 quiet", "-sandbox " + qemu.Sandbox,
 		"path=/run/sealpod/sb1/agent.sock,server=on,wait=off", "name=sealpod.agent",
 		"path=/run/sealpod/sb1/sp.sock,server=on,wait=off", "name=sealpod.sim-sp",
 		"-netdev user,id=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=",
@@ -287,6 +287,9 @@ func TestVMArgs(t *testing.T) {
 	}
 	if strings.Contains(line, "-bios") {
 		t.Error("-bios without firmware in the bundle")
+	}
+	if strings.Contains(line, "-pidfile") {
+		t.Error("QEMU writes a pid file: it must write nothing in the state directory")
 	}
 	bad := *v
 	bad.Dir = "/run/sealpod/a,b"

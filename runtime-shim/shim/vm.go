@@ -27,6 +27,12 @@ type vmSpec struct {
 	Guest       *bundle.Bundle
 	Network     string
 	NIC         *qemu.NIC // network "tap": the tap from runtime-shim/netns
+	// UID and GID are QEMU's unprivileged user (node config qemuUID/qemuGID; never 0).
+	UID, GID uint32
+	// Cgroup is the pod's cgroup QEMU runs in (the sandbox's linux.cgroupsPath).
+	Cgroup *podCgroup
+
+	console *consoleLog
 }
 
 func (v *vmSpec) agentSocket() string { return filepath.Join(v.Dir, "agent.sock") }
@@ -41,11 +47,12 @@ func userNetArgs() []string {
 	return []string{"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,mac=" + guestMAC + ",romfile="}
 }
 
-// qemuConfig is the runtime-shim/qemu configuration of the pod VM (sim TEE).
+// qemuConfig is the runtime-shim/qemu configuration of the pod VM (sim TEE). QEMU writes
+// nothing in the state directory: the shim writes the pid file and passes listening sockets.
 func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	c := qemu.Config{
 		Binary: v.QEMU, TEE: qemu.TEESim, Accel: qemu.Accel(v.Accel), Guest: qemu.GuestFromBundle(v.Guest),
-		AgentSocket: v.agentSocket(), SimSPSocket: v.spSocket(), PIDFile: v.pidFile(), Name: v.Name,
+		AgentSocket: v.agentSocket(), SimSPSocket: v.spSocket(), Name: v.Name,
 	}
 	switch v.Network {
 	case config.NetworkUser:
@@ -61,23 +68,139 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	return c, c.Validate()
 }
 
-// startQEMU starts the VM; the guest console goes to console.log in the state directory.
+// startQEMU starts the VM as spec's unprivileged user, in spec's cgroup, under QEMU's seccomp
+// sandbox. The shim (root) binds the agent and sim-sp sockets and passes them listening, so
+// QEMU needs no write access anywhere; it gets read access (group) to the guest files only.
+// The guest console goes to a bounded console.log in the state directory.
 func startQEMU(spec *vmSpec, log *slog.Logger) (*qemu.VM, error) {
+	if spec.UID == 0 || spec.GID == 0 {
+		return nil, fmt.Errorf("qemu user %d:%d: QEMU does not run as root", spec.UID, spec.GID)
+	}
 	cfg, err := spec.qemuConfig()
 	if err != nil {
 		return nil, err
 	}
-	console, err := os.OpenFile(spec.consoleLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("console log: %w", err)
+	if err := shareGuestFiles(spec); err != nil {
+		return nil, err
 	}
-	vm, err := qemu.Start(cfg, qemu.StartOptions{Console: console, Logger: log})
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close() // QEMU holds its own copies
+		}
+	}()
+	for _, l := range []struct {
+		path string
+		dst  **os.File
+	}{{spec.agentSocket(), &cfg.AgentListener}, {spec.spSocket(), &cfg.SimSPListener}} {
+		f, err := listenUnix(l.path)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		*l.dst = f
+	}
+	console, err := openConsoleLog(spec.consoleLog(), consoleKeep)
+	if err != nil {
+		return nil, err
+	}
+	opts := qemu.StartOptions{Console: console, Logger: log, Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID}}
+	if cg := spec.Cgroup; cg != nil {
+		if cg.v2 != nil {
+			opts.Cgroup = cg.v2
+		} else {
+			opts.JoinCgroup = cg.joinThread
+		}
+	}
+	vm, err := qemu.Start(cfg, opts)
 	if err != nil {
 		console.Close()
 		return nil, err
 	}
-	go func() { <-vm.Exited(); console.Close() }()
+	spec.console = console
+	if err := os.WriteFile(spec.pidFile(), []byte(strconv.Itoa(vm.PID())+"\n"), 0o600); err != nil {
+		log.Warn("qemu pid file", "path", spec.pidFile(), "err", err)
+	}
+	go func() {
+		<-vm.Exited()
+		console.Close()
+		if n := console.Dropped(); n > 0 {
+			log.Warn("guest console output dropped (bounded console log)", "bytes", n, "kept_max", consoleKeep)
+		}
+	}()
 	return vm, nil
+}
+
+// listenUnix binds and listens on a unix socket at path and returns it as a file to pass to
+// QEMU (the socket file stays; the state directory is removed with the pod).
+func listenUnix(path string) (*os.File, error) {
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := syscall.Listen(fd, 4); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// shareGuestFiles gives QEMU's group read access to the guest files and search access to the
+// directories above them inside the state directory; the state directory stays owned by root
+// and unwritable for QEMU.
+func shareGuestFiles(spec *vmSpec) error {
+	gid := int(spec.GID)
+	guestDir := spec.Guest.Dir
+	rel, err := filepath.Rel(spec.Dir, guestDir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil // guest files outside the state directory (tests): left as they are
+	}
+	// The state directory (the pods' parent) must be searchable to reach a pod's guest files;
+	// it stays unlistable for others (0711) unless the operator made it more open.
+	if parent := filepath.Dir(spec.Dir); parent != "/" {
+		st, err := os.Stat(parent)
+		if err != nil {
+			return fmt.Errorf("qemu access to %s: %w", parent, err)
+		}
+		if st.Mode().Perm()&0o011 != 0o011 {
+			if err := os.Chmod(parent, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("qemu access to %s: %w", parent, err)
+			}
+		}
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{spec.Dir, 0o710}, {guestDir, 0o750}} {
+		if err := os.Chown(d.path, 0, gid); err != nil {
+			return fmt.Errorf("qemu access to %s: %w", d.path, err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("qemu access to %s: %w", d.path, err)
+		}
+	}
+	ents, err := os.ReadDir(guestDir)
+	if err != nil {
+		return fmt.Errorf("qemu access to %s: %w", guestDir, err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(guestDir, e.Name())
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Chown(p, 0, gid); err != nil {
+			return fmt.Errorf("qemu access to %s: %w", p, err)
+		}
+		if err := os.Chmod(p, 0o440); err != nil {
+			return fmt.Errorf("qemu access to %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 func vmExited(vm *qemu.VM) bool {
@@ -89,7 +212,8 @@ func vmExited(vm *qemu.VM) bool {
 	}
 }
 
-// killStale kills a QEMU left by a dead shim (pidfile in dir), checking it is QEMU.
+// killStale kills a QEMU left by a dead shim (pidfile in dir), checking it is that pod's QEMU
+// (its -kernel is the pod's guest kernel).
 func killStale(dir string) {
 	b, err := os.ReadFile(filepath.Join(dir, "qemu.pid"))
 	if err != nil {
@@ -100,7 +224,7 @@ func killStale(dir string) {
 		return
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), filepath.Join(dir, "agent.sock")) {
+	if err != nil || !strings.Contains(string(cmdline), "\x00"+filepath.Join(dir, "guest", bundle.KernelFile)+"\x00") {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)

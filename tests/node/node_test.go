@@ -112,7 +112,7 @@ func newNode(t *testing.T, network string) *node {
 	t0 = time.Now()
 	proc.Run(t, n.root, noCgo, "go", "build", "-o", n.bin+"/", "./kbs/cmd/sealpod-kbs", "./ctl/cmd/sealctl", "./hack/cmd/devregistry",
 		"./guest-image/cmd/mkguest", "./tests/node/internal/podapp", "./runtime-shim/cmd/containerd-shim-sealpod-v2")
-	proc.Run(t, n.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, n.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(n.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built shim, agent, sealpod-kbs, sealctl, mkguest, devregistry, podapp in %v", time.Since(t0).Round(time.Millisecond))
 
@@ -176,7 +176,7 @@ func newNode(t *testing.T, network string) *node {
 	proc.Daemon(t, n.ctrdLog, []string{"PATH=" + n.bin + ":" + os.Getenv("PATH"), "SEALPOD_SHIM_CONFIG=/nonexistent/shim.json"},
 		"containerd", "--config", cfgPath, "--log-level", "info")
 	proc.WaitFor(t, "containerd", 30*time.Second, func() bool { return proc.CanDial("unix", n.ctrdSock) })
-	t.Cleanup(func() { n.removeAllPods(t) })
+	t.Cleanup(func() { n.removeAllPods(t); removeE2ECgroups() })
 
 	n.importPause(t)
 	b := make([]byte, 16)
@@ -238,16 +238,19 @@ func (n *node) seal(t *testing.T, name string) *sealedPod {
 		cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, n.regPort)
 		proc.Run(t, n.root, nil, filepath.Join(n.bin, "mkguest"), "--init", filepath.Join(n.bin, "sealpod-agent"), "--out", guest, "--cmdline", cmdline)
 	}
+	meta := objectMeta(name)
+	// The owner's exec allow-list: the host may exec exactly this argv in "server".
+	meta.Annotations = map[string]string{"sealpod.io/exec": `{"server": [["/podapp", "probe"]]}`}
 	pod := corev1.Pod{
 		TypeMeta:   metaType(),
-		ObjectMeta: objectMeta(name),
+		ObjectMeta: meta,
 		Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: "init", Image: guestRef, Command: []string{"/podapp", "init"}}},
 			Containers: []corev1.Container{{Name: "server", Image: guestRef, Command: []string{"/podapp", "serve"},
 				Env: []corev1.EnvVar{{Name: "SEALPOD_GREETING", Value: "hello from " + name}, {Name: "SEALPOD_CANARY", Value: n.canary},
 					// A downward-API value: filled by the node (shim), not sealed.
 					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
-				// The exec probe's argv is the only command the sealed policy lets the host exec.
+				// The exec probe stays sealed; the placeholder's stub is answered by the agent.
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/podapp", "probe"}}}}}},
 		},
 	}
@@ -308,9 +311,86 @@ func (n *node) podConfig(t *testing.T, name, uid string, ann map[string]string) 
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": uid, "attempt": 0},
 		"annotations":   ann,
 		"log_directory": logDir,
-		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": n.podNetworkMode()}}},
+		"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": n.podNetworkMode()}},
+			// As the kubelet sends them: the pod cgroup (cgroupfs driver) and the sum of the
+			// containers' limits (containerd turns them into io.kubernetes.cri.sandbox-*
+			// annotations; the shim refuses a guest.json larger than them).
+			"cgroup_parent": podCgroupParent(uid),
+			"resources":     map[string]any{"memory_limit_in_bytes": 1 << 30, "cpu_period": 100000, "cpu_quota": 100000}},
 	})
 	return p
+}
+
+// e2eCgroup is the test's cgroup tree (below every hierarchy's root).
+const e2eCgroup = "/sealpod-e2e"
+
+func podCgroupParent(uid string) string { return e2eCgroup + "/pod-" + uid }
+
+// removeE2ECgroups removes the test's cgroup tree, deepest first, in every hierarchy.
+func removeE2ECgroups() {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	for _, r := range roots {
+		var dirs []string
+		_ = filepath.WalkDir(filepath.Join(r, e2eCgroup), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
+	}
+}
+
+// checkConfined checks how the pod's QEMU runs (issue 12): not as root, under its seccomp
+// sandbox (Seccomp: 2 = filter mode, -sandbox on the command line), in the pod's cgroup.
+func checkConfined(t *testing.T, pid int, podID, uid string) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]string{}
+	for _, l := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	for _, k := range []string{"Uid", "Gid"} {
+		for _, id := range strings.Fields(fields[k]) {
+			if id == "0" {
+				t.Errorf("QEMU pid %d %s: %s: runs as root", pid, k, fields[k])
+			}
+		}
+	}
+	if fields["Groups"] != "" {
+		t.Errorf("QEMU pid %d keeps supplementary groups %q", pid, fields["Groups"])
+	}
+	if fields["Seccomp"] != "2" || fields["NoNewPrivs"] != "1" {
+		t.Errorf("QEMU pid %d: Seccomp %q NoNewPrivs %q, want its seccomp sandbox (2, 1)", pid, fields["Seccomp"], fields["NoNewPrivs"])
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if !bytes.Contains(cmdline, []byte("\x00-sandbox\x00on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny\x00")) {
+		t.Errorf("QEMU pid %d runs without -sandbox: %q", pid, cmdline)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := podCgroupParent(uid) + "/" + podID
+	found := false
+	for _, l := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && f[2] == want && (f[1] == "memory" || f[0] == "0" && f[1] == "" && !strings.Contains(string(cg), ":memory:")) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("QEMU pid %d is not in the pod's cgroup %s:\n%s", pid, want, cg)
+	}
+	t.Logf("QEMU pid %d: Uid %s, Gid %s, Seccomp %s, cgroup %s", pid, fields["Uid"], fields["Gid"], fields["Seccomp"], want)
 }
 
 func (n *node) containerConfig(t *testing.T, pod, name, image string, command []string) string {
@@ -491,8 +571,9 @@ func TestNode(t *testing.T) {
 		}
 		rss := rssKiB(qemu[0])
 		qemuCmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", qemu[0]))
+		checkConfined(t, qemu[0], pod, "uid-greeter")
 
-		// crictl exec of the probe's argv runs (its output comes back through the shim);
+		// crictl exec of the allow-listed argv runs (its output comes back through the shim);
 		// any other argv is refused by the agent.
 		if out := n.crictlRun(t, "exec", srv, "/podapp", "probe"); strings.TrimSpace(out) != "probe ok" {
 			t.Fatalf("allowed exec printed %q", out)

@@ -6,13 +6,18 @@
 //	pause   the sandbox image's entrypoint: waits for SIGTERM/SIGINT, exits 0
 //	probe   prints "probe ok" (exec target; the sealed policy does not allow it)
 //	job     prints "job: $SEALPOD_GREETING" and exits 0 (a Job's container)
+//	args    prints "args: " and its further arguments (host values expanded by the agent), then
+//	        serves HTTP on :8080 where /healthz answers 200 only to the request header
+//	        "Authorization: Bearer $SEALPOD_PROBE_TOKEN" (a sealed httpGet probe), 401 otherwise
 package main
 
 import (
 	"crypto/sha256"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -41,6 +46,23 @@ func main() {
 		<-sig
 	case "probe":
 		fmt.Println("probe ok")
+	case "args":
+		fmt.Println("args: " + strings.Join(os.Args[2:], " "))
+		want := "Bearer " + os.Getenv("SEALPOD_PROBE_TOKEN")
+		http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if len(want) <= len("Bearer ") || r.Header.Get("Authorization") != want {
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		go func() {
+			if err := http.ListenAndServe(":8080", nil); err != nil {
+				fmt.Fprintln(os.Stderr, "podapp:", err)
+				os.Exit(4)
+			}
+		}()
+		<-sig
 	case "job":
 		fmt.Println("job: " + os.Getenv("SEALPOD_GREETING"))
 	default:
