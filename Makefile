@@ -109,7 +109,7 @@ clean:
 # Go module proxy (hack/k8s/build.sh, cached in ~/.cache/sealpod/k8s), Debian's containerd and
 # etcd, devregistry, sealpod-kbs with sim roots, the node runtime installed by its DaemonSet.
 # State under out/cluster (SEALPOD_CLUSTER_DIR). Needs root.
-CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables file
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables file gcc libc6-dev libseccomp-dev pkg-config
 .PHONY: cluster-packages cluster-up cluster-down e2e-k8s
 cluster-packages:
 	@missing=""; for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

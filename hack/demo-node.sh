@@ -61,7 +61,7 @@ down() {
 
 up() {
 	local need=()
-	for p in curl qemu-system-x86 containerd runc gcc libc6-dev; do
+	for p in curl qemu-system-x86 containerd runc gcc libc6-dev libseccomp-dev pkg-config; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 	done
 	if [ ${#need[@]} -gt 0 ]; then

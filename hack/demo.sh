@@ -14,7 +14,7 @@ BIN=$ROOT/bin
 export SEALPOD_CLUSTER_DIR=$STATE/cluster
 export GOFLAGS=-buildvcs=false
 PACKAGES=(containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables
-	gcc libc6-dev curl bc file git make)
+	gcc libc6-dev libseccomp-dev pkg-config curl bc file git make)
 SERVICE_IP=10.96.0.80 # examples/mesh/app.yaml: the web Service's cluster IP
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
