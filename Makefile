@@ -8,7 +8,7 @@ BINARIES := sealctl=./ctl/cmd/sealctl sealpod-kbs=./kbs/cmd/sealpod-kbs containe
 
 AGENT_LDFLAGS := -s -w -X main.version=$(shell git describe --always --dirty 2>/dev/null || echo dev) -extldflags -static
 
-.PHONY: all build agent shim e2e-node test test-short fuzz bench lint generate demo demo-down demo-node demo-node-down clean
+.PHONY: all build agent shim deps e2e-node test test-short fuzz bench lint golangci-lint archtest generate demo demo-down demo-node demo-node-down clean
 
 all: build
 
@@ -31,20 +31,24 @@ shim:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/containerd-shim-sealpod-v2 ./runtime-shim/cmd/containerd-shim-sealpod-v2
 
+# Everything the suites, the demos and the cluster need (one list: hack/install-deps.sh):
+# Debian packages and the protoc tools. Idempotent, about a second when all is present.
+# Runs before any test, so no suite skips for a missing dependency (under CI=true one that
+# would skip fails instead: internal/testdeps).
+deps:
+	./hack/install-deps.sh
+
 # The node end-to-end suite (tests/node): Debian's containerd, runc, CNI plugins and QEMU,
 # crictl built from the Go module proxy (hack/build-crictl.sh, cached in ~/.cache/sealpod/bin),
 # a sealed two-container pod run through CRI next to a plain runc pod. Needs root.
-E2E_NODE_PACKAGES := containerd runc containernetworking-plugins qemu-system-x86
-e2e-node:
-	@missing=""; for p in $(E2E_NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-		if [ -n "$$missing" ]; then echo "apt-get install$$missing"; apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
+e2e-node: deps
 	./hack/build-crictl.sh
 	$(GO) test -count=1 -v -timeout 40m ./tests/node/
 
 # The default suite: unit, integration and end-to-end tests that run on this machine —
 # including the guest in QEMU (tests/guest), a containerd node with the shim (tests/node) and a
 # local Kubernetes cluster (tests/e2e, `make e2e-k8s`; builds Kubernetes once, cached).
-test: lint
+test: deps lint
 	$(GO) test -tags seccomp -count=1 -timeout 30m ./...
 	$(MAKE) e2e-k8s
 
@@ -62,10 +66,25 @@ fuzz:
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./imagebuilder/... ./kbs/... ./guest-image/... ./agent/unseal/...
 
-lint:
+# gofmt, go vet, the component rules (internal/archtest, docs/testing.md) and golangci-lint
+# (.golangci.yml; built once from the Go module proxy into $(LINT_BIN)).
+GOLANGCI_VERSION := v2.15.0
+LINT_BIN := $(HOME)/.cache/sealpod/bin
+GOLANGCI := $(LINT_BIN)/golangci-lint
+lint: golangci-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/archtest/
+	$(GOLANGCI) run ./...
+
+golangci-lint:
+	@if ! $(GOLANGCI) version 2>/dev/null | grep -q 'version $(GOLANGCI_VERSION:v%=%) '; then \
+		echo "go install golangci-lint@$(GOLANGCI_VERSION) into $(LINT_BIN) (once; a few minutes)"; \
+		mkdir -p $(LINT_BIN) && GOBIN=$(LINT_BIN) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION); fi
+
+archtest:
+	$(GO) test -count=1 -v ./internal/archtest/
 
 # agent/api needs protoc, protoc-gen-go and protoc-gen-go-ttrpc: hack/install-protoc-tools.sh
 generate:
@@ -73,20 +92,20 @@ generate:
 
 # The main job: seal the two-service mTLS app and run it on a local Kubernetes cluster with the
 # sim TEE (see README; installs the Debian packages it needs, then builds).
-demo:
+demo: deps
 	./hack/demo.sh up
 
 demo-down:
 	./hack/demo.sh down
 
 # The same without Kubernetes: one sealed pod through CRI on a local containerd node.
-demo-node: build
+demo-node: deps build
 	./hack/demo-node.sh up
 
 demo-node-down:
 	./hack/demo-node.sh down
 
-# The measured guest bundle (DESIGN §4.3, docs/guest.md): $(GUEST_OUT)/{vmlinuz,initrd.img,
+# The measured guest bundle (docs/formats.md, docs/guest.md): $(GUEST_OUT)/{vmlinuz,initrd.img,
 # guest.json,SOURCES.txt} from Debian's kernel package (cached under ~/.cache/sealpod/guest)
 # and the static agent binary AGENT as /init. MKGUEST_FLAGS passes mkguest flags, e.g.
 # MKGUEST_FLAGS='--kernel-package linux-image-6.1.0-56-amd64=6.1.192-2' to pin the kernel.
@@ -109,11 +128,8 @@ clean:
 # Go module proxy (hack/k8s/build.sh, cached in ~/.cache/sealpod/k8s), Debian's containerd and
 # etcd, devregistry, sealpod-kbs with sim roots, the node runtime installed by its DaemonSet.
 # State under out/cluster (SEALPOD_CLUSTER_DIR). Needs root.
-CLUSTER_PACKAGES := containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables file gcc libc6-dev libseccomp-dev pkg-config
 .PHONY: cluster-packages cluster-up cluster-down e2e-k8s
-cluster-packages:
-	@missing=""; for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-		if [ -n "$$missing" ]; then echo "apt-get install$$missing"; apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
+cluster-packages: deps
 
 cluster-up: cluster-packages
 	./hack/k8s/cluster.sh up

@@ -60,14 +60,8 @@ down() {
 }
 
 up() {
-	local need=()
-	for p in curl qemu-system-x86 containerd runc gcc libc6-dev libseccomp-dev pkg-config; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-	done
-	if [ ${#need[@]} -gt 0 ]; then
-		say "installing ${need[*]}"
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	fi
+	say "packages (hack/install-deps.sh)"
+	"$ROOT/hack/install-deps.sh"
 	[ -d "$STATE" ] && down >/dev/null
 	mkdir -p "$STATE" "$BIN" "$NODE"
 

@@ -13,8 +13,6 @@ STATE=$ROOT/out/demo
 BIN=$ROOT/bin
 export SEALPOD_CLUSTER_DIR=$STATE/cluster
 export GOFLAGS=-buildvcs=false
-PACKAGES=(containerd runc containernetworking-plugins etcd-server qemu-system-x86 busybox-static iptables
-	gcc libc6-dev libseccomp-dev pkg-config curl bc file git make)
 SERVICE_IP=10.96.0.80 # examples/mesh/app.yaml: the web Service's cluster IP
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -35,14 +33,8 @@ down() {
 }
 
 up() {
-	local need=() p
-	for p in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-	done
-	if [ ${#need[@]} -gt 0 ]; then
-		say "installing ${need[*]}"
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	fi
+	say "packages (hack/install-deps.sh)"
+	"$ROOT/hack/install-deps.sh"
 	[ -d "$STATE" ] && down >/dev/null
 	mkdir -p "$STATE" "$BIN"
 	mark "packages, previous demo removed"

@@ -1,4 +1,4 @@
-// The Sealpod agent API (DESIGN §4.5): the only interface between the untrusted host (the
+// The Sealpod agent API (docs/agent.md#api): the only interface between the untrusted host (the
 // shim) and the agent, PID 1 of the measured guest. Modelled on the Kata agent API, much
 // smaller. Only names, ids, argv, stdio flags and untrusted host values cross; never a
 // container definition: those come from the sealed spec the agent opens itself.

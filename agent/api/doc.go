@@ -1,4 +1,4 @@
-// Package api is the agent API of DESIGN §4.5: the protobuf messages and the ttrpc service
+// Package api is the agent API (docs/agent.md#api): the protobuf messages and the ttrpc service
 // generated from agent.proto (run `make generate` after editing it; the tools are installed by
 // hack/install-protoc-tools.sh), plus limits and decoders shared by the agent and the shim.
 package api

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // TestGeneratedCodeIsCurrent regenerates agent.pb.go and agent_ttrpc.pb.go from agent.proto
@@ -27,7 +29,7 @@ func TestGeneratedCodeIsCurrent(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Skipf("%s not installed (hack/install-protoc-tools.sh)", tool)
+			testdeps.Missing(t, "%s not installed (hack/install-protoc-tools.sh)", tool)
 		}
 	}
 	out := t.TempDir()

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 func TestRootFSType(t *testing.T) {
@@ -54,7 +56,7 @@ func TestSwitchedRoot(t *testing.T) {
 // and checks that every kind of entry arrives with its mode and owner and leaves the source.
 func TestMoveTree(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod)")
+		testdeps.Missing(t, "needs root (chown, mknod)")
 	}
 	src := t.TempDir()
 	dst := filepath.Join(src, ".newroot")

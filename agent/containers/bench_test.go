@@ -19,7 +19,7 @@ import (
 func BenchmarkPullUnpackStartTrue(b *testing.B) {
 	requireRoot(b)
 	reg := newTestRegistry(b)
-	m, err := New(Options{StateDir: b.TempDir(), InsecureRegistries: []string{reg.host}, CgroupParent: "sealpod-bench"})
+	m, err := New(Options{StateDir: b.TempDir(), InsecureRegistries: []string{reg.Host}, CgroupParent: "sealpod-bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,14 +56,14 @@ func TestCreateRefusesDigestMismatch(t *testing.T) {
 	f := newPod(t, spec.Container{Name: "app", Command: []string{"true"}})
 	// The registry now answers the pinned digest with a different (valid) manifest.
 	pinned := f.reg.digest.String()
-	f.reg.rewrite = func(w http.ResponseWriter, r *http.Request) bool {
+	f.reg.Rewrite(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/manifests/"+pinned) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}`))
 			return true
 		}
 		return false
-	}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := f.m.Create(ctx, "app")

@@ -62,7 +62,7 @@ func newPodHV(t *testing.T, hostValues map[string]string, containers ...spec.Con
 	}
 	m, err := New(Options{
 		StateDir:           state,
-		InsecureRegistries: []string{reg.host},
+		InsecureRegistries: []string{reg.Host},
 		CgroupParent:       fmt.Sprintf("sealpod-test-%d", time.Now().UnixNano()),
 	})
 	if err != nil {

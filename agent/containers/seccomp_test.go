@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // TestDefaultSeccompProfileIsContainerds holds the copy in seccomp_default.go to containerd's
@@ -128,7 +129,7 @@ func TestSeccompWithoutLibseccompFailsClosed(t *testing.T) {
 // default profile (EPERM) and allowed when the owner sealed Unconfined.
 func TestSeccompInContainer(t *testing.T) {
 	if !seccompSupported {
-		t.Skip("agent built without seccomp support: go test -tags seccomp (needs libseccomp-dev)")
+		testdeps.Missing(t, "agent built without seccomp support: go test -tags seccomp (needs libseccomp-dev)")
 	}
 	root := int64(0)
 	userns := []string{"sh", "-c", "busybox unshare -U true && echo allowed"}

@@ -52,11 +52,19 @@ func (o podOps) start(name string) {
 	}
 }
 
+// up creates and starts each container in turn.
+func (o podOps) up(names ...string) {
+	o.t.Helper()
+	for _, name := range names {
+		o.create(name)
+		o.start(name)
+	}
+}
+
 // run creates, starts and waits for name, and checks its exit status.
 func (o podOps) run(name string, want int32) {
 	o.t.Helper()
-	o.create(name)
-	o.start(name)
+	o.up(name)
 	o.wait(name, want)
 }
 
@@ -113,38 +121,17 @@ func TestInitOrderWholePodLife(t *testing.T) {
 			setup: func(o podOps) { o.run("first", 0); o.remove("first") },
 			last:  "first", code: codes.FailedPrecondition, msg: "init container first already completed"},
 		{name: "no init container after the app containers started", sp: orderSpec(first, side),
-			setup: func(o podOps) {
-				o.run("first", 0)
-				o.create("side")
-				o.start("side")
-				o.create("sleeper")
-				o.start("sleeper")
-				o.remove("first")
-			},
-			last: "first", code: codes.FailedPrecondition, msg: "app containers have started"},
+			setup: func(o podOps) { o.run("first", 0); o.up("side", "sleeper"); o.remove("first") },
+			last:  "first", code: codes.FailedPrecondition, msg: "app containers have started"},
 		{name: "sidecar restarts after the app containers started", sp: orderSpec(first, side),
-			setup: func(o podOps) {
-				o.run("first", 0)
-				o.create("side")
-				o.start("side")
-				o.create("sleeper")
-				o.start("sleeper")
-				o.kill("side")
-				o.remove("side")
-			},
-			last: "side", code: codes.OK},
+			setup: func(o podOps) { o.run("first", 0); o.up("side", "sleeper"); o.kill("side"); o.remove("side") },
+			last:  "side", code: codes.OK},
 		{name: "failed init container is retried", sp: orderSpec(bad),
 			setup: func(o podOps) { o.run("bad", 4); o.remove("bad") },
 			last:  "bad", code: codes.OK},
 		{name: "app container restarts", sp: orderSpec(first),
-			setup: func(o podOps) {
-				o.run("first", 0)
-				o.create("sleeper")
-				o.start("sleeper")
-				o.kill("sleeper")
-				o.remove("sleeper")
-			},
-			last: "sleeper", code: codes.OK},
+			setup: func(o podOps) { o.run("first", 0); o.up("sleeper"); o.kill("sleeper"); o.remove("sleeper") },
+			last:  "sleeper", code: codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := unsealedHarness(t, tc.sp, nil)
@@ -191,6 +178,21 @@ func execSpec(logs string) *spec.Spec {
 	return sp
 }
 
+// execHarness unseals execSpec(logs) (tune as for unsealedHarness) and starts sleeper.
+func execHarness(t *testing.T, logs string, tune func(*Config)) *harness {
+	t.Helper()
+	h := unsealedHarness(t, execSpec(logs), tune)
+	podOps{t: t, a: h.agent}.up("sleeper")
+	return h
+}
+
+// readExec reads the stdout and stderr of sleeper's exec id to EOF.
+func readExec(t *testing.T, a api.AgentService, id string) {
+	t.Helper()
+	readAll(t, a, "sleeper", id, false)
+	readAll(t, a, "sleeper", id, true)
+}
+
 // execOnce runs one exec as the shim does: ExecProcess, stdout and stderr to EOF, WaitProcess.
 func execOnce(t *testing.T, a api.AgentService, id string, argv ...string) {
 	t.Helper()
@@ -198,8 +200,7 @@ func execOnce(t *testing.T, a api.AgentService, id string, argv ...string) {
 	if _, err := a.ExecProcess(ctx, &api.ExecProcessRequest{Name: "sleeper", ExecId: id, Argv: argv}); err != nil {
 		t.Fatalf("exec %s: %v", id, err)
 	}
-	readAll(t, a, "sleeper", id, false)
-	readAll(t, a, "sleeper", id, true)
+	readExec(t, a, id)
 	if w, err := a.WaitProcess(ctx, &api.ProcessRequest{Name: "sleeper", ExecId: id}); err != nil || w.ExitStatus != 0 {
 		t.Fatalf("wait exec %s: %v %v", id, w, err)
 	}
@@ -224,10 +225,7 @@ func TestExecTableStaysFlat(t *testing.T) {
 		{logs: spec.LogsDeny, n: 1000, argv: []string{"sh", "-c", "echo probe ok"}, maxLive: 32},
 	} {
 		t.Run(tc.logs, func(t *testing.T) {
-			h := unsealedHarness(t, execSpec(tc.logs), nil)
-			o := podOps{t: t, a: h.agent}
-			o.create("sleeper")
-			o.start("sleeper")
+			h := execHarness(t, tc.logs, nil)
 			warm := tc.n / 20
 			var base uint64
 			maxTable := 0
@@ -261,10 +259,7 @@ func TestExecTableStaysFlat(t *testing.T) {
 // once an exec exited and was waited for.
 func TestExecCap(t *testing.T) {
 	const limit = DefaultMaxExecs
-	h := unsealedHarness(t, execSpec(spec.LogsAllow), nil)
-	o := podOps{t: t, a: h.agent}
-	o.create("sleeper")
-	o.start("sleeper")
+	h := execHarness(t, spec.LogsAllow, nil)
 	ctx := context.Background()
 	for i := range limit {
 		if _, err := h.agent.ExecProcess(ctx, &api.ExecProcessRequest{Name: "sleeper", ExecId: fmt.Sprintf("s-%d", i), Argv: []string{"sleep", "30"}}); err != nil {
@@ -276,8 +271,7 @@ func TestExecCap(t *testing.T) {
 	if _, err := h.agent.SignalProcess(ctx, &api.SignalProcessRequest{Name: "sleeper", ExecId: "s-0", Signal: uint32(syscall.SIGKILL)}); err != nil {
 		t.Fatal(err)
 	}
-	readAll(t, h.agent, "sleeper", "s-0", false)
-	readAll(t, h.agent, "sleeper", "s-0", true)
+	readExec(t, h.agent, "s-0")
 	if _, err := h.agent.WaitProcess(ctx, &api.ProcessRequest{Name: "sleeper", ExecId: "s-0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -291,10 +285,7 @@ func TestExecCap(t *testing.T) {
 // Config.ExecGrace; a running exec is never released.
 func TestExecGrace(t *testing.T) {
 	const grace = 300 * time.Millisecond
-	h := unsealedHarness(t, execSpec(spec.LogsAllow), func(c *Config) { c.ExecGrace = grace })
-	o := podOps{t: t, a: h.agent}
-	o.create("sleeper")
-	o.start("sleeper")
+	h := execHarness(t, spec.LogsAllow, func(c *Config) { c.ExecGrace = grace })
 	ctx := context.Background()
 	for _, id := range []string{"never-waited", "never-read", "running"} {
 		argv := []string{"sh", "-c", "echo probe ok"}
@@ -305,8 +296,7 @@ func TestExecGrace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	readAll(t, h.agent, "sleeper", "never-waited", false)
-	readAll(t, h.agent, "sleeper", "never-waited", true)
+	readExec(t, h.agent, "never-waited")
 	if _, err := h.agent.WaitProcess(ctx, &api.ProcessRequest{Name: "sleeper", ExecId: "never-read"}); err != nil {
 		t.Fatal(err)
 	}

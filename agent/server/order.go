@@ -7,7 +7,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// The sealed order (DESIGN promise 2) for the whole life of the pod:
+// The sealed order (docs/security.md, promise 2) for the whole life of the pod:
 //   - an init container starts only after every earlier init container exited 0 (a
 //     restartable sidecar only needs to have been started), an app container only after all
 //     init containers;

@@ -1,6 +1,6 @@
 package server
 
-// Sealed probes (DESIGN §4.2): an exec probe's argv and an HTTP probe's headers stay in the
+// Sealed probes (docs/sealing.md#probes-answered-inside-the-guest): an exec probe's argv and an HTTP probe's headers stay in the
 // sealed spec. The placeholder carries the exec probe spec.ProbeStub(container, kind) instead;
 // when the host execs that stub, the agent runs the sealed probe itself, inside the guest,
 // and answers with an exec that has no output and exits 0 (success) or 1 (failure or

@@ -243,7 +243,7 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 	times.EvidenceUs, times.AttestUs, times.KeyUs = t.Evidence.Microseconds(), t.Attest.Microseconds(), t.Key.Microseconds()
 	times.OpenUs, times.CertificateUs = t.Open.Microseconds(), t.Certificate.Microseconds()
 	times.TotalUs = time.Since(start).Microseconds()
-	out := &api.UnsealResponse{Workload: res.Spec.Workload, EnvelopeDigest: res.Digest, Times: times}
+	out := &api.UnsealResponse{Workload: res.Spec.Workload, EnvelopeDigest: res.Digest.String(), Times: times}
 	for _, c := range res.Spec.InitContainers {
 		out.InitContainers = append(out.InitContainers, c.Name)
 	}

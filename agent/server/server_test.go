@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -20,10 +19,10 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/internal/brokertest"
-	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/simtee/spserver"
 )
 
 type harness struct {
@@ -31,7 +30,7 @@ type harness struct {
 	srv     *Server
 	backend *fakeBackend
 	tlsDir  string
-	launch  *simsp.Launch
+	launch  *spserver.Launch
 }
 
 func socketpair(t *testing.T) (*os.File, *os.File) {
@@ -69,15 +68,15 @@ func (l *oneConnListener) Close() error {
 }
 func (l *oneConnListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "unix"} }
 
-// start runs a real agent server with the real sim attester talking to a real simsp.Serve
+// start runs a real agent server with the real sim attester talking to a real spserver.Serve
 // over a socketpair, and a ttrpc client over net.Pipe.
-func start(t *testing.T, b *brokertest.Broker, launch simsp.Launch) *harness {
+func start(t *testing.T, b *brokertest.Broker, launch spserver.Launch) *harness {
 	t.Helper()
 	guestSP, hostSP := socketpair(t)
 	h := &harness{backend: &fakeBackend{}, tlsDir: filepath.Join(t.TempDir(), "tls"), launch: &launch}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go simsp.Serve(ctx, hostSP, b.Signer, simsp.LaunchFunc(func() simsp.Launch { return *h.launch }), nil)
+	go spserver.Serve(ctx, hostSP, b.Signer, spserver.LaunchFunc(func() spserver.Launch { return *h.launch }), nil)
 	srv, err := New(Config{Attester: unseal.NewSimAttester(guestSP), Backend: h.backend, TLSDir: h.tlsDir, Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -114,11 +113,8 @@ func sealedSpec(logs string) *spec.Spec {
 	}
 }
 
-func launchFor(b *brokertest.Broker, env []byte) simsp.Launch {
-	l := simsp.Launch{Measurement: b.Measurement}
-	d, _ := hex.DecodeString(envelope.Digest(env))
-	copy(l.HostData[:], d)
-	return l
+func launchFor(b *brokertest.Broker, env []byte) spserver.Launch {
+	return spserver.Launch{Measurement: b.Measurement, HostData: envelope.Sum(env)}
 }
 
 func readAll(t *testing.T, a api.AgentService, name, exec string, stderr bool) (string, bool) {

@@ -1,9 +1,11 @@
-// Package simsp is the channel between a `sim` guest and its simulated AMD-SP, which the host
-// (the shim, or the test harness) plays on the virtio-serial port named PortName: the guest
-// sends the 64 bytes of REPORT_DATA, the host answers an SNP-format attestation report signed
-// by kbs/simtee's Signer with MEASUREMENT = the launch digest of what it booted (the measure
-// package) and HOST_DATA = the envelope digest it launched the guest with, plus the
-// certificate table (VCEK, ASK, ARK).
+// Package simsp is the contract between a `sim` guest and its simulated AMD-SP, which the host
+// (the shim, or a test harness, with package simtee/spserver) plays on the virtio-serial port
+// named PortName: the guest sends the 64 bytes of REPORT_DATA, the host answers an SNP-format
+// attestation report with MEASUREMENT = the launch digest of what it booted and HOST_DATA =
+// the envelope digest it launched the guest with, plus the certificate table (VCEK, ASK, ARK).
+// This package holds the frame protocol (both sides) and the guest-side client; it imports
+// nothing of the host side, the broker or the launch-measurement code, so the agent links only
+// what runs in the guest.
 //
 // Framing: every message is a 4-byte big-endian length followed by that many bytes of JSON
 // (Request from the guest, Response from the host), at most MaxFrame bytes. The guest treats
@@ -15,20 +17,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
-	"github.com/sealpod/sealpod/guest-image/measure"
-	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/imagebuilder/envelope"
-	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/simtee"
 )
 
 // PortName is the virtio-serial port name of the simulated AMD-SP.
@@ -97,99 +92,18 @@ func ReadFrame(r io.Reader, v any) error {
 	return DecodeMessage(b, v)
 }
 
-// DecodeMessage decodes one frame body strictly.
+// DecodeMessage decodes one frame body strictly: one JSON value, no unknown fields, nothing
+// after it.
 func DecodeMessage(b []byte, v any) error {
-	if err := api.DecodeJSON(bytes.NewReader(b), v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrFrame, err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the message", ErrFrame)
+	}
 	return nil
-}
-
-// Launch is what the simulated AMD-SP binds into every report of one guest.
-type Launch struct {
-	Measurement [48]byte // launch digest of firmware/kernel/initrd/cmdline/vCPUs
-	HostData    [32]byte // envelope digest
-}
-
-// LaunchSource gives the launch values for the next report. A Launch is its own source; a
-// host that changes its mind per request (a hostile host, or a test) supplies a function.
-type LaunchSource interface{ Launch() Launch }
-
-// Launch returns l.
-func (l Launch) Launch() Launch { return l }
-
-// LaunchFunc adapts a function to a LaunchSource.
-type LaunchFunc func() Launch
-
-// Launch calls f.
-func (f LaunchFunc) Launch() Launch { return f() }
-
-// LaunchFromBundle computes the launch values of a guest booted from b for an envelope: the
-// sim launch digest (measure.Compute over measure.BundleInputs, as `make guest` does) and the
-// envelope digest.
-func LaunchFromBundle(b *bundle.Bundle, env []byte) (Launch, error) {
-	var l Launch
-	m, err := measure.Compute(measure.BundleInputs(b, bundle.TEESim))
-	if err != nil {
-		return l, fmt.Errorf("simsp launch %s: %w", b.Dir, err)
-	}
-	d, err := hex.DecodeString(m.Sim)
-	if err != nil || len(d) != len(l.Measurement) {
-		return l, fmt.Errorf("simsp launch %s: sim measurement %q is not 48 bytes of hex", b.Dir, m.Sim)
-	}
-	copy(l.Measurement[:], d)
-	h, _ := hex.DecodeString(envelope.Digest(env))
-	copy(l.HostData[:], h)
-	return l, nil
-}
-
-// Serve answers report requests on conn until ctx is done or the guest side closes. Every
-// request is signed with signer for the values launch returns at that moment. A malformed
-// request gets an error answer; a framing error ends the session.
-func Serve(ctx context.Context, conn io.ReadWriteCloser, signer *simtee.Signer, launch LaunchSource, log *slog.Logger) error {
-	if log == nil {
-		log = slog.Default()
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	for {
-		var req Request
-		err := ReadFrame(conn, &req)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
-				return nil
-			}
-			return fmt.Errorf("simsp serve: read request: %w", err)
-		}
-		resp := answer(&req, signer, launch.Launch())
-		if resp.Error != "" {
-			log.Warn("simsp: refused a report request", "reason", resp.Error)
-		} else {
-			log.Debug("simsp: signed a report")
-		}
-		if err := WriteFrame(conn, resp); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("simsp serve: write response: %w", err)
-		}
-	}
-}
-
-func answer(req *Request, signer *simtee.Signer, l Launch) *Response {
-	if req.Version != ProtocolVersion {
-		return &Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, ProtocolVersion)}
-	}
-	if len(req.ReportData) != abi.ReportDataSize {
-		return &Response{Error: fmt.Sprintf("request reportData: %d bytes, want %d", len(req.ReportData), abi.ReportDataSize)}
-	}
-	o := simtee.ReportOptions{Measurement: l.Measurement, HostData: l.HostData}
-	copy(o.ReportData[:], req.ReportData)
-	rep, table, err := signer.Report(o)
-	if err != nil {
-		return &Response{Error: "sign report: " + err.Error()}
-	}
-	return &Response{Report: rep, CertTable: table}
 }
 
 // Client is the guest side.
@@ -202,12 +116,14 @@ func NewClient(rw io.ReadWriter) *Client { return &Client{rw: rw} }
 
 type deadliner interface{ SetDeadline(time.Time) error }
 
-// Report holds the evidence and the launch values the report carries, as the guest reads
-// them from its own report.
+// Report holds the host's answer (the raw report and certificate table, the evidence the guest
+// hands to the broker) and the launch values the report carries, as the guest reads them from
+// its own report.
 type Report struct {
-	Evidence *api.Evidence
-	HostData [32]byte
-	Measure  [48]byte
+	Report    []byte // 1184-byte ATTESTATION_REPORT
+	CertTable []byte // AMD GUID table (VCEK, ASK, ARK), possibly empty
+	HostData  [32]byte
+	Measure   [48]byte
 }
 
 // GetReport asks the simulated AMD-SP for a report carrying reportData.
@@ -249,7 +165,7 @@ func ParseResponse(resp *Response, reportData [64]byte) (*Report, error) {
 			return nil, fmt.Errorf("%w: certificate table: %v", ErrReport, err)
 		}
 	}
-	r := &Report{Evidence: &api.Evidence{SNP: &api.SNPEvidence{Report: resp.Report, CertTable: resp.CertTable}}}
+	r := &Report{Report: resp.Report, CertTable: resp.CertTable}
 	copy(r.HostData[:], rp.GetHostData())
 	copy(r.Measure[:], rp.GetMeasurement())
 	return r, nil

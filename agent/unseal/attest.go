@@ -45,7 +45,8 @@ func (a *SimAttester) Evidence(ctx context.Context, rd [64]byte) (*Evidence, err
 	if err != nil {
 		return nil, err
 	}
-	return &Evidence{Evidence: r.Evidence, HostData: r.HostData[:]}, nil
+	ev := &api.Evidence{SNP: &api.SNPEvidence{Report: r.Report, CertTable: r.CertTable}}
+	return &Evidence{Evidence: ev, HostData: r.HostData[:]}, nil
 }
 
 // SNPAttester uses the SEV-SNP guest device (configfs-tsm or /dev/sev-guest).

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/agent/internal/brokertest"
-	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/kbs/client"
+	"github.com/sealpod/sealpod/simtee/spserver"
 )
 
 func TestTransient(t *testing.T) {
@@ -66,7 +66,7 @@ func TestUnsealRetriesUntilTheBrokerIsBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	go func() {
-		_ = simsp.Serve(ctx, host, b.Signer, simsp.Launch{Measurement: b.Measurement, HostData: digestBytes(sealed.Envelope)}, nil)
+		_ = spserver.Serve(ctx, host, b.Signer, spserver.Launch{Measurement: b.Measurement, HostData: digestBytes(sealed.Envelope)}, nil)
 	}()
 
 	go func() {
@@ -117,7 +117,7 @@ func TestUnsealRetriesUntilTheBrokerIsBack(t *testing.T) {
 	sealed = b.Seal(t, testSpec("db"), nil)
 	guest2, host2 := socketpair(t)
 	go func() {
-		_ = simsp.Serve(ctx, host2, b.Signer, simsp.Launch{Measurement: b.Measurement, HostData: digestBytes(sealed.Envelope)}, nil)
+		_ = spserver.Serve(ctx, host2, b.Signer, spserver.Launch{Measurement: b.Measurement, HostData: digestBytes(sealed.Envelope)}, nil)
 	}()
 	_, err = unseal.Unseal(ctx, sealed.Envelope, unseal.NewSimAttester(guest2), unseal.Options{RetryFor: -1})
 	if err == nil || !unseal.Transient(err) || !strings.Contains(err.Error(), down) {

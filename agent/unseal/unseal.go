@@ -1,4 +1,4 @@
-// Package unseal is the agent's Unseal flow (DESIGN §3.3): parse the envelope header, get
+// Package unseal is the agent's Unseal flow (docs/design.md#attest, docs/agent.md): parse the envelope header, get
 // evidence from the TEE for a fresh broker nonce and an in-memory X25519 key, check that the
 // evidence's launch-bound HOST_DATA/MRCONFIGID is this envelope's digest, attest to the key
 // broker named in the header (TLS pinned to the header's CA SHA-256), receive the data key,
@@ -13,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/client"
 )
 
@@ -67,7 +67,7 @@ type Identity struct {
 // Result is an opened envelope.
 type Result struct {
 	Header   *envelope.Header
-	Digest   string // hex SHA-256 of the envelope = HOST_DATA
+	Digest   envelope.Digest // SHA-256 of the envelope = HOST_DATA/MRCONFIGID
 	Spec     *spec.Spec
 	Identity *Identity
 	Times    Times
@@ -113,11 +113,11 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("unseal: envelope header: %w", err)
 	}
-	tee := att.TEE()
-	if !slices.Contains(h.TEEs, tee) {
-		return nil, fmt.Errorf("unseal %s: %w: header.tees %v, guest is %s", h.Workload, ErrTEE, h.TEEs, tee)
+	guestTEE := att.TEE()
+	if !slices.Contains(h.TEEs, guestTEE) {
+		return nil, fmt.Errorf("unseal %s: %w: header.tees %v, guest is %s", h.Workload, ErrTEE, h.TEEs, guestTEE)
 	}
-	digest := envelope.Digest(env)
+	digest := envelope.Sum(env)
 	res := &Result{Header: h, Digest: digest}
 	c, err := client.New(h.KBS.URL, client.Options{CASHA256: h.KBS.CASHA256, Timeout: o.Timeout})
 	if err != nil {
@@ -156,10 +156,10 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 }
 
 // unsealOnce is one attempt from auth to the certificate.
-func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester, h *envelope.Header, digest string, res *Result) error {
-	tee := att.TEE()
+func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester, h *envelope.Header, digest envelope.Digest, res *Result) error {
+	guestTEE := att.TEE()
 	t := time.Now()
-	s, err := c.Auth(ctx, tee, h.Workload)
+	s, err := c.Auth(ctx, guestTEE, h.Workload)
 	if err != nil {
 		return fmt.Errorf("unseal %s: kbs auth at %s: %w", h.Workload, h.KBS.URL, err)
 	}
@@ -167,12 +167,17 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	t = time.Now()
 	ev, err := att.Evidence(ctx, s.ReportData())
 	if err != nil {
-		return fmt.Errorf("unseal %s: %s evidence: %w", h.Workload, tee, err)
+		return fmt.Errorf("unseal %s: %s evidence: %w", h.Workload, guestTEE, err)
 	}
 	res.Times.Evidence = time.Since(t)
-	want, _ := hex.DecodeString(digest)
-	if !hostDataMatches(ev.HostData, want) {
-		return fmt.Errorf("unseal %s: %w: evidence carries %x, envelope digest is %s", h.Workload, ErrHostData, ev.HostData, digest)
+	// The launch-bound data must be exactly the digest as this TEE places it (tee.HostData):
+	// no other width, no bytes beyond it.
+	want := digest.HostData(tee.TEE(guestTEE))
+	if want == nil {
+		return fmt.Errorf("unseal %s: %w: TEE %s binds no host data to the launch", h.Workload, ErrHostData, guestTEE)
+	}
+	if !bytes.Equal(ev.HostData, want) {
+		return fmt.Errorf("unseal %s: %w: evidence carries %x, want %x (envelope digest %s)", h.Workload, ErrHostData, ev.HostData, want, digest)
 	}
 	t = time.Now()
 	if err := s.Attest(ctx, ev.Evidence); err != nil {
@@ -210,20 +215,6 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	res.Identity = id
 	res.Times.Certificate = time.Since(t)
 	return nil
-}
-
-// hostDataMatches compares launch data with the digest: SNP HOST_DATA is exactly 32 bytes,
-// TDX MRCONFIGID is 48 bytes whose tail must be zero.
-func hostDataMatches(got, want []byte) bool {
-	if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
-		return false
-	}
-	for _, b := range got[len(want):] {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // certificate makes a P-256 key, a CSR for sans, and asks the broker for the certificate;

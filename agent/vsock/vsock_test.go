@@ -6,17 +6,19 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // TestListenClose binds a vsock port and checks that Close interrupts a blocked Accept. (No
 // data path here: the CI host has no vsock transport; the guest suite uses virtio-serial.)
 func TestListenClose(t *testing.T) {
 	if _, err := os.Stat("/dev/vsock"); err != nil {
-		t.Skip("no /dev/vsock on this machine")
+		testdeps.Missing(t, "no /dev/vsock on this machine")
 	}
 	l, err := Listen(0)
 	if err != nil {
-		t.Skipf("vsock not usable here: %v", err)
+		testdeps.Missing(t, "vsock not usable here: %v", err)
 	}
 	if a := l.Addr().(Addr); a.Port == 0 || a.Network() != "vsock" {
 		t.Fatalf("bound address %v", a)

@@ -23,7 +23,7 @@ import (
 )
 
 // MaxSize is the largest initrd (as written, i.e. after compression) that the guest build
-// accepts (DESIGN §7: initrd < 32 MiB).
+// accepts (docs/guest.md#the-initrd, docs/design.md#targets).
 const MaxSize = 32 << 20
 
 // Compression selects how the cpio archive is stored.

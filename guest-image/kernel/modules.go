@@ -14,7 +14,7 @@ import (
 	"strings"
 )
 
-// DefaultModules are the modules the guest agent needs (DESIGN §4.3, notes/guest-kernel.md):
+// DefaultModules are the modules the guest agent needs (docs/guest.md#the-initrd):
 // the virtio PCI transport, the console/virtio-serial driver (agent channel), the network,
 // the entropy source, vsock, overlayfs for container root filesystems, the SEV-SNP guest
 // driver (attestation reports through /dev/sev-guest) and configfs (where newer kernels put

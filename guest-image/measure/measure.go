@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
 	"github.com/sealpod/sealpod/guest-image/measure/snp"
 	"github.com/sealpod/sealpod/guest-image/measure/tdx"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // Defaults used when an Inputs field is left zero.
@@ -59,7 +59,7 @@ type Inputs struct {
 	TDXOrder string
 	// TEEs selects the measurements to compute (snp, tdx, sim, pef); empty = all of them that
 	// the inputs support (see Compute).
-	TEEs []string
+	TEEs []tee.TEE
 }
 
 // Compute returns the reference measurements for the requested TEEs. A requested TEE whose
@@ -80,10 +80,10 @@ func Compute(in Inputs) (bundle.Measurements, error) {
 	if err != nil {
 		return m, err
 	}
-	h := in.hashBoot(slices.Contains(tees, bundle.TEESNP) || slices.Contains(tees, bundle.TEESim) || slices.Contains(tees, bundle.TEEPEF))
-	for _, tee := range tees {
-		switch tee {
-		case bundle.TEESNP:
+	h := in.hashBoot(slices.Contains(tees, tee.SNP) || slices.Contains(tees, tee.Sim) || slices.Contains(tees, tee.PEF))
+	for _, t := range tees {
+		switch t {
+		case tee.SNP:
 			if fw == nil {
 				return m, fmt.Errorf("measure snp: %w", ErrNoFirmware)
 			}
@@ -92,19 +92,19 @@ func Compute(in Inputs) (bundle.Measurements, error) {
 				return m, fmt.Errorf("measure snp: %w", err)
 			}
 			m.SNP = hex.EncodeToString(d[:])
-		case bundle.TEESim:
+		case tee.Sim:
 			d, err := in.snpDigest(fw, h, snp.SimLaunchDigest)
 			if err != nil {
 				return m, fmt.Errorf("measure sim: %w", err)
 			}
 			m.Sim = hex.EncodeToString(d[:])
-		case bundle.TEETDX:
-			t, err := in.tdxMeasurement(fw)
+		case tee.TDX:
+			tm, err := in.tdxMeasurement(fw)
 			if err != nil {
 				return m, fmt.Errorf("measure tdx: %w", err)
 			}
-			m.TDX = t
-		case bundle.TEEPEF:
+			m.TDX = tm
+		case tee.PEF:
 			if in.Boot == nil {
 				return m, errors.New("measure pef: a direct-boot kernel is required")
 			}
@@ -122,7 +122,7 @@ func Compute(in Inputs) (bundle.Measurements, error) {
 // BundleInputs returns the Inputs describing the boot of a guest bundle: its firmware (if any),
 // kernel, initrd, guest.json command line, vCPU count and vCPU type. `make guest` and the sim
 // AMD-SP both measure through it, so they agree on the value.
-func BundleInputs(b *bundle.Bundle, tees ...string) Inputs {
+func BundleInputs(b *bundle.Bundle, tees ...tee.TEE) Inputs {
 	return Inputs{
 		Firmware: b.Firmware,
 		Boot:     &Boot{Kernel: b.Kernel, Initrd: b.Initrd, Cmdline: b.Config.Cmdline},
@@ -132,13 +132,12 @@ func BundleInputs(b *bundle.Bundle, tees ...string) Inputs {
 	}
 }
 
-func (in *Inputs) selectTEEs(fw *ovmf.Firmware) ([]string, error) {
+func (in *Inputs) selectTEEs(fw *ovmf.Firmware) ([]tee.TEE, error) {
 	if len(in.TEEs) > 0 {
-		var out []string
+		var out []tee.TEE
 		for _, t := range in.TEEs {
-			t = strings.ToLower(strings.TrimSpace(t))
-			if !slices.Contains(bundle.KnownTEEs, t) {
-				return nil, fmt.Errorf("tee %q: unknown (want one of %s)", t, strings.Join(bundle.KnownTEEs, ", "))
+			if err := t.Validate(); err != nil {
+				return nil, fmt.Errorf("measure: %w", err)
 			}
 			if !slices.Contains(out, t) {
 				out = append(out, t)
@@ -146,11 +145,11 @@ func (in *Inputs) selectTEEs(fw *ovmf.Firmware) ([]string, error) {
 		}
 		return out, nil
 	}
-	out := []string{bundle.TEESim}
+	out := []tee.TEE{tee.Sim}
 	if fw != nil {
 		// SNP needs a firmware that measures the kernel when there is one.
 		if len(fw.SEVSections()) > 0 && (in.Boot == nil || fw.HasSEVSection(ovmf.SNPKernelHashes)) {
-			out = append(out, bundle.TEESNP)
+			out = append(out, tee.SNP)
 		}
 		if fw.HasTDXMetadata() {
 			// Not requested explicitly: a firmware whose TDX metadata does not fit (typically
@@ -158,12 +157,12 @@ func (in *Inputs) selectTEEs(fw *ovmf.Firmware) ([]string, error) {
 			if _, err := fw.TDXSections(); err != nil {
 				slog.Warn("tdx not measured: the firmware's TDX metadata is unusable (request --tee tdx to make this an error)", "err", err)
 			} else {
-				out = append(out, bundle.TEETDX)
+				out = append(out, tee.TDX)
 			}
 		}
 	}
 	if in.Boot != nil {
-		out = append(out, bundle.TEEPEF)
+		out = append(out, tee.PEF)
 	}
 	return out, nil
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/measure/snp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 func sharedDir(t testing.TB) string { return repopath.Shared(t, "snp-measure") }
@@ -49,7 +51,7 @@ func TestComputeSNPVector(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := Inputs{Firmware: fw, Boot: &Boot{Kernel: []byte{}, Cmdline: "console=ttyS0 loglevel=7"},
-		VCPUs: 1, VCPUType: "EPYC-v4", GuestFeatures: 0x21, TEEs: []string{"snp", "sim"}}
+		VCPUs: 1, VCPUType: "EPYC-v4", GuestFeatures: 0x21, TEEs: []tee.TEE{"snp", "sim"}}
 	m, err := Compute(in)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +82,7 @@ func debianUnifiedOVMF(t *testing.T) []byte {
 	vars, err1 := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
 	code, err2 := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 	if err1 != nil || err2 != nil {
-		t.Skipf("Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
+		testdeps.Missing(t, "Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
 	}
 	return append(vars, code...)
 }
@@ -124,12 +126,12 @@ func TestComputeAuto(t *testing.T) {
 	if err != nil || m4.SNP == "" || m4.TDX != nil {
 		t.Errorf("OVMF_CODE.fd auto: %+v, %v", m4, err)
 	}
-	if _, err := Compute(Inputs{Firmware: code, VCPUs: 1, TEEs: []string{"tdx"}}); err == nil {
+	if _, err := Compute(Inputs{Firmware: code, VCPUs: 1, TEEs: []tee.TEE{"tdx"}}); err == nil {
 		t.Error("OVMF_CODE.fd with --tee tdx accepted")
 	}
 	// An old kernel's stub does not measure into RTMR[2]: it stays unpinned.
 	boot.Kernel = bzImage("6.1.0-27-amd64", 8192)
-	m3, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 1, TEEs: []string{"tdx"}})
+	m3, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"tdx"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,14 +151,14 @@ func TestComputeErrors(t *testing.T) {
 		in   Inputs
 		want error
 	}{
-		"snp kernel without hashes section": {Inputs{Firmware: x64, Boot: boot, VCPUs: 1, TEEs: []string{"snp"}}, snp.ErrNoKernelHashes},
-		"tdx without firmware":              {Inputs{Boot: boot, VCPUs: 1, TEEs: []string{"tdx"}}, ErrNoFirmware},
-		"unknown tee":                       {Inputs{Boot: boot, VCPUs: 1, TEEs: []string{"sgx"}}, nil},
-		"bad vcpu type":                     {Inputs{Boot: boot, VCPUs: 1, VCPUType: "Skylake", TEEs: []string{"sim"}}, nil},
-		"bad vmm":                           {Inputs{Boot: boot, VCPUs: 1, VMM: "xen", TEEs: []string{"sim"}}, nil},
-		"bad firmware digest":               {Inputs{Firmware: x64, VCPUs: 1, FirmwareDigest: "abcd", TEEs: []string{"snp"}}, nil},
-		"zero vcpus":                        {Inputs{Boot: boot, TEEs: []string{"sim"}}, nil},
-		"pef without kernel":                {Inputs{Firmware: x64, VCPUs: 1, TEEs: []string{"pef"}}, nil},
+		"snp kernel without hashes section": {Inputs{Firmware: x64, Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"snp"}}, snp.ErrNoKernelHashes},
+		"tdx without firmware":              {Inputs{Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"tdx"}}, ErrNoFirmware},
+		"unknown tee":                       {Inputs{Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"sgx"}}, nil},
+		"bad vcpu type":                     {Inputs{Boot: boot, VCPUs: 1, VCPUType: "Skylake", TEEs: []tee.TEE{"sim"}}, nil},
+		"bad vmm":                           {Inputs{Boot: boot, VCPUs: 1, VMM: "xen", TEEs: []tee.TEE{"sim"}}, nil},
+		"bad firmware digest":               {Inputs{Firmware: x64, VCPUs: 1, FirmwareDigest: "abcd", TEEs: []tee.TEE{"snp"}}, nil},
+		"zero vcpus":                        {Inputs{Boot: boot, TEEs: []tee.TEE{"sim"}}, nil},
+		"pef without kernel":                {Inputs{Firmware: x64, VCPUs: 1, TEEs: []tee.TEE{"pef"}}, nil},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -182,11 +184,11 @@ func TestOneByteChanges(t *testing.T) {
 	measureAll := func(k, i []byte, c string) []string {
 		t.Helper()
 		boot := &Boot{Kernel: k, Initrd: i, Cmdline: c}
-		a, err := Compute(Inputs{Boot: boot, VCPUs: 1, TEEs: []string{"sim", "pef"}})
+		a, err := Compute(Inputs{Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"sim", "pef"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 1, TEEs: []string{"snp"}})
+		b, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"snp"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +196,7 @@ func TestOneByteChanges(t *testing.T) {
 		if tfw, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd"); err == nil {
 			code, err := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 			if err == nil {
-				c, err := Compute(Inputs{Firmware: append(tfw, code...), Boot: boot, VCPUs: 1, TEEs: []string{"tdx"}})
+				c, err := Compute(Inputs{Firmware: append(tfw, code...), Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"tdx"}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -247,12 +249,12 @@ func TestBundleInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := Compute(BundleInputs(b, "sim"))
+	got, err := Compute(BundleInputs(b, tee.Sim))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, err := Compute(Inputs{Boot: &Boot{Kernel: []byte("kernel"), Initrd: []byte("initrd"), Cmdline: "console=hvc0 quiet"},
-		VCPUs: 2, VCPUType: "EPYC-Milan", TEEs: []string{"sim"}})
+		VCPUs: 2, VCPUType: "EPYC-Milan", TEEs: []tee.TEE{"sim"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +262,7 @@ func TestBundleInputs(t *testing.T) {
 		t.Fatalf("bundle sim %q, direct %q", got.Sim, want.Sim)
 	}
 	other, err := Compute(Inputs{Boot: &Boot{Kernel: []byte("kernel"), Initrd: []byte("initrd"), Cmdline: "console=hvc0 quiet"},
-		VCPUs: 2, TEEs: []string{"sim"}})
+		VCPUs: 2, TEEs: []tee.TEE{"sim"}})
 	if err != nil || other.Sim == got.Sim {
 		t.Errorf("vCPU type from guest.json not used (%v)", err)
 	}

@@ -1,4 +1,4 @@
-// Package bundle reads and writes the guest bundle of DESIGN §4.3: a directory holding
+// Package bundle reads and writes the guest bundle (docs/formats.md): a directory holding
 // vmlinuz, initrd.img, optionally firmware.fd, and guest.json (boot parameters and the
 // per-TEE reference measurements).
 package bundle
@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // File names inside a guest bundle directory (and under /sealpod/guest/ in a secure image).
@@ -24,16 +26,15 @@ const (
 // Version is the guest.json format version this code writes and accepts.
 const Version = 1
 
-// TEE names.
+// TEE names, for callers not yet moved to internal/tee (the one TEE type).
+//
+// Deprecated: use tee.SNP, tee.TDX, tee.PEF, tee.Sim.
 const (
-	TEESNP = "snp"
-	TEETDX = "tdx"
-	TEEPEF = "pef"
-	TEESim = "sim"
+	TEESNP = tee.SNP
+	TEETDX = tee.TDX
+	TEEPEF = tee.PEF
+	TEESim = tee.Sim
 )
-
-// KnownTEEs lists every TEE a workload can be sealed for.
-var KnownTEEs = []string{TEESNP, TEETDX, TEEPEF, TEESim}
 
 // Config is guest.json.
 type Config struct {
@@ -121,27 +122,27 @@ func (c *Config) Validate() error {
 // Measurement returns the reference measurement for one TEE as a canonical string
 // (hex for snp/sim; "mrtd[:rtmr0:rtmr1:...]" for tdx; kernel:initrd:cmdline digests for pef).
 // A missing measurement is an error naming the TEE.
-func (c *Config) Measurement(tee string) (string, error) {
+func (c *Config) Measurement(t tee.TEE) (string, error) {
 	m := c.Measurements
 	var v string
-	switch tee {
-	case TEESim:
+	switch t {
+	case tee.Sim:
 		v = m.Sim
-	case TEESNP:
+	case tee.SNP:
 		v = m.SNP
-	case TEETDX:
+	case tee.TDX:
 		if m.TDX != nil && m.TDX.MRTD != "" {
 			v = strings.Join(append([]string{m.TDX.MRTD}, m.TDX.RTMRs...), ":")
 		}
-	case TEEPEF:
+	case tee.PEF:
 		if m.PEF != nil {
 			v = m.PEF.Kernel + ":" + m.PEF.Initrd + ":" + m.PEF.Cmdline
 		}
 	default:
-		return "", fmt.Errorf("unknown TEE %q (want one of %s)", tee, strings.Join(KnownTEEs, ", "))
+		return "", fmt.Errorf("guest.json: measurement for %w", t.Validate())
 	}
 	if v == "" {
-		return "", fmt.Errorf("guest.json: measurements.%s: missing: the guest bundle has no reference measurement for TEE %q", tee, tee)
+		return "", fmt.Errorf("guest.json: measurements.%s: missing: the guest bundle has no reference measurement for TEE %q", t, t)
 	}
 	return strings.ToLower(v), nil
 }
@@ -157,7 +158,7 @@ func checkHex(s string, n int) error {
 	return nil
 }
 
-// ParseConfig decodes and validates guest.json. Unknown fields are ignored (DESIGN §4.3).
+// ParseConfig decodes and validates guest.json. Unknown fields are ignored (docs/formats.md).
 func ParseConfig(data []byte) (*Config, error) {
 	var c Config
 	if err := json.Unmarshal(data, &c); err != nil {

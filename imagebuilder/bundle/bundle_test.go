@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 var good = `{"version": 1, "cmdline": "console=hvc0 quiet", "vcpus": 1, "memoryMiB": 512, "future": true,
@@ -17,10 +19,10 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for tee, want := range map[string]string{"sim": hex48, "snp": hex48, "tdx": hex48 + ":" + hex48 + ":"} {
-		got, err := c.Measurement(tee)
+	for tt, want := range map[tee.TEE]string{tee.Sim: hex48, tee.SNP: hex48, tee.TDX: hex48 + ":" + hex48 + ":"} {
+		got, err := c.Measurement(tt)
 		if err != nil || got != want {
-			t.Errorf("Measurement(%s) = %q, %v", tee, got, err)
+			t.Errorf("Measurement(%s) = %q, %v", tt, got, err)
 		}
 	}
 	if _, err := c.Measurement("pef"); err == nil || !strings.Contains(err.Error(), "measurements.pef: missing") {
@@ -92,8 +94,8 @@ func FuzzParseConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("parsed config does not validate: %v", err)
 		}
-		for _, tee := range KnownTEEs {
-			_, _ = c.Measurement(tee)
+		for _, tt := range tee.Known {
+			_, _ = c.Measurement(tt)
 		}
 	})
 }

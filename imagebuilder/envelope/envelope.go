@@ -1,4 +1,4 @@
-// Package envelope implements the sealed envelope of DESIGN §4.1.
+// Package envelope implements the sealed envelope (docs/formats.md, "Sealed envelope").
 //
 // An envelope is a JSON document {"header":{...},"body":"<base64>"} in one canonical
 // encoding. The header travels in clear; the body is the sealed spec encrypted with
@@ -22,11 +22,10 @@ import (
 	"io"
 	"net/url"
 	"regexp"
-	"slices"
 
 	"golang.org/x/crypto/nacl/secretbox"
 
-	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // Version is the only envelope version this code reads and writes.
@@ -115,8 +114,8 @@ func (h *Header) Validate() error {
 		return fmt.Errorf("%w: header.tees: empty", ErrMalformed)
 	}
 	for i, t := range h.TEEs {
-		if !slices.Contains(bundle.KnownTEEs, t) {
-			return fmt.Errorf("%w: header.tees[%d]: unknown TEE %q", ErrMalformed, i, t)
+		if err := tee.TEE(t).Validate(); err != nil {
+			return fmt.Errorf("%w: header.tees[%d]: %w", ErrMalformed, i, err)
 		}
 	}
 	u, err := url.Parse(h.KBS.URL)
@@ -276,10 +275,4 @@ func Open(env, dataKey []byte) (*Header, []byte, error) {
 		return nil, nil, fmt.Errorf("open envelope %s: %w", w.Header.Workload, ErrAuthentication)
 	}
 	return &w.Header, plain, nil
-}
-
-// Digest returns the envelope digest: hex SHA-256 of the envelope bytes.
-func Digest(env []byte) string {
-	sum := sha256.Sum256(env)
-	return hex.EncodeToString(sum[:])
 }

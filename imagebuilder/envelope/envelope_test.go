@@ -184,17 +184,6 @@ func TestSealValidatesHeader(t *testing.T) {
 	}
 }
 
-func TestDigest(t *testing.T) {
-	key := mustKey(t)
-	a, b := mustSeal(t, []byte("x"), key), mustSeal(t, []byte("x"), key)
-	if Digest(a) == Digest(b) {
-		t.Fatal("two seals share a digest")
-	}
-	if len(Digest(a)) != 64 || Digest(a) != Digest(bytes.Clone(a)) {
-		t.Fatal("digest not a stable hex SHA-256")
-	}
-}
-
 func FuzzOpen(f *testing.F) {
 	key := bytes.Repeat([]byte{7}, KeySize)
 	env, err := Seal([]byte(`{"containers":[]}`), key, testHeader())

@@ -1,4 +1,4 @@
-// Package image builds, writes and reads the secure OCI image of DESIGN §4.3: the measured
+// Package image builds, writes and reads the secure OCI image (docs/formats.md#secure-image-imagebuilderimage): the measured
 // guest (kernel, initrd, optional firmware, guest.json) and the sealed envelopes, in plain
 // tar layers with fixed metadata so that the same inputs always give the same digest.
 package image

@@ -3,6 +3,8 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
+	"encoding/hex"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -15,17 +17,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/imagebuilder/bundle/bundletest"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 )
 
 func testInput(t *testing.T) Input {
 	t.Helper()
-	b, err := bundle.Load(bundletest.Write(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Firmware = []byte("stand-in firmware")
+	b := standInGuest(t)
 	key, _ := envelope.NewKey()
 	envs := map[string][]byte{}
 	for _, id := range []string{"default.web", "default.db", "prod.api"} {
@@ -39,6 +36,35 @@ func testInput(t *testing.T) Input {
 		envs[id] = env
 	}
 	return Input{Guest: b, Envelopes: envs}
+}
+
+// standInGuest writes a guest bundle whose files boot nothing and loads it. The image
+// carries guest.json as it is, so the measurements are stand-ins of the right shape (the
+// real stand-in bundle with computed measurements is guest-image/bundletest, which
+// imagebuilder does not import: guest-image imports imagebuilder/bundle).
+func standInGuest(t *testing.T) *bundle.Bundle {
+	t.Helper()
+	meas := sha512.Sum384([]byte("stand-in guest measurement"))
+	cfg := bundle.Config{Version: bundle.Version, Cmdline: "console=hvc0 quiet", VCPUs: 1, MemoryMiB: 512,
+		Measurements: bundle.Measurements{Sim: hex.EncodeToString(meas[:])}}
+	raw, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		bundle.KernelFile: []byte("stand-in kernel: boots nothing\n"), bundle.InitrdFile: []byte("stand-in initrd: boots nothing\n"),
+		bundle.FirmwareFile: []byte("stand-in firmware"), bundle.ConfigFile: raw,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := bundle.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func digestOf(t *testing.T, in Input) string {
@@ -103,7 +129,7 @@ func checkInfo(t *testing.T, info *Info, in Input, wantDigest string) {
 		t.Fatalf("%d workloads, want %d", len(info.Workloads), len(in.Envelopes))
 	}
 	for _, w := range info.Workloads {
-		if w.EnvelopeDigest != envelope.Digest(in.Envelopes[w.ID]) {
+		if w.EnvelopeDigest != envelope.Sum(in.Envelopes[w.ID]).String() {
 			t.Fatalf("workload %s: envelope digest %s", w.ID, w.EnvelopeDigest)
 		}
 	}

@@ -117,7 +117,7 @@ func Inspect(img v1.Image) (*Info, error) {
 				return nil, fmt.Errorf("inspect image %s: %s: header names workload %q", d, p, hdr.Workload)
 			}
 			info.Workloads = append(info.Workloads, WorkloadInfo{
-				ID: id, EnvelopeDigest: envelope.Digest(env), Size: len(env), TEEs: hdr.TEEs,
+				ID: id, EnvelopeDigest: envelope.Sum(env).String(), Size: len(env), TEEs: hdr.TEEs,
 				KBS: hdr.KBS.URL, KBSCASHA256: hdr.KBS.CASHA256, KeyID: hdr.KeyID, Cipher: hdr.Cipher,
 			})
 		}

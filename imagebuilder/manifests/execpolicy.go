@@ -8,7 +8,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// AnnotationExec is the owner's exec allow-list (DESIGN §4.2 policy.exec): a JSON object from
+// AnnotationExec is the owner's exec allow-list (docs/sealing.md, policy.exec): a JSON object from
 // container name to the exact argv lists the host may exec in it, e.g.
 //
 //	sealpod.io/exec: '{"web": [["/bin/status"], ["/bin/dump", "--short"]]}'

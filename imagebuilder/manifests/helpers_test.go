@@ -95,3 +95,56 @@ func sealText(t testing.TB, text string, opts Options) (*Result, error) {
 }
 
 const testImageRef = "registry.test/sealpod/secure-image@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+
+// sealOrRefuse seals input with opts. With wantErr set the input must be refused with an error
+// mentioning every string in it, and sealOrRefuse returns nil; otherwise it must seal and the
+// result is returned.
+func sealOrRefuse(t *testing.T, input string, opts Options, wantErr []string) *Result {
+	t.Helper()
+	res, err := sealText(t, input, opts)
+	if len(wantErr) > 0 {
+		if err == nil {
+			t.Fatal("sealed, want an error")
+		}
+		for _, w := range wantErr {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error does not mention %q:\n%v", w, err)
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// leakCase is one row of a seal table: an input that must seal (check, when set, runs on the
+// rendered output) or be refused with messages naming the object and the field.
+type leakCase struct {
+	name    string
+	input   string
+	opts    Options
+	wantErr []string // empty: must seal
+	check   func(t *testing.T, res *Result, out string)
+}
+
+// runLeakCases runs each case as a subtest through sealOrRefuse and renders what sealed.
+func runLeakCases(t *testing.T, tests []leakCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := sealOrRefuse(t, tt.input, tt.opts, tt.wantErr)
+			if res == nil {
+				return
+			}
+			out, err := res.Render(testImageRef)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, res, string(out))
+			}
+		})
+	}
+}

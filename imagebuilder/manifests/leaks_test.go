@@ -15,44 +15,6 @@ import (
 // Issue #11 items 3 and 4: nothing sealed reaches the host through clear metadata, probes or
 // pull secrets.
 
-// leakCase is one row of the tables below: an input that must seal (check runs on the
-// rendered output) or be refused with messages naming the object and the field.
-type leakCase struct {
-	name    string
-	input   string
-	opts    Options
-	wantErr []string
-	check   func(t *testing.T, res *Result, out string)
-}
-
-func runLeakCases(t *testing.T, tests []leakCase) {
-	t.Helper()
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			res, err := sealText(t, tt.input, tt.opts)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("sealed, want an error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error does not mention %q:\n%v", w, err)
-					}
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := res.Render(testImageRef)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.check(t, res, string(out))
-		})
-	}
-}
-
 // outputObject returns the rendered object of that kind and name.
 func outputObject(t *testing.T, out, kind, name string) map[string]any {
 	t.Helper()

@@ -1,6 +1,6 @@
 // Package manifests turns ordinary Kubernetes manifests into sealed workloads: it finds
-// every pod template, builds its sealed spec (DESIGN §4.2), seals it into an envelope, and
-// rewrites the template into host-visible placeholders (DESIGN §3.1, §4.4).
+// every pod template, builds its sealed spec (docs/formats.md), seals it into an envelope, and
+// rewrites the template into host-visible placeholders (docs/design.md#seal, docs/sealing.md).
 package manifests
 
 import (

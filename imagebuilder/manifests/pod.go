@@ -120,7 +120,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 	}
 	w := &Workload{
 		ID: id, Object: fmt.Sprintf("%s %s/%s", p.o.kind, ns, p.o.name),
-		Spec: p.sealed, Key: key, Envelope: env, Digest: envelope.Digest(env),
+		Spec: p.sealed, Key: key, Envelope: env, Digest: envelope.Sum(env),
 	}
 	return w, p.placeholder(id), nil
 }
@@ -394,6 +394,9 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	out.Annotations[AnnotationImage] = imagePlaceholder
 	out.Annotations[AnnotationWorkload] = id
 	out.Annotations[AnnotationKBS] = p.s.opts.KBS.URL
+	if p.s.opts.MinTCB != "" {
+		out.Annotations[AnnotationMinTCB] = p.s.opts.MinTCB
+	}
 
 	ps := in.Spec.DeepCopy()
 	if ps.RuntimeClassName != nil && *ps.RuntimeClassName != p.s.opts.RuntimeClass {

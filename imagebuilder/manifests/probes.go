@@ -7,7 +7,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// Probes (DESIGN §4.2). An exec probe's argv and an HTTP probe's headers (often a bearer
+// Probes (docs/sealing.md#probes-answered-inside-the-guest). An exec probe's argv and an HTTP probe's headers (often a bearer
 // token) are sealed: the placeholder carries the exec probe spec.ProbeStub(container, kind)
 // instead, with the same timing, and the agent answers it by running the sealed probe inside
 // the guest (the argv in the container, or the HTTP request to 127.0.0.1:port). An HTTP probe

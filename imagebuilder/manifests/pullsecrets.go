@@ -14,7 +14,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// Registry credentials (DESIGN §3.2): the guest pulls the app images itself, so their
+// Registry credentials (docs/design.md#run, docs/sealing.md): the guest pulls the app images itself, so their
 // credentials are sealed into the workload and never left for the node. The kubelet pulls
 // only the secure image: the placeholder keeps the pull secrets that hold credentials for
 // the secure image's registry (a Secret that also holds other registries' credentials is

@@ -179,13 +179,7 @@ spec:
 }
 
 func TestRules(t *testing.T) {
-	tests := []struct {
-		name    string
-		input   string
-		opts    Options
-		wantErr []string // empty: must seal
-		check   func(t *testing.T, res *Result, out string)
-	}{
+	tests := []leakCase{
 		{
 			name:    "hostNetwork refused",
 			input:   deployment("      hostNetwork: true\n      containers: [{name: c, image: " + pinned + "}]\n"),
@@ -344,32 +338,7 @@ func TestRules(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			res, err := sealText(t, tt.input, tt.opts)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("sealed, want an error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error does not mention %q:\n%v", w, err)
-					}
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := res.Render(testImageRef)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.check != nil {
-				tt.check(t, res, string(out))
-			}
-		})
-	}
+	runLeakCases(t, tests)
 }
 
 func TestDuplicateWorkloadIDs(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// Annotations the sealed manifests carry (DESIGN §4.4): the only host-visible metadata.
+// Annotations the sealed manifests carry (docs/sealing.md): the only host-visible metadata.
 const (
 	AnnotationImage    = "sealpod.io/image"
 	AnnotationWorkload = "sealpod.io/workload"
@@ -32,6 +32,11 @@ const (
 	AnnotationLogs   = "sealpod.io/logs"    // allow | deny
 	AnnotationTLSDir = "sealpod.io/tls-dir" // where the certificate appears in every container
 )
+
+// AnnotationMinTCB on a sealed pod template declares the minimum TCB its owner registered
+// (Options.MinTCB): "snp=BOOTLOADER,TEE,SNP,MICROCODE", "tdx=<32 hex>", or both joined by ";".
+// It is not secret: the broker's signed manifest publishes the policy.
+const AnnotationMinTCB = "sealpod.io/min-tcb"
 
 // imagePlaceholder stands for the secure image reference until Render knows its digest.
 const imagePlaceholder = "sealpod.invalid/secure-image@sha256:0000000000000000000000000000000000000000000000000000000000000000"
@@ -49,6 +54,10 @@ type Options struct {
 	RuntimeClass string // default "sealpod-" + TEEs[0]
 	Namespace    string // for objects without metadata.namespace; default "default"
 	Logs         string // default policy: allow | deny; default allow
+	// MinTCB, when set, is written to every sealed template as AnnotationMinTCB
+	// ("snp=B,T,S,M;tdx=HEX", the minimum TCB registered with the broker), so that
+	// `sealctl verify --expect` can check the broker's policy against it.
+	MinTCB string
 
 	SealSecrets         bool
 	AllowHostVolumes    bool
@@ -79,7 +88,7 @@ type Workload struct {
 	Spec     *spec.Spec
 	Key      []byte
 	Envelope []byte
-	Digest   string // envelope digest: the expected HOST_DATA
+	Digest   envelope.Digest // the expected HOST_DATA/MRCONFIGID
 }
 
 // Result is the outcome of Seal. Render produces the sealed manifests once the secure

@@ -1,4 +1,4 @@
-// Package spec defines the sealed spec of DESIGN §4.2: the confidential part of a pod spec
+// Package spec defines the sealed spec (docs/formats.md#sealed-spec-imagebuilderspec): the confidential part of a pod spec
 // that travels encrypted inside an envelope and is opened only inside the TEE.
 package spec
 

@@ -168,14 +168,10 @@ func rawClient(t *testing.T, srv *admintest.Server, withCert bool, extra ...tls.
 
 // issueFromAdminCA signs a client certificate with the admin CA key of a state dir.
 func issueFromAdminCA(t *testing.T, dir string, uri string, usage x509.ExtKeyUsage) tls.Certificate {
-	caPEM, _ := os.ReadFile(filepath.Join(dir, setup.AdminCACertFile))
+	t.Helper()
+	caCert := leafOf(t, filepath.Join(dir, setup.AdminCACertFile))
 	keyPEM, _ := os.ReadFile(filepath.Join(dir, setup.AdminCAKeyFile))
-	cb, _ := pem.Decode(caPEM)
 	kb, _ := pem.Decode(keyPEM)
-	caCert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
 	caKey, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
 		t.Fatal(err)

@@ -22,62 +22,6 @@ import (
 	"github.com/sealpod/sealpod/kbs/registry"
 )
 
-// MaxBodyBytes bounds every admin request body.
-const MaxBodyBytes = 256 << 10
-
-// Wire types of the admin API (JSON).
-type (
-	// PutResponse answers PUT workloads/{id}.
-	PutResponse struct {
-		Entry    registry.HistoryEntry `json:"entry"`
-		Workload registry.Workload     `json:"workload"` // without dataKey
-	}
-	// RemoveResponse answers DELETE workloads/{id}.
-	RemoveResponse struct {
-		Entry registry.HistoryEntry `json:"entry"`
-	}
-	// ListResponse answers GET workloads.
-	ListResponse struct {
-		Workloads []registry.Workload `json:"workloads"` // without dataKey
-	}
-	// HistoryResponse answers GET history.
-	HistoryResponse struct {
-		History []registry.HistoryEntry `json:"history"`
-	}
-	// AuditResponse answers GET audit?since=RFC3339&limit=N.
-	AuditResponse struct {
-		Events []audit.Event `json:"events"`
-	}
-	// CAInfo answers GET ca.
-	CAInfo struct {
-		RootPEM             string    `json:"rootPem"`
-		BundlePEM           string    `json:"bundlePem"` // intermediate + root
-		RootSHA256          string    `json:"rootSha256"`
-		RootSubject         string    `json:"rootSubject"`
-		RootNotAfter        time.Time `json:"rootNotAfter"`
-		IntermediateSubject string    `json:"intermediateSubject"`
-		IntermediateExpiry  time.Time `json:"intermediateNotAfter"`
-	}
-	// Status answers GET status.
-	Status struct {
-		Time         time.Time          `json:"time"`
-		Workloads    int                `json:"workloads"`
-		Head         registry.ChainHead `json:"head"`
-		HistoryValid bool               `json:"historyValid"` // the stored history verifies under the broker key
-		HistoryError string             `json:"historyError,omitempty"`
-		MeshRootSHA  string             `json:"meshRootSha256"`
-		Identity     string             `json:"identity"` // the caller's admin identity
-		// AuditAnchor: where the exported (dropped) part of the audit log ends; check an
-		// export against it with audit.VerifyExport.
-		AuditAnchor *audit.Anchor `json:"auditAnchor,omitempty"`
-	}
-	// ErrorResponse is the body of every non-2xx answer.
-	ErrorResponse struct {
-		Error string `json:"error"`
-		Field string `json:"field,omitempty"` // set for workload validation errors
-	}
-)
-
 // Handler serves the admin API. Every request must come over TLS with a verified client chain
 // whose leaf is an admin identity (see CheckIdentity); the server's tls.Config must verify
 // client certificates against the admin CA (ClientCAs = setup.State.AdminCAPool).
@@ -273,8 +217,6 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 		writeError(w, http.StatusInternalServerError, op+": internal error", "")
 	}
 }
-
-var errBadRequest = errors.New("bad request")
 
 // DecodeWorkload decodes a PUT workloads/{id} body: one JSON Workload object, unknown fields
 // refused, nothing after it; the path id must match the body id (an empty body id takes it).

@@ -4,13 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/sealpod/sealpod/kbs/audit"
 	"github.com/sealpod/sealpod/kbs/store"
@@ -20,72 +16,8 @@ import (
 // lowercase hex (big.Int.Text(16)), value = JSON Revocation.
 const BucketRevoked = "admin-revoked"
 
-// maxSerialHex: RFC 5280 serials are at most 20 octets.
-const maxSerialHex = 40
-
 // ErrRevoked is matched by errors.Is for a request made with a revoked admin certificate.
 var ErrRevoked = errors.New("admin certificate revoked")
-
-// Revocation is one deny-list entry.
-type Revocation struct {
-	Serial    string    `json:"serial"` // lowercase hex
-	Subject   string    `json:"subject,omitempty"`
-	NotAfter  time.Time `json:"notAfter,omitzero"` // of the revoked certificate, when known
-	Reason    string    `json:"reason,omitempty"`
-	RevokedAt time.Time `json:"revokedAt"`
-	RevokedBy string    `json:"revokedBy,omitempty"`
-}
-
-// RevokeRequest is the body of POST revocations.
-type RevokeRequest struct {
-	Serial   string    `json:"serial"`
-	Subject  string    `json:"subject,omitempty"`
-	NotAfter time.Time `json:"notAfter,omitzero"`
-	Reason   string    `json:"reason,omitempty"`
-}
-
-// RevocationsResponse answers GET revocations.
-type RevocationsResponse struct {
-	Revocations []Revocation `json:"revocations"`
-}
-
-// NormalizeSerial parses a certificate serial given in hex (optionally "0x"-prefixed or with
-// ':' between octets, as openssl prints it) and returns it in the deny-list's form.
-func NormalizeSerial(s string) (string, error) {
-	h := strings.ToLower(strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0x"), "0X"))
-	h = strings.ReplaceAll(h, ":", "")
-	if h == "" || len(h) > maxSerialHex {
-		return "", fmt.Errorf("%w: serial %q: want 1..%d hex digits", errBadRequest, truncate(s), maxSerialHex)
-	}
-	n, ok := new(big.Int).SetString(h, 16)
-	if !ok || n.Sign() <= 0 {
-		return "", fmt.Errorf("%w: serial %q: not a positive hex number", errBadRequest, truncate(s))
-	}
-	return n.Text(16), nil
-}
-
-// SerialOf returns cert's serial in the deny-list's form.
-func SerialOf(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
-
-// RevokeRequestFromPEM builds a revoke request from a PEM certificate (the first CERTIFICATE
-// block), so the deny-list records its subject and expiry.
-func RevokeRequestFromPEM(b []byte, reason string) (RevokeRequest, error) {
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return RevokeRequest{}, errors.New("no PEM CERTIFICATE block")
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return RevokeRequest{}, fmt.Errorf("parse certificate: %w", err)
-		}
-		return RevokeRequest{Serial: SerialOf(c), Subject: c.Subject.String(), NotAfter: c.NotAfter.UTC(), Reason: reason}, nil
-	}
-}
 
 // DenyList is the admin certificate deny-list kept in the broker's store (shared by every
 // replica). It is read on every admin request.

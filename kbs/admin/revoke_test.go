@@ -20,6 +20,7 @@ import (
 	"github.com/sealpod/sealpod/kbs/store"
 )
 
+// leafOf parses the first PEM certificate of certFile.
 func leafOf(t *testing.T, certFile string) *x509.Certificate {
 	t.Helper()
 	b, err := os.ReadFile(certFile)

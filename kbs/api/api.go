@@ -1,4 +1,4 @@
-// Package api defines the wire protocol of the Sealpod key broker (DESIGN §3.3): request and
+// Package api defines the wire protocol of the Sealpod key broker (docs/kbs.md#protocol): request and
 // response types, the REPORT_DATA binding and the key-release box. The agent, sealctl and the
 // broker all import it; nothing here performs I/O.
 package api
@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // Paths of the broker's HTTP API.
@@ -33,12 +35,12 @@ const (
 // ResourceKeyPath returns the path of a workload's key resource.
 func ResourceKeyPath(workload string) string { return PathResource + workload + "/key" }
 
-// TEE names.
+// TEE names on the wire: the names of internal/tee (the one definition), as plain strings.
 const (
-	TEESNP = "snp"
-	TEETDX = "tdx"
-	TEEPEF = "pef"
-	TEESim = "sim"
+	TEESNP = string(tee.SNP)
+	TEETDX = string(tee.TDX)
+	TEEPEF = string(tee.PEF)
+	TEESim = string(tee.Sim)
 )
 
 // Sizes of protocol values.
@@ -68,13 +70,10 @@ var workloadIDRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 // ValidWorkloadID reports whether id is a well-formed workload id.
 func ValidWorkloadID(id string) bool { return len(id) <= 253 && workloadIDRe.MatchString(id) }
 
-// ValidTEE reports whether tee is a known TEE name.
-func ValidTEE(tee string) bool {
-	switch tee {
-	case TEESNP, TEETDX, TEEPEF, TEESim:
-		return true
-	}
-	return false
+// ValidTEE reports whether name is a known TEE name (internal/tee).
+func ValidTEE(name string) bool {
+	_, err := tee.Parse(name)
+	return err == nil
 }
 
 // AuthRequest is the body of POST /kbs/v1/auth.

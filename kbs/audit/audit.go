@@ -20,30 +20,30 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/store"
 )
 
 // Event kinds.
 const (
-	KindAuth        = "auth"
-	KindAttest      = "attest"
-	KindKey         = "key"
-	KindCertificate = "certificate"
-	KindAdmin       = "admin"
+	KindAuth        = api.AuditKindAuth
+	KindAttest      = api.AuditKindAttest
+	KindKey         = api.AuditKindKey
+	KindCertificate = api.AuditKindCertificate
+	KindAdmin       = api.AuditKindAdmin
 )
 
 // Event results.
 const (
-	ResultOK     = "ok"
-	ResultDenied = "denied"
-	ResultError  = "error"
+	ResultOK     = api.AuditResultOK
+	ResultDenied = api.AuditResultDenied
+	ResultError  = api.AuditResultError
 )
 
 // Limits.
 const (
 	DefaultListLimit = 1000
 	MaxListLimit     = 100000
-	maxFieldLen      = 1024
 	maxBatch         = 100 // etcd allows 128 operations per transaction by default
 	commitTimeout    = 30 * time.Second
 	// DefaultCommitInterval is the minimum time between the starts of two audit transactions.
@@ -61,41 +61,11 @@ const (
 )
 
 // ErrInvalid is matched by errors.Is for a malformed event.
-var ErrInvalid = errors.New("invalid audit event")
+var ErrInvalid = api.ErrInvalidAuditEvent
 
-// Event is one audit record.
-type Event struct {
-	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"` // auth|attest|key|certificate|admin
-	Workload string    `json:"workload,omitempty"`
-	TEE      string    `json:"tee,omitempty"`
-	Result   string    `json:"result"` // ok|denied|error
-	Reason   string    `json:"reason,omitempty"`
-	Remote   string    `json:"remote,omitempty"`
-}
-
-// Validate checks the kind, the result and field lengths.
-func (e *Event) Validate() error {
-	switch e.Kind {
-	case KindAuth, KindAttest, KindKey, KindCertificate, KindAdmin:
-	default:
-		return fmt.Errorf("%w: kind %q (want auth, attest, key, certificate or admin)", ErrInvalid, e.Kind)
-	}
-	switch e.Result {
-	case ResultOK, ResultDenied, ResultError:
-	default:
-		return fmt.Errorf("%w: result %q (want ok, denied or error)", ErrInvalid, e.Result)
-	}
-	if e.Time.Before(time.Unix(0, 0)) {
-		return fmt.Errorf("%w: time %s before 1970", ErrInvalid, e.Time)
-	}
-	for name, v := range map[string]string{"workload": e.Workload, "tee": e.TEE, "reason": e.Reason, "remote": e.Remote} {
-		if len(v) > maxFieldLen {
-			return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, name, maxFieldLen)
-		}
-	}
-	return nil
-}
+// Event is one audit record: the wire type api.AuditEvent (the admin API returns it as is),
+// checked by its Validate method.
+type Event = api.AuditEvent
 
 type request struct {
 	key, bucket, hour string

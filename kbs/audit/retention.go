@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/store"
 )
 
@@ -66,14 +67,9 @@ var ErrExport = errors.New("audit export does not verify")
 // ErrConcurrentPrune: another pruner (replica) advanced the anchor meanwhile.
 var ErrConcurrentPrune = errors.New("audit retention anchor changed during prune (another replica prunes?)")
 
-// Anchor is where the exported (dropped) part of the log ends.
-type Anchor struct {
-	Seq     uint64    `json:"seq"`    // segments written
-	Events  uint64    `json:"events"` // events dropped in total
-	Hash    string    `json:"hash"`   // chain hash of the last dropped event (zero hash: none)
-	Through string    `json:"through,omitempty"`
-	Time    time.Time `json:"time,omitzero"` // of the last prune
-}
+// Anchor is where the exported (dropped) part of the log ends (the wire type
+// api.AuditAnchor, reported by the admin API's status).
+type Anchor = api.AuditAnchor
 
 // Retention bounds the log. Zero MaxAge and MaxBytes: no bound.
 type Retention struct {

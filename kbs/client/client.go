@@ -1,5 +1,5 @@
 // Package client is the Go client of the Sealpod key broker: the attestation flow the agent
-// runs (auth → attest → key → certificate, DESIGN §3.3) and the public endpoints sealctl uses
+// runs (auth → attest → key → certificate, docs/kbs.md#the-attestation-sequence) and the public endpoints sealctl uses
 // (mesh CA, signed manifest). TLS is pinned: either to a CA certificate or to the SHA-256 of
 // the broker's TLS CA certificate, as carried by the sealed envelope header.
 package client
@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/registry"
 )
 
 // Options configure a Client. Exactly one of CAPEM and CASHA256 is required (or HTTPClient).
@@ -200,9 +199,9 @@ func (c *Client) CA(ctx context.Context) (*api.CAResponse, error) {
 	return &out, err
 }
 
-// Manifest returns the broker's signed manifest (not verified: use registry.VerifyManifest).
-func (c *Client) Manifest(ctx context.Context) (*registry.SignedManifest, error) {
-	var out registry.SignedManifest
+// Manifest returns the broker's signed manifest (not verified: use api.VerifyManifest).
+func (c *Client) Manifest(ctx context.Context) (*api.SignedManifest, error) {
+	var out api.SignedManifest
 	_, err := c.do(ctx, http.MethodGet, api.PathManifest, nil, nil, &out)
 	return &out, err
 }

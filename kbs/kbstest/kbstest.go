@@ -24,23 +24,23 @@ import (
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/server"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/kbs/store"
 	"github.com/sealpod/sealpod/kbs/verify"
 	"github.com/sealpod/sealpod/kbs/verify/sim"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 var (
 	chainOnce sync.Once
-	chain     *simtee.Chain
+	chain     *amdsp.Chain
 	chainErr  error
 )
 
 // Chain returns one sim chain per test binary (RSA key generation is slow).
-func Chain(t testing.TB) *simtee.Chain {
+func Chain(t testing.TB) *amdsp.Chain {
 	t.Helper()
 	chainOnce.Do(func() {
-		chain, chainErr = simtee.NewChain(simtee.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}})
+		chain, chainErr = amdsp.NewChain(amdsp.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}})
 	})
 	if chainErr != nil {
 		t.Fatal(chainErr)
@@ -90,7 +90,7 @@ func Start(t testing.TB) *Broker {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(server.Config{
 		Registry: reg, Audit: au, MeshCA: st.MeshCA, TokenSigner: st.Signer,
-		Verifiers: map[string]verify.Verifier{api.TEESim: sim.New(&simtee.Roots{ProductLine: simtee.ProductLine, ARK: c.ARK, ASK: c.ASK})},
+		Verifiers: map[string]verify.Verifier{api.TEESim: sim.New(c.Roots())},
 		Admin:     admin.NewHandler(reg, au, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool), admin.WithDenyList(admin.NewDenyList(kv))),
 		Ready:     func(ctx context.Context) error { _, err := reg.Head(ctx); return err },
 		Logger:    logger,

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/store"
 )
 
@@ -62,7 +63,7 @@ type chainIndex struct {
 // recordSum is the SHA-256 of a workload's public canonical JSON: what its history entry holds.
 func recordSum(w *Workload) ([32]byte, error) {
 	p := w.Public()
-	b, err := canonical(&p)
+	b, err := api.CanonicalJSON(&p)
 	if err != nil {
 		return [32]byte{}, err
 	}
@@ -153,7 +154,7 @@ func (x *chainIndex) sync(tx store.Tx, floor uint64) (map[string]indexEntry, boo
 	at := from
 	for i := range entries {
 		e := &entries[i]
-		if err := verifyLink(e, at, x.pub); err != nil {
+		if err := api.VerifyHistoryLink(e, at, x.pub); err != nil {
 			return nil, false, fmt.Errorf("%w: %w", ErrTampered, err)
 		}
 		ie := byID[e.WorkloadID]
@@ -177,28 +178,6 @@ func (x *chainIndex) sync(tx store.Tx, floor uint64) (map[string]indexEntry, boo
 	}
 	x.byID, x.hashes, x.head, x.headRaw, x.loaded = byID, hashes, head, append([]byte(nil), raw...), true
 	return byID, false, nil
-}
-
-// verifyLink checks one history entry as the successor of prev (see VerifyHistory).
-func verifyLink(e *HistoryEntry, prev ChainHead, pub crypto.PublicKey) error {
-	if e.Seq != prev.Seq+1 || e.Prev != prev.Hash {
-		return verifyErr("history entry %d does not follow #%d %s", e.Seq, prev.Seq, prev.Hash)
-	}
-	switch {
-	case e.Op == OpPut && e.Workload != nil && e.Workload.ID == e.WorkloadID:
-	case e.Op == OpRemove && e.Workload == nil:
-	default:
-		return verifyErr("history entry %d: malformed %q entry", e.Seq, e.Op)
-	}
-	h, err := e.ComputeHash()
-	if err != nil {
-		return err
-	}
-	hb, _ := hex.DecodeString(h)
-	if h != e.Hash || !verifyDigest(pub, hb, e.Signature) {
-		return verifyErr("history entry %d: hash or signature does not verify", e.Seq)
-	}
-	return nil
 }
 
 // checkRecord compares a workload record read from the store with the verified history.

@@ -1,20 +1,18 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/store"
 )
 
@@ -25,93 +23,6 @@ const (
 	BucketMeta      = "registry-meta" // "head" -> JSON ChainHead
 	metaHeadKey     = "head"
 )
-
-// History operations.
-const (
-	OpPut    = "put"
-	OpRemove = "remove"
-)
-
-// ZeroHash is the Prev of the first history entry.
-var ZeroHash = strings.Repeat("0", 64)
-
-// ErrNotFound is returned (wrapped) when a workload does not exist.
-var ErrNotFound = errors.New("workload not found")
-
-// HistoryEntry is one registration, update or removal. Entries form a hash chain: Hash =
-// hex SHA-256("sealpod-kbs-history-v1\n" || canonical JSON of the entry without Hash and
-// Signature), Prev = Hash of the previous entry (ZeroHash for Seq 1), Signature = the broker's
-// signature over the 32 hash bytes.
-type HistoryEntry struct {
-	Seq        uint64    `json:"seq"`
-	Time       time.Time `json:"time"`
-	Actor      string    `json:"actor"`
-	Op         string    `json:"op"` // put | remove
-	WorkloadID string    `json:"workloadId"`
-	Workload   *Workload `json:"workload,omitempty"` // public view (no DataKey) after a put
-	Prev       string    `json:"prev"`
-	Hash       string    `json:"hash"`
-	Signature  []byte    `json:"signature"`
-}
-
-// historyBody is the hashed part of a HistoryEntry (field order is part of the format).
-type historyBody struct {
-	Seq        uint64    `json:"seq"`
-	Time       time.Time `json:"time"`
-	Actor      string    `json:"actor"`
-	Op         string    `json:"op"`
-	WorkloadID string    `json:"workloadId"`
-	Workload   *Workload `json:"workload,omitempty"`
-	Prev       string    `json:"prev"`
-}
-
-// ComputeHash returns the entry's chain hash (hex), ignoring its Hash and Signature fields.
-func (e *HistoryEntry) ComputeHash() (string, error) {
-	d, err := digest(historyDomain, historyBody{e.Seq, e.Time, e.Actor, e.Op, e.WorkloadID, e.Workload, e.Prev})
-	if err != nil {
-		return "", fmt.Errorf("hash history entry %d: %w", e.Seq, err)
-	}
-	return hex.EncodeToString(d), nil
-}
-
-// ChainHead identifies the latest history entry (Seq 0 and ZeroHash for an empty history).
-type ChainHead struct {
-	Seq  uint64 `json:"seq"`
-	Hash string `json:"hash"`
-}
-
-// Manifest is the public state of the broker: every current workload (without data keys),
-// the full history and its head.
-type Manifest struct {
-	Version   int            `json:"version"` // 1
-	IssuedAt  time.Time      `json:"issuedAt"`
-	Workloads []Workload     `json:"workloads"` // sorted by ID, DataKey never set
-	History   []HistoryEntry `json:"history"`   // ascending Seq from 1
-	Head      ChainHead      `json:"head"`
-}
-
-// ManifestVersion is the only Manifest.Version this package produces and accepts.
-const ManifestVersion = 1
-
-// SignedManifest is what GET /kbs/v1/manifest returns. Signature is over
-// SHA-256("sealpod-kbs-manifest-v1\n" || canonical JSON of Manifest); PublicKey is the
-// broker's PKIX DER public key (the same key signs every history entry).
-type SignedManifest struct {
-	Manifest  Manifest `json:"manifest"`
-	Algorithm string   `json:"algorithm"` // ECDSA-SHA256 | Ed25519
-	PublicKey []byte   `json:"publicKey"`
-	Signature []byte   `json:"signature"`
-}
-
-// ParsePublicKey returns the embedded broker public key. Trust it only after comparing it
-// with a key (or fingerprint) obtained out of band.
-func (m *SignedManifest) ParsePublicKey() (crypto.PublicKey, error) {
-	pub, err := x509.ParsePKIXPublicKey(m.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("manifest publicKey: %w", err)
-	}
-	return pub, nil
-}
 
 // Registry stores workloads and their history in a store.Store. It keeps no state of its
 // own, so several registries (KBS replicas) can share one replicated store.
@@ -162,7 +73,7 @@ func (c *decodeCache) decode(id string, b []byte) (*Workload, [32]byte, error) {
 		c.mu.Unlock()
 	}
 	// Callers own what Get returns.
-	cp := d.w.clone()
+	cp := d.w.Clone()
 	return &cp, d.sum, nil
 }
 
@@ -271,11 +182,11 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 	if err := ValidateID(w.ID); err != nil {
 		return HistoryEntry{}, err
 	}
-	w = w.clone()
+	w = w.Clone()
 	var out HistoryEntry
 	update := func(fn func(tx store.Tx) error) error { return r.st.Update(ctx, fn) }
 	err := r.withIndex(update, func(tx store.Tx, byID map[string]indexEntry) error {
-		nw := w.clone()
+		nw := w.Clone()
 		old, sum, err := readWorkload(tx, nw.ID)
 		switch {
 		case err == nil:
@@ -473,7 +384,7 @@ func (r *Registry) Head(ctx context.Context) (ChainHead, error) {
 // Manifest returns the current workloads (without keys), the history and its head, signed,
 // all read from one consistent snapshot.
 func (r *Registry) Manifest(ctx context.Context) (*SignedManifest, error) {
-	alg, err := algorithmOf(r.signer.Public())
+	alg, err := api.SignatureAlgorithm(r.signer.Public())
 	if err != nil {
 		return nil, err
 	}
@@ -502,130 +413,13 @@ func (r *Registry) Manifest(ctx context.Context) (*SignedManifest, error) {
 		return nil, fmt.Errorf("build manifest: %w", err)
 	}
 	sort.Slice(m.Workloads, func(i, j int) bool { return m.Workloads[i].ID < m.Workloads[j].ID })
-	d, err := digest(manifestDomain, m)
+	d, err := m.Digest()
 	if err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
+		return nil, err
 	}
 	sig, err := signDigest(r.signer, d)
 	if err != nil {
 		return nil, fmt.Errorf("sign manifest: %w", err)
 	}
 	return &SignedManifest{Manifest: m, Algorithm: alg, PublicKey: pubDER, Signature: sig}, nil
-}
-
-// VerifyHistory checks a complete history (Seq 1..n): every hash, every link and every
-// signature under pub. It returns the head.
-func VerifyHistory(entries []HistoryEntry, pub crypto.PublicKey) (ChainHead, error) {
-	if pub == nil {
-		return ChainHead{}, verifyErr("no public key given")
-	}
-	head := ChainHead{Seq: 0, Hash: ZeroHash}
-	for i := range entries {
-		e := &entries[i]
-		if e.Seq != head.Seq+1 {
-			return ChainHead{}, verifyErr("history entry %d: seq %d, want %d", i, e.Seq, head.Seq+1)
-		}
-		if e.Prev != head.Hash {
-			return ChainHead{}, verifyErr("history entry %d: prev %q does not match the hash of entry %d", e.Seq, e.Prev, head.Seq)
-		}
-		switch e.Op {
-		case OpPut:
-			if e.Workload == nil || e.Workload.ID != e.WorkloadID {
-				return ChainHead{}, verifyErr("history entry %d: put without a matching workload", e.Seq)
-			}
-			if len(e.Workload.DataKey) != 0 {
-				return ChainHead{}, verifyErr("history entry %d: contains a data key", e.Seq)
-			}
-		case OpRemove:
-			if e.Workload != nil {
-				return ChainHead{}, verifyErr("history entry %d: remove carries a workload", e.Seq)
-			}
-		default:
-			return ChainHead{}, verifyErr("history entry %d: unknown op %q", e.Seq, e.Op)
-		}
-		h, err := e.ComputeHash()
-		if err != nil {
-			return ChainHead{}, err
-		}
-		if h != e.Hash {
-			return ChainHead{}, verifyErr("history entry %d: hash mismatch (entry altered)", e.Seq)
-		}
-		hb, _ := hex.DecodeString(h)
-		if !verifyDigest(pub, hb, e.Signature) {
-			return ChainHead{}, verifyErr("history entry %d: bad signature", e.Seq)
-		}
-		head = ChainHead{Seq: e.Seq, Hash: e.Hash}
-	}
-	return head, nil
-}
-
-// VerifyManifest checks a signed manifest offline against the broker public key pub (obtained
-// out of band): the embedded key equals pub, the signature covers the canonical manifest, the
-// history chain verifies and ends at Head, and replaying the history gives exactly Workloads.
-func VerifyManifest(m *SignedManifest, pub crypto.PublicKey) error {
-	if m == nil {
-		return verifyErr("no manifest")
-	}
-	if pub == nil {
-		return verifyErr("no public key given")
-	}
-	if m.Manifest.Version != ManifestVersion {
-		return verifyErr("manifest version %d, want %d", m.Manifest.Version, ManifestVersion)
-	}
-	want, err := MarshalPublicKey(pub)
-	if err != nil {
-		return fmt.Errorf("encode expected public key: %w", err)
-	}
-	if !bytes.Equal(want, m.PublicKey) {
-		return verifyErr("manifest publicKey is not the expected broker key")
-	}
-	alg, err := algorithmOf(pub)
-	if err != nil {
-		return err
-	}
-	if m.Algorithm != alg {
-		return verifyErr("manifest algorithm %q, want %q", m.Algorithm, alg)
-	}
-	d, err := digest(manifestDomain, m.Manifest)
-	if err != nil {
-		return fmt.Errorf("encode manifest: %w", err)
-	}
-	if !verifyDigest(pub, d, m.Signature) {
-		return verifyErr("manifest signature does not verify")
-	}
-	head, err := VerifyHistory(m.Manifest.History, pub)
-	if err != nil {
-		return err
-	}
-	if head != m.Manifest.Head {
-		return verifyErr("manifest head %d/%s does not match the history (%d/%s)", m.Manifest.Head.Seq, m.Manifest.Head.Hash, head.Seq, head.Hash)
-	}
-	state := map[string]*Workload{}
-	for i := range m.Manifest.History {
-		e := &m.Manifest.History[i]
-		if e.Op == OpPut {
-			state[e.WorkloadID] = e.Workload
-		} else {
-			delete(state, e.WorkloadID)
-		}
-	}
-	if len(state) != len(m.Manifest.Workloads) {
-		return verifyErr("manifest lists %d workloads, history gives %d", len(m.Manifest.Workloads), len(state))
-	}
-	for i := range m.Manifest.Workloads {
-		w := &m.Manifest.Workloads[i]
-		if i > 0 && m.Manifest.Workloads[i-1].ID >= w.ID {
-			return verifyErr("manifest workloads not sorted by id at %q", w.ID)
-		}
-		hw, ok := state[w.ID]
-		if !ok {
-			return verifyErr("workload %s is not in the history", w.ID)
-		}
-		a, err1 := canonical(w)
-		b, err2 := canonical(hw)
-		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
-			return verifyErr("workload %s differs from its last history entry", w.ID)
-		}
-	}
-	return nil
 }

@@ -1,272 +1,91 @@
 // Package registry holds the key broker's registered workloads (identity, attestation policy,
 // data key) and the hash-chained, signed history of every change, from which it produces the
-// signed manifest served at GET /kbs/v1/manifest.
+// signed manifest served at GET /kbs/v1/manifest. It is a server internal: the workload,
+// history and manifest formats are wire types of kbs/api, which clients import instead.
 package registry
 
 import (
-	"errors"
-	"fmt"
-	"net"
-	"net/url"
-	"regexp"
-	"strings"
-	"time"
+	"crypto"
+
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
-// TEE names accepted in Workload.TEEs.
+// The registry's record and manifest types are the wire types of kbs/api; these aliases keep
+// the broker's own packages short. Clients (kbs/client, sealctl, the agent) use kbs/api.
+type (
+	Workload       = api.Workload
+	TCB            = api.TCB
+	SNPTCB         = api.SNPTCB
+	FieldError     = api.FieldError
+	SANKind        = api.SANKind
+	HistoryEntry   = api.HistoryEntry
+	ChainHead      = api.ChainHead
+	Manifest       = api.Manifest
+	SignedManifest = api.SignedManifest
+)
+
+// TEE names accepted in Workload.TEEs (see kbs/api).
 const (
-	TEESNP = "snp"
-	TEETDX = "tdx"
-	TEEPEF = "pef"
-	TEESim = "sim"
+	TEESNP = api.TEESNP
+	TEETDX = api.TEETDX
+	TEEPEF = api.TEEPEF
+	TEESim = api.TEESim
 )
 
-// Limits applied by Validate.
+// Limits applied by Validate (see kbs/api).
 const (
-	MaxIDLen                = 253
-	MaxMeasurementsPerTEE   = 64
-	MaxSANs                 = 100
-	MaxSANLen               = 253
-	DataKeySize             = 32
-	measurementHexLen       = 96 // 48-byte SNP MEASUREMENT / TDX MRTD / RTMR
-	envelopeDigestHexLen    = 64 // SHA-256
-	tdxTeeTCBSVNHexLen      = 32 // 16 bytes
-	tdxMeasurementRTMRCount = 4
+	MaxIDLen              = api.MaxWorkloadIDLen
+	MaxMeasurementsPerTEE = api.MaxMeasurementsPerTEE
+	MaxSANs               = api.MaxSANs
+	MaxSANLen             = api.MaxSANLen
+	DataKeySize           = api.DataKeySize
+	TDXPinReason          = api.TDXPinReason
 )
 
-// TDXPinReason is why a TDX reference value must pin MRTD, RTMR[1] and RTMR[2].
-const TDXPinReason = "must be \"mrtd:rtmr0:rtmr1:rtmr2:rtmr3\" pinning MRTD, RTMR[1] and RTMR[2] (RTMR[0] and RTMR[3] may be empty): " +
-	"MRTD covers only the firmware, RTMR[1] the kernel and RTMR[2] the initrd and command line, so without them a TD booted with a host-chosen kernel and initrd would get the key"
+// SAN kinds (see kbs/api).
+const (
+	SANDNS = api.SANDNS
+	SANIP  = api.SANIP
+	SANURI = api.SANURI
+)
 
-// SNPTCB is the minimum SEV-SNP TCB (components of TCB_VERSION).
-type SNPTCB struct {
-	Bootloader uint8 `json:"bootloader"`
-	TEE        uint8 `json:"tee"`
-	SNP        uint8 `json:"snp"`
-	Microcode  uint8 `json:"microcode"`
-}
-
-// TCB is the minimum TCB a workload's evidence must report, per TEE.
-type TCB struct {
-	SNP          *SNPTCB `json:"snp,omitempty"`
-	TDXTeeTCBSVN string  `json:"tdxTeeTcbSvn,omitempty"` // hex, 16 bytes; minimum per component
-}
-
-// Workload is one registered confidential workload: its identity, its attestation policy and
-// its data key (the key that opens its sealed envelope).
-type Workload struct {
-	ID             string              `json:"id"`             // DNS-1123 label-ish: [a-z0-9]([-a-z0-9.]*[a-z0-9])?, <= 253
-	TEEs           []string            `json:"tees"`           // subset of snp, tdx, pef, sim
-	Measurements   map[string][]string `json:"measurements"`   // tee -> allowed values, lowercase hex; tdx value = "mrtd:rtmr0:rtmr1:rtmr2:rtmr3", rtmr1 and rtmr2 required (empty rtmr0/rtmr3 = not pinned)
-	EnvelopeDigest string              `json:"envelopeDigest"` // hex SHA-256 of the sealed envelope = expected HOST_DATA / MRCONFIGID
-	MinTCB         TCB                 `json:"minTcb"`
-	SANs           []string            `json:"sans"`              // DNS names / IPs / URIs allowed in the workload certificate
-	DataKey        []byte              `json:"dataKey,omitempty"` // 32 bytes; never returned by list/get over the admin API
-	Generation     uint64              `json:"generation"`        // set by the registry: 1 on first Put, +1 on every update
-	UpdatedAt      time.Time           `json:"updatedAt"`         // set by the registry
-}
-
-// Public returns a deep copy of w without its data key (what list/get/manifest expose).
-func (w *Workload) Public() Workload {
-	c := w.clone()
-	c.DataKey = nil
-	return c
-}
-
-func (w *Workload) clone() Workload {
-	c := *w
-	c.TEEs = append([]string(nil), w.TEEs...)
-	if w.Measurements != nil {
-		c.Measurements = make(map[string][]string, len(w.Measurements))
-		for k, v := range w.Measurements {
-			c.Measurements[k] = append([]string(nil), v...)
-		}
-	}
-	c.SANs = append([]string(nil), w.SANs...)
-	c.DataKey = append([]byte(nil), w.DataKey...)
-	if w.MinTCB.SNP != nil {
-		s := *w.MinTCB.SNP
-		c.MinTCB.SNP = &s
-	}
-	return c
-}
-
-// ErrInvalid is matched (errors.Is) by every validation error.
-var ErrInvalid = errors.New("invalid workload")
-
-// FieldError is a validation error naming the offending field, e.g. "measurements[snp][0]".
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("invalid workload: %s: %s", e.Field, e.Reason)
-}
-
-// Is makes errors.Is(err, ErrInvalid) true for every FieldError.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
-func fieldErr(field, format string, args ...any) error {
-	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
-}
+// Manifest format constants (see kbs/api).
+const (
+	AlgECDSASHA256  = api.AlgECDSASHA256
+	AlgEd25519      = api.AlgEd25519
+	OpPut           = api.OpPut
+	OpRemove        = api.OpRemove
+	ManifestVersion = api.ManifestVersion
+)
 
 var (
-	idRe       = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-	lowerHexRe = regexp.MustCompile(`^[0-9a-f]+$`)
-	dnsLabelRe = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
+	// ErrInvalid is matched (errors.Is) by every validation error (= api.ErrInvalidWorkload).
+	ErrInvalid = api.ErrInvalidWorkload
+	// ErrNotFound is returned (wrapped) when a workload does not exist (= api.ErrWorkloadNotFound).
+	ErrNotFound = api.ErrWorkloadNotFound
+	// ErrVerify is matched by every signature, hash-chain or manifest verification failure
+	// (= api.ErrVerify).
+	ErrVerify = api.ErrVerify
+	// ZeroHash is the Prev of the first history entry.
+	ZeroHash = api.ZeroHash
 )
 
-// ValidateID checks a workload id (also used for URL path segments).
-func ValidateID(id string) error {
-	switch {
-	case id == "":
-		return fieldErr("id", "required")
-	case len(id) > MaxIDLen:
-		return fieldErr("id", "longer than %d characters", MaxIDLen)
-	case !idRe.MatchString(id):
-		return fieldErr("id", "%q must match [a-z0-9]([-a-z0-9.]*[a-z0-9])?", id)
-	}
-	return nil
+// ValidateID checks a workload id (api.ValidateWorkloadID).
+func ValidateID(id string) error { return api.ValidateWorkloadID(id) }
+
+// ValidateSAN checks one SAN (api.ValidateSAN).
+func ValidateSAN(s string) error { return api.ValidateSAN(s) }
+
+// ParseSAN classifies a SAN (api.ParseSAN).
+func ParseSAN(s string) (SANKind, error) { return api.ParseSAN(s) }
+
+// VerifyHistory checks a complete history (api.VerifyHistory).
+func VerifyHistory(entries []HistoryEntry, pub crypto.PublicKey) (ChainHead, error) {
+	return api.VerifyHistory(entries, pub)
 }
 
-func isLowerHex(s string, n int) bool {
-	return len(s) == n && lowerHexRe.MatchString(s)
-}
+// VerifyManifest checks a signed manifest offline (api.VerifyManifest).
+func VerifyManifest(m *SignedManifest, pub crypto.PublicKey) error { return api.VerifyManifest(m, pub) }
 
-// Validate checks every field and returns a *FieldError naming the first invalid one. It
-// requires a 32-byte DataKey; Generation and UpdatedAt are not checked (the registry sets them).
-func (w *Workload) Validate() error {
-	if err := ValidateID(w.ID); err != nil {
-		return err
-	}
-	if len(w.TEEs) == 0 {
-		return fieldErr("tees", "at least one TEE is required (snp, tdx, pef, sim)")
-	}
-	seen := map[string]bool{}
-	for i, t := range w.TEEs {
-		switch t {
-		case TEESNP, TEETDX, TEEPEF, TEESim:
-		default:
-			return fieldErr(fmt.Sprintf("tees[%d]", i), "unknown TEE %q (want snp, tdx, pef or sim)", t)
-		}
-		if seen[t] {
-			return fieldErr(fmt.Sprintf("tees[%d]", i), "duplicate TEE %q", t)
-		}
-		seen[t] = true
-	}
-	for tee := range w.Measurements {
-		if !seen[tee] {
-			return fieldErr(fmt.Sprintf("measurements[%s]", tee), "TEE %q is not listed in tees", tee)
-		}
-	}
-	for _, tee := range w.TEEs {
-		ms := w.Measurements[tee]
-		f := fmt.Sprintf("measurements[%s]", tee)
-		if len(ms) == 0 && tee != TEEPEF {
-			return fieldErr(f, "at least one reference measurement is required for TEE %q", tee)
-		}
-		if len(ms) > MaxMeasurementsPerTEE {
-			return fieldErr(f, "more than %d values", MaxMeasurementsPerTEE)
-		}
-		for i, m := range ms {
-			if err := validateMeasurement(tee, m); err != nil {
-				return fieldErr(fmt.Sprintf("%s[%d]", f, i), "%v", err)
-			}
-		}
-	}
-	if !isLowerHex(w.EnvelopeDigest, envelopeDigestHexLen) {
-		return fieldErr("envelopeDigest", "must be %d lowercase hex characters (SHA-256 of the sealed envelope)", envelopeDigestHexLen)
-	}
-	if s := w.MinTCB.TDXTeeTCBSVN; s != "" && !isLowerHex(s, tdxTeeTCBSVNHexLen) {
-		return fieldErr("minTcb.tdxTeeTcbSvn", "must be %d lowercase hex characters (16 bytes)", tdxTeeTCBSVNHexLen)
-	}
-	if len(w.SANs) > MaxSANs {
-		return fieldErr("sans", "more than %d entries", MaxSANs)
-	}
-	sanSeen := map[string]bool{}
-	for i, s := range w.SANs {
-		if err := ValidateSAN(s); err != nil {
-			return fieldErr(fmt.Sprintf("sans[%d]", i), "%v", err)
-		}
-		if sanSeen[s] {
-			return fieldErr(fmt.Sprintf("sans[%d]", i), "duplicate %q", s)
-		}
-		sanSeen[s] = true
-	}
-	if len(w.DataKey) != DataKeySize {
-		return fieldErr("dataKey", "must be %d bytes, got %d", DataKeySize, len(w.DataKey))
-	}
-	return nil
-}
-
-func validateMeasurement(tee, m string) error {
-	switch tee {
-	case TEESNP, TEESim:
-		if !isLowerHex(m, measurementHexLen) {
-			return fmt.Errorf("must be %d lowercase hex characters (48-byte launch measurement)", measurementHexLen)
-		}
-	case TEETDX:
-		parts := strings.Split(m, ":")
-		if len(parts) != 1+tdxMeasurementRTMRCount || parts[2] == "" || parts[3] == "" {
-			return errors.New(TDXPinReason)
-		}
-		if !isLowerHex(parts[0], measurementHexLen) {
-			return fmt.Errorf("mrtd must be %d lowercase hex characters", measurementHexLen)
-		}
-		for j, r := range parts[1:] {
-			if r != "" && !isLowerHex(r, measurementHexLen) {
-				return fmt.Errorf("rtmr%d must be empty or %d lowercase hex characters", j, measurementHexLen)
-			}
-		}
-	case TEEPEF:
-		if len(m) == 0 || len(m) > 128 || len(m)%2 != 0 || !lowerHexRe.MatchString(m) {
-			return fmt.Errorf("must be lowercase hex of at most 64 bytes")
-		}
-	}
-	return nil
-}
-
-// SANKind classifies a SAN string as it goes into a certificate.
-type SANKind int
-
-// SAN kinds.
-const (
-	SANDNS SANKind = iota
-	SANIP
-	SANURI
-)
-
-// ParseSAN classifies s: an IP address, a URI (contains "://" or starts with "spiffe:" / "urn:"),
-// otherwise a DNS name.
-func ParseSAN(s string) (SANKind, error) {
-	if s == "" {
-		return 0, errors.New("empty")
-	}
-	if len(s) > MaxSANLen {
-		return 0, fmt.Errorf("longer than %d characters", MaxSANLen)
-	}
-	if net.ParseIP(s) != nil {
-		return SANIP, nil
-	}
-	if strings.Contains(s, ":") {
-		u, err := url.Parse(s)
-		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "" && u.Path == "") {
-			return 0, fmt.Errorf("%q is neither an IP, a DNS name nor an absolute URI", s)
-		}
-		return SANURI, nil
-	}
-	name := strings.TrimSuffix(s, ".")
-	for _, label := range strings.Split(name, ".") {
-		if len(label) > 63 || !dnsLabelRe.MatchString(label) {
-			return 0, fmt.Errorf("%q is not a valid DNS name (no wildcards)", s)
-		}
-	}
-	return SANDNS, nil
-}
-
-// ValidateSAN checks one SAN (see ParseSAN).
-func ValidateSAN(s string) error {
-	_, err := ParseSAN(s)
-	return err
-}
+// MarshalPublicKey returns the PKIX DER encoding used in SignedManifest.PublicKey.
+func MarshalPublicKey(pub crypto.PublicKey) ([]byte, error) { return api.MarshalPublicKey(pub) }

@@ -25,7 +25,7 @@ import (
 	"github.com/sealpod/sealpod/kbs/client"
 )
 
-// defaultBenchClients is the DESIGN §7 concurrency; SEALPOD_BENCH_CLIENTS overrides it (for
+// defaultBenchClients is the concurrency of docs/design.md#targets; SEALPOD_BENCH_CLIENTS overrides it (for
 // latency runs below saturation; hack/bench kbs uses the default).
 const defaultBenchClients = 64
 

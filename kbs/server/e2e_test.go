@@ -26,7 +26,7 @@ import (
 	"github.com/sealpod/sealpod/kbs/client"
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 func makeCSR(t testing.TB, extraSANs []string) ([]byte, *ecdsa.PrivateKey) {
@@ -184,11 +184,11 @@ func TestProtocolRejections(t *testing.T) {
 	if _, err := e.reg.Put(ctx, strict, "test"); err != nil {
 		t.Fatal(err)
 	}
-	other, err := simtee.NewChain(simtee.Options{RSABits: 2048})
+	other, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherSigner, _ := simtee.NewSigner(other)
+	otherSigner, _ := amdsp.NewSigner(other)
 
 	attested := func(t *testing.T) *client.Session {
 		s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
@@ -200,7 +200,7 @@ func TestProtocolRejections(t *testing.T) {
 		}
 		return s
 	}
-	evidenceCase := func(mutate func(o *simtee.ReportOptions)) func(t *testing.T) error {
+	evidenceCase := func(mutate func(o *amdsp.ReportOptions)) func(t *testing.T) error {
 		return func(t *testing.T) error {
 			s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
 			if err != nil {
@@ -216,10 +216,10 @@ func TestProtocolRejections(t *testing.T) {
 		reason string
 		field  string
 	}{
-		{"wrong measurement", evidenceCase(func(o *simtee.ReportOptions) { o.Measurement[0] ^= 1 }), 403, api.ReasonEvidence, "measurement"},
-		{"wrong host data", evidenceCase(func(o *simtee.ReportOptions) { o.HostData[0] ^= 1 }), 403, api.ReasonEvidence, "host_data"},
-		{"wrong report data", evidenceCase(func(o *simtee.ReportOptions) { o.ReportData[0] ^= 1 }), 403, api.ReasonEvidence, "report_data"},
-		{"debug on", evidenceCase(func(o *simtee.ReportOptions) { o.Debug = true }), 403, api.ReasonEvidence, "debug"},
+		{"wrong measurement", evidenceCase(func(o *amdsp.ReportOptions) { o.Measurement[0] ^= 1 }), 403, api.ReasonEvidence, "measurement"},
+		{"wrong host data", evidenceCase(func(o *amdsp.ReportOptions) { o.HostData[0] ^= 1 }), 403, api.ReasonEvidence, "host_data"},
+		{"wrong report data", evidenceCase(func(o *amdsp.ReportOptions) { o.ReportData[0] ^= 1 }), 403, api.ReasonEvidence, "report_data"},
+		{"debug on", evidenceCase(func(o *amdsp.ReportOptions) { o.Debug = true }), 403, api.ReasonEvidence, "debug"},
 		{"tcb too low", func(t *testing.T) error {
 			s, err := e.client.Auth(ctx, api.TEESim, "strict")
 			if err != nil {
@@ -235,7 +235,7 @@ func TestProtocolRejections(t *testing.T) {
 		}, 403, api.ReasonEvidence, "signature"},
 		{"foreign root", func(t *testing.T) error {
 			s, _ := e.client.Auth(ctx, api.TEESim, e.workload.ID)
-			rep, table, err := otherSigner.Report(simtee.ReportOptions{ReportData: s.ReportData(), Measurement: e.meas, HostData: e.digest})
+			rep, table, err := otherSigner.Report(amdsp.ReportOptions{ReportData: s.ReportData(), Measurement: e.meas, HostData: e.digest})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -23,11 +23,11 @@ import (
 	"github.com/sealpod/sealpod/kbs/client"
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/kbs/store"
 	"github.com/sealpod/sealpod/kbs/verify"
 	"github.com/sealpod/sealpod/kbs/verify/sim"
 	"github.com/sealpod/sealpod/kbs/verify/snp"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 // clock is a test clock: real time plus an adjustable offset.
@@ -38,14 +38,14 @@ func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 var (
 	chainOnce sync.Once
-	simChain  *simtee.Chain
+	simChain  *amdsp.Chain
 	chainErr  error
 )
 
 // testChain is one sim chain per test binary (RSA key generation is slow).
-func testChain(t testing.TB) *simtee.Chain {
+func testChain(t testing.TB) *amdsp.Chain {
 	chainOnce.Do(func() {
-		simChain, chainErr = simtee.NewChain(simtee.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}})
+		simChain, chainErr = amdsp.NewChain(amdsp.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}})
 	})
 	if chainErr != nil {
 		t.Fatal(chainErr)
@@ -63,7 +63,7 @@ type env struct {
 	srv      *Server
 	url      string
 	client   *client.Client
-	signer   *simtee.Signer
+	signer   *amdsp.Signer
 	clock    *clock
 	workload registry.Workload
 	meas     [48]byte
@@ -94,7 +94,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e := &env{state: st, store: kv, reg: registry.New(kv, st.Signer), audit: audit.New(kv), clock: &clock{}}
 	chain := testChain(t)
-	e.signer, err = simtee.NewSigner(chain)
+	e.signer, err = amdsp.NewSigner(chain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	verifiers := map[string]verify.Verifier{api.TEESNP: snp.New(snp.Config{})}
 	if !o.noSim {
-		verifiers[api.TEESim] = sim.New(&simtee.Roots{ProductLine: simtee.ProductLine, ARK: chain.ARK, ASK: chain.ASK})
+		verifiers[api.TEESim] = sim.New(chain.Roots())
 	}
 	logger := o.logger
 	if logger == nil {
@@ -167,9 +167,9 @@ func (e *env) stop(t testing.TB) {
 }
 
 // evidence returns sim evidence for the session with the env's measurement and digest.
-func (e *env) evidence(t testing.TB, s *client.Session, mutate func(o *simtee.ReportOptions)) *api.Evidence {
+func (e *env) evidence(t testing.TB, s *client.Session, mutate func(o *amdsp.ReportOptions)) *api.Evidence {
 	t.Helper()
-	o := simtee.ReportOptions{ReportData: s.ReportData(), Measurement: e.meas, HostData: e.digest}
+	o := amdsp.ReportOptions{ReportData: s.ReportData(), Measurement: e.meas, HostData: e.digest}
 	if mutate != nil {
 		mutate(&o)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 // TestLowOrderTEEKeyRefused: a guest that attests with a low-order X25519 key (its shared
@@ -58,7 +58,7 @@ func TestLowOrderTEEKeyRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || cookie == "" {
 		t.Fatalf("auth: %d, cookie %q", resp.StatusCode, cookie)
 	}
-	rep, table, err := e.signer.Report(simtee.ReportOptions{ReportData: api.ReportData(auth.Nonce, lowOrder), Measurement: e.meas, HostData: e.digest})
+	rep, table, err := e.signer.Report(amdsp.ReportOptions{ReportData: api.ReportData(auth.Nonce, lowOrder), Measurement: e.meas, HostData: e.digest})
 	if err != nil {
 		t.Fatal(err)
 	}

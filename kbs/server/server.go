@@ -1,4 +1,4 @@
-// Package server is the HTTPS server of the Sealpod key broker (DESIGN §3.3): auth (nonce +
+// Package server is the HTTPS server of the Sealpod key broker (docs/kbs.md#protocol): auth (nonce +
 // session), attest (evidence verification and appraisal against the registered workload,
 // signed token), key release (nacl anonymous box to the TEE key), workload certificates, the
 // public CA and manifest, the admin API of package admin, /metrics, /healthz and /readyz.

@@ -10,7 +10,7 @@ import (
 )
 
 // TestAdminCertDefaultLifetime: the admin client identity that init writes is short-lived
-// (DESIGN promise: admin credentials expire and can be revoked).
+// (docs/security.md: admin credentials expire and can be revoked).
 func TestAdminCertDefaultLifetime(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "kbs")
 	if err := Init(dir, []string{"127.0.0.1"}, ""); err != nil {

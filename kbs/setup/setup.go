@@ -41,6 +41,7 @@ import (
 	"github.com/sealpod/sealpod/internal/atomicfile"
 
 	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/adminclient"
 	"github.com/sealpod/sealpod/kbs/meshca"
 	"github.com/sealpod/sealpod/kbs/store"
 )
@@ -61,7 +62,7 @@ const (
 	TLSServerKeyFile    = "tls/server.key"
 	AdminCACertFile     = "admin-ca/ca.pem"
 	AdminCAKeyFile      = "admin-ca/ca.key"
-	AdminClientConfig   = "admin/sealctl-kbs.json"
+	AdminClientConfig   = adminclient.AdminClientConfig // sealctl reads it (--kbs-dir)
 	adminClientCAFile   = "kbs-ca.pem"
 	adminClientCertFile = "client.pem"
 	adminClientKeyFile  = "client.key"

@@ -7,8 +7,20 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 )
+
+// LaunchHostData returns the launch-bound data the evidence of t must carry: the policy's
+// envelope digest placed by tee.TEE.HostData (the one copy of the rule). ok is false when the
+// policy has no 32-byte digest or t binds no host data.
+func (p Policy) LaunchHostData(t tee.TEE) (want []byte, ok bool) {
+	if len(p.HostData) != tee.DigestSize {
+		return nil, false
+	}
+	want = t.HostData([tee.DigestSize]byte(p.HostData))
+	return want, want != nil
+}
 
 // SNPTCB is a minimum SEV-SNP TCB (components of TCB_VERSION).
 type SNPTCB struct{ Bootloader, TEE, SNP, Microcode uint8 }
@@ -19,8 +31,8 @@ type Policy struct {
 	// Measurements are the allowed launch measurements, lowercase hex. snp/sim: 48-byte
 	// MEASUREMENT; tdx: "mrtd[:rtmr0:rtmr1:rtmr2:rtmr3]" (an empty rtmr is not pinned).
 	Measurements []string
-	// HostData is the expected HOST_DATA (snp/sim, 32 bytes) or MRCONFIGID (tdx, the 32 bytes
-	// zero-padded to 48): the workload's envelope digest.
+	// HostData is the workload's 32-byte envelope digest; the evidence must carry it as its
+	// TEE places it (LaunchHostData): HOST_DATA for snp/sim, MRCONFIGID zero-padded for tdx.
 	HostData []byte
 	// ReportData is the expected 64-byte REPORT_DATA (api.ReportData(nonce, teePubKey)).
 	ReportData []byte

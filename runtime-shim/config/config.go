@@ -18,8 +18,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // DefaultPath is where the node installer writes the configuration.
@@ -132,13 +133,14 @@ func (c *Config) Defaults() {
 
 // Validate checks the fields.
 func (c *Config) Validate() error {
-	if !slices.Contains([]string{"sim", "snp", "tdx", "pef"}, c.TEE) {
-		return fmt.Errorf("%w: tee %q: want sim, snp, tdx or pef", ErrInvalid, c.TEE)
+	t, err := tee.Parse(c.TEE)
+	if err != nil {
+		return fmt.Errorf("%w: tee: %w", ErrInvalid, err)
 	}
-	if c.TEE == "sim" && c.SimKey == "" {
+	if t.Simulated() && c.SimKey == "" {
 		return fmt.Errorf("%w: simKey: required for tee sim", ErrInvalid)
 	}
-	if c.TEE != "sim" && c.SimKey != "" {
+	if !t.Simulated() && c.SimKey != "" {
 		return fmt.Errorf("%w: simKey: only for tee sim", ErrInvalid)
 	}
 	if c.Accel != "tcg" && c.Accel != "kvm" {

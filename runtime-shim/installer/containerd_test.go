@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // These tests start Debian's containerd (1.6) as root with its own root, state, opt dir and
@@ -29,10 +31,10 @@ func needContainerd(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
-		t.Skip("containerd not installed (apt-get install -y containerd): skipping the real-containerd test")
+		testdeps.Missing(t, "containerd not installed (apt-get install -y containerd): skipping the real-containerd test")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root: skipping the real-containerd test")
+		testdeps.Missing(t, "containerd needs root: skipping the real-containerd test")
 	}
 	return bin
 }

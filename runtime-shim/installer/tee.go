@@ -6,17 +6,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
-// TEE is the confidential-computing technology a node offers to Sealpod pods.
-type TEE string
+// TEE is the confidential-computing technology a node offers to Sealpod pods: the one TEE
+// type of internal/tee, under the installer's name.
+type TEE = tee.TEE
 
-// The TEEs of DESIGN.md §5. TEESim is the software simulation: never detected, only given.
+// The TEEs of docs/design.md#tee-backends. TEESim is the software simulation: never detected, only given.
 const (
-	TEESNP TEE = "snp"
-	TEETDX TEE = "tdx"
-	TEEPEF TEE = "pef"
-	TEESim TEE = "sim"
+	TEESNP = tee.SNP
+	TEETDX = tee.TDX
+	TEEPEF = tee.PEF
+	TEESim = tee.Sim
 )
 
 // TEELabel is the node label the RuntimeClasses select on.
@@ -25,13 +28,13 @@ const TEELabel = "sealpod.io/tee"
 // ErrNoTEE: detection found no hardware TEE; give `--tee sim` explicitly to run simulated.
 var ErrNoTEE = errors.New("no hardware TEE detected on this node")
 
-// ParseTEE validates a TEE name.
+// ParseTEE validates a TEE name (tee.Parse).
 func ParseTEE(s string) (TEE, error) {
-	switch t := TEE(s); t {
-	case TEESNP, TEETDX, TEEPEF, TEESim:
-		return t, nil
+	t, err := tee.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("tee %q: want one of %s: %w", s, tee.KnownList(), tee.ErrUnknown)
 	}
-	return "", fmt.Errorf("tee %q: want one of snp, tdx, pef, sim", s)
+	return t, nil
 }
 
 // Host files DetectTEE reads, relative to the host root.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/netconfig"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
 
@@ -35,10 +36,10 @@ var nsSeq atomic.Int64
 func requireNetAdmin(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) to create network namespaces")
+		testdeps.Missing(t, "needs root (CAP_NET_ADMIN) to create network namespaces")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
+		testdeps.Missing(t, "no /dev/net/tun: %v", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
 	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
@@ -88,7 +89,7 @@ func TestBootSimGuest(t *testing.T) {
 	}
 	qemuPath, err := exec.LookPath(BinaryX86)
 	if err != nil {
-		t.Skipf("%s not installed (apt-get install -y qemu-system-x86): %v", BinaryX86, err)
+		testdeps.Missing(t, "%s not installed (apt-get install -y qemu-system-x86): %v", BinaryX86, err)
 	}
 	gdir := os.Getenv("SEALPOD_GUEST_DIR") // a prebuilt bundle, e.g. out/guest after `make guest`
 	if gdir == "" {
@@ -248,7 +249,7 @@ func buildGuestWith(t *testing.T, initPkg string, cgo bool) string {
 	gdir := filepath.Join(dir, "guest")
 	if out, err := run(nil, filepath.Join(dir, "mkguest"), "--init", initBin, "--out", gdir); err != nil {
 		if strings.Contains(string(out), "apt") {
-			t.Skipf("mkguest cannot get the kernel package here: %v\n%s", err, out)
+			testdeps.Missing(t, "mkguest cannot get the kernel package here: %v\n%s", err, out)
 		}
 		t.Fatalf("mkguest: %v\n%s", err, out)
 	}

@@ -21,7 +21,7 @@
 //	rss, err := vm.RSS()                          // VmRSS of the QEMU process, bytes
 //	err = vm.Wait(ctx)                            // QEMU exited
 //
-// Nothing secret may appear on this command line (it is host-visible, DESIGN §1): only paths,
+// Nothing secret may appear on this command line (it is host-visible, docs/security.md): only paths,
 // sizes and the envelope digest.
 package qemu
 
@@ -38,18 +38,20 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
-// TEE selects the confidential-computing backend of the VM (DESIGN §5).
-type TEE string
+// TEE selects the confidential-computing backend of the VM (docs/design.md#tee-backends):
+// the one TEE type of internal/tee.
+type TEE = tee.TEE
 
 // TEEs. Sim runs under software emulation with the shim acting as the AMD-SP over the
 // sealpod.sim-sp port; the others need KVM on a host with that hardware.
 const (
-	TEESim TEE = bundle.TEESim
-	TEESNP TEE = bundle.TEESNP
-	TEETDX TEE = bundle.TEETDX
-	TEEPEF TEE = bundle.TEEPEF
+	TEESim = tee.Sim
+	TEESNP = tee.SNP
+	TEETDX = tee.TDX
+	TEEPEF = tee.PEF
 )
 
 // Accel is the QEMU accelerator.
@@ -73,11 +75,12 @@ const (
 	SimSPPortName = "sealpod.sim-sp" // = agent/simsp.PortName (checked by a test)
 )
 
-// HostDataSize is the size of the envelope digest given as SNP HOST_DATA; TDX MRCONFIGID is
-// 48 bytes: the digest zero-padded (agent/unseal checks the same layout).
+// HostDataSize is the size of the envelope digest given in Config.HostData; the launch places
+// it by tee.TEE.HostData: SNP HOST_DATA is the digest, TDX MRCONFIGID the digest zero-padded
+// to MRConfigIDSize bytes (the agent and the broker check the same rule).
 const (
-	HostDataSize     = 32
-	MRConfigIDSize   = 48
+	HostDataSize     = tee.DigestSize
+	MRConfigIDSize   = tee.TDXMRConfigIDSize
 	DefaultSNPCBit   = 51
 	DefaultSNPRPB    = 1
 	DefaultSNPPolicy = 0x30000 // bit 17 reserved-must-be-1, bit 16 SMT allowed; debug (bit 19) off
@@ -132,7 +135,16 @@ type NIC struct {
 	VNetHdr bool
 	// MAC is the guest's MAC address (the pod interface's, so the pod IP keeps its MAC).
 	MAC net.HardwareAddr
+	// User selects QEMU's user-mode network stack (slirp) instead of a tap: the guest is
+	// 10.0.2.15 and reaches the host's loopback at 10.0.2.2. For the shim's "user" network
+	// (development) and the guest test suite; it bypasses the pod's network namespace, so
+	// pods on a node get a tap. Exclusive with TapFile and TapName.
+	User bool
 }
+
+// UserNetMAC returns QEMU's default guest MAC address (52:54:00:12:34:56), the one to give
+// NIC.MAC with NIC.User.
+func UserNetMAC() net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56} }
 
 // Port is an extra virtio-serial port backed by a unix socket on which QEMU listens.
 type Port struct {
@@ -357,7 +369,7 @@ func (c *Config) Command() (*Command, error) {
 		if len(c.HostData) != HostDataSize {
 			return nil, invalid("HostData", "%s needs the %d-byte envelope digest, got %d bytes", c.TEE, HostDataSize, len(c.HostData))
 		}
-		hostData = c.HostData
+		hostData = c.TEE.HostData([tee.DigestSize]byte(c.HostData)) // HOST_DATA or MRCONFIGID
 		if g.Firmware == "" {
 			return nil, invalid("Guest.Firmware", "%s needs a firmware (OVMF with kernel hashes for snp, TDVF for tdx) in the guest bundle", c.TEE)
 		}
@@ -403,9 +415,7 @@ func (c *Config) Command() (*Command, error) {
 			"-object", fmt.Sprintf("sev-snp-guest,id=sev0,cbitpos=%d,reduced-phys-bits=%d,policy=%#x,kernel-hashes=on,host-data=%s",
 				o.CBitPos, o.ReducedPhysBits, o.Policy, base64.StdEncoding.EncodeToString(hostData)))
 	case TEETDX:
-		id := make([]byte, MRConfigIDSize)
-		copy(id, hostData)
-		obj := tdxObject{QOMType: "tdx-guest", ID: "tdx0", SeptVEDisable: true, MRConfigID: base64.StdEncoding.EncodeToString(id)}
+		obj := tdxObject{QOMType: "tdx-guest", ID: "tdx0", SeptVEDisable: true, MRConfigID: base64.StdEncoding.EncodeToString(hostData)}
 		qgs, err := c.TDX.socket()
 		if err != nil {
 			return nil, err
@@ -517,6 +527,10 @@ func (c *Config) Command() (*Command, error) {
 		}
 		netdev := "tap,id=net0,vhost=off"
 		switch {
+		case n.User && (n.TapFile != nil || n.TapName != ""):
+			return nil, invalid("NIC.User", "user-mode networking with a tap (TapFile or TapName)")
+		case n.User:
+			netdev = "user,id=net0"
 		case n.TapFile != nil:
 			netdev += ",fd=" + strconv.Itoa(3+len(cmd.ExtraFiles))
 			cmd.ExtraFiles = append(cmd.ExtraFiles, n.TapFile)

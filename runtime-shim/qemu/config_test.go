@@ -53,6 +53,12 @@ func goldenCases(t *testing.T) map[string]Config {
 		"sim-tcg-nonet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
 		},
+		// As tests/guest boots its guests (through tests/guest/internal/qemuvm): QEMU
+		// user-mode networking, the shim's user network and the guest suite's.
+		"sim-tcg-usernet": {
+			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
+			NIC: &NIC{User: true, MAC: UserNetMAC()},
+		},
 		"sim-kvm-tapname": {
 			TEE: TEESim, Accel: AccelKVM, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"),
 			AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
@@ -189,6 +195,13 @@ func TestTEEOptions(t *testing.T) {
 			t.Errorf("sim: unexpected %q in %s", bad, sim)
 		}
 	}
+	// User-mode networking (the guest suite's and the shim's network "user"): slirp, QEMU's
+	// default guest MAC, no tap and no inherited descriptor.
+	user := join(cases["sim-tcg-usernet"])
+	if !strings.Contains(user, "-netdev user,id=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=") ||
+		strings.Contains(user, "tap") || strings.Contains(user, "fd=") {
+		t.Errorf("sim-tcg-usernet: %s", user)
+	}
 	// Descriptors: the agent and sim-sp listeners come first (fd 3, 4), then the tap.
 	fds := join(cases["sim-tcg-fds"])
 	for _, want := range []string{"socket,id=port0,fd=3,server=on,wait=off", "socket,id=port1,fd=4,server=on,wait=off", "tap,id=net0,vhost=off,fd=5"} {
@@ -267,6 +280,9 @@ func TestRefusals(t *testing.T) {
 		}},
 		{"duplicate port", "port", func(c *Config) { c.Ports = []Port{{Name: AgentPortName, Socket: "/r/x.sock"}} }},
 		{"nic without tap", "NIC", func(c *Config) { c.NIC = &NIC{MAC: mac} }},
+		{"nic user with tap file", "NIC.User", func(c *Config) { c.NIC = &NIC{User: true, TapFile: os.Stdin, MAC: mac} }},
+		{"nic user with tap name", "NIC.User", func(c *Config) { c.NIC = &NIC{User: true, TapName: "t", MAC: mac} }},
+		{"nic user bad mac", "NIC.MAC", func(c *Config) { c.NIC = &NIC{User: true} }},
 		{"nic bad mac", "NIC.MAC", func(c *Config) { c.NIC = &NIC{TapName: "t", MAC: mac[:4]} }},
 		{"nic multicast mac", "NIC.MAC", func(c *Config) { c.NIC = &NIC{TapName: "t", MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}} }},
 		{"nic long tap name", "NIC.TapName", func(c *Config) { c.NIC = &NIC{TapName: "tap0123456789abcdef", MAC: mac} }},

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
 	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
@@ -77,14 +78,14 @@ func TestBootGuestNetwork(t *testing.T) {
 		t.Skip("-short: no VM boot")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
+		testdeps.Missing(t, "needs root to create network namespaces")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
+		testdeps.Missing(t, "no /dev/net/tun: %v", err)
 	}
 	qemuPath, err := exec.LookPath(BinaryX86)
 	if err != nil {
-		t.Skipf("%s not installed: %v", BinaryX86, err)
+		testdeps.Missing(t, "%s not installed: %v", BinaryX86, err)
 	}
 	b, err := bundle.Load(buildGuestWith(t, "./runtime-shim/qemu/internal/netguest", false))
 	if err != nil {

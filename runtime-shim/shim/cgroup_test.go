@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // TestCgroupRel: both forms containerd's CRI plugin writes for the sandbox (cgroupfs and
@@ -82,7 +83,7 @@ func TestPodCgroupV2(t *testing.T) {
 		}
 	}
 	if root == "" {
-		t.Skip("no cgroup v2 hierarchy")
+		testdeps.Missing(t, "no cgroup v2 hierarchy")
 	}
 	bin, out := fakeQEMU(t)
 	parent := fmt.Sprintf("/sealpod-test-v2-%d", os.Getpid())

@@ -22,8 +22,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/config"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 const testWorkload = "default.pod.web"
@@ -172,7 +173,7 @@ func withTimeout(t *testing.T, d time.Duration, what string, f func() error) err
 }
 
 // TestLoadSecureImageRefusesSpecialFiles: a FIFO (or device, or symlink) in the secure image
-// must be refused at once, not block Create while the shim holds its lock.
+// must be refused at once, not block Create (and so the pod's boot).
 func TestLoadSecureImageRefusesSpecialFiles(t *testing.T) {
 	guest := func(name string) string { return filepath.Join("rootfs", "sealpod", "guest", name) }
 	cases := []struct {
@@ -246,7 +247,7 @@ func TestLoadSecureImageBoundsSizes(t *testing.T) {
 }
 
 // fakeQEMU writes a stand-in QEMU (a shell script, readable and executable by anyone) that
-// records its credentials, cgroups and arguments under $SEALPOD_TEST_QEMU_OUT, floods its
+// records its credentials, cgroups, arguments and pid under $SEALPOD_TEST_QEMU_OUT, floods its
 // stdout (the guest console) with $SEALPOD_TEST_QEMU_FLOOD bytes if set, then sleeps.
 func fakeQEMU(t *testing.T) (binary, out string) {
 	t.Helper()
@@ -271,6 +272,7 @@ if [ -n "$o" ]; then
   grep -E '^(Uid|Gid|Groups):' /proc/self/status > "$o/status.tmp"
   cat /proc/self/cgroup > "$o/cgroup"
   printf '%s\n' "$@" > "$o/args"
+  echo $$ > "$o/pid"
   mv "$o/status.tmp" "$o/status"
 fi
 if [ -n "$SEALPOD_TEST_QEMU_FLOOD" ]; then
@@ -288,7 +290,7 @@ exec sleep 60
 
 func simKey(t *testing.T) string {
 	t.Helper()
-	c, err := simtee.NewChain(simtee.Options{RSABits: 2048})
+	c, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +305,7 @@ func simKey(t *testing.T) string {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (drops QEMU's privileges, creates cgroups)")
+		testdeps.Missing(t, "needs root (drops QEMU's privileges, creates cgroups)")
 	}
 }
 

@@ -33,7 +33,7 @@ var guestFiles = []struct {
 }{{bundle.KernelFile, maxKernel}, {bundle.InitrdFile, maxInitrd}, {bundle.ConfigFile, maxGuestJSON}, {bundle.FirmwareFile, maxFirmware}}
 
 // openRootfsFile opens name below root for reading, refusing anything but a regular file
-// before a byte is read: O_NONBLOCK so a FIFO cannot block the shim (which holds its lock),
+// before a byte is read: O_NONBLOCK so a FIFO cannot block the pod's Create (and its boot),
 // O_NOFOLLOW so the last component is no symbolic link (os.Root already keeps the others
 // inside the image), fstat for the type and the size limit.
 func openRootfsFile(root *os.Root, name string, limit int64) (*os.File, error) {

@@ -29,8 +29,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sealpod/sealpod/guest-image/bundletest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/imagebuilder/bundle/bundletest"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
@@ -63,7 +63,7 @@ func newTestService(t *testing.T) (*Service, *recorder, *noShutdown) {
 	t.Helper()
 	rec, sd := &recorder{}, &noShutdown{}
 	s := &Service{ctx: context.Background(), pub: rec, sd: sd, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		cfg: &config.Config{TEE: "sim", SimKey: "/nonexistent", StateDir: t.TempDir()}, tasks: map[string]*task{}}
+		cfg: &config.Config{TEE: "sim", SimKey: "/nonexistent", StateDir: t.TempDir()}, tasks: map[string]*task{}, creating: map[string]bool{}}
 	s.cfg.Defaults()
 	return s, rec, sd
 }

@@ -40,13 +40,6 @@ func (v *vmSpec) spSocket() string    { return filepath.Join(v.Dir, "sp.sock") }
 func (v *vmSpec) pidFile() string     { return filepath.Join(v.Dir, "qemu.pid") }
 func (v *vmSpec) consoleLog() string  { return filepath.Join(v.Dir, "console.log") }
 
-// userNetArgs is QEMU user-mode networking (network "user"): the guest is 10.0.2.15 and
-// reaches the host's loopback at 10.0.2.2. runtime-shim/qemu has no option for it (production
-// pods get a tap from runtime-shim/netns), so it goes in as extra arguments.
-func userNetArgs() []string {
-	return []string{"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,mac=" + guestMAC + ",romfile="}
-}
-
 // qemuConfig is the runtime-shim/qemu configuration of the pod VM (sim TEE). QEMU writes
 // nothing in the state directory: the shim writes the pid file and passes listening sockets.
 func (v *vmSpec) qemuConfig() (qemu.Config, error) {
@@ -56,7 +49,9 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	}
 	switch v.Network {
 	case config.NetworkUser:
-		c.ExtraArgs = userNetArgs()
+		// QEMU user-mode networking: the guest is 10.0.2.15 (guestMAC) and reaches the
+		// host's loopback at 10.0.2.2.
+		c.NIC = &qemu.NIC{User: true, MAC: qemu.UserNetMAC()}
 	case config.NetworkTap:
 		if v.NIC == nil {
 			return c, fmt.Errorf("qemu network tap: no tap device")

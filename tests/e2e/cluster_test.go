@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/sealpod/sealpod/internal/repopath"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/tests/internal/proc"
 )
 
@@ -73,7 +74,7 @@ func TestCluster(t *testing.T) {
 		t.Skip("the cluster smoke test starts a Kubernetes cluster and a VM: skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("the cluster smoke test needs root (containerd, kubelet, mounts)")
+		testdeps.Missing(t, "the cluster smoke test needs root (containerd, kubelet, mounts)")
 	}
 	c := &cluster{root: repopath.Root(t), work: t.TempDir()}
 	c.state = filepath.Join(c.root, "out", "e2e-cluster")
@@ -161,7 +162,7 @@ func TestCluster(t *testing.T) {
 	t1 := time.Now()
 	proc.Run(t, c.root, []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}, "go", "build", "-o", c.bin+"/",
 		"./ctl/cmd/sealctl", "./guest-image/cmd/mkguest", "./tests/node/internal/podapp", "./hack/cmd/devregistry")
-	proc.Run(t, c.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo",
+	proc.Run(t, c.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(c.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built sealctl, mkguest, podapp, devregistry, agent in %v", time.Since(t1).Round(time.Millisecond))
 	c.guest = filepath.Join(c.work, "guest")
@@ -213,7 +214,10 @@ spec:
 		guestRef := strings.Replace(pushed, reg, guestReg, 1)
 		pod := fmt.Sprintf(`apiVersion: v1
 kind: Pod
-metadata: {name: greeter, namespace: default}
+metadata:
+  name: greeter
+  namespace: default
+  annotations: {sealpod.io/exec: '{"server": [["/podapp", "probe"]]}'}
 spec:
   containers:
   - name: server
@@ -264,8 +268,8 @@ spec:
 		if vms := processesUnder(c.vmDir); len(vms) != 1 || !strings.Contains(vms[0], "qemu-system") {
 			t.Fatalf("want one QEMU process of the shim for sandbox %s, found %v", sandbox, vms)
 		}
-		// kubectl exec (apiserver → kubelet → CRI → shim → agent): the probe's argv is allowed
-		// by the sealed policy, any other argv is refused.
+		// kubectl exec (apiserver → kubelet → CRI → shim → agent): the argv of the sealed exec
+		// allow-list (sealpod.io/exec) is allowed, any other argv is refused.
 		if out := c.kubectl(t, "exec", "greeter", "--", "/podapp", "probe"); strings.TrimSpace(out) != "probe ok" {
 			t.Fatalf("allowed exec printed %q", out)
 		}
@@ -304,6 +308,7 @@ spec:
 		}
 	})
 
+	t.Run("hostile-node", c.hostileNode)
 	t.Run("workloads", c.workloads)
 	t.Run("faults", c.faults)
 	t.Run("no-plaintext", c.noPlaintext)
@@ -333,7 +338,7 @@ spec:
 			}
 		}
 		standin := filepath.Join(c.work, "standin-guest")
-		proc.Run(t, c.root, nil, "go", "run", "./hack/cmd/standin-guest", "--out", standin)
+		proc.Run(t, c.root, nil, "go", "run", "./tests/e2e/internal/standin-guest", "--out", standin)
 		kbsDir := c.env["SEALPOD_KBS_DIR"]
 		sealedCount := 0
 		for _, f := range files {

@@ -243,9 +243,12 @@ spec:
 	if pl := c.kubectl(t, "logs", "-l", "app=redis", "--prefix"); !strings.Contains(pl, "greeting:") {
 		t.Fatalf("redis-replica logs %q", pl)
 	}
-	// Exec: the sealed exec probe's argv only.
-	if out, err := c.kubectlErr("exec", "ledger-0", "--", "/podapp", "job"); err == nil || strings.Contains(out, "job:") {
-		t.Fatalf("kubectl exec of a non-allowed argv was not refused: %q %v", out, err)
+	// Exec: no sealpod.io/exec allow-list, so nothing — not even the sealed exec probe's argv,
+	// which the agent runs itself for the kubelet's probe stub.
+	for _, argv := range [][]string{{"/podapp", "job"}, {"/podapp", "probe"}} {
+		if out, err := c.kubectlErr(append([]string{"exec", "ledger-0", "--"}, argv...)...); err == nil || strings.Contains(out, "job:") || strings.Contains(out, "probe ok") {
+			t.Fatalf("kubectl exec %v into ledger-0 (no exec allow-list) was not refused: %q %v", argv, out, err)
+		}
 	}
 	if out, err := c.kubectlErr("exec", "deployment/redis-replica", "--", "/podapp", "probe"); err == nil {
 		t.Fatalf("kubectl exec into redis-replica (no exec probe: exec denied) was allowed: %q", out)
@@ -482,7 +485,7 @@ spec:
 // noLeftovers: after the workloads and fault pods are deleted, only the greeter's VM remains
 // and no tap device of a deleted pod is left in any network namespace.
 func (c *cluster) noLeftovers(t *testing.T) {
-	for _, o := range [][]string{{"deployment", "redis-replica"}, {"statefulset", "ledger"}, {"job", "report"}} {
+	for _, o := range [][]string{{"deployment", "redis-replica"}, {"statefulset", "ledger"}, {"job", "report"}, {"pod", "hostvals"}} {
 		c.kubectl(t, "delete", o[0], o[1], "--wait=true", "--timeout=180s", "--cascade=foreground")
 	}
 	proc.WaitFor(t, "the workloads' pods gone", 180*time.Second, func() bool {

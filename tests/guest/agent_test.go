@@ -20,6 +20,7 @@ import (
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
 )
 
@@ -66,7 +67,7 @@ func podSpec(s *e2eStack, workload, logs string) *spec.Spec {
 // boots of the guest built by mkguest around the agent, against a real sealpod-kbs.
 func TestSealedPod(t *testing.T) {
 	if _, err := qemuvm.Available(); err != nil {
-		t.Skipf("skipping the guest end-to-end suite: %v", err)
+		testdeps.Missing(t, "the guest end-to-end suite: %v", err)
 	}
 	s := newE2EStack(t)
 	ctx := context.Background()
@@ -100,7 +101,7 @@ func TestSealedPod(t *testing.T) {
 			t.Fatalf("Unseal: %v", err)
 		}
 		unsealed := time.Since(tUnseal)
-		if u.Workload != "web" || !slices.Equal(u.Containers, []string{"app", "server"}) || u.EnvelopeDigest != envelope.Digest(env) {
+		if u.Workload != "web" || !slices.Equal(u.Containers, []string{"app", "server"}) || u.EnvelopeDigest != envelope.Sum(env).String() {
 			t.Fatalf("Unseal answer %+v", u)
 		}
 

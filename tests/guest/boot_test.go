@@ -18,6 +18,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/initrd"
 	"github.com/sealpod/sealpod/guest-image/kernel/kerneltest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
 )
 
@@ -41,7 +42,7 @@ func bootGoBuild(t testing.TB, dir, pkg string, env ...string) string {
 func bootTestBundle(t testing.TB) string {
 	t.Helper()
 	if _, err := qemuvm.Available(); err != nil {
-		t.Skipf("SKIP: %v", err)
+		testdeps.Missing(t, "%v", err)
 	}
 	tree := kerneltest.Tree(t)
 	dir := t.TempDir()
@@ -60,8 +61,9 @@ type bootResult struct {
 	lines                         []string
 }
 
-// bootOnce boots the bundle with two virtio-serial ports, user networking and virtio-rng, and
-// waits for testinit to finish and QEMU to exit.
+// bootOnce boots the bundle as the shim boots a sim VM (runtime-shim/qemu: the sealpod.agent
+// and sealpod.sim-sp ports, virtio-rng, QEMU's -sandbox), on user networking, and waits for
+// testinit to finish and QEMU to exit.
 func bootOnce(t testing.TB, dir string) bootResult {
 	t.Helper()
 	b, err := bundle.Load(dir)
@@ -75,16 +77,9 @@ func bootOnce(t testing.TB, dir string) bootResult {
 	defer cleanup()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*bootTimeout)
 	defer cancel()
-	vm := qemuvm.StartT(t, ctx, qemuvm.Config{
-		Kernel: filepath.Join(dir, bundle.KernelFile), Initrd: filepath.Join(dir, bundle.InitrdFile),
-		Append:    b.Config.Cmdline + " SEALPOD_TESTINIT_PORTS=2",
-		MemoryMiB: b.Config.MemoryMiB, VCPUs: b.Config.VCPUs,
-		Ports: []qemuvm.Port{
-			{Name: "sealpod.agent", Socket: filepath.Join(sockDir, "agent.sock")},
-			{Name: "sealpod.sim-sp", Socket: filepath.Join(sockDir, "simsp.sock")},
-		},
-		UserNet: true, RNG: true,
-	})
+	cfg := qemuvm.SimConfig(b, sockDir) // the shim's sim command line, on user networking
+	cfg.Guest.Cmdline += " SEALPOD_TESTINIT_PORTS=2"
+	vm := qemuvm.StartT(t, ctx, cfg)
 	var r bootResult
 	wait := func(text string) time.Duration {
 		t.Helper()

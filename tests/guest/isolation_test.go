@@ -10,6 +10,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
 	"github.com/sealpod/sealpod/tests/internal/proc"
 )
@@ -56,7 +57,7 @@ func runToEnd(t *testing.T, g *guestVM, name string) string {
 // (pivot_root into the container's root, seccomp).
 func TestContainerIsolation(t *testing.T) {
 	if _, err := qemuvm.Available(); err != nil {
-		t.Skipf("skipping the guest end-to-end suite: %v", err)
+		testdeps.Missing(t, "the guest end-to-end suite: %v", err)
 	}
 	s := newE2EStack(t)
 	ref := s.pushEscapeImage(t)

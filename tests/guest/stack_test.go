@@ -27,14 +27,15 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/sealpod/sealpod/agent/api"
-	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/kbs/admin"
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/runtime-shim/qemu"
+	"github.com/sealpod/sealpod/simtee/amdsp"
+	"github.com/sealpod/sealpod/simtee/spserver"
 	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
 )
 
@@ -49,7 +50,7 @@ type e2eStack struct {
 	caSHA256        string
 	meshRoots       *x509.CertPool
 	admin           *admin.Client
-	signer          *simtee.Signer
+	signer          *amdsp.Signer
 	imageRef        string // as the guest pulls it
 	guestDir        string
 	bundle          *bundle.Bundle
@@ -93,7 +94,7 @@ func newE2EStack(t *testing.T) *e2eStack {
 	kbsAddr := fmt.Sprintf("127.0.0.1:%d", s.kbsPort)
 	proc.WaitFor(t, "tcp "+kbsAddr, 30*time.Second, func() bool { return proc.CanDial("tcp", kbsAddr) })
 	var err error
-	if s.signer, err = simtee.LoadSigner(key); err != nil {
+	if s.signer, err = amdsp.LoadSigner(key); err != nil {
 		t.Fatal(err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(s.kbsState, setup.TLSCACertFile))
@@ -162,7 +163,7 @@ func (s *e2eStack) seal(t *testing.T, sp *spec.Spec, sans []string) []byte {
 	if _, err := s.admin.PutWorkload(ctx, registry.Workload{
 		ID: sp.Workload, TEEs: []string{"sim"},
 		Measurements:   map[string][]string{"sim": {s.bundle.Config.Measurements.Sim}},
-		EnvelopeDigest: envelope.Digest(env), SANs: sans, DataKey: key,
+		EnvelopeDigest: envelope.Sum(env).String(), SANs: sans, DataKey: key,
 	}); err != nil {
 		t.Fatalf("register workload %s: %v", sp.Workload, err)
 	}
@@ -176,12 +177,12 @@ type guestVM struct {
 	client *ttrpc.Client
 	sock   string
 	mu     sync.Mutex
-	launch simsp.Launch
+	launch spserver.Launch
 	ready  time.Duration // QEMU start → first Ping answered
 }
 
-func (g *guestVM) setLaunch(l simsp.Launch) { g.mu.Lock(); g.launch = l; g.mu.Unlock() }
-func (g *guestVM) getLaunch() simsp.Launch  { g.mu.Lock(); defer g.mu.Unlock(); return g.launch }
+func (g *guestVM) setLaunch(l spserver.Launch) { g.mu.Lock(); g.launch = l; g.mu.Unlock() }
+func (g *guestVM) getLaunch() spserver.Launch  { g.mu.Lock(); defer g.mu.Unlock(); return g.launch }
 
 func e2eDialUnix(ctx context.Context, path string) (net.Conn, error) {
 	for {
@@ -199,7 +200,7 @@ func e2eDialUnix(ctx context.Context, path string) (net.Conn, error) {
 
 // boot starts QEMU on the bundle (initrd may be replaced), serves the simulated AMD-SP with
 // launch values from launch, and waits until the agent answers Ping.
-func (s *e2eStack) boot(t *testing.T, initrd string, launch simsp.Launch) *guestVM {
+func (s *e2eStack) boot(t *testing.T, initrd string, launch spserver.Launch) *guestVM {
 	t.Helper()
 	dir, cleanup, err := qemuvm.ShortTempDir()
 	if err != nil {
@@ -208,17 +209,13 @@ func (s *e2eStack) boot(t *testing.T, initrd string, launch simsp.Launch) *guest
 	t.Cleanup(cleanup)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	agentSock, spSock := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "sp.sock")
-	if initrd == "" {
-		initrd = filepath.Join(s.guestDir, bundle.InitrdFile)
+	cfg := qemuvm.SimConfig(s.bundle, dir) // the shim's sim command line, on user networking
+	agentSock, spSock := cfg.AgentSocket, cfg.SimSPSocket
+	if initrd != "" {
+		cfg.Guest.Initrd = initrd
 	}
 	g := &guestVM{launch: launch}
-	g.vm = qemuvm.StartT(t, ctx, qemuvm.Config{
-		Kernel: filepath.Join(s.guestDir, bundle.KernelFile), Initrd: initrd, Append: s.bundle.Config.Cmdline,
-		MemoryMiB: s.bundle.Config.MemoryMiB, VCPUs: s.bundle.Config.VCPUs,
-		Ports:   []qemuvm.Port{{Name: api.PortName, Socket: agentSock}, {Name: simsp.PortName, Socket: spSock}},
-		UserNet: true, RNG: true,
-	})
+	g.vm = qemuvm.StartT(t, ctx, cfg)
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
 	spConn, err := e2eDialUnix(dctx, spSock)
@@ -226,7 +223,7 @@ func (s *e2eStack) boot(t *testing.T, initrd string, launch simsp.Launch) *guest
 		t.Fatal(err)
 	}
 	go func() {
-		if err := simsp.Serve(ctx, spConn, s.signer, simsp.LaunchFunc(g.getLaunch), nil); err != nil {
+		if err := spserver.Serve(ctx, spConn, s.signer, spserver.LaunchFunc(g.getLaunch), nil); err != nil {
 			t.Logf("simulated AMD-SP: %v", err)
 		}
 	}()
@@ -271,7 +268,7 @@ func (g *guestVM) reconnect(t *testing.T) {
 // slirpNetwork is the guest network under QEMU user networking.
 func slirpNetwork() *api.NetworkConfig {
 	return &api.NetworkConfig{
-		Interfaces: []*api.Interface{{Mac: "52:54:00:12:34:56", Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
+		Interfaces: []*api.Interface{{Mac: qemu.UserNetMAC().String(), Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
 		Routes:     []*api.Route{{Destination: "default", Gateway: slirpHost}},
 		DnsServers: []string{"10.0.2.3"}, Hostname: "web-0",
 	}
@@ -294,9 +291,9 @@ var pemBlockRe = regexp.MustCompile(`(?s)-----BEGIN CERTIFICATE-----.*?-----END 
 
 // launchFor returns the launch values the shim would use: the bundle's sim measurement and
 // the envelope digest.
-func (s *e2eStack) launchFor(t *testing.T, b *bundle.Bundle, env []byte) simsp.Launch {
+func (s *e2eStack) launchFor(t *testing.T, b *bundle.Bundle, env []byte) spserver.Launch {
 	t.Helper()
-	l, err := simsp.LaunchFromBundle(b, env)
+	l, err := spserver.LaunchFromBundle(b, env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/tests/internal/proc"
 
 	"github.com/sealpod/sealpod/internal/repopath"
@@ -59,11 +60,11 @@ func requireNode(t *testing.T) {
 		t.Skip("the node end-to-end suite boots VMs under a real containerd: skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("the node end-to-end suite needs root (containerd, mounts)")
+		testdeps.Missing(t, "the node end-to-end suite needs root (containerd, mounts)")
 	}
 	for _, b := range []string{"containerd", "runc", "ctr", "qemu-system-x86_64"} {
 		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed (make e2e-node installs Debian's containerd, runc and qemu-system-x86): %v", b, err)
+			testdeps.Missing(t, "%s not installed (make e2e-node installs Debian's containerd, runc and qemu-system-x86): %v", b, err)
 		}
 	}
 }

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,72 +12,29 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/sealpod/sealpod/agent/internal/imagetest"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-type fakeRegistry struct {
-	host string
-	// rewrite may answer a request instead of the registry (a malicious registry).
-	rewrite func(w http.ResponseWriter, r *http.Request) bool
-}
+// fakeRegistry is imagetest's registry; its Rewrite hook may answer a request instead of the
+// registry (a malicious registry).
+type fakeRegistry struct{ *imagetest.Registry }
 
 func newFakeRegistry(t *testing.T) *fakeRegistry {
 	t.Helper()
-	fr := &fakeRegistry{}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if fr.rewrite != nil && fr.rewrite(w, r) {
-			return
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	fr.host = strings.TrimPrefix(srv.URL, "http://")
-	return fr
+	return &fakeRegistry{imagetest.NewRegistry(t)}
 }
 
 // push writes an image with one layer holding the given files and returns its pinned ref.
 func (fr *fakeRegistry) push(t *testing.T, repo string, files ...entry) (string, v1.Image) {
 	t.Helper()
-	data := mkTar(t, files...)
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	return fr.pushImage(t, repo, img), img
-}
-
-func (fr *fakeRegistry) pushImage(t *testing.T, repo string, img v1.Image) string {
-	t.Helper()
-	tag, err := name.NewTag(fr.host + "/" + repo + ":latest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		t.Fatal(err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fr.host + "/" + repo + "@" + d.String()
+	img := imagetest.Image(t, mkTar(t, files...), v1.Config{})
+	return fr.Push(t, repo, img), img
 }
 
 func TestPullUnpack(t *testing.T) {
@@ -88,7 +42,7 @@ func TestPullUnpack(t *testing.T) {
 	fr := newFakeRegistry(t)
 	ref, _ := fr.push(t, "app", dir("etc/"), file("etc/motd", "hello"), symlink("motd", "etc/motd"))
 	ctx := context.Background()
-	img, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.host}})
+	img, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.Host}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +66,7 @@ func TestPullIndexSelectsPlatform(t *testing.T) {
 		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 	)
-	tag, err := name.NewTag(fr.host + "/multi:latest")
+	tag, err := name.NewTag(fr.Host + "/multi:latest")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +77,8 @@ func TestPullIndexSelectsPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := Pull(context.Background(), fr.host+"/multi@"+id.String(),
-		PullOptions{InsecureRegistries: []string{fr.host}, Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}})
+	img, err := Pull(context.Background(), fr.Host+"/multi@"+id.String(),
+		PullOptions{InsecureRegistries: []string{fr.Host}, Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +94,10 @@ func TestPullRefusals(t *testing.T) {
 	other, _ := fr.push(t, "other", file("b", "b"))
 	_ = other
 	ctx := context.Background()
-	insecure := PullOptions{InsecureRegistries: []string{fr.host}}
+	insecure := PullOptions{InsecureRegistries: []string{fr.Host}}
 
 	t.Run("tag not pinned", func(t *testing.T) {
-		_, err := Pull(ctx, fr.host+"/app:latest", insecure)
+		_, err := Pull(ctx, fr.Host+"/app:latest", insecure)
 		if !errors.Is(err, ErrNotPinned) {
 			t.Fatalf("err = %v, want ErrNotPinned", err)
 		}
@@ -162,7 +116,7 @@ func TestPullRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		pinned := ref[strings.Index(ref, "@")+1:]
-		fr.rewrite = func(w http.ResponseWriter, r *http.Request) bool {
+		fr.Rewrite(func(w http.ResponseWriter, r *http.Request) bool {
 			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/manifests/"+pinned) {
 				w.Header().Set("Content-Type", string(otherImg.MediaType))
 				w.Header().Set("Docker-Content-Digest", pinned) // lie
@@ -170,8 +124,8 @@ func TestPullRefusals(t *testing.T) {
 				return true
 			}
 			return false
-		}
-		defer func() { fr.rewrite = nil }()
+		})
+		defer fr.Rewrite(nil)
 		_, err = Pull(ctx, ref, insecure)
 		if !errors.Is(err, ErrDigestMismatch) {
 			t.Fatalf("err = %v, want ErrDigestMismatch", err)
@@ -199,14 +153,14 @@ func TestUnpackRefusesTamperedContent(t *testing.T) {
 		// Same tar, one byte of file content changed, recompressed: a valid layer whose
 		// digest is not the one in the manifest.
 		tampered := bytes.Replace(mkTar(t, file("data", strings.Repeat("A", 4096))), []byte("AAAA"), []byte("AAAB"), 1)
-		fr.rewrite = func(w http.ResponseWriter, r *http.Request) bool {
+		fr.Rewrite(func(w http.ResponseWriter, r *http.Request) bool {
 			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
 				_, _ = w.Write(tampered)
 				return true
 			}
 			return false
-		}
-		pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.host}})
+		})
+		pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.Host}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,8 +183,8 @@ func TestUnpackRefusesTamperedContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref := fr.pushImage(t, "bad", bad)
-		pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.host}})
+		ref := fr.Push(t, "bad", bad)
+		pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.Host}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,19 +214,19 @@ func TestMirrorsOf(t *testing.T) {
 func TestPullThroughMirror(t *testing.T) {
 	origin, mirror := newFakeRegistry(t), newFakeRegistry(t)
 	ref, img := origin.push(t, "team/app", file("a", "a"))
-	mirror.pushImage(t, "team/app", img)
+	mirror.Push(t, "team/app", img)
 	originHits := 0
-	origin.rewrite = func(http.ResponseWriter, *http.Request) bool { originHits++; return false }
+	origin.Rewrite(func(http.ResponseWriter, *http.Request) bool { originHits++; return false })
 	ctx := context.Background()
 	opts := PullOptions{
-		Mirrors:            []spec.RegistryMirror{{Registry: origin.host, Endpoint: mirror.host}},
-		InsecureRegistries: []string{origin.host, mirror.host},
+		Mirrors:            []spec.RegistryMirror{{Registry: origin.Host, Endpoint: mirror.Host}},
+		InsecureRegistries: []string{origin.Host, mirror.Host},
 	}
 	got, err := Pull(ctx, ref, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if originHits != 0 || !strings.HasPrefix(got.Ref.String(), mirror.host+"/team/app@") {
+	if originHits != 0 || !strings.HasPrefix(got.Ref.String(), mirror.Host+"/team/app@") {
 		t.Fatalf("pulled %s with %d requests to the origin, want the mirror only", got.Ref, originHits)
 	}
 
@@ -282,27 +236,27 @@ func TestPullThroughMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mirror.rewrite = func(w http.ResponseWriter, r *http.Request) bool {
+	mirror.Rewrite(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.Contains(r.URL.Path, "/manifests/sha256:") {
 			w.Header().Set("Content-Type", string(otherImg.MediaType))
 			_, _ = w.Write(otherImg.Manifest)
 			return true
 		}
 		return false
-	}
-	if got, err = Pull(ctx, ref, opts); err != nil || !strings.HasPrefix(got.Ref.String(), origin.host+"/") || originHits == 0 {
+	})
+	if got, err = Pull(ctx, ref, opts); err != nil || !strings.HasPrefix(got.Ref.String(), origin.Host+"/") || originHits == 0 {
 		t.Fatalf("after a lying mirror: %v %v (origin requests %d)", got, err, originHits)
 	}
 
 	// Neither has it: the error names both attempts.
-	missing := origin.host + "/team/app@sha256:" + strings.Repeat("0", 64)
+	missing := origin.Host + "/team/app@sha256:" + strings.Repeat("0", 64)
 	_, err = Pull(ctx, missing, opts)
-	if err == nil || !strings.Contains(err.Error(), mirror.host+"/team/app") || !strings.Contains(err.Error(), origin.host+"/team/app") {
+	if err == nil || !strings.Contains(err.Error(), mirror.Host+"/team/app") || !strings.Contains(err.Error(), origin.Host+"/team/app") {
 		t.Fatalf("err = %v, want both sources named", err)
 	}
 	// A mirror not listed as insecure is not reached over plain HTTP.
-	opts.InsecureRegistries = []string{origin.host}
-	mirror.rewrite = nil
+	opts.InsecureRegistries = []string{origin.Host}
+	mirror.Rewrite(nil)
 	if _, err = Pull(ctx, ref, opts); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // entry describes one tar entry of a test layer.
@@ -115,7 +117,7 @@ func (s sandbox) checkOutside(t testing.TB) {
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("extraction sets owners from the archive: needs root")
+		testdeps.Missing(t, "extraction sets owners from the archive: needs root")
 	}
 }
 

@@ -24,12 +24,11 @@ import (
 	"github.com/sealpod/sealpod/agent/internal/brokertest"
 	"github.com/sealpod/sealpod/agent/internal/imagetest"
 	"github.com/sealpod/sealpod/agent/server"
-	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
-
-	"encoding/hex"
+	"github.com/sealpod/sealpod/internal/testdeps"
+	"github.com/sealpod/sealpod/simtee/spserver"
 )
 
 func TestMain(m *testing.M) {
@@ -77,10 +76,10 @@ func closedAddr(t *testing.T) string {
 // the host receives carries the canary, while the host still learns each failure's kind.
 func TestConsoleCanary(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (libcontainer creates namespaces, cgroups and mounts)")
+		testdeps.Missing(t, "needs root (libcontainer creates namespaces, cgroups and mounts)")
 	}
 	if _, err := os.Stat(imagetest.BusyboxPath); err != nil {
-		t.Skipf("needs %s (Debian package busybox-static)", imagetest.BusyboxPath)
+		testdeps.Missing(t, "needs %s (Debian package busybox-static)", imagetest.BusyboxPath)
 	}
 	console := &syncBuffer{}
 	log := boot.NewConsoleLogger(console, true) // production handler, sealpod.debug=1
@@ -243,10 +242,8 @@ func startAgent(t *testing.T, sp *spec.Spec, be server.Backend, log *slog.Logger
 	guestSP, hostSP := os.NewFile(uintptr(fds[0]), "guest"), os.NewFile(uintptr(fds[1]), "host")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); guestSP.Close(); hostSP.Close() })
-	launch := simsp.Launch{Measurement: b.Measurement}
-	d, _ := hex.DecodeString(envelope.Digest(sealed.Envelope))
-	copy(launch.HostData[:], d)
-	go simsp.Serve(ctx, hostSP, b.Signer, simsp.LaunchFunc(func() simsp.Launch { return launch }), nil)
+	launch := spserver.Launch{Measurement: b.Measurement, HostData: envelope.Sum(sealed.Envelope)}
+	go spserver.Serve(ctx, hostSP, b.Signer, spserver.LaunchFunc(func() spserver.Launch { return launch }), nil)
 	srv, err := server.New(server.Config{
 		Attester: unseal.NewSimAttester(guestSP), Backend: be, TLSDir: filepath.Join(t.TempDir(), "tls"),
 		Version: "test", Logger: log, Unseal: unseal.Options{Logger: log},

@@ -16,18 +16,18 @@ import (
 	"github.com/sealpod/sealpod/kbs/kbstest"
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 // Chain returns one sim chain per test binary (RSA key generation is slow).
-func Chain(t testing.TB) *simtee.Chain { return kbstest.Chain(t) }
+func Chain(t testing.TB) *amdsp.Chain { return kbstest.Chain(t) }
 
 // Broker is a running key broker.
 type Broker struct {
 	URL      string
 	State    *setup.State
 	Registry *registry.Registry
-	Signer   *simtee.Signer
+	Signer   *amdsp.Signer
 	CASHA256 string
 	// Measurement is the sim launch measurement registered by Seal.
 	Measurement [48]byte
@@ -37,7 +37,7 @@ type Broker struct {
 func Start(t testing.TB) *Broker {
 	t.Helper()
 	kb := kbstest.Start(t)
-	signer, err := simtee.NewSigner(kbstest.Chain(t))
+	signer, err := amdsp.NewSigner(kbstest.Chain(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func (b *Broker) Seal(t testing.TB, sp *spec.Spec, sans []string) *Sealed {
 	w := registry.Workload{
 		ID: sp.Workload, TEEs: []string{api.TEESim},
 		Measurements:   map[string][]string{api.TEESim: {hex.EncodeToString(b.Measurement[:])}},
-		EnvelopeDigest: envelope.Digest(env),
+		EnvelopeDigest: envelope.Sum(env).String(),
 		SANs:           sans,
 		DataKey:        key,
 	}

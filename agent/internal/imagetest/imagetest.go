@@ -1,6 +1,6 @@
 // Package imagetest serves container images from an in-process registry on 127.0.0.1 for the
-// agent's tests: a busybox image (Debian's busybox-static), optional basic auth and a hook to
-// answer requests as a malicious registry would.
+// agent's tests: a busybox image (Debian's busybox-static) or any one-layer image, optional
+// basic auth and a hook to answer requests as a malicious registry would.
 package imagetest
 
 import (
@@ -30,9 +30,17 @@ import (
 // BusyboxPath is Debian's busybox-static binary (apt-get install busybox-static).
 const BusyboxPath = "/bin/busybox"
 
-// BusyboxImage is a linux/amd64 image with the static busybox, sh/echo/cat/env/sleep applets,
-// /etc/passwd, /etc/group and /tmp.
+// BusyboxImage is a linux/amd64 image of BusyboxLayer with PATH=/bin and
+// IMAGE_VAR=from-image in its environment and sh as its command.
 func BusyboxImage(t testing.TB) v1.Image {
+	t.Helper()
+	return Image(t, BusyboxLayer(t), v1.Config{Env: []string{"PATH=/bin", "IMAGE_VAR=from-image"}, Cmd: []string{"sh"}})
+}
+
+// BusyboxLayer is a tar stream of the static busybox with applet symlinks in /bin, an
+// /etc/passwd and /etc/group with root and nobody, a sticky world-writable /tmp and empty
+// /proc, /sys and /dev.
+func BusyboxLayer(t testing.TB) []byte {
 	t.Helper()
 	bin, err := os.ReadFile(BusyboxPath)
 	if err != nil {
@@ -50,20 +58,33 @@ func BusyboxImage(t testing.TB) v1.Image {
 		}
 	}
 	for _, d := range []string{"bin/", "etc/", "tmp/", "proc/", "sys/", "dev/"} {
-		add(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}, nil)
+		mode := int64(0o755)
+		if d == "tmp/" {
+			mode = 0o1777
+		}
+		add(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: mode}, nil)
 	}
 	add(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))}, bin)
-	for _, a := range []string{"sh", "echo", "cat", "env", "sleep", "true"} {
+	for _, a := range []string{"sh", "echo", "sleep", "true", "cat", "env", "hostname", "touch", "id", "tty", "ls", "sync"} {
 		add(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}, nil)
 	}
-	for f, s := range map[string]string{"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n"} {
-		add(&tar.Header{Name: f, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(s))}, []byte(s))
+	for _, f := range []struct{ name, data string }{
+		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
+		{"etc/group", "root:x:0:\nnogroup:x:65534:\n"},
+	} {
+		add(&tar.Header{Name: f.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(f.data))}, []byte(f.data))
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	return buf.Bytes()
+}
+
+// Image is a linux/amd64 image of one layer, the tar stream layer, with config as its
+// runtime configuration.
+func Image(t testing.TB, layer []byte, config v1.Config) v1.Image {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +98,7 @@ func BusyboxImage(t testing.TB) v1.Image {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"PATH=/bin"}
+	cf.Config = config
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}

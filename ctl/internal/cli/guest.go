@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // NewGuestCmd builds `sealctl guest`, the commands about the measured guest.
@@ -88,7 +90,16 @@ Without --tee every measurement the inputs support is computed. See docs/measure
 // inputs assembles measure.Inputs from the flags (and the bundle directory, if any).
 func (f *guestMeasureFlags) inputs(cmd *cobra.Command) (measure.Inputs, error) {
 	in := measure.Inputs{VCPUs: f.vcpus, VCPUType: f.vcpuType, VMM: f.vmm, TDXOrder: f.tdxOrder,
-		FirmwareDigest: f.firmwareDigest, TEEs: f.tees}
+		FirmwareDigest: f.firmwareDigest}
+	for _, s := range f.tees {
+		t, err := tee.Parse(strings.ToLower(strings.TrimSpace(s)))
+		if err != nil {
+			return in, fmt.Errorf("--tee: %w", err)
+		}
+		if !slices.Contains(in.TEEs, t) {
+			in.TEEs = append(in.TEEs, t)
+		}
+	}
 	changed := func(name string) bool { return cmd.Flags().Changed(name) }
 	feat, err := strconv.ParseUint(f.guestFeatures, 0, 64)
 	if err != nil || feat == 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 func sharedSNPDir(t *testing.T) string { return repopath.Shared(t, "snp-measure") }
@@ -56,7 +57,7 @@ func TestGuestMeasureMatchesLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, err := measure.Compute(measure.Inputs{Firmware: fw, Boot: &measure.Boot{Kernel: kernel, Initrd: initrd, Cmdline: "console=hvc0"},
-		VCPUs: 2, VCPUType: "EPYC-Milan", GuestFeatures: 1, TEEs: []string{"snp", "sim", "pef"}})
+		VCPUs: 2, VCPUType: "EPYC-Milan", GuestFeatures: 1, TEEs: []tee.TEE{"snp", "sim", "pef"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestGuestMeasureFormatsAndBundle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want, err := measure.Compute(measure.Inputs{Boot: &measure.Boot{Kernel: []byte("kernel"), Initrd: []byte("initrd"), Cmdline: "console=hvc0"}, VCPUs: 1, TEEs: []string{"sim"}})
+	want, err := measure.Compute(measure.Inputs{Boot: &measure.Boot{Kernel: []byte("kernel"), Initrd: []byte("initrd"), Cmdline: "console=hvc0"}, VCPUs: 1, TEEs: []tee.TEE{"sim"}})
 	if err != nil {
 		t.Fatal(err)
 	}

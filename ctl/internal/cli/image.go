@@ -24,9 +24,9 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/image"
 	"github.com/sealpod/sealpod/imagebuilder/manifests"
 	"github.com/sealpod/sealpod/internal/atomicfile"
-	"github.com/sealpod/sealpod/kbs/admin"
-	"github.com/sealpod/sealpod/kbs/registry"
-	"github.com/sealpod/sealpod/kbs/setup"
+	"github.com/sealpod/sealpod/internal/tee"
+	"github.com/sealpod/sealpod/kbs/adminclient"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // NewImageCmd is `sealctl image`.
@@ -137,7 +137,7 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, PVC, ...), which the node can read and change")
 	fl.BoolVar(&f.allowHostNamespaces, "allow-host-namespaces", false, "accept hostNetwork, hostPID and hostIPC")
 	fl.BoolVar(&f.allowPrivileged, "allow-privileged", false, "accept privileged containers (privileged inside the guest)")
-	_ = cmd.RegisterFlagCompletionFunc("tee", cobra.FixedCompletions(bundle.KnownTEEs, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("tee", cobra.FixedCompletions(tee.Strings(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("logs", cobra.FixedCompletions([]string{"allow", "deny"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagDirname("guest")
 	_ = cmd.MarkFlagDirname("oci-layout")
@@ -172,8 +172,8 @@ func (f *imageCreateFlags) validate() error {
 	}
 
 	for _, t := range f.tees {
-		if !slices.Contains(bundle.KnownTEEs, t) {
-			return fmt.Errorf("--tee: unknown TEE %q (want %s)", t, strings.Join(bundle.KnownTEEs, ", "))
+		if _, err := tee.Parse(t); err != nil {
+			return fmt.Errorf("--tee: %w", err)
 		}
 	}
 	return nil
@@ -182,11 +182,11 @@ func (f *imageCreateFlags) validate() error {
 // brokerConfig finds the admin config that registration uses: --kbs-dir, then --kbs-config
 // (or $SEALPOD_KBS_CONFIG), then ~/.config/sealpod/kbs.json if it exists. It fills --kbs and
 // --kbs-ca from it when they are not given. nil means offline sealing.
-func (f *imageCreateFlags) brokerConfig() (*admin.ClientConfig, string, error) {
+func (f *imageCreateFlags) brokerConfig() (*adminclient.ClientConfig, string, error) {
 	path := f.kbsConfig
 	explicit := path != ""
 	if f.kbsDir != "" {
-		path, explicit = filepath.Join(f.kbsDir, setup.AdminClientConfig), true
+		path, explicit = filepath.Join(f.kbsDir, adminclient.AdminClientConfig), true
 	}
 	if path == "" {
 		if d, err := os.UserConfigDir(); err == nil {
@@ -198,7 +198,7 @@ func (f *imageCreateFlags) brokerConfig() (*admin.ClientConfig, string, error) {
 	if path == "" {
 		return nil, "", nil
 	}
-	cfg, err := admin.ReadClientConfig(path)
+	cfg, err := adminclient.ReadClientConfig(path)
 	if err != nil {
 		if explicit {
 			return nil, "", err
@@ -236,7 +236,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(f.tees, bundle.TEESim) {
+	if slices.Contains(f.tees, string(tee.Sim)) {
 		fmt.Fprintln(stderr, "WARNING: sealing for the simulated TEE (sim): no hardware protects these workloads; use it for tests and demos only")
 	}
 	sources, err := readSources(f.files, cmd.InOrStdin())
@@ -249,7 +249,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	}
 	measurements := map[string][]string{}
 	for _, t := range f.tees {
-		m, err := guest.Config.Measurement(t)
+		m, err := guest.Config.Measurement(tee.TEE(t))
 		if err != nil {
 			return fmt.Errorf("guest bundle %s: %w", f.guest, err)
 		}
@@ -265,7 +265,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
 		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
 		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
-		NodePullSecrets: f.nodePull,
+		NodePullSecrets: f.nodePull, MinTCB: minTCBAnnotation(f.snpMinTCB, f.tdxMinTCB),
 	}
 	repo := f.imageName
 	if repo == "" {
@@ -315,11 +315,11 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	}
 
 	// Check every registration locally before anything leaves this machine.
-	var regs []registry.Workload
+	var regs []api.Workload
 	if brokerCfg != nil {
 		for _, w := range res.Workloads {
-			rw := registry.Workload{
-				ID: w.ID, TEEs: f.tees, Measurements: measurements, EnvelopeDigest: w.Digest,
+			rw := api.Workload{
+				ID: w.ID, TEEs: f.tees, Measurements: measurements, EnvelopeDigest: w.Digest.String(),
 				MinTCB: minTCB, SANs: w.Spec.Identity.SANs, DataKey: w.Key,
 			}
 			if err := rw.Validate(); err != nil {
@@ -378,8 +378,8 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 // registerWorkloads puts each workload at the broker. The admin API takes one workload per
 // request; on a failure the error says which were registered already (sealing again
 // replaces them).
-func registerWorkloads(ctx context.Context, cfgPath string, regs []registry.Workload, log io.Writer) error {
-	c, err := admin.NewClientFromConfig(cfgPath)
+func registerWorkloads(ctx context.Context, cfgPath string, regs []api.Workload, log io.Writer) error {
+	c, err := adminclient.NewClientFromConfig(cfgPath)
 	if err != nil {
 		return err
 	}
@@ -493,7 +493,7 @@ func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string][]
 	for _, w := range ws {
 		kf.Workloads = append(kf.Workloads, keyFileRecord{
 			ID: w.ID, Object: w.Object, KeyID: envelope.KeyID(w.Key), DataKey: w.Key,
-			EnvelopeDigest: w.Digest, Measurements: measurements, SANs: w.Spec.Identity.SANs,
+			EnvelopeDigest: w.Digest.String(), Measurements: measurements, SANs: w.Spec.Identity.SANs,
 		})
 	}
 	return kf
@@ -562,4 +562,17 @@ func printImageInfo(w io.Writer, info *image.Info) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wl.ID, strings.Join(wl.TEEs, ","), wl.EnvelopeDigest, wl.KeyID, wl.KBS)
 	}
 	return tw.Flush()
+}
+
+// minTCBAnnotation is the sealed templates' manifests.AnnotationMinTCB for the minimum TCB
+// registered with the broker ("" when none was given); the flags were parsed before.
+func minTCBAnnotation(snp, tdx string) string {
+	var parts []string
+	if snp != "" {
+		parts = append(parts, "snp="+strings.ReplaceAll(snp, " ", ""))
+	}
+	if tdx != "" {
+		parts = append(parts, "tdx="+tdx)
+	}
+	return strings.Join(parts, ";")
 }

@@ -22,7 +22,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
-	"github.com/sealpod/sealpod/imagebuilder/bundle/bundletest"
+	"github.com/sealpod/sealpod/guest-image/bundletest"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/image"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -283,8 +283,8 @@ func TestImageCreateRegistersWithBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := readEnvelope(t, img, w.ID)
-	if w.EnvelopeDigest != envelope.Digest(env) {
-		t.Fatalf("registered digest %s, envelope %s", w.EnvelopeDigest, envelope.Digest(env))
+	if w.EnvelopeDigest != envelope.Sum(env).String() {
+		t.Fatalf("registered digest %s, envelope %s", w.EnvelopeDigest, envelope.Sum(env))
 	}
 	if _, _, err := envelope.Open(env, w.DataKey); err != nil {
 		t.Fatalf("registered key does not open the envelope: %v", err)

@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sealpod/sealpod/kbs/admin"
-	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/adminclient"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // kbsFlags are the flags shared by every `sealctl kbs` command.
@@ -49,12 +49,12 @@ func (f *kbsFlags) configPath() (string, error) {
 	return f.config, nil
 }
 
-func (f *kbsFlags) client() (*admin.Client, error) {
+func (f *kbsFlags) client() (*adminclient.Client, error) {
 	p, err := f.configPath()
 	if err != nil {
 		return nil, err
 	}
-	return admin.NewClientFromConfig(p)
+	return adminclient.NewClientFromConfig(p)
 }
 
 // NewKBSCmd is `sealctl kbs`: administration of the key broker over its mTLS admin API.
@@ -160,13 +160,13 @@ key keeps the stored key. The broker records every change in its signed history.
 }
 
 // workload assembles the workload from the file and the flags.
-func (a *workloadAddFlags) workload(stdin io.Reader) (registry.Workload, error) {
-	var w registry.Workload
+func (a *workloadAddFlags) workload(stdin io.Reader) (api.Workload, error) {
+	var w api.Workload
 	if a.file != "" {
 		var b []byte
 		var err error
 		if a.file == "-" {
-			b, err = io.ReadAll(io.LimitReader(stdin, admin.MaxBodyBytes))
+			b, err = io.ReadAll(io.LimitReader(stdin, adminclient.MaxBodyBytes))
 		} else {
 			b, err = os.ReadFile(a.file)
 		}
@@ -223,7 +223,7 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (registry.Workload, error) 
 	// validates again.
 	check := w
 	if len(check.DataKey) == 0 {
-		check.DataKey = make([]byte, registry.DataKeySize)
+		check.DataKey = make([]byte, api.DataKeySize)
 	}
 	if err := check.Validate(); err != nil {
 		return w, err
@@ -233,8 +233,8 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (registry.Workload, error) 
 
 // parseMinTCB parses the --snp-min-tcb (bootloader,tee,snp,microcode) and --tdx-min-tcb
 // (hex TEE_TCB_SVN) flags; empty flags leave that part unset.
-func parseMinTCB(snp, tdx string) (registry.TCB, error) {
-	var tcb registry.TCB
+func parseMinTCB(snp, tdx string) (api.TCB, error) {
+	var tcb api.TCB
 	if snp != "" {
 		parts := strings.Split(snp, ",")
 		if len(parts) != 4 {
@@ -248,7 +248,7 @@ func parseMinTCB(snp, tdx string) (registry.TCB, error) {
 			}
 			v[i] = uint8(n)
 		}
-		tcb.SNP = &registry.SNPTCB{Bootloader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
+		tcb.SNP = &api.SNPTCB{Bootloader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
 	}
 	tcb.TDXTeeTCBSVN = strings.ToLower(tdx)
 	return tcb, nil
@@ -260,17 +260,17 @@ func readDataKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data key file: %w", err)
 	}
-	if len(b) == registry.DataKeySize {
+	if len(b) == api.DataKeySize {
 		return b, nil
 	}
 	s := strings.TrimSpace(string(b))
-	if k, err := hex.DecodeString(s); err == nil && len(k) == registry.DataKeySize {
+	if k, err := hex.DecodeString(s); err == nil && len(k) == api.DataKeySize {
 		return k, nil
 	}
-	if k, err := base64.StdEncoding.DecodeString(s); err == nil && len(k) == registry.DataKeySize {
+	if k, err := base64.StdEncoding.DecodeString(s); err == nil && len(k) == api.DataKeySize {
 		return k, nil
 	}
-	return nil, fmt.Errorf("data key file %s: want %d bytes raw, hex or base64", path, registry.DataKeySize)
+	return nil, fmt.Errorf("data key file %s: want %d bytes raw, hex or base64", path, api.DataKeySize)
 }
 
 func newKBSWorkloadListCmd(f *kbsFlags) *cobra.Command {
@@ -290,7 +290,7 @@ func newKBSWorkloadListCmd(f *kbsFlags) *cobra.Command {
 				return err
 			}
 			if ws == nil {
-				ws = []registry.Workload{}
+				ws = []api.Workload{}
 			}
 			return printObject(cmd.OutOrStdout(), f.output, ws, func(out io.Writer) error {
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/adminclient"
 )
 
 // newKBSAdminCmd is `sealctl kbs admin`: the broker's admin credentials.
@@ -64,23 +64,23 @@ also records its subject and expiry). Revocation cannot be undone.`,
 }
 
 // revokeRequest reads arg as a PEM certificate file when it names one, else as a serial.
-func revokeRequest(arg, reason string) (admin.RevokeRequest, error) {
+func revokeRequest(arg, reason string) (adminclient.RevokeRequest, error) {
 	if strings.ContainsAny(arg, "/.") || strings.HasSuffix(arg, ".pem") {
 		b, err := os.ReadFile(arg)
 		if err != nil {
-			return admin.RevokeRequest{}, fmt.Errorf("revoke: certificate file: %w", err)
+			return adminclient.RevokeRequest{}, fmt.Errorf("revoke: certificate file: %w", err)
 		}
-		req, err := admin.RevokeRequestFromPEM(b, reason)
+		req, err := adminclient.RevokeRequestFromPEM(b, reason)
 		if err != nil {
-			return admin.RevokeRequest{}, fmt.Errorf("revoke: certificate file %s: %w", arg, err)
+			return adminclient.RevokeRequest{}, fmt.Errorf("revoke: certificate file %s: %w", arg, err)
 		}
 		return req, nil
 	}
-	serial, err := admin.NormalizeSerial(arg)
+	serial, err := adminclient.NormalizeSerial(arg)
 	if err != nil {
-		return admin.RevokeRequest{}, fmt.Errorf("revoke: %w", err)
+		return adminclient.RevokeRequest{}, fmt.Errorf("revoke: %w", err)
 	}
-	return admin.RevokeRequest{Serial: serial, Reason: reason}, nil
+	return adminclient.RevokeRequest{Serial: serial, Reason: reason}, nil
 }
 
 func newKBSAdminListRevokedCmd(f *kbsFlags) *cobra.Command {

@@ -10,8 +10,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/sealpod/sealpod/kbs/admin"
 	"github.com/sealpod/sealpod/kbs/admin/admintest"
+	"github.com/sealpod/sealpod/kbs/adminclient"
 )
 
 // TestKBSAdminRevoke: `sealctl kbs admin revoke` by file and by serial, `list-revoked` in
@@ -25,24 +25,24 @@ func TestKBSAdminRevoke(t *testing.T) {
 	cfg := []string{"--config", srv.ConfigPath}
 
 	out, err := runKBS(t, append(cfg, "admin", "revoke", aliceFile, "--reason", "laptop lost")...)
-	if err != nil || !strings.Contains(out, "admin certificate "+admin.SerialOf(alice)+" revoked") {
+	if err != nil || !strings.Contains(out, "admin certificate "+adminclient.SerialOf(alice)+" revoked") {
 		t.Fatalf("revoke by file: %q, %v", out, err)
 	}
-	out, err = runKBS(t, append(cfg, "admin", "revoke", strings.ToUpper(admin.SerialOf(bob)), "-o", "json")...)
-	var r admin.Revocation
-	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Serial != admin.SerialOf(bob) {
+	out, err = runKBS(t, append(cfg, "admin", "revoke", strings.ToUpper(adminclient.SerialOf(bob)), "-o", "json")...)
+	var r adminclient.Revocation
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Serial != adminclient.SerialOf(bob) {
 		t.Fatalf("revoke by serial -o json: %q, %v", out, err)
 	}
 	if _, err := aliceClient.Status(t.Context()); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("alice after revoke: %v, want refused as revoked", err)
 	}
 	out, err = runKBS(t, append(cfg, "admin", "list-revoked")...)
-	if err != nil || !strings.Contains(out, "SERIAL") || !strings.Contains(out, "laptop lost") || !strings.Contains(out, admin.SerialOf(bob)) {
+	if err != nil || !strings.Contains(out, "SERIAL") || !strings.Contains(out, "laptop lost") || !strings.Contains(out, adminclient.SerialOf(bob)) {
 		t.Errorf("list-revoked table: %q, %v", out, err)
 	}
 	for _, format := range []string{"json", "yaml"} {
 		out, err = runKBS(t, append(cfg, "admin", "list-revoked", "-o", format)...)
-		var rs []admin.Revocation
+		var rs []adminclient.Revocation
 		if err == nil {
 			err = yaml.Unmarshal([]byte(out), &rs) // YAML is a superset of JSON
 		}

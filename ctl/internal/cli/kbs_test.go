@@ -15,8 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sealpod/sealpod/kbs/admin/admintest"
-	"github.com/sealpod/sealpod/kbs/audit"
-	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 func runKBS(t *testing.T, args ...string) (string, error) {
@@ -63,7 +62,7 @@ sans: [web.default.svc, 10.0.0.7]
 	if err != nil {
 		t.Fatal(err)
 	}
-	var entry registry.HistoryEntry
+	var entry api.HistoryEntry
 	if err := json.Unmarshal([]byte(out), &entry); err != nil || entry.Seq != 2 || entry.WorkloadID != "db" {
 		t.Fatalf("add -o json: %v %+v\n%s", err, entry, out)
 	}
@@ -71,7 +70,7 @@ sans: [web.default.svc, 10.0.0.7]
 		t.Fatalf("stored key %x", stored.DataKey)
 	}
 	// Local validation names the field before contacting the broker.
-	if _, err := runKBS(t, append(cfg, "workload", "add", "--id", "bad", "--tee", "sim", "--measurement", "sim=00", "--envelope-digest", strings.Repeat("12", 32))...); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), "measurements[sim][0]") {
+	if _, err := runKBS(t, append(cfg, "workload", "add", "--id", "bad", "--tee", "sim", "--measurement", "sim=00", "--envelope-digest", strings.Repeat("12", 32))...); !errors.Is(err, api.ErrInvalidWorkload) || !strings.Contains(err.Error(), "measurements[sim][0]") {
 		t.Fatalf("invalid add: %v", err)
 	}
 
@@ -81,7 +80,7 @@ sans: [web.default.svc, 10.0.0.7]
 		t.Fatalf("list table: %v\n%s", err, out)
 	}
 	out, err = runKBS(t, append(cfg, "workload", "list", "-o", "json")...)
-	var ws []registry.Workload
+	var ws []api.Workload
 	if err != nil || json.Unmarshal([]byte(out), &ws) != nil || len(ws) != 2 || ws[1].ID != "web" {
 		t.Fatalf("list json: %v\n%s", err, out)
 	}
@@ -100,7 +99,7 @@ sans: [web.default.svc, 10.0.0.7]
 		t.Fatalf("get table: %v\n%s", err, out)
 	}
 	out, err = runKBS(t, append(cfg, "workload", "get", "web", "-o", "yaml")...)
-	var w registry.Workload
+	var w api.Workload
 	if err != nil || yaml.Unmarshal([]byte(out), &w) != nil || w.MinTCB.SNP.Microcode != 115 || w.DataKey != nil {
 		t.Fatalf("get yaml: %v\n%s", err, out)
 	}
@@ -108,7 +107,7 @@ sans: [web.default.svc, 10.0.0.7]
 	if err != nil || strings.Contains(out, "dataKey") || !strings.Contains(out, `"envelopeDigest"`) {
 		t.Fatalf("get json: %v\n%s", err, out)
 	}
-	if _, err := runKBS(t, append(cfg, "workload", "get", "nope")...); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := runKBS(t, append(cfg, "workload", "get", "nope")...); !errors.Is(err, api.ErrWorkloadNotFound) {
 		t.Fatalf("get missing: %v", err)
 	}
 
@@ -117,11 +116,11 @@ sans: [web.default.svc, 10.0.0.7]
 		t.Fatalf("rm: %v\n%s", err, out)
 	}
 	out, err = runKBS(t, append(cfg, "history", "-o", "json")...)
-	var hist []registry.HistoryEntry
+	var hist []api.HistoryEntry
 	if err != nil || json.Unmarshal([]byte(out), &hist) != nil || len(hist) != 3 {
 		t.Fatalf("history: %v\n%s", err, out)
 	}
-	if _, err := registry.VerifyHistory(hist, srv.State.Signer.Public()); err != nil {
+	if _, err := api.VerifyHistory(hist, srv.State.Signer.Public()); err != nil {
 		t.Fatal(err)
 	}
 	out, err = runKBS(t, append(cfg, "status")...)
@@ -137,7 +136,7 @@ sans: [web.default.svc, 10.0.0.7]
 		t.Fatalf("ca yaml: %v\n%s", err, out)
 	}
 	out, err = runKBS(t, append(cfg, "audit", "--since", "1h", "-o", "json")...)
-	var evs []audit.Event
+	var evs []api.AuditEvent
 	if err != nil || json.Unmarshal([]byte(out), &evs) != nil || len(evs) != 3 {
 		t.Fatalf("audit json (want 3 admin events): %v\n%s", err, out)
 	}
@@ -163,7 +162,7 @@ func TestKBSConfigResolution(t *testing.T) {
 func TestKBSWorkloadAddFromStdinJSON(t *testing.T) {
 	srv := admintest.Start(t)
 	key := bytes.Repeat([]byte{7}, 32)
-	body, _ := json.Marshal(registry.Workload{
+	body, _ := json.Marshal(api.Workload{
 		ID: "api", TEEs: []string{"tdx"},
 		Measurements:   map[string][]string{"tdx": {strings.Repeat("ab", 48) + "::" + strings.Repeat("02", 48) + ":" + strings.Repeat("03", 48) + ":" + strings.Repeat("01", 48)}},
 		EnvelopeDigest: strings.Repeat("ef", 32), SANs: []string{"spiffe://sealpod/api"}, DataKey: key,
@@ -176,7 +175,7 @@ func TestKBSWorkloadAddFromStdinJSON(t *testing.T) {
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var entry registry.HistoryEntry
+	var entry api.HistoryEntry
 	if err := yaml.Unmarshal(out.Bytes(), &entry); err != nil || entry.WorkloadID != "api" || entry.Workload.Measurements["tdx"][0] == "" {
 		t.Fatalf("add -o yaml: %v\n%s", err, out.String())
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/sealpod/sealpod/ctl/internal/verify"
 	"github.com/sealpod/sealpod/imagebuilder/image"
-	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // exitVerifyFailed is sealctl's exit code when verification ran and something differs (or
@@ -172,7 +172,7 @@ func (f *verifyFlags) options(stdin io.Reader) (verify.Options, error) {
 		}
 	}
 	if f.snpMinTCB != "" || f.tdxMinTCB != "" {
-		o.MinTCB = &registry.TCB{}
+		o.MinTCB = &api.TCB{}
 		if f.snpMinTCB != "" {
 			snp, err := verify.ParseSNPTCB(f.snpMinTCB)
 			if err != nil {

@@ -26,7 +26,7 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/sealpod/sealpod/ctl/internal/verify"
-	"github.com/sealpod/sealpod/imagebuilder/bundle/bundletest"
+	"github.com/sealpod/sealpod/guest-image/bundletest"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/kbstest"
 	"github.com/sealpod/sealpod/kbs/registry"

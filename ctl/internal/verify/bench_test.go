@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/kbstest"
-	"github.com/sealpod/sealpod/kbs/registry"
 )
 
 // BenchmarkRun verifies a real broker (HTTPS on 127.0.0.1) holding 200 workloads and 400
@@ -23,7 +23,7 @@ func BenchmarkRun(b *testing.B) {
 	for i := range 200 {
 		d := make([]byte, 32)
 		rand.Read(d)
-		w := registry.Workload{
+		w := api.Workload{
 			ID: fmt.Sprintf("default.deployment.app-%03d", i), TEEs: []string{"sim"},
 			Measurements:   map[string][]string{"sim": {strings.Repeat("ab", 48)}},
 			EnvelopeDigest: hex.EncodeToString(d), SANs: []string{fmt.Sprintf("app-%03d.default.svc", i)}, DataKey: d,

@@ -10,7 +10,7 @@ import (
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/sealpod/sealpod/imagebuilder/manifests"
-	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // Expected is one sealed pod template of the owner's sealed manifests (--expect).
@@ -22,7 +22,7 @@ type Expected struct {
 	Image    string `json:"image"`    // sealpod.io/image
 	KBS      string `json:"kbs"`      // sealpod.io/kbs
 	// MinTCB is the minimum TCB the template declares (AnnotationMinTCB), nil if none.
-	MinTCB *registry.TCB `json:"minTcb,omitempty"`
+	MinTCB *api.TCB `json:"minTcb,omitempty"`
 }
 
 // ErrNoSealedTemplates is returned when the expected manifests hold no sealed pod template.

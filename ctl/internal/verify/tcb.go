@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/imagebuilder/manifests"
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // CheckMinTCB: the registered policy's minimum TCB is at or above the one the verifier
@@ -15,13 +16,12 @@ import (
 const CheckMinTCB = "workload.min-tcb"
 
 // AnnotationMinTCB on a sealed pod template declares the minimum TCB its owner requires of
-// the broker's policy: "snp=BOOTLOADER,TEE,SNP,MICROCODE", "tdx=<32 hex>", or both joined
-// by ";".
-const AnnotationMinTCB = "sealpod.io/min-tcb"
+// the broker's policy (written by `sealctl image create --snp-min-tcb/--tdx-min-tcb`).
+const AnnotationMinTCB = manifests.AnnotationMinTCB
 
 // ParseMinTCB parses the AnnotationMinTCB syntax.
-func ParseMinTCB(s string) (*registry.TCB, error) {
-	var t registry.TCB
+func ParseMinTCB(s string) (*api.TCB, error) {
+	var t api.TCB
 	for _, part := range strings.Split(s, ";") {
 		tee, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		switch {
@@ -46,7 +46,7 @@ func ParseMinTCB(s string) (*registry.TCB, error) {
 }
 
 // ParseSNPTCB parses "bootloader,tee,snp,microcode" (each 0-255).
-func ParseSNPTCB(s string) (*registry.SNPTCB, error) {
+func ParseSNPTCB(s string) (*api.SNPTCB, error) {
 	f := strings.Split(s, ",")
 	if len(f) != 4 {
 		return nil, fmt.Errorf("snp %q: want bootloader,tee,snp,microcode", s)
@@ -59,7 +59,7 @@ func ParseSNPTCB(s string) (*registry.SNPTCB, error) {
 		}
 		n[i] = uint8(v)
 	}
-	return &registry.SNPTCB{Bootloader: n[0], TEE: n[1], SNP: n[2], Microcode: n[3]}, nil
+	return &api.SNPTCB{Bootloader: n[0], TEE: n[1], SNP: n[2], Microcode: n[3]}, nil
 }
 
 // ValidTDXTCB checks a TDX TEE_TCB_SVN: 32 lowercase hex characters.
@@ -73,11 +73,11 @@ func ValidTDXTCB(s string) error {
 // checkMinTCB compares the workload's registered minimum with min for every TEE the workload
 // allows that has a TCB (snp and sim use the SNP minimum, tdx the TEE_TCB_SVN). A policy
 // without a minimum is below any minimum.
-func checkMinTCB(r *Report, subj string, w *registry.Workload, min *registry.TCB, from string) {
+func checkMinTCB(r *Report, subj string, w *api.Workload, min *api.TCB, from string) {
 	if min == nil {
 		return
 	}
-	if m := min.SNP; m != nil && (slices.Contains(w.TEEs, registry.TEESNP) || slices.Contains(w.TEEs, registry.TEESim)) {
+	if m := min.SNP; m != nil && (slices.Contains(w.TEEs, api.TEESNP) || slices.Contains(w.TEEs, api.TEESim)) {
 		want := fmt.Sprintf("%d,%d,%d,%d", m.Bootloader, m.TEE, m.SNP, m.Microcode)
 		got := w.MinTCB.SNP
 		switch {
@@ -101,7 +101,7 @@ func checkMinTCB(r *Report, subj string, w *registry.Workload, min *registry.TCB
 			}
 		}
 	}
-	if m := min.TDXTeeTCBSVN; m != "" && slices.Contains(w.TEEs, registry.TEETDX) {
+	if m := min.TDXTeeTCBSVN; m != "" && slices.Contains(w.TEEs, api.TEETDX) {
 		got := w.MinTCB.TDXTeeTCBSVN
 		gb, err1 := hex.DecodeString(got)
 		mb, err2 := hex.DecodeString(m)

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/imagebuilder/manifests"
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/kbstest"
-	"github.com/sealpod/sealpod/kbs/registry"
 )
 
 // TestMinTCB registers policies at, above and below a minimum TCB (and none at all) and
@@ -22,27 +22,27 @@ func TestMinTCB(t *testing.T) {
 	ctx := context.Background()
 	hex96 := strings.Repeat("ab", 48)
 	tdxPinned := hex96 + "::" + hex96 + ":" + hex96 + ":"
-	snp := func(bl, tee, s, uc uint8) *registry.SNPTCB {
-		return &registry.SNPTCB{Bootloader: bl, TEE: tee, SNP: s, Microcode: uc}
+	snp := func(bl, tee, s, uc uint8) *api.SNPTCB {
+		return &api.SNPTCB{Bootloader: bl, TEE: tee, SNP: s, Microcode: uc}
 	}
 	svn := func(b byte) string { return strings.Repeat("02", 15) + fmt.Sprintf("%02x", b) }
 	regs := []struct {
 		id     string
 		tees   []string
-		tcb    registry.TCB
+		tcb    api.TCB
 		failed bool
 	}{
-		{id: "snp-equal", tees: []string{"snp"}, tcb: registry.TCB{SNP: snp(3, 0, 8, 115)}},
-		{id: "snp-above", tees: []string{"snp"}, tcb: registry.TCB{SNP: snp(4, 0, 9, 200)}},
-		{id: "snp-microcode-below", tees: []string{"snp"}, tcb: registry.TCB{SNP: snp(9, 9, 9, 114)}, failed: true},
+		{id: "snp-equal", tees: []string{"snp"}, tcb: api.TCB{SNP: snp(3, 0, 8, 115)}},
+		{id: "snp-above", tees: []string{"snp"}, tcb: api.TCB{SNP: snp(4, 0, 9, 200)}},
+		{id: "snp-microcode-below", tees: []string{"snp"}, tcb: api.TCB{SNP: snp(9, 9, 9, 114)}, failed: true},
 		{id: "snp-none", tees: []string{"snp"}, failed: true},
-		{id: "tdx-equal", tees: []string{"tdx"}, tcb: registry.TCB{TDXTeeTCBSVN: svn(5)}},
-		{id: "tdx-below", tees: []string{"tdx"}, tcb: registry.TCB{TDXTeeTCBSVN: svn(4)}, failed: true},
+		{id: "tdx-equal", tees: []string{"tdx"}, tcb: api.TCB{TDXTeeTCBSVN: svn(5)}},
+		{id: "tdx-below", tees: []string{"tdx"}, tcb: api.TCB{TDXTeeTCBSVN: svn(4)}, failed: true},
 		{id: "tdx-none", tees: []string{"tdx"}, failed: true},
 		{id: "pef-only", tees: []string{"pef"}},
 	}
 	for _, r := range regs {
-		w := registry.Workload{ID: r.id, TEEs: r.tees, Measurements: map[string][]string{}, MinTCB: r.tcb,
+		w := api.Workload{ID: r.id, TEEs: r.tees, Measurements: map[string][]string{}, MinTCB: r.tcb,
 			EnvelopeDigest: strings.Repeat("cd", 32), SANs: []string{r.id + ".svc"}, DataKey: make([]byte, 32)}
 		for _, tee := range r.tees {
 			switch tee {
@@ -56,7 +56,7 @@ func TestMinTCB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	min := registry.TCB{SNP: snp(3, 0, 8, 115), TDXTeeTCBSVN: svn(5)}
+	min := api.TCB{SNP: snp(3, 0, 8, 115), TDXTeeTCBSVN: svn(5)}
 	o := Options{URL: kb.URL, CAPEM: kb.State.TLSCAPEM, SigningKey: kb.State.Signer.Public(), MinTCB: &min,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	rep, err := Run(ctx, o)
@@ -95,7 +95,7 @@ metadata: {name: p, annotations: {sealpod.io/workload: snp-microcode-below, seal
 	}
 	var fails []string
 	rep2 := &Report{}
-	checkMinTCB(rep2, exp[0].Workload, &registry.Workload{ID: "snp-microcode-below", TEEs: []string{"snp"}, MinTCB: registry.TCB{SNP: snp(9, 9, 9, 114)}}, exp[0].MinTCB, "the sealed manifest")
+	checkMinTCB(rep2, exp[0].Workload, &api.Workload{ID: "snp-microcode-below", TEEs: []string{"snp"}, MinTCB: api.TCB{SNP: snp(9, 9, 9, 114)}}, exp[0].MinTCB, "the sealed manifest")
 	for _, c := range rep2.Checks {
 		if c.Status == StatusFail {
 			fails = append(fails, c.Message)

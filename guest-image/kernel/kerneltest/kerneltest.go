@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/guest-image/kernel"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // Tree returns the unpacked kernel package the linux-image-amd64 metapackage currently names
@@ -46,7 +47,7 @@ func Tree(t testing.TB) *kernel.Tree {
 func skipIfUnavailable(t testing.TB, err error) {
 	t.Helper()
 	if errors.Is(err, kernel.ErrNotFound) || errors.Is(err, kernel.ErrDownload) {
-		t.Skipf("SKIP: Debian's kernel package cannot be fetched here (%v). Run `apt-get update` with network access, "+
+		testdeps.Missing(t, "Debian's kernel package cannot be fetched here (%v). Run `apt-get update` with network access, "+
 			"or pre-fill the cache with `make guest` (see docs/guest.md).", err)
 	}
 }

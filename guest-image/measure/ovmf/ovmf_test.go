@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/internal/repopath"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 func sharedFixture(t testing.TB, name string) []byte {
@@ -89,11 +90,11 @@ func TestSharedFixtures(t *testing.T) {
 func TestDebianOVMF(t *testing.T) {
 	code, err := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 	if err != nil {
-		t.Skipf("Debian ovmf package not installed (apt-get install -y ovmf): %v", err)
+		testdeps.Missing(t, "Debian ovmf package not installed (apt-get install -y ovmf): %v", err)
 	}
 	vars, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
 	if err != nil {
-		t.Skipf("Debian ovmf package not installed: %v", err)
+		testdeps.Missing(t, "Debian ovmf package not installed: %v", err)
 	}
 	fw, err := Parse(code)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 func amdSevFirmware(t testing.TB, size int) *ovmf.Firmware {
@@ -116,7 +117,7 @@ func TestParamErrors(t *testing.T) {
 func TestDebianOVMF(t *testing.T) {
 	data, err := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 	if err != nil {
-		t.Skipf("Debian ovmf package not installed (apt-get install -y ovmf): %v", err)
+		testdeps.Missing(t, "Debian ovmf package not installed (apt-get install -y ovmf): %v", err)
 	}
 	fw, err := ovmf.Parse(data)
 	if err != nil {

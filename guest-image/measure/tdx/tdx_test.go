@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // TestMRTDDebianOVMF checks MRTD of Debian's OVMF against the value an independent open
@@ -31,11 +32,11 @@ func TestMRTDDebianOVMF(t *testing.T) {
 	vars, err1 := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
 	code, err2 := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 	if err1 != nil || err2 != nil {
-		t.Skipf("Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
+		testdeps.Missing(t, "Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
 	}
 	img := append(append([]byte{}, vars...), code...)
 	if sum := sha256.Sum256(img); hex.EncodeToString(sum[:]) != ref.UnifiedSHA256 {
-		t.Skipf("installed OVMF is not the build the reference value is for (sha256 %x)", sum)
+		testdeps.Missing(t, "installed OVMF is not the build the reference value is for (sha256 %x)", sum)
 	}
 	fw, err := ovmf.Parse(img)
 	if err != nil {
@@ -273,7 +274,7 @@ func BenchmarkMRTD(b *testing.B) {
 	vars, err1 := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
 	code, err2 := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 	if err1 != nil || err2 != nil {
-		b.Skipf("Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
+		testdeps.Missing(b, "Debian ovmf package not installed (apt-get install -y ovmf): %v %v", err1, err2)
 	}
 	fw, err := ovmf.Parse(append(vars, code...))
 	if err != nil {

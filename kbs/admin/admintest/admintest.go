@@ -74,19 +74,7 @@ func Start(t testing.TB) *Server {
 	})
 	// Point the generated sealctl config at this server.
 	cfgPath := filepath.Join(dir, setup.AdminClientConfig)
-	var cfg admin.ClientConfig
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.URL = srv.URL
-	b, _ = json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pointConfigAt(t, cfgPath, srv.URL)
 	return &Server{Dir: dir, ConfigPath: cfgPath, URL: srv.URL, State: st, Store: s, Registry: reg, Audit: log, HTTP: srv}
 }
 
@@ -100,6 +88,17 @@ func (s *Server) IssueAdmin(t testing.TB, name string) (*x509.Certificate, *admi
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(out, filepath.Base(setup.AdminClientConfig))
+	pointConfigAt(t, cfgPath, s.URL)
+	c, err := admin.NewClientFromConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, c
+}
+
+// pointConfigAt rewrites the sealctl admin client config at cfgPath to reach url.
+func pointConfigAt(t testing.TB, cfgPath, url string) {
+	t.Helper()
 	var cfg admin.ClientConfig
 	b, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -108,16 +107,13 @@ func (s *Server) IssueAdmin(t testing.TB, name string) (*x509.Certificate, *admi
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	cfg.URL = s.URL
-	b, _ = json.MarshalIndent(cfg, "", "  ")
+	cfg.URL = url
+	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := admin.NewClientFromConfig(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, c
 }
 
 // Client returns an admin client for the server.

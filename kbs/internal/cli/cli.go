@@ -20,11 +20,11 @@ import (
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/server"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/kbs/verify"
 	"github.com/sealpod/sealpod/kbs/verify/sim"
 	"github.com/sealpod/sealpod/kbs/verify/snp"
 	"github.com/sealpod/sealpod/kbs/verify/tdx"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 	"github.com/spf13/cobra"
 )
 
@@ -292,7 +292,7 @@ func NewSimRootsCmd() *cobra.Command {
 					return fmt.Errorf("sim-roots: --tcb value %d > 255", v)
 				}
 			}
-			c, err := simtee.NewChain(simtee.Options{RSABits: f.rsaBits, TCB: kds.TCBParts{
+			c, err := amdsp.NewChain(amdsp.Options{RSABits: f.rsaBits, TCB: kds.TCBParts{
 				BlSpl: uint8(f.tcb[0]), TeeSpl: uint8(f.tcb[1]), SnpSpl: uint8(f.tcb[2]), UcodeSpl: uint8(f.tcb[3])}})
 			if err != nil {
 				return fmt.Errorf("sim-roots: %w", err)

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/kbs/admin"
+	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/client"
 	"github.com/sealpod/sealpod/kbs/registry"
 	"github.com/sealpod/sealpod/kbs/setup"
-	"github.com/sealpod/sealpod/kbs/simtee"
+	"github.com/sealpod/sealpod/simtee/amdsp"
+	"github.com/sealpod/sealpod/simtee/simroots"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -46,10 +48,10 @@ func TestInitSimRootsServe(t *testing.T) {
 	if _, err := run(t, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048"); err != nil {
 		t.Fatalf("sim-roots: %v", err)
 	}
-	if _, err := simtee.LoadRoots(roots); err != nil {
+	if _, err := simroots.Load(roots); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := simtee.LoadSigner(key); err != nil {
+	if _, err := amdsp.LoadSigner(key); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := run(t, "serve", "--dir", state, "--insecure-sim-roots", filepath.Join(dir, "missing.pem")); err == nil {
@@ -109,7 +111,7 @@ func TestInitSimRootsServe(t *testing.T) {
 		SANs: []string{"demo.default.svc"}, DataKey: dataKey}); err != nil {
 		t.Fatalf("admin put workload: %v", err)
 	}
-	signer, err := simtee.LoadSigner(key)
+	signer, err := amdsp.LoadSigner(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +119,11 @@ func TestInitSimRootsServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := signer.Evidence(sess.Nonce, sess.PublicKey(), meas, digest)
+	rep, table, err := signer.Report(amdsp.ReportOptions{ReportData: api.ReportData(sess.Nonce, sess.PublicKey()), Measurement: meas, HostData: digest})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ev := &api.Evidence{SNP: &api.SNPEvidence{Report: rep, CertTable: table}}
 	if err := sess.Attest(ctx, ev); err != nil {
 		t.Fatalf("attest: %v", err)
 	}

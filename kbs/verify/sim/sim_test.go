@@ -12,14 +12,14 @@ import (
 
 	"github.com/google/go-sev-guest/kds"
 	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/kbs/verify"
 	"github.com/sealpod/sealpod/kbs/verify/snp"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 func TestSimEvidence(t *testing.T) {
 	dir := t.TempDir()
-	chain, err := simtee.NewChain(simtee.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, TeeSpl: 0, SnpSpl: 8, UcodeSpl: 115}})
+	chain, err := amdsp.NewChain(amdsp.Options{RSABits: 2048, TCB: kds.TCBParts{BlSpl: 3, TeeSpl: 0, SnpSpl: 8, UcodeSpl: 115}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestSimEvidence(t *testing.T) {
 	if err := chain.WriteFiles(rootsPath, keyPath); err != nil {
 		t.Fatal(err)
 	}
-	signer, err := simtee.LoadSigner(keyPath)
+	signer, err := amdsp.LoadSigner(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,11 +35,11 @@ func TestSimEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := simtee.NewChain(simtee.Options{RSABits: 2048})
+	other, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherSigner, _ := simtee.NewSigner(other)
+	otherSigner, _ := amdsp.NewSigner(other)
 
 	nonce, pub := make([]byte, 32), make([]byte, 32)
 	rand.Read(nonce)
@@ -53,23 +53,23 @@ func TestSimEvidence(t *testing.T) {
 	tests := []struct {
 		name      string
 		v         verify.Verifier
-		signer    *simtee.Signer
-		opts      func(o *simtee.ReportOptions)
+		signer    *amdsp.Signer
+		opts      func(o *amdsp.ReportOptions)
 		policy    func(p *verify.Policy)
 		wantField string
 	}{
 		{name: "good", v: v, signer: signer},
-		{name: "wrong measurement", v: v, signer: signer, opts: func(o *simtee.ReportOptions) { o.Measurement[1] ^= 1 }, wantField: verify.FieldMeasurement},
-		{name: "wrong host data", v: v, signer: signer, opts: func(o *simtee.ReportOptions) { o.HostData[1] ^= 1 }, wantField: verify.FieldHostData},
-		{name: "wrong report data", v: v, signer: signer, opts: func(o *simtee.ReportOptions) { o.ReportData[1] ^= 1 }, wantField: verify.FieldReportData},
-		{name: "debug on", v: v, signer: signer, opts: func(o *simtee.ReportOptions) { o.Debug = true }, wantField: verify.FieldDebug},
+		{name: "wrong measurement", v: v, signer: signer, opts: func(o *amdsp.ReportOptions) { o.Measurement[1] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong host data", v: v, signer: signer, opts: func(o *amdsp.ReportOptions) { o.HostData[1] ^= 1 }, wantField: verify.FieldHostData},
+		{name: "wrong report data", v: v, signer: signer, opts: func(o *amdsp.ReportOptions) { o.ReportData[1] ^= 1 }, wantField: verify.FieldReportData},
+		{name: "debug on", v: v, signer: signer, opts: func(o *amdsp.ReportOptions) { o.Debug = true }, wantField: verify.FieldDebug},
 		{name: "tcb too low", v: v, signer: signer, policy: func(p *verify.Policy) { p.MinSNPTCB = &verify.SNPTCB{Microcode: 200} }, wantField: verify.FieldTCB},
 		{name: "foreign sim root", v: v, signer: otherSigner, wantField: verify.FieldChain},
 		{name: "sim evidence against AMD roots", v: snp.New(snp.Config{}), signer: signer, wantField: verify.FieldChain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o := simtee.ReportOptions{ReportData: rd, Measurement: meas, HostData: hd}
+			o := amdsp.ReportOptions{ReportData: rd, Measurement: meas, HostData: hd}
 			if tc.opts != nil {
 				tc.opts(&o)
 			}

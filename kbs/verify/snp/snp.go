@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-sev-guest/validate"
 	sevverify "github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/verify"
 )
@@ -279,8 +280,8 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	if !slices.Contains(p.Measurements, meas) {
 		return nil, verify.Reject(verify.FieldMeasurement, "one of ["+strings.Join(p.Measurements, ",")+"]", meas, "")
 	}
-	if len(p.HostData) != abi.HostDataSize || !bytes.Equal(rep.GetHostData(), p.HostData) {
-		return nil, verify.Reject(verify.FieldHostData, hex.EncodeToString(p.HostData), hex.EncodeToString(rep.GetHostData()), "not the workload's envelope digest")
+	if want, ok := p.LaunchHostData(tee.TEE(v.cfg.TEE)); !ok || !bytes.Equal(rep.GetHostData(), want) {
+		return nil, verify.Reject(verify.FieldHostData, hex.EncodeToString(want), hex.EncodeToString(rep.GetHostData()), "not the workload's envelope digest")
 	}
 	pol, err := abi.ParseSnpPolicy(rep.GetPolicy())
 	if err != nil {

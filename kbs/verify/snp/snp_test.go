@@ -20,8 +20,8 @@ import (
 	sevtest "github.com/google/go-sev-guest/testing"
 	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/simtee"
 	"github.com/sealpod/sealpod/kbs/verify"
+	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
 var (
@@ -100,11 +100,11 @@ func TestVerifySNP(t *testing.T) {
 		HostData:     hd[:],
 		ReportData:   rd[:],
 	}
-	foreign, err := simtee.NewChain(simtee.Options{RSABits: 2048})
+	foreign, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreignRoots := (&simtee.Roots{ProductLine: "Milan", ARK: foreign.ARK, ASK: foreign.ASK}).TrustedRoots()
+	foreignRoots := foreign.Roots().TrustedRoots()
 
 	tests := []struct {
 		name      string

@@ -21,6 +21,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	tdxverify "github.com/google/go-tdx-guest/verify"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/verify"
 )
@@ -163,11 +164,10 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	if matched == "" {
 		return nil, verify.Reject(verify.FieldMeasurement, "one of ["+strings.Join(p.Measurements, ",")+"]", describe(body), "MRTD/RTMRs")
 	}
-	if len(p.HostData) != 32 {
+	wantCfg, ok := p.LaunchHostData(tee.TDX)
+	if !ok {
 		return nil, verify.Reject(verify.FieldMrConfigID, "", "", "workload has no 32-byte envelope digest")
 	}
-	wantCfg := make([]byte, 48)
-	copy(wantCfg, p.HostData)
 	if !bytes.Equal(body.GetMrConfigId(), wantCfg) {
 		return nil, verify.Reject(verify.FieldMrConfigID, hex.EncodeToString(wantCfg), hex.EncodeToString(body.GetMrConfigId()), "not the workload's envelope digest")
 	}

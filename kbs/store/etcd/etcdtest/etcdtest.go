@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 // Binary is where Debian's etcd-server package installs etcd.
@@ -49,7 +51,7 @@ func Start(t *testing.T) string {
 	t.Helper()
 	bin := binary()
 	if bin == "" {
-		t.Skip("etcd binary not found (install it: apt-get install -y etcd-server; or set SEALPOD_ETCD_BINARY)")
+		testdeps.Missing(t, "etcd binary not found (install it: apt-get install -y etcd-server; or set SEALPOD_ETCD_BINARY)")
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {

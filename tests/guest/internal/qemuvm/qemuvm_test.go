@@ -5,70 +5,90 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
 
-func TestArgs(t *testing.T) {
-	cfg := Config{
-		Kernel: "/b/vmlinuz", Initrd: "/b/initrd.img", Append: "console=ttyS0 quiet",
-		Ports:   []Port{{Name: "sealpod.agent", Socket: "/tmp/sp1/a.sock"}, {Name: "sealpod.sim-sp", Socket: "/tmp/sp1/s.sock", Connect: true}},
-		UserNet: true, HostForwards: []string{"tcp:127.0.0.1:8022-:22"}, RNG: true,
+// fakeQEMU writes a script standing in for QEMU: it records its argv (one per line) in
+// $dir/argv and runs body. It returns the script and the argv file.
+func fakeQEMU(t *testing.T, body string) (bin, argv string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin, argv = filepath.Join(dir, "fake-qemu"), filepath.Join(dir, "argv")
+	script := "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > " + argv + "\n" + body + "\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	args, err := cfg.Args()
+	return bin, argv
+}
+
+// testConfig is SimConfig for a bundle that needs no files (the fake QEMU opens none).
+func testConfig(bin string) qemu.Config {
+	b := &bundle.Bundle{Dir: "/b/guest", Config: bundle.Config{Cmdline: "console=ttyS0 quiet", VCPUs: 1, MemoryMiB: 512}}
+	cfg := SimConfig(b, "/tmp/sp1")
+	cfg.Binary = bin
+	return cfg
+}
+
+// TestStartRunsTheShimsCommandLine: the guest suite's QEMU gets exactly the argv the shim's
+// launcher builds (runtime-shim/qemu Config.Command, golden-tested there), confined by
+// -sandbox, with the two Sealpod ports and user networking.
+func TestStartRunsTheShimsCommandLine(t *testing.T) {
+	bin, argvFile := fakeQEMU(t, "echo done")
+	cfg := testConfig(bin)
+	want, err := cfg.Command()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "-nodefaults -no-user-config -no-reboot -display none -monitor none -machine q35,accel=tcg -cpu max -smp 1 -m 512 " +
-		"-chardev stdio,id=con0,signal=off -serial chardev:con0 -kernel /b/vmlinuz -initrd /b/initrd.img -append console=ttyS0 quiet " +
-		"-device virtio-serial-pci,id=vser0 " +
-		"-chardev socket,id=port0,path=/tmp/sp1/a.sock,server=on,wait=off -device virtserialport,bus=vser0.0,chardev=port0,name=sealpod.agent " +
-		"-chardev socket,id=port1,path=/tmp/sp1/s.sock,server=off -device virtserialport,bus=vser0.0,chardev=port1,name=sealpod.sim-sp " +
-		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8022-:22 -device virtio-net-pci,netdev=net0,romfile= " +
-		"-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"
-	if got := strings.Join(args, " "); got != want {
-		t.Errorf("args:\n got %s\nwant %s", got, want)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	vm := StartT(t, ctx, cfg)
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestArgsRejects(t *testing.T) {
-	long := "/tmp/" + strings.Repeat("x", 110)
-	tests := map[string]Config{
-		"no kernel":      {},
-		"comma kernel":   {Kernel: "/a,b"},
-		"comma port":     {Kernel: "k", Ports: []Port{{Name: "a,b", Socket: "/tmp/s"}}},
-		"repeated port":  {Kernel: "k", Ports: []Port{{Name: "a", Socket: "/tmp/s"}, {Name: "a", Socket: "/tmp/t"}}},
-		"long socket":    {Kernel: "k", Ports: []Port{{Name: "a", Socket: long}}},
-		"no socket":      {Kernel: "k", Ports: []Port{{Name: "a"}}},
-		"comma hostfwd":  {Kernel: "k", UserNet: true, HostForwards: []string{"tcp::1-:2,x=y"}},
-		"newline append": {Kernel: "k", Machine: "q35\n"},
+	b, err := os.ReadFile(argvFile)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name, cfg := range tests {
-		if _, err := cfg.Args(); err == nil {
-			t.Errorf("%s: accepted", name)
+	got := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if !slices.Equal(got, want.Args) {
+		t.Errorf("argv:\n got %q\nwant %q", got, want.Args)
+	}
+	joined := strings.Join(got, " ")
+	for _, s := range []string{
+		"-sandbox " + qemu.Sandbox,
+		"-kernel /b/guest/vmlinuz -initrd /b/guest/initrd.img -append console=ttyS0 quiet",
+		"path=/tmp/sp1/agent.sock,server=on,wait=off", "name=" + qemu.AgentPortName,
+		"path=/tmp/sp1/sim-sp.sock,server=on,wait=off", "name=" + qemu.SimSPPortName,
+		"-netdev user,id=net0", "mac=52:54:00:12:34:56",
+		"virtio-rng-pci",
+	} {
+		if !strings.Contains(joined, s) {
+			t.Errorf("argv lacks %q: %s", s, joined)
 		}
 	}
 }
 
-// fakeQEMU writes a script standing in for QEMU: it prints console lines, starts a child in
-// its process group and waits (or exits with the given status).
-func fakeQEMU(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "fake-qemu")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
+func TestStartRefusesInvalidConfig(t *testing.T) {
+	cfg := testConfig("/nonexistent")
+	cfg.Guest.Kernel = "/a,b"
+	if _, err := Start(context.Background(), cfg); !errors.Is(err, qemu.ErrInvalidConfig) {
+		t.Fatalf("Start = %v, want ErrInvalidConfig", err)
 	}
-	return p
 }
 
 func TestKillStopsTheProcessGroup(t *testing.T) {
-	bin := fakeQEMU(t, `sleep 300 & echo "child $!"; printf 'booting\r\nready now\r\n'; wait`)
+	bin, _ := fakeQEMU(t, `sleep 300 & echo "child $!"; printf 'booting\r\nready now\r\n'; wait`)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	vm, err := Start(ctx, Config{Binary: bin, Kernel: "k"})
+	vm, err := Start(ctx, testConfig(bin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +123,7 @@ func TestKillStopsTheProcessGroup(t *testing.T) {
 			t.Errorf("child %d survived Kill", pid)
 		}
 	}
-	if err := vm.Wait(ctx); err == nil || !strings.Contains(err.Error(), "killed") {
+	if err := vm.Wait(ctx); err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Errorf("Wait after Kill = %v", err)
 	}
 	if _, err := vm.WaitFor(ctx, "never"); !errors.Is(err, ErrExited) {
@@ -115,10 +135,10 @@ func TestKillStopsTheProcessGroup(t *testing.T) {
 }
 
 func TestExitErrorCarriesStderr(t *testing.T) {
-	bin := fakeQEMU(t, `echo "qemu: could not load kernel" >&2; exit 1`)
+	bin, _ := fakeQEMU(t, `echo "qemu: could not load kernel" >&2; exit 1`)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	vm, err := Start(ctx, Config{Binary: bin, Kernel: "k"})
+	vm, err := Start(ctx, testConfig(bin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +152,9 @@ func TestExitErrorCarriesStderr(t *testing.T) {
 }
 
 func TestContextCancelKills(t *testing.T) {
-	bin := fakeQEMU(t, `echo up; exec sleep 300`)
+	bin, _ := fakeQEMU(t, `echo up; exec sleep 300`)
 	ctx, cancel := context.WithCancel(context.Background())
-	vm, err := Start(ctx, Config{Binary: bin, Kernel: "k"})
+	vm, err := Start(ctx, testConfig(bin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,5 +168,33 @@ func TestContextCancelKills(t *testing.T) {
 	case <-vm.Exited():
 	case <-time.After(20 * time.Second):
 		t.Fatal("QEMU still running after its context was cancelled")
+	}
+}
+
+// TestConsoleLines: the console keeps whole lines however the writes are cut.
+func TestConsoleLines(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		want   []string
+	}{
+		{"one write per line", []string{"a\n", "b\n"}, []string{"a", "b"}},
+		{"split line", []string{"ab", "c\nd", "\n"}, []string{"abc", "d"}},
+		{"two lines in one write", []string{"a\nb\n"}, []string{"a", "b"}},
+		{"unterminated tail", []string{"a\nb"}, []string{"a"}},
+		{"empty lines", []string{"\n\n"}, []string{"", ""}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &console{changed: make(chan struct{})}
+			for _, w := range tc.writes {
+				if n, err := c.Write([]byte(w)); n != len(w) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v", w, n, err)
+				}
+			}
+			if !slices.Equal(c.lines, tc.want) {
+				t.Errorf("lines %q, want %q", c.lines, tc.want)
+			}
+		})
 	}
 }

@@ -1,4 +1,4 @@
-// Package cli implements mkguest, the build of the measured guest bundle (DESIGN §4.3):
+// Package cli implements mkguest, the build of the measured guest bundle (docs/guest.md):
 // Debian's kernel, a deterministic initrd holding /init (the agent) and the kernel modules it
 // loads, and guest.json with the reference measurements.
 package cli
@@ -25,6 +25,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/kernel"
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // Defaults of the guest build. See docs/guest.md for why the console is ttyS0.
@@ -175,7 +176,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := b.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("guest build: %w", err)
 	}
-	in := measure.BundleInputs(b, bundle.TEESim, bundle.TEEPEF)
+	in := measure.BundleInputs(b, tee.Sim, tee.PEF)
 	if fw != nil {
 		in = measure.BundleInputs(b) // everything the firmware supports, plus sim and pef
 	}

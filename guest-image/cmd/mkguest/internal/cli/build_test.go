@@ -19,6 +19,8 @@ import (
 	"github.com/sealpod/sealpod/guest-image/kernel/kerneltest"
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 var (
@@ -135,7 +137,7 @@ func TestBuildReproducible(t *testing.T) {
 	if len(b.Initrd) >= initrd.MaxSize {
 		t.Errorf("initrd.img is %d bytes, limit %d", len(b.Initrd), initrd.MaxSize)
 	}
-	want, err := measure.Compute(measure.BundleInputs(b, bundle.TEESim, bundle.TEEPEF))
+	want, err := measure.Compute(measure.BundleInputs(b, tee.Sim, tee.PEF))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestBuildWithDebianOVMF(t *testing.T) {
 	}
 	const fw = "/usr/share/ovmf/OVMF.fd"
 	if _, err := os.Stat(fw); err != nil {
-		t.Skipf("SKIP: %s not installed (apt-get install ovmf): %v", fw, err)
+		testdeps.Missing(t, "%s not installed (apt-get install ovmf): %v", fw, err)
 	}
 	tree := kerneltest.Tree(t)
 	o := buildOpts(t, tree, t.TempDir())
@@ -290,7 +292,7 @@ func TestBuildWithDebianOVMF(t *testing.T) {
 	if b.Firmware == nil || m.Sim == "" || m.PEF == nil || m.SNP != "" || m.TDX != nil {
 		t.Fatalf("measurements %+v (firmware %d bytes)", m, len(b.Firmware))
 	}
-	want, err := measure.Compute(measure.BundleInputs(b, bundle.TEESim))
+	want, err := measure.Compute(measure.BundleInputs(b, tee.Sim))
 	if err != nil || want.Sim != m.Sim {
 		t.Fatalf("sim %s, recomputed with the firmware %s (%v)", m.Sim, want.Sim, err)
 	}

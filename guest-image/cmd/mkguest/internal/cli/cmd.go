@@ -36,7 +36,7 @@ func NewMkguestCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mkguest --init BINARY [--out DIR]",
 		Short: "Build the measured Sealpod guest bundle (vmlinuz, initrd.img, guest.json)",
-		Long: `mkguest builds the guest bundle of DESIGN §4.3 reproducibly:
+		Long: `mkguest builds the guest bundle (docs/formats.md, docs/guest.md) reproducibly:
 
   vmlinuz      Debian's kernel, verbatim from the exact linux-image-<release> package the
                linux-image-amd64 metapackage depends on (apt-get download, checked against the

@@ -1,8 +1,6 @@
-package simtee
+package amdsp
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +8,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	sevverify "github.com/google/go-sev-guest/verify"
+	"github.com/sealpod/sealpod/simtee/simroots"
 )
 
 func TestChainFilesRoundTrip(t *testing.T) {
@@ -25,12 +24,13 @@ func TestChainFilesRoundTrip(t *testing.T) {
 	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode: %v %v", fi.Mode(), err)
 	}
-	r, err := LoadRoots(roots)
+	r, err := simroots.Load(roots)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.ProductLine != ProductLine || !r.ARK.Equal(c.ARK) || !r.ASK.Equal(c.ASK) {
-		t.Fatalf("roots %+v do not match the chain", r)
+	want := c.Roots()
+	if r.ProductLine != want.ProductLine || !r.ARK.Equal(want.ARK) || !r.ASK.Equal(want.ASK) {
+		t.Fatalf("roots %+v do not match the chain's %+v", r, want)
 	}
 	s, err := LoadSigner(key)
 	if err != nil {
@@ -59,44 +59,4 @@ func TestChainFilesRoundTrip(t *testing.T) {
 	if err := sevverify.SnpReportSignature(rep, c.VCEK); err != nil {
 		t.Fatalf("resigned report: %v", err)
 	}
-}
-
-func TestParseRootsRejects(t *testing.T) {
-	a, err := NewChain(Options{RSABits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewChain(Options{RSABits: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := map[string][]byte{
-		"empty":            nil,
-		"ARK only":         pemCert(a.ARK),
-		"swapped order":    append(pemCert(a.ARK), pemCert(a.ASK)...),
-		"ASK of other ARK": append(pemCert(a.ASK), pemCert(b.ARK)...),
-		"trailing":         append(a.RootsPEM(), []byte("x")...),
-	}
-	for name, data := range tests {
-		t.Run(name, func(t *testing.T) {
-			if _, err := ParseRoots(data); !errors.Is(err, ErrRoots) {
-				t.Fatalf("ParseRoots error %v, want ErrRoots", err)
-			}
-		})
-	}
-}
-
-func FuzzParseRoots(f *testing.F) {
-	c, err := NewChain(Options{RSABits: 2048})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(c.RootsPEM())
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ParseRoots(data)
-		if err == nil && !bytes.Contains(data, []byte("CERTIFICATE")) {
-			t.Fatalf("parsed roots %v from non-PEM input", r)
-		}
-	})
 }

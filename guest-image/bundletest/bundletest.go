@@ -1,4 +1,5 @@
-// Package bundletest writes small stand-in guest bundles for components that only carry
+// Package bundletest writes small stand-in guest bundles (guest-image builds guest bundles;
+// imagebuilder/bundle owns their format) for components that only carry
 // the guest (sealing, image building, the demo before a real guest is built): the kernel
 // and initrd are short text files that boot nothing, but the measurements are computed from
 // them by the real measurement code, so the values are what a simulated AMD-SP booting
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // WriteDir writes a stand-in guest bundle (no firmware) into dir, creating it.
@@ -25,7 +27,7 @@ func WriteDir(dir string) error {
 		Kernel: []byte("stand-in kernel: boots nothing\n"),
 		Initrd: []byte("stand-in initrd: boots nothing\n"),
 	}
-	m, err := measure.Compute(measure.BundleInputs(b, bundle.TEESim, bundle.TEEPEF))
+	m, err := measure.Compute(measure.BundleInputs(b, tee.Sim, tee.PEF))
 	if err != nil {
 		return fmt.Errorf("stand-in guest: %w", err)
 	}

@@ -1,5 +1,7 @@
 // Command standin-guest writes a stand-in guest bundle (text files for kernel and initrd,
-// real measurements of them) for the demo until `make guest` builds the measured guest.
+// real measurements of them). tests/e2e seals the shared real-world manifests with it and
+// dry-runs the output against the API server; nothing sealed with it boots
+// (`go run ./tests/e2e/internal/standin-guest --out DIR`).
 package main
 
 import (
@@ -7,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/sealpod/sealpod/imagebuilder/bundle/bundletest"
+	"github.com/sealpod/sealpod/guest-image/bundletest"
 )
 
 func main() {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The one install step (make deps): every Debian package the test suites, the demos and the local
+# cluster use, and the protoc tools agent/api's generated-code test needs. `make test`,
+# `make demo`, `make demo-node` and .ci/run all run it first, so no suite skips for a missing
+# dependency on a fresh Debian 12 machine (and under CI=true, one that would skip fails:
+# internal/testdeps). Idempotent; a second run only checks (about a second). Needs root to install.
+# hack/install-deps.sh --check lists what is missing and exits 1 if anything is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One list (docs/testing.md says which suite needs what):
+#   etcd-server            real etcd for the broker's replicated store (kbs/store/etcd)
+#   ovmf                   Debian's OVMF for the SNP/TDX launch-measurement reference checks
+#   qemu-system-x86        boots the measured guest under software emulation (tests/guest, runtime-shim/qemu)
+#   busybox-static         a static busybox packed into test images for the in-guest runtime
+#   gcc libc6-dev libseccomp-dev pkg-config   cgo + static glibc and libseccomp for the agent
+#   containerd runc containernetworking-plugins   the node (tests/node, installer, demo-node, cluster)
+#   iptables               kube-proxy of the local Kubernetes cluster (tests/e2e, make demo)
+#   protobuf-compiler      protoc, for agent/api's generated-code check
+#   git make curl bc file iproute2   build tools, cluster and demo helpers
+PACKAGES=(etcd-server ovmf qemu-system-x86 busybox-static gcc libc6-dev libseccomp-dev pkg-config
+	containerd runc containernetworking-plugins iptables protobuf-compiler
+	git make curl bc file iproute2)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+gobin=$(go env GOPATH)/bin
+tools=()
+[ -x "$gobin/protoc-gen-go" ] || tools+=(protoc-gen-go)
+[ -x "$gobin/protoc-gen-go-ttrpc" ] || tools+=(protoc-gen-go-ttrpc)
+
+if [ "${1:-}" = --check ]; then
+	[ ${#missing[@]} -eq 0 ] && [ ${#tools[@]} -eq 0 ] && { echo "deps: all present"; exit 0; }
+	echo "deps: missing Debian packages: ${missing[*]:-none}; Go tools: ${tools[*]:-none}" >&2
+	exit 1
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing ${missing[*]}; run as root: apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "deps: apt-get install ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ${#tools[@]} -gt 0 ]; then
+	echo "deps: go install ${tools[*]} (hack/install-protoc-tools.sh)"
+	./hack/install-protoc-tools.sh
+fi

@@ -1,0 +1,225 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/hostvalue"
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/runtime-shim/config"
+	"github.com/sealpod/sealpod/runtime-shim/netns"
+	"github.com/sealpod/sealpod/runtime-shim/qemu"
+	"github.com/sealpod/sealpod/simtee/amdsp"
+	"github.com/sealpod/sealpod/simtee/spserver"
+)
+
+func validWorkload(w string) bool {
+	return w != "" && len(w) <= 253 && !strings.ContainsAny(w, "/\\\x00") && w != "." && w != ".."
+}
+
+// podBoot is what one boot of the pod VM reads of the shim's records, copied under the service
+// lock so that the boot (seconds: QEMU, guest kernel, agent, attestation, unseal) runs without
+// it. Its methods keep the receiver name s of the Service methods they were.
+type podBoot struct {
+	svc                                         *Service
+	cfg                                         *config.Config
+	log                                         *slog.Logger
+	sandboxID, hostname, netnsPath, cgroupsPath string
+	annotations                                 map[string]string
+
+	vm *podVM // the booted VM, once boot returns nil
+}
+
+// bootLocked copies the pod's records for a boot (caller holds s.mu).
+func (s *Service) bootLocked() *podBoot {
+	return &podBoot{svc: s, cfg: s.cfg, log: s.log, sandboxID: s.sandboxID, hostname: s.hostname,
+		netnsPath: s.netnsPath, cgroupsPath: s.cgroupsPath, annotations: s.annotations}
+}
+
+// boot boots the pod VM (s.vm) and unseals the workload, without the service lock; on failure
+// it leaves no QEMU, tap, cgroup or state behind. Cancelling ctx abandons the boot.
+func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv string) (retErr error) {
+	workload := s.annotations[annotationWorkload]
+	if !validWorkload(workload) {
+		return fmt.Errorf("sandbox %s: annotation %s %q: missing or not a file name (seal the pod with sealctl): %w", s.sandboxID, annotationWorkload, workload, errdefs.ErrInvalidArgument)
+	}
+	if s.cfg.TEE != "sim" {
+		return fmt.Errorf("tee %s: %w: this shim boots sim guests only until runtime-shim/qemu lands", s.cfg.TEE, errdefs.ErrNotImplemented)
+	}
+	dir := filepath.Join(s.cfg.StateDir, s.sandboxID)
+	killStale(dir)
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	name := s.sandboxID
+	if len(name) > 12 {
+		name = name[:12]
+	}
+	spec := &vmSpec{QEMU: s.cfg.QEMU, Accel: s.cfg.Accel, Name: "sealpod-" + name, Dir: dir, Network: s.cfg.Network,
+		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID}
+	guestDir := filepath.Join(dir, "guest")
+	env, err := loadSecureImage(r, workload, guestDir)
+	if err != nil {
+		return err
+	}
+	if spec.Guest, err = bundle.Load(guestDir); err != nil {
+		return fmt.Errorf("secure image guest bundle: %w", err)
+	}
+	if err := checkGuestFits(spec.Guest.Config, s.annotations, s.cfg); err != nil {
+		return err
+	}
+	if spec.Cgroup, err = openPodCgroup(cgroupRoot, s.cgroupsPath); err != nil {
+		return err
+	}
+	defer func() {
+		if s.vm == nil || s.vm.spec != spec {
+			spec.Cgroup.remove() // QEMU did not start
+		}
+	}()
+	signer, err := amdsp.LoadSigner(s.cfg.SimKey)
+	if err != nil {
+		return fmt.Errorf("sim key %s: %w", s.cfg.SimKey, err)
+	}
+	launch, err := spserver.LaunchFromBundle(spec.Guest, env)
+	if err != nil {
+		return err
+	}
+	network := s.network()
+	var netnsWired string
+	if s.cfg.Network == config.NetworkTap {
+		if s.netnsPath == "" {
+			return fmt.Errorf("sandbox %s has no network namespace (host network): network tap needs one: %w", s.sandboxID, errdefs.ErrFailedPrecondition)
+		}
+		res, err := netns.Setup(netns.Options{NetNSPath: s.netnsPath, ResolvConf: resolv, Hostname: network.Hostname, Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("pod network %s: %w", s.netnsPath, err)
+		}
+		defer res.Tap.Close() // QEMU holds its own descriptor
+		netnsWired = s.netnsPath
+		spec.NIC = &qemu.NIC{TapFile: res.Tap, MAC: res.MAC, VNetHdr: true}
+		network = res.Network
+		s.log.Info("sealpod phase", "phase", "network", "tap", res.TapName, "ms", ms(res.Duration))
+	}
+	q, err := startQEMU(spec, s.log)
+	if err != nil {
+		if netnsWired != "" {
+			_ = netns.Teardown(netns.Options{NetNSPath: netnsWired, Logger: s.log})
+		}
+		return err
+	}
+	vctx, cancel := context.WithCancel(context.Background())
+	vm := &podVM{spec: spec, qemu: q, cancel: cancel, netns: netnsWired}
+	s.vm = vm
+	defer func() {
+		if retErr != nil {
+			s.svc.stopVM(vm, "boot failed")
+			s.vm = nil
+		}
+	}()
+	bctx, bcancel := context.WithTimeout(ctx, time.Duration(s.cfg.BootTimeout))
+	defer bcancel()
+	spConn, err := dialUnix(bctx, spec.spSocket())
+	if err != nil {
+		return fmt.Errorf("simulated AMD-SP port: %w", err)
+	}
+	go func() {
+		if err := spserver.Serve(vctx, spConn, signer, launch, s.log); err != nil && vctx.Err() == nil {
+			s.log.Warn("simulated AMD-SP", "err", err)
+		}
+	}()
+	conn, err := dialUnix(bctx, spec.agentSocket())
+	if err != nil {
+		return fmt.Errorf("agent port: %w", err)
+	}
+	vm.client = ttrpc.NewClient(conn)
+	vm.agent = api.NewAgentClient(vm.client)
+	// One Ping: QEMU holds the request until the guest opens the port, so the answer comes as
+	// soon as the agent serves (a QEMU exit closes the connection and ends the wait).
+	if _, err := vm.agent.Ping(bctx, &api.PingRequest{}); err != nil {
+		return fmt.Errorf("guest did not answer Ping within %v: %w", time.Duration(s.cfg.BootTimeout), err)
+	}
+	vm.answered = true
+	boot := time.Since(q.Started())
+	go s.svc.watchVM(vm)
+
+	tu := time.Now()
+	// The downward-API values the node knows; the agent keeps those the sealed spec uses.
+	u, err := vm.agent.Unseal(ctx, &api.UnsealRequest{Envelope: env, Network: network, HostValues: s.hostValues(network)})
+	if err != nil {
+		return fmt.Errorf("unseal workload %s: the guest refused: %w", workload, err)
+	}
+	vm.unsealed = u
+	rss, _ := q.RSS()
+	tm := u.Times
+	s.log.Info("sealpod phase", "phase", "boot+unseal", "workload", workload, "boot_ms", ms(boot), "unseal_ms", ms(time.Since(tu)),
+		"attest_ms", (tm.GetEvidenceUs()+tm.GetAttestUs())/1000, "key_ms", tm.GetKeyUs()/1000, "guest_unseal_ms", tm.GetTotalUs()/1000,
+		"qemu_pid", q.PID(), "qemu_rss_kib", rss/1024)
+	return nil
+}
+
+// hostValues are the downward-API fields (keyed as the sealed spec's EnvVar.FromHost) that
+// the node can fill: pod identity from the CRI annotations, the node name, and the pod IP
+// when the pod network is wired into the guest. They are host facts, not secrets.
+func (s *podBoot) hostValues(network *api.NetworkConfig) map[string]string {
+	hv := map[string]string{}
+	for key, ann := range map[string]string{
+		"fieldRef:metadata.name":      AnnotationSandboxName,
+		"fieldRef:metadata.namespace": AnnotationSandboxNS,
+		"fieldRef:metadata.uid":       AnnotationSandboxUID,
+	} {
+		if v := s.annotations[ann]; v != "" {
+			hv[key] = v
+		}
+	}
+	if node, err := os.Hostname(); err == nil {
+		hv["fieldRef:spec.nodeName"] = strings.ToLower(node) // as the kubelet names the node
+	}
+	if s.cfg.Network == config.NetworkTap && network != nil && len(network.Interfaces) > 0 && len(network.Interfaces[0].Addresses) > 0 {
+		ip, _, _ := strings.Cut(network.Interfaces[0].Addresses[0], "/")
+		hv["fieldRef:status.podIP"] = ip
+	}
+	// The agent refuses the whole Unseal for one value without its field's syntax; offer
+	// only values that have it (a pod that uses a missing one fails to create, naming it).
+	for k, v := range hv {
+		if err := hostvalue.Check(k, v); err != nil {
+			s.log.Warn("downward-API value not offered to the guest", "err", err)
+			delete(hv, k)
+		}
+	}
+	return hv
+}
+
+// resolvConf is the host path CRI bind-mounts as the container's /etc/resolv.conf ("" if none).
+func resolvConf(sp *specs.Spec) string {
+	for _, m := range sp.Mounts {
+		if m.Destination == "/etc/resolv.conf" {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// network is the guest configuration under user-mode networking.
+func (s *podBoot) network() *api.NetworkConfig {
+	host := s.hostname
+	if host == "" {
+		host = s.annotations[AnnotationSandboxName]
+	}
+	return &api.NetworkConfig{
+		Interfaces: []*api.Interface{{Mac: guestMAC, Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
+		Routes:     []*api.Route{{Destination: "default", Gateway: "10.0.2.2"}},
+		DnsServers: []string{"10.0.2.3"}, Hostname: host,
+	}
+}
