@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sealpod/sealpod/ctl/internal/verify"
 	"github.com/sealpod/sealpod/kbs/adminclient"
 	"github.com/sealpod/sealpod/kbs/api"
 )
@@ -236,19 +236,11 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (api.Workload, error) {
 func parseMinTCB(snp, tdx string) (api.TCB, error) {
 	var tcb api.TCB
 	if snp != "" {
-		parts := strings.Split(snp, ",")
-		if len(parts) != 4 {
-			return tcb, fmt.Errorf("--snp-min-tcb %q: want bootloader,tee,snp,microcode", snp)
+		v, err := verify.ParseSNPTCB(snp)
+		if err != nil {
+			return tcb, fmt.Errorf("--snp-min-tcb: %w", err)
 		}
-		var v [4]uint8
-		for i, p := range parts {
-			n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
-			if err != nil {
-				return tcb, fmt.Errorf("--snp-min-tcb %q: component %d: %v", snp, i, err)
-			}
-			v[i] = uint8(n)
-		}
-		tcb.SNP = &api.SNPTCB{Bootloader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
+		tcb.SNP = v
 	}
 	tcb.TDXTeeTCBSVN = strings.ToLower(tdx)
 	return tcb, nil
