@@ -38,7 +38,8 @@ var defaultCaps = []string{
 func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, rootfs string) (*configs.Config, *libcontainer.Process, error) {
 	ic := img.Config.Config
 
-	// Environment: image, then PATH/HOSTNAME defaults, then the sealed env ($(VAR) expanded).
+	// Environment: image, then PATH/HOSTNAME defaults, then the sealed env in order (envFrom
+	// sources, then env: later wins); $(VAR) is expanded in manifest values, not Literal ones.
 	env := newEnv()
 	for _, kv := range ic.Env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -400,8 +401,12 @@ func (e *envList) expandArg(s string) (string, error) {
 
 // envValue is the value of one sealed env var and the opaque host field it carries ("" if
 // none). A host value is checked by its field's syntax (agent/hostvalue) before use and
-// never expanded; a sealed value is expanded with the variables defined so far.
+// never expanded; a Literal value (from a Secret or ConfigMap) is used as is, as in
+// Kubernetes; any other sealed value is expanded with the variables defined so far.
 func envValue(p *pod, sc *spec.Container, e spec.EnvVar, env *envList) (string, string, error) {
+	if e.FromHost == "" && e.Literal {
+		return e.Value, "", nil
+	}
 	if e.FromHost == "" {
 		v, _, field := env.expandOpaque(e.Value)
 		return v, field, nil

@@ -13,8 +13,11 @@ import (
 // env seals a container's env and envFrom. Values (and Secrets/ConfigMaps) are sealed;
 // downward-API fields become FromHost references the agent fills from host values checked
 // against the table of agent/hostvalue, which also decides here which fields exist.
+// The order is Kubernetes': envFrom sources first, in order, then env, so that the agent's
+// "later wins" lets env override envFrom. Values from Secrets and ConfigMaps are Literal:
+// Kubernetes never expands $(VAR) or $$ in them.
 func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
-	var out []spec.EnvVar
+	out := p.envFrom(field, c)
 	for i, e := range c.Env {
 		ef := fmt.Sprintf("%s.env[%d]", field, i)
 		switch {
@@ -23,12 +26,12 @@ func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
 		case e.ValueFrom.SecretKeyRef != nil:
 			r := e.ValueFrom.SecretKeyRef
 			if v, ok := p.key(ef+".valueFrom.secretKeyRef", "Secret", r.Name, r.Key, r.Optional); ok {
-				out = append(out, spec.EnvVar{Name: e.Name, Value: v})
+				out = append(out, spec.EnvVar{Name: e.Name, Value: v, Literal: true})
 			}
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			r := e.ValueFrom.ConfigMapKeyRef
 			if v, ok := p.key(ef+".valueFrom.configMapKeyRef", "ConfigMap", r.Name, r.Key, r.Optional); ok {
-				out = append(out, spec.EnvVar{Name: e.Name, Value: v})
+				out = append(out, spec.EnvVar{Name: e.Name, Value: v, Literal: true})
 			}
 		case e.ValueFrom.FieldRef != nil:
 			path := e.ValueFrom.FieldRef.FieldPath
@@ -45,6 +48,12 @@ func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
 			p.fail(ef+".valueFrom", "unsupported source")
 		}
 	}
+	return out
+}
+
+// envFrom seals a container's envFrom sources in order, each's keys sorted (as the kubelet).
+func (p *pod) envFrom(field string, c *corev1.Container) []spec.EnvVar {
+	var out []spec.EnvVar
 	for i, ef := range c.EnvFrom {
 		f := fmt.Sprintf("%s.envFrom[%d]", field, i)
 		var data map[string][]byte
@@ -55,7 +64,7 @@ func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
 			data = p.source(f+".configMapRef", "ConfigMap", ef.ConfigMapRef.Name, ef.ConfigMapRef.Optional)
 		}
 		for _, k := range sortedKeys(data) {
-			out = append(out, spec.EnvVar{Name: ef.Prefix + k, Value: string(data[k])})
+			out = append(out, spec.EnvVar{Name: ef.Prefix + k, Value: string(data[k]), Literal: true})
 		}
 	}
 	return out
@@ -104,7 +113,7 @@ func (p *pod) refuseOpaqueArgv(field string, sc *spec.Container) {
 		switch {
 		case hostvalue.Opaque(e.FromHost):
 			opaque[e.Name] = strings.TrimPrefix(e.FromHost, hostvalue.FieldRef)
-		case e.FromHost == "":
+		case e.FromHost == "" && !e.Literal: // a Literal value is never expanded
 			for _, r := range hostvalue.Refs(e.Value) {
 				if f := opaque[r]; f != "" {
 					opaque[e.Name] = f

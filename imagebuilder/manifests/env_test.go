@@ -112,3 +112,73 @@ func TestHostFedEnv(t *testing.T) {
 		})
 	}
 }
+
+// The sealed env list is in Kubernetes' order, envFrom sources first then env, so the
+// agent's "later wins" gives env precedence; values from Secrets and ConfigMaps are Literal
+// (never $(VAR)-expanded), values written in the manifest are not.
+func TestEnvOrderAndLiteral(t *testing.T) {
+	const objects = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: prod}\nstringData: {pw: pa$$word, ref: $(X), A: from-secret}\n---\n" +
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: prod}\ndata: {A: from-cm, B: from-cm, ref: x$(X)$$}\n---\n"
+	const head = "      containers:\n      - name: web\n        image: " + pinned + "\n"
+	tests := []struct {
+		name string
+		spec string // the pod spec under spec.template.spec
+		want []spec.EnvVar
+	}{
+		{
+			name: "env wins over envFrom on a duplicate name",
+			spec: head + "        env: [{name: A, value: from-env}]\n        envFrom: [{configMapRef: {name: cm}}]\n",
+			want: []spec.EnvVar{
+				{Name: "A", Value: "from-cm", Literal: true}, {Name: "B", Value: "from-cm", Literal: true},
+				{Name: "ref", Value: "x$(X)$$", Literal: true}, {Name: "A", Value: "from-env"},
+			},
+		},
+		{
+			name: "envFrom sources in order, the later wins",
+			spec: head + "        envFrom: [{secretRef: {name: s}}, {configMapRef: {name: cm}}]\n",
+			want: []spec.EnvVar{
+				{Name: "A", Value: "from-secret", Literal: true}, {Name: "pw", Value: "pa$$word", Literal: true}, {Name: "ref", Value: "$(X)", Literal: true},
+				{Name: "A", Value: "from-cm", Literal: true}, {Name: "B", Value: "from-cm", Literal: true}, {Name: "ref", Value: "x$(X)$$", Literal: true},
+			},
+		},
+		{
+			name: "secret and configMap key values stay literal, manifest values expand",
+			spec: head + "        env:\n" +
+				"        - {name: X, value: x}\n" +
+				"        - {name: PW, valueFrom: {secretKeyRef: {name: s, key: pw}}}\n" +
+				"        - {name: REF, valueFrom: {secretKeyRef: {name: s, key: ref}}}\n" +
+				"        - {name: CREF, valueFrom: {configMapKeyRef: {name: cm, key: ref}}}\n" +
+				"        - {name: LIT, value: '$(X)-$$'}\n" +
+				"        envFrom: [{prefix: S_, secretRef: {name: s}}]\n",
+			want: []spec.EnvVar{
+				{Name: "S_A", Value: "from-secret", Literal: true}, {Name: "S_pw", Value: "pa$$word", Literal: true}, {Name: "S_ref", Value: "$(X)", Literal: true},
+				{Name: "X", Value: "x"}, {Name: "PW", Value: "pa$$word", Literal: true}, {Name: "REF", Value: "$(X)", Literal: true},
+				{Name: "CREF", Value: "x$(X)$$", Literal: true}, {Name: "LIT", Value: "$(X)-$$"},
+			},
+		},
+		{
+			// A literal value naming an annotation variable is text, not a reference to it.
+			name: "literal value naming an annotation variable may reach args",
+			spec: head + "        args: ['$(REF)']\n        env:\n" +
+				"        - {name: X, valueFrom: {fieldRef: {fieldPath: \"metadata.annotations['note']\"}}}\n" +
+				"        - {name: REF, valueFrom: {secretKeyRef: {name: s, key: ref}}}\n",
+			want: []spec.EnvVar{
+				{Name: "X", FromHost: "fieldRef:metadata.annotations['note']"}, {Name: "REF", Value: "$(X)", Literal: true},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := sealOrRefuse(t, objects+deployment(tt.spec), Options{SealSecrets: true}, nil)
+			env := res.Workloads[0].Spec.Containers[0].Env
+			if len(env) != len(tt.want) {
+				t.Fatalf("env %+v\nwant %+v", env, tt.want)
+			}
+			for i := range tt.want {
+				if env[i] != tt.want[i] {
+					t.Errorf("env[%d] = %+v, want %+v", i, env[i], tt.want[i])
+				}
+			}
+		})
+	}
+}

@@ -124,7 +124,7 @@ func TestCanaryNeverInOutput(t *testing.T) {
 	if !strings.HasPrefix(srv.Image, "canary-registry.test/team/canary-server-image@sha256:") {
 		t.Errorf("image not pinned: %s", srv.Image)
 	}
-	wantEnv := []spec.EnvVar{{Name: "API_TOKEN", Value: "CANARY-ENV-VALUE-0c1d"}, {Name: "DB_PASSWORD", Value: "CANARY-SECRET-PASSWORD-7f3a"}, {Name: "POD_NAME", FromHost: "fieldRef:metadata.name"}}
+	wantEnv := []spec.EnvVar{{Name: "API_TOKEN", Value: "CANARY-ENV-VALUE-0c1d"}, {Name: "DB_PASSWORD", Value: "CANARY-SECRET-PASSWORD-7f3a", Literal: true}, {Name: "POD_NAME", FromHost: "fieldRef:metadata.name"}}
 	if len(srv.Env) != len(wantEnv) {
 		t.Fatalf("env %+v", srv.Env)
 	}

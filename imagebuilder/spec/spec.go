@@ -51,6 +51,10 @@ type EnvVar struct {
 	Name     string `json:"name"`
 	Value    string `json:"value,omitempty"`
 	FromHost string `json:"fromHost,omitempty"` // e.g. "fieldRef:metadata.name", "resourceFieldRef:limits.cpu"
+	// Literal marks a Value taken from a Secret or ConfigMap (valueFrom or envFrom): as in
+	// Kubernetes it is used as is, never $(VAR)-expanded. Absent (false) = a value written
+	// in the manifest, expanded with the variables defined before it.
+	Literal bool `json:"literal,omitempty"`
 	// ContainerName and Divisor are a resourceFieldRef's: the container whose resource is
 	// read ("" = the container the variable belongs to) and the divisor in Kubernetes'
 	// canonical form ("1m", "1Mi", ...; "" = "1"). The host supplies the resource in base
