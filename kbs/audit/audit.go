@@ -169,7 +169,10 @@ func (l *Log) Flush(ctx context.Context) error {
 	l.pending = append(l.pending, r)
 	l.mu.Unlock()
 	select {
-	case <-r.done:
+	case err := <-r.done:
+		// err is the failed transaction's error, already returned to its Appends or passed to
+		// the error handler (see above); Flush reports only that the queue has drained.
+		_ = err
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("flush audit log: %w", ctx.Err())

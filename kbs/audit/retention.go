@@ -167,12 +167,12 @@ func readAnchor(tx store.Tx) (Anchor, error) {
 }
 
 func chainHash(prev, key string, value []byte) string {
-	h := sha256.New()
-	io.WriteString(h, chainDomain)
-	io.WriteString(h, prev)
-	io.WriteString(h, "\n")
-	io.WriteString(h, key)
-	io.WriteString(h, "\n")
+	h := sha256.New() // hash.Hash.Write never returns an error
+	h.Write([]byte(chainDomain))
+	h.Write([]byte(prev))
+	h.Write([]byte("\n"))
+	h.Write([]byte(key))
+	h.Write([]byte("\n"))
 	h.Write(value)
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -359,7 +359,10 @@ func writeSegment(path string, seq uint64, hour, prev string, kvs []store.KV) (*
 	w := bufio.NewWriterSize(f, 1<<16)
 	seg := &segment{header: segmentHeader{Segment: seq, Hour: hour, Prev: prev}}
 	hb, _ := json.Marshal(seg.header)
-	w.Write(append(hb, '\n'))
+	if _, err := w.Write(append(hb, '\n')); err != nil {
+		f.Close()
+		return nil, err
+	}
 	h := prev
 	for _, kv := range kvs {
 		if !json.Valid(kv.Value) || bytes.ContainsAny(kv.Value, "\n") {
@@ -369,13 +372,19 @@ func writeSegment(path string, seq uint64, hour, prev string, kvs []store.KV) (*
 		h = chainHash(h, kv.Key, kv.Value)
 		kb, _ := json.Marshal(kv.Key)
 		// The stored bytes go out verbatim: the chain hashes exactly them.
-		fmt.Fprintf(w, `{"key":%s,"hash":"%s","event":%s}`+"\n", kb, h, kv.Value)
+		if _, err := fmt.Fprintf(w, `{"key":%s,"hash":"%s","event":%s}`+"\n", kb, h, kv.Value); err != nil {
+			f.Close()
+			return nil, err
+		}
 		seg.keys = append(seg.keys, kv.Key)
 		seg.sizes = append(seg.sizes, int64(len(kv.Value)))
 	}
 	seg.end = h
 	tb, _ := json.Marshal(segmentTrailer{End: h, Events: len(kvs)})
-	w.Write(append(tb, '\n'))
+	if _, err := w.Write(append(tb, '\n')); err != nil {
+		f.Close()
+		return nil, err
+	}
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return nil, err

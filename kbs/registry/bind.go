@@ -168,9 +168,12 @@ func (x *chainIndex) sync(tx store.Tx, floor uint64) (map[string]indexEntry, boo
 			ie.removed = true
 		}
 		byID[e.WorkloadID] = ie
-		var hb [32]byte
-		hex.Decode(hb[:], []byte(e.Hash))
-		hashes = append(hashes, hb)
+		// VerifyHistoryLink matched e.Hash against a computed hash; this guards that invariant.
+		hb, herr := hex.DecodeString(e.Hash)
+		if herr != nil || len(hb) != 32 {
+			return nil, false, fmt.Errorf("%w: history entry %d: hash is not 32 hex-encoded bytes", ErrTampered, e.Seq)
+		}
+		hashes = append(hashes, [32]byte(hb))
 		at = ChainHead{Seq: e.Seq, Hash: e.Hash}
 	}
 	if at != head {

@@ -138,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle(api.PathAdmin, http.MaxBytesHandler(cfg.Admin, 1<<20))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.writeBody(w, r, "healthz", []byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux = mux
 	return s, nil
@@ -288,7 +288,7 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			if herr.retryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int((herr.retryAfter+time.Second-1)/time.Second)))
 			}
-			writeJSON(w, status, herr.body)
+			s.writeJSON(w, r, name, status, herr.body)
 		} else {
 			for k, v := range rec.header {
 				w.Header()[k] = v
@@ -296,7 +296,7 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Cache-Control", "no-store")
 			w.WriteHeader(http.StatusOK)
-			w.Write(rec.body)
+			s.writeBody(w, r, name, rec.body)
 		}
 		s.metrics.observe(name, status, time.Since(start))
 	})
@@ -315,11 +315,25 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 }
 func (b *bufferedWriter) WriteHeader(int) {}
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, endpoint string, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		s.logUndelivered(r, endpoint, err)
+	}
+}
+
+// writeBody sends a response body after the status line. A failed write means the client
+// went away: the status is already sent, so the log is the only place to record it.
+func (s *Server) writeBody(w http.ResponseWriter, r *http.Request, endpoint string, b []byte) {
+	if _, err := w.Write(b); err != nil {
+		s.logUndelivered(r, endpoint, err)
+	}
+}
+
+func (s *Server) logUndelivered(r *http.Request, endpoint string, err error) {
+	s.log.Warn("response not delivered", "endpoint", endpoint, "remote", r.RemoteAddr, "err", err)
 }
 
 func encode(w http.ResponseWriter, v any) *httpError {
@@ -617,5 +631,5 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	w.Write([]byte("ok\n"))
+	s.writeBody(w, r, "readyz", []byte("ok\n"))
 }

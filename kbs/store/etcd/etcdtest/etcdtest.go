@@ -97,10 +97,13 @@ func start(t *testing.T, bin string) (string, error) {
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				t.Logf("etcd exited after SIGTERM: %v", err)
+			}
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("etcd ignored SIGTERM for 10s, killed: %v", <-exited)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
