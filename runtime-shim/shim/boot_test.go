@@ -6,7 +6,6 @@ package shim
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -109,17 +108,6 @@ func startBootingPod(t *testing.T, bootTimeout time.Duration, ids ...string) *bo
 		}
 	}
 	return p
-}
-
-func writeSpec(t *testing.T, dir string, sp specs.Spec) {
-	t.Helper()
-	b, err := json.Marshal(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // waitQEMU waits until the stand-in QEMU has started and returns its pid.

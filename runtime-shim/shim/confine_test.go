@@ -6,7 +6,6 @@ package shim
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -38,14 +37,7 @@ func sandboxBundle(t *testing.T, id, cgroupsPath string, extra map[string]string
 		ann[k] = v
 	}
 	dir := t.TempDir()
-	sp := specs.Spec{Version: "1.0.2", Hostname: "web-0", Annotations: ann, Linux: &specs.Linux{CgroupsPath: cgroupsPath}}
-	b, err := json.Marshal(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeSpec(t, dir, specs.Spec{Version: "1.0.2", Hostname: "web-0", Annotations: ann, Linux: &specs.Linux{CgroupsPath: cgroupsPath}})
 	return dir
 }
 
@@ -77,16 +69,9 @@ func createPod(t *testing.T, s *Service, sandbox, secure string) error {
 	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "sb1", Bundle: sandbox}); err != nil {
 		t.Fatalf("create sandbox: %v", err)
 	}
-	sp := specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationContainerType: "container",
-		AnnotationSandboxID: "sb1", AnnotationContainerName: "app"}}
-	b, err := json.Marshal(sp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(secure, "config.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: secure})
+	writeSpec(t, secure, specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationContainerType: "container",
+		AnnotationSandboxID: "sb1", AnnotationContainerName: "app"}})
+	_, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: secure})
 	return err
 }
 

@@ -71,14 +71,20 @@ func newTestService(t *testing.T) (*Service, *recorder, *noShutdown) {
 func writeBundle(t *testing.T, ann map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	b, err := json.Marshal(specs.Spec{Version: "1.0.2", Hostname: "web-0", Annotations: ann})
+	writeSpec(t, dir, specs.Spec{Version: "1.0.2", Hostname: "web-0", Annotations: ann})
+	return dir
+}
+
+// writeSpec writes sp as the OCI bundle's config.json in dir.
+func writeSpec(t *testing.T, dir string, sp specs.Spec) {
+	t.Helper()
+	b, err := json.Marshal(sp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return dir
 }
 
 // TestSandboxLifecycle runs the sandbox record through create/start/kill/wait/delete/shutdown
