@@ -52,6 +52,7 @@ func TestComponentRules(t *testing.T) {
 		{"no cycles between components", g.ComponentCycles("component cycle", contracts)},
 		{"shim never imports broker internals", g.Forbidden("runtime-shim imports a broker internal", Patterns{"runtime-shim/..."}, brokerInternals)},
 		{"ctl never imports broker internals", g.Forbidden("ctl imports a broker internal", Patterns{"ctl/..."}, brokerInternals)},
+		{"broker wire types and clients link no broker internals", g.Forbidden("a broker client links a broker internal", Patterns{"kbs/api", "kbs/client", "kbs/adminclient"}, brokerInternals)},
 		{"broker imports no node, owner or guest code", g.Forbidden("kbs imports node, owner or guest code", Patterns{"kbs/..."}, Patterns{"runtime-shim/...", "agent/...", "ctl/...", "guest-image/..."})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
