@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
+
+	"github.com/sealpod/sealpod/kbs/api"
 )
 
 // PortName is the virtio-serial port name of the simulated AMD-SP.
@@ -92,16 +94,11 @@ func ReadFrame(r io.Reader, v any) error {
 	return DecodeMessage(b, v)
 }
 
-// DecodeMessage decodes one frame body strictly: one JSON value, no unknown fields, nothing
-// after it.
+// DecodeMessage decodes one frame body strictly (api.DecodeJSON: one JSON value, no unknown
+// fields, nothing after it).
 func DecodeMessage(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := api.DecodeJSON(bytes.NewReader(b), v); err != nil {
 		return fmt.Errorf("%w: %v", ErrFrame, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: trailing data after the message", ErrFrame)
 	}
 	return nil
 }
