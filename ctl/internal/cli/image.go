@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/sealpod/sealpod/ctl/internal/verify"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/image"
@@ -265,7 +266,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
 		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
 		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
-		NodePullSecrets: f.nodePull, MinTCB: minTCBAnnotation(f.snpMinTCB, f.tdxMinTCB),
+		NodePullSecrets: f.nodePull, MinTCB: verify.FormatMinTCB(minTCB),
 	}
 	repo := f.imageName
 	if repo == "" {
@@ -562,17 +563,4 @@ func printImageInfo(w io.Writer, info *image.Info) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wl.ID, strings.Join(wl.TEEs, ","), wl.EnvelopeDigest, wl.KeyID, wl.KBS)
 	}
 	return tw.Flush()
-}
-
-// minTCBAnnotation is the sealed templates' manifests.AnnotationMinTCB for the minimum TCB
-// registered with the broker ("" when none was given); the flags were parsed before.
-func minTCBAnnotation(snp, tdx string) string {
-	var parts []string
-	if snp != "" {
-		parts = append(parts, "snp="+strings.ReplaceAll(snp, " ", ""))
-	}
-	if tdx != "" {
-		parts = append(parts, "tdx="+tdx)
-	}
-	return strings.Join(parts, ";")
 }

@@ -19,6 +19,19 @@ const CheckMinTCB = "workload.min-tcb"
 // the broker's policy (written by `sealctl image create --snp-min-tcb/--tdx-min-tcb`).
 const AnnotationMinTCB = manifests.AnnotationMinTCB
 
+// FormatMinTCB writes t in the AnnotationMinTCB syntax that ParseMinTCB reads ("" when t sets
+// no minimum).
+func FormatMinTCB(t api.TCB) string {
+	var parts []string
+	if m := t.SNP; m != nil {
+		parts = append(parts, fmt.Sprintf("snp=%d,%d,%d,%d", m.Bootloader, m.TEE, m.SNP, m.Microcode))
+	}
+	if t.TDXTeeTCBSVN != "" {
+		parts = append(parts, "tdx="+t.TDXTeeTCBSVN)
+	}
+	return strings.Join(parts, ";")
+}
+
 // ParseMinTCB parses the AnnotationMinTCB syntax.
 func ParseMinTCB(s string) (*api.TCB, error) {
 	var t api.TCB

@@ -110,3 +110,34 @@ metadata: {name: p, annotations: {sealpod.io/workload: snp-microcode-below, seal
 		}
 	}
 }
+
+// FormatMinTCB writes what ParseMinTCB reads back, for each combination of minimums.
+func TestFormatMinTCBRoundTrip(t *testing.T) {
+	tdx := strings.Repeat("0a", 16)
+	for _, tc := range []struct {
+		in   api.TCB
+		want string
+	}{
+		{api.TCB{}, ""},
+		{api.TCB{SNP: &api.SNPTCB{Bootloader: 3, TEE: 0, SNP: 8, Microcode: 115}}, "snp=3,0,8,115"},
+		{api.TCB{TDXTeeTCBSVN: tdx}, "tdx=" + tdx},
+		{api.TCB{SNP: &api.SNPTCB{Bootloader: 1, TEE: 2, SNP: 3, Microcode: 4}, TDXTeeTCBSVN: tdx}, "snp=1,2,3,4;tdx=" + tdx},
+	} {
+		got := FormatMinTCB(tc.in)
+		if got != tc.want {
+			t.Errorf("FormatMinTCB(%+v) = %q, want %q", tc.in, got, tc.want)
+			continue
+		}
+		if got == "" {
+			continue
+		}
+		back, err := ParseMinTCB(got)
+		if err != nil {
+			t.Errorf("ParseMinTCB(%q): %v", got, err)
+			continue
+		}
+		if FormatMinTCB(*back) != got {
+			t.Errorf("round trip of %q gave %q", got, FormatMinTCB(*back))
+		}
+	}
+}
