@@ -155,13 +155,7 @@ func registryMatches(key, repo string) bool {
 	return kpath == "" || imgPath == kpath || strings.HasPrefix(imgPath, kpath+"/")
 }
 
-func normalRegistry(h string) string {
-	switch h = strings.ToLower(h); h {
-	case "docker.io", "registry-1.docker.io", "index.docker.io":
-		return "index.docker.io"
-	}
-	return h
-}
+func normalRegistry(h string) string { return spec.HubAlias(strings.ToLower(h)) }
 
 func dockerCredentials(sec *corev1.Secret) ([]spec.RegistryCredential, error) {
 	type entry struct{ Username, Password, Auth string }

@@ -131,6 +131,19 @@ type RegistryMirror struct {
 	Endpoint string `json:"endpoint"`
 }
 
+// DockerHub is the registry name image references carry for Docker Hub.
+const DockerHub = "index.docker.io"
+
+// HubAlias maps the names people write for Docker Hub (docker.io, registry-1.docker.io) to
+// DockerHub and returns any other registry name as it is: the one alias map for credentials
+// and mirrors, on the owner's side and in the guest.
+func HubAlias(r string) string {
+	if r == "docker.io" || r == DockerHub || r == "registry-1.docker.io" {
+		return DockerHub
+	}
+	return r
+}
+
 // Valid reports whether both names are set and Endpoint is a bare host[:port] (no scheme,
 // path, credentials or spaces).
 func (m RegistryMirror) Valid() bool {

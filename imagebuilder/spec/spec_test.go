@@ -3,6 +3,8 @@ package spec
 import (
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 func TestUnmarshal(t *testing.T) {
@@ -63,4 +65,18 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatal("invalid spec accepted")
 		}
 	})
+}
+
+func TestHubAlias(t *testing.T) {
+	if DockerHub != name.DefaultRegistry {
+		t.Fatalf("DockerHub %q, but references carry %q", DockerHub, name.DefaultRegistry)
+	}
+	for in, want := range map[string]string{
+		"docker.io": DockerHub, "registry-1.docker.io": DockerHub, "index.docker.io": DockerHub,
+		"gcr.io": "gcr.io", "10.244.0.1:5000": "10.244.0.1:5000", "Docker.io": "Docker.io",
+	} {
+		if got := HubAlias(in); got != want {
+			t.Errorf("HubAlias(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

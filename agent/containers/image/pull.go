@@ -159,7 +159,7 @@ func mirrorsOf(ref string, mirrors []spec.RegistryMirror) []string {
 	}
 	var out []string
 	for _, m := range mirrors {
-		if hubAlias(m.Registry) == reg {
+		if spec.HubAlias(m.Registry) == reg {
 			out = append(out, m.Endpoint+"/"+rest)
 		}
 	}
@@ -389,18 +389,10 @@ func registryOf(ref string) string {
 	return name.DefaultRegistry
 }
 
-// hubAlias maps the names people write for Docker Hub to the registry name references carry.
-func hubAlias(r string) string {
-	if r == "docker.io" || r == "index.docker.io" || r == "registry-1.docker.io" {
-		return name.DefaultRegistry
-	}
-	return r
-}
-
 func authFor(reg name.Registry, creds []spec.RegistryCredential) authn.Authenticator {
 	for _, c := range creds {
 		r := strings.TrimPrefix(strings.TrimPrefix(c.Registry, "https://"), "http://")
-		if hubAlias(strings.TrimSuffix(r, "/")) == reg.RegistryStr() {
+		if spec.HubAlias(strings.TrimSuffix(r, "/")) == reg.RegistryStr() {
 			return authn.FromConfig(authn.AuthConfig{Username: c.Username, Password: c.Password, Auth: c.Auth})
 		}
 	}
