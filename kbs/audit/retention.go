@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/atomicfile"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/store"
 )
@@ -348,63 +349,40 @@ type segment struct {
 	end    string
 }
 
-// writeSegment streams hour's events into path (temp file, fsync, rename, fsync dir).
+// writeSegment streams hour's events into path (atomicfile: temp file, fsync, rename, fsync dir).
 func writeSegment(path string, seq uint64, hour, prev string, kvs []store.KV) (*segment, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	w := bufio.NewWriterSize(f, 1<<16)
 	seg := &segment{header: segmentHeader{Segment: seq, Hour: hour, Prev: prev}}
-	hb, _ := json.Marshal(seg.header)
-	if _, err := w.Write(append(hb, '\n')); err != nil {
-		f.Close()
-		return nil, err
-	}
-	h := prev
-	for _, kv := range kvs {
-		if !json.Valid(kv.Value) || bytes.ContainsAny(kv.Value, "\n") {
-			f.Close()
-			return nil, fmt.Errorf("event %s: stored value is not one-line JSON", kv.Key)
+	err := atomicfile.WriteFunc(path, 0o600, func(f io.Writer) error {
+		w := bufio.NewWriterSize(f, 1<<16)
+		hb, _ := json.Marshal(seg.header)
+		if _, err := w.Write(append(hb, '\n')); err != nil {
+			return err
 		}
-		h = chainHash(h, kv.Key, kv.Value)
-		kb, _ := json.Marshal(kv.Key)
-		// The stored bytes go out verbatim: the chain hashes exactly them.
-		if _, err := fmt.Fprintf(w, `{"key":%s,"hash":"%s","event":%s}`+"\n", kb, h, kv.Value); err != nil {
-			f.Close()
-			return nil, err
+		h := prev
+		for _, kv := range kvs {
+			if !json.Valid(kv.Value) || bytes.ContainsAny(kv.Value, "\n") {
+				return fmt.Errorf("event %s: stored value is not one-line JSON", kv.Key)
+			}
+			h = chainHash(h, kv.Key, kv.Value)
+			kb, _ := json.Marshal(kv.Key)
+			// The stored bytes go out verbatim: the chain hashes exactly them.
+			if _, err := fmt.Fprintf(w, `{"key":%s,"hash":"%s","event":%s}`+"\n", kb, h, kv.Value); err != nil {
+				return err
+			}
+			seg.keys = append(seg.keys, kv.Key)
+			seg.sizes = append(seg.sizes, int64(len(kv.Value)))
 		}
-		seg.keys = append(seg.keys, kv.Key)
-		seg.sizes = append(seg.sizes, int64(len(kv.Value)))
-	}
-	seg.end = h
-	tb, _ := json.Marshal(segmentTrailer{End: h, Events: len(kvs)})
-	if _, err := w.Write(append(tb, '\n')); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return nil, err
-	}
-	d, err := os.Open(dir)
+		seg.end = h
+		tb, _ := json.Marshal(segmentTrailer{End: h, Events: len(kvs)})
+		if _, err := w.Write(append(tb, '\n')); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer d.Close()
-	return seg, d.Sync()
+	return seg, nil
 }
 
 // MaxSegmentLine bounds one line of an export segment when reading it back.
