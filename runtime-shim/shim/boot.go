@@ -218,7 +218,7 @@ func (s *podBoot) network() *api.NetworkConfig {
 		host = s.annotations[AnnotationSandboxName]
 	}
 	return &api.NetworkConfig{
-		Interfaces: []*api.Interface{{Mac: guestMAC, Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
+		Interfaces: []*api.Interface{{Mac: qemu.UserNetMAC().String(), Name: "eth0", Addresses: []string{"10.0.2.15/24"}}},
 		Routes:     []*api.Route{{Destination: "default", Gateway: "10.0.2.2"}},
 		DnsServers: []string{"10.0.2.3"}, Hostname: host,
 	}

@@ -16,9 +16,6 @@ import (
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
 
-// guestMAC is the guest NIC's MAC address under user-mode networking.
-const guestMAC = "52:54:00:12:34:56"
-
 // vmSpec is what one pod VM boots and where its host-side files live.
 type vmSpec struct {
 	QEMU, Accel string
@@ -49,7 +46,7 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	}
 	switch v.Network {
 	case config.NetworkUser:
-		// QEMU user-mode networking: the guest is 10.0.2.15 (guestMAC) and reaches the
+		// QEMU user-mode networking: the guest is 10.0.2.15 (qemu.UserNetMAC) and reaches the
 		// host's loopback at 10.0.2.2.
 		c.NIC = &qemu.NIC{User: true, MAC: qemu.UserNetMAC()}
 	case config.NetworkTap:
