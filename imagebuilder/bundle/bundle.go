@@ -26,16 +26,6 @@ const (
 // Version is the guest.json format version this code writes and accepts.
 const Version = 1
 
-// TEE names, for callers not yet moved to internal/tee (the one TEE type).
-//
-// Deprecated: use tee.SNP, tee.TDX, tee.PEF, tee.Sim.
-const (
-	TEESNP = tee.SNP
-	TEETDX = tee.TDX
-	TEEPEF = tee.PEF
-	TEESim = tee.Sim
-)
-
 // Config is guest.json.
 type Config struct {
 	Version      int          `json:"version"`

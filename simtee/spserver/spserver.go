@@ -22,6 +22,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
@@ -49,7 +50,7 @@ func (f LaunchFunc) Launch() Launch { return f() }
 // envelope digest.
 func LaunchFromBundle(b *bundle.Bundle, env []byte) (Launch, error) {
 	var l Launch
-	m, err := measure.Compute(measure.BundleInputs(b, bundle.TEESim))
+	m, err := measure.Compute(measure.BundleInputs(b, tee.Sim))
 	if err != nil {
 		return l, fmt.Errorf("sim-sp launch %s: %w", b.Dir, err)
 	}
