@@ -74,45 +74,51 @@ func MountTmpfs(dir, mode string) error {
 	return nil
 }
 
-// LoadModules loads the initrd's modules in load-order.
-func LoadModules(log *slog.Logger) error {
+// LoadModules loads the initrd's modules in load-order. A kernel with its drivers built in
+// has no /lib/modules/<release> in the initrd: then the result is empty (Absent), no error.
+// It does not log: the console stays quiet until the agent channel is up.
+func LoadModules() (*kmod.Result, error) {
 	dir, err := kmod.DefaultDir()
 	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		log.Warn("no kernel modules in the initrd", "dir", dir)
-		return nil
+		return &kmod.Result{}, err
 	}
 	res, err := kmod.LoadAll(dir)
 	if err != nil {
-		return fmt.Errorf("load modules from %s: %w", dir, err)
+		return res, fmt.Errorf("load modules from %s: %w", dir, err)
 	}
-	log.Info("kernel modules loaded", "count", res.Count())
-	return nil
+	return res, nil
 }
 
-// WaitEntropy blocks until the kernel's CRNG is initialised (getrandom without GRND_NONBLOCK
-// would block there anyway; this makes the wait visible).
-func WaitEntropy(ctx context.Context, log *slog.Logger) error {
+// WaitEntropy blocks until the kernel's CRNG is initialised and returns how long that took.
+// It calls the blocking getrandom(2), through which the kernel also generates jitter entropy
+// while it waits (Linux >= 5.4), instead of polling: no poll interval is added to the wait.
+func WaitEntropy(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	var b [1]byte
-	for {
-		_, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK)
-		if err == nil {
-			if d := time.Since(start); d > 100*time.Millisecond {
-				log.Info("entropy pool ready", "waited", d)
+	if _, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK); err == nil {
+		return 0, nil // the usual case: ready before /init ran
+	} else if !errors.Is(err, unix.EAGAIN) {
+		return 0, fmt.Errorf("getrandom: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		for {
+			_, err := unix.Getrandom(b[:], 0)
+			if !errors.Is(err, unix.EINTR) {
+				done <- err
+				return
 			}
-			return nil
 		}
-		if !errors.Is(err, unix.EAGAIN) {
-			return fmt.Errorf("getrandom: %w", err)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return time.Since(start), fmt.Errorf("getrandom: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for entropy: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return time.Since(start), nil
+	case <-ctx.Done():
+		return time.Since(start), fmt.Errorf("waiting for entropy: %w", ctx.Err())
 	}
 }
 
@@ -144,6 +150,16 @@ func ParseCmdline(cmdline string) (Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// Uptime is the time since the kernel started (CLOCK_BOOTTIME, the clock of /proc/uptime);
+// 0 if the clock cannot be read.
+func Uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // PowerOff syncs and powers the guest off; it does not return on success.

@@ -1,9 +1,12 @@
 package boot
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,143 +16,228 @@ import (
 	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
-func TestRootFSType(t *testing.T) {
+func TestRootMountOf(t *testing.T) {
 	for _, c := range []struct {
-		name, mountinfo, want string
+		name, mountinfo string
+		want            RootMount
+		parentless      bool
 	}{
-		{"initramfs", "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n2 1 0:20 / /proc rw,nosuid - proc proc rw\n", "rootfs"},
-		{"after the switch", "1 1 0:2 / / rw - rootfs rootfs rw\n25 1 0:22 / / rw - tmpfs tmpfs rw,mode=755\n", "tmpfs"},
-		{"disk root", "22 1 8:1 / / rw,relatime shared:1 master:2 - ext4 /dev/sda1 rw\n", "ext4"},
-		{"bind of a subdirectory on /", "30 1 8:1 /srv / rw - ext4 /dev/sda1 rw\n", "ext4"},
+		{"initramfs", "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n2 1 0:20 / /proc rw,nosuid - proc proc rw\n",
+			RootMount{"1", "1", "rootfs"}, true},
+		// LeaveInitramfs: the bind mount of rootfs keeps the type but has a parent.
+		{"after the switch", "20 1 0:2 / / rw - rootfs rootfs rw\n21 20 0:20 / /proc rw - proc proc rw\n",
+			RootMount{"20", "1", "rootfs"}, false},
+		{"tmpfs on rootfs", "1 1 0:2 / / rw - rootfs rootfs rw\n25 1 0:22 / / rw - tmpfs tmpfs rw,mode=755\n",
+			RootMount{"25", "1", "tmpfs"}, false},
+		{"disk root", "22 1 8:1 / / rw,relatime shared:1 master:2 - ext4 /dev/sda1 rw\n", RootMount{"22", "1", "ext4"}, false},
+		{"bind of a subdirectory on /", "30 1 8:1 /srv / rw - ext4 /dev/sda1 rw\n", RootMount{"30", "1", "ext4"}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := RootFSType(strings.NewReader(c.mountinfo))
-			if err != nil || got != c.want {
-				t.Fatalf("RootFSType = %q, %v; want %q", got, err, c.want)
+			got, err := RootMountOf(strings.NewReader(c.mountinfo))
+			if err != nil || got != c.want || got.Parentless() != c.parentless {
+				t.Fatalf("RootMountOf = %+v (parentless %v), %v; want %+v (parentless %v)", got, got.Parentless(), err, c.want, c.parentless)
 			}
 		})
 	}
-	if _, err := RootFSType(strings.NewReader("2 1 0:20 / /proc rw - proc proc rw\n")); err == nil {
-		t.Fatal("RootFSType accepted a table without /")
-	}
-}
-
-func TestSwitchedRoot(t *testing.T) {
-	for _, c := range []struct {
-		value string
-		ok    bool
-	}{
-		{"1500,2048,7", true}, {"", false}, {"1,2", false}, {"1,-2,3", false}, {"a,b,c", false},
-	} {
-		t.Setenv(rootSwitchEnv, c.value)
-		st, ok := SwitchedRoot()
-		if ok != c.ok || (ok && (st.Duration.Microseconds() != 1500 || st.Bytes != 2048 || st.Files != 7)) {
-			t.Errorf("SwitchedRoot(%q) = %+v, %v", c.value, st, ok)
-		}
-		if _, set := os.LookupEnv(rootSwitchEnv); set {
-			t.Errorf("SwitchedRoot(%q) left %s in the environment", c.value, rootSwitchEnv)
+	for _, bad := range []string{"2 1 0:20 / /proc rw - proc proc rw\n", "1 1 0:2 / / rw rootfs rootfs rw\n", ""} {
+		if m, err := RootMountOf(strings.NewReader(bad)); err == nil {
+			t.Errorf("RootMountOf(%q) = %+v, want an error", bad, m)
 		}
 	}
 }
 
-// TestMoveTree moves a small initramfs-like tree (with the destination inside it, as at boot)
-// and checks that every kind of entry arrives with its mode and owner and leaves the source.
-func TestMoveTree(t *testing.T) {
+// The switch test runs in a child process (this test binary, re-executed) in a new mount
+// namespace that plays PID 1; a thread of it in a further mount namespace plays the container.
+const (
+	helperEnv    = "SEALPOD_BOOT_TEST_HELPER"
+	helperDirEnv = "SEALPOD_BOOT_TEST_DIR"
+	agentMarker  = "the agent's root\n"
+	ctrMarker    = "the container's root\n"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "agent":
+		os.Exit(agentHelper(os.Getenv(helperDirEnv)))
+	}
+	os.Exit(m.Run())
+}
+
+// TestSwitchRootMakesPivotRootWork: the agent's root is a directory on which pivot_root(2)
+// fails with EINVAL (as on the initial ramfs: here because "/" is not a mount point, in the
+// guest because rootfs has no parent). After switchRoot, in the same process, without a copy:
+// the same files (same inode), and a container's pivot_root into its own root succeeds and
+// leaves nothing of the agent's root in the container's view.
+func TestSwitchRootMakesPivotRootWork(t *testing.T) {
 	if os.Geteuid() != 0 {
-		testdeps.Missing(t, "needs root (chown, mknod)")
+		testdeps.Missing(t, "needs root (mount namespaces, pivot_root)")
 	}
-	src := t.TempDir()
-	dst := filepath.Join(src, ".newroot")
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
 	}
-	must(os.MkdirAll(filepath.Join(src, "lib/modules"), 0o755))
-	must(os.WriteFile(filepath.Join(src, "init"), []byte("agent binary"), 0o755))
-	must(os.WriteFile(filepath.Join(src, "lib/modules/a.ko"), []byte("module"), 0o644))
-	must(os.Link(filepath.Join(src, "lib/modules/a.ko"), filepath.Join(src, "lib/modules/b.ko")))
-	must(os.Symlink("lib/modules", filepath.Join(src, "mods")))
-	must(os.WriteFile(filepath.Join(src, "suid"), []byte("x"), 0o644))
-	must(os.Chown(filepath.Join(src, "suid"), 1000, 1000))
-	must(unix.Chmod(filepath.Join(src, "suid"), 0o4755))
-	must(os.Mkdir(filepath.Join(src, "ro"), 0o755))
-	must(os.WriteFile(filepath.Join(src, "ro/f"), nil, 0o600))
-	must(os.Chmod(filepath.Join(src, "ro"), 0o555))
-	must(os.Mkdir(filepath.Join(src, "dev"), 0o755))
-	must(unix.Mknod(filepath.Join(src, "dev/console"), unix.S_IFCHR|0o600, int(unix.Mkdev(5, 1))))
-	must(unix.Mkfifo(filepath.Join(src, "fifo"), 0o640))
-	must(os.Mkdir(dst, 0o755))
-
-	st, err := moveTree(src, dst)
-	must(err)
-	if st.Bytes != int64(len("agent binary")+len("module")+len("x")) || st.Files != 12 {
-		t.Errorf("moveTree stats %+v", st)
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=agent", helperDirEnv+"="+t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	t.Logf("agent helper:\n%s", out)
+	if err != nil {
+		t.Fatalf("agent helper: %v", err)
 	}
-	entries, _ := os.ReadDir(src)
-	if len(entries) != 1 || entries[0].Name() != ".newroot" {
-		t.Errorf("source not emptied: %v", entries)
-	}
-	for _, c := range []struct {
-		path string
-		mode os.FileMode
-		uid  uint32
-	}{
-		{"init", 0o755, 0}, {"lib/modules/a.ko", 0o644, 0}, {"suid", os.ModeSetuid | 0o755, 1000},
-		{"ro", os.ModeDir | 0o555, 0}, {"ro/f", 0o600, 0}, {"mods", os.ModeSymlink | 0o777, 0},
-		{"dev/console", os.ModeDevice | os.ModeCharDevice | 0o600, 0}, {"fifo", os.ModeNamedPipe | 0o640, 0},
+	for _, want := range []string{
+		"before the switch: container pivot_root: EINVAL\n",
+		"switched: same process, same /init inode, " + strings.TrimSpace(agentMarker) + "\n",
+		"after the switch: agent's root is a mount with a parent: true (<nil>)\n",
+		"after the switch: container pivot_root: ok\n",
+		"after the switch: container sees /init: ENOENT\n",
+		"after the switch: container sees /marker: " + strings.TrimSpace(ctrMarker) + "\n",
+		"after the switch: container sees old root mounted: no\n",
+		"after the switch: agent sees /init: " + strings.TrimSpace(agentMarker) + "\n",
 	} {
-		fi, err := os.Lstat(filepath.Join(dst, c.path))
-		if err != nil {
-			t.Errorf("%s: %v", c.path, err)
-			continue
-		}
-		if fi.Mode() != c.mode || fi.Sys().(*syscall.Stat_t).Uid != c.uid {
-			t.Errorf("%s: mode %v uid %d, want %v uid %d", c.path, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, c.mode, c.uid)
+		if !strings.Contains(string(out), want) {
+			t.Errorf("agent helper output lacks %q", want)
 		}
 	}
-	var a, b unix.Stat_t
-	must(unix.Stat(filepath.Join(dst, "lib/modules/a.ko"), &a))
-	must(unix.Stat(filepath.Join(dst, "lib/modules/b.ko"), &b))
-	if a.Ino != b.Ino {
-		t.Error("hard link became two files")
-	}
-	if l, _ := os.Readlink(filepath.Join(dst, "mods")); l != "lib/modules" {
-		t.Errorf("symlink target %q", l)
-	}
-	if got, _ := os.ReadFile(filepath.Join(dst, "init")); string(got) != "agent binary" {
-		t.Errorf("init content %q", got)
-	}
-	must(os.Chmod(filepath.Join(dst, "ro"), 0o755)) // let t.TempDir clean up
 }
 
-// BenchmarkMoveTree moves an initrd-sized tree (a 14 MB agent, 40 modules) between two
-// directories of one tmpfs, as LeaveInitramfs does at boot.
-func BenchmarkMoveTree(b *testing.B) {
-	agent := make([]byte, 14<<20)
-	module := make([]byte, 24<<10)
-	for b.Loop() {
-		b.StopTimer()
-		src := b.TempDir()
-		dst := filepath.Join(src, ".newroot")
-		if err := os.MkdirAll(filepath.Join(src, "lib/modules"), 0o755); err != nil {
-			b.Fatal(err)
+// agentHelper builds a fake initramfs in a private tmpfs under dir, chroots into it (a root
+// that is no mount point), runs the container helper before and after switchRoot and prints
+// what happened.
+func agentHelper(dir string) int {
+	fail := func(what string, err error) int {
+		fmt.Printf("FAIL %s: %v\n", what, err)
+		return 1
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail("make / private", err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		return fail("mount tmpfs", err)
+	}
+	root := filepath.Join(dir, "initramfs")
+	for _, d := range []string{"proc", "ctr"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return fail("mkdir", err)
 		}
-		if err := os.WriteFile(filepath.Join(src, "init"), agent, 0o755); err != nil {
-			b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(agentMarker), 0o755); err != nil {
+		return fail("write init", err)
+	}
+	if err := unix.Chroot(root); err != nil {
+		return fail("chroot", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fail("chdir", err)
+	}
+	// A mount below the root, as the agent may have: the recursive bind takes it along.
+	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+		return fail("mount proc", err)
+	}
+	runContainer := func(when string) {
+		for _, l := range inContainer() {
+			fmt.Printf("%s: container %s\n", when, l)
 		}
-		for i := range 40 {
-			if err := os.WriteFile(filepath.Join(src, "lib/modules", strconv.Itoa(i)+".ko"), module, 0o644); err != nil {
-				b.Fatal(err)
+	}
+	runContainer("before the switch")
+
+	var before, after unix.Stat_t
+	if err := unix.Stat("/init", &before); err != nil {
+		return fail("stat /init", err)
+	}
+	pid := os.Getpid()
+	if err := switchRoot(newRootDir); err != nil {
+		return fail("switchRoot", err)
+	}
+	if err := unix.Stat("/init", &after); err != nil {
+		return fail("stat /init after", err)
+	}
+	init, err := os.ReadFile("/init")
+	if err != nil {
+		return fail("read /init", err)
+	}
+	if _, err := os.Stat(newRootDir); !errors.Is(err, os.ErrNotExist) {
+		return fail("switch directory left behind", err)
+	}
+	if os.Getpid() == pid && before.Ino == after.Ino && before.Dev == after.Dev {
+		fmt.Printf("switched: same process, same /init inode, %s", init)
+	}
+	// The recursive bind took /proc along; "/" is now a mount with a parent. (thread-self: a
+	// container thread that ended on the main thread leaves /proc/self in its namespace.)
+	runtime.LockOSThread()
+	if f, err := os.Open("/proc/thread-self/mountinfo"); err == nil {
+		m, err := RootMountOf(f)
+		f.Close()
+		fmt.Printf("after the switch: agent's root is a mount with a parent: %v (%v)\n", err == nil && !m.Parentless(), err)
+	}
+	runtime.UnlockOSThread()
+	runContainer("after the switch")
+	if b, err := os.ReadFile("/init"); err == nil {
+		fmt.Printf("after the switch: agent sees /init: %s", b)
+	}
+	return 0
+}
+
+// inContainer does, on a thread of its own in a new mount namespace, what runc does with a
+// container's root: a mount of its own, pivot_root into it, the old root detached. It returns
+// what it saw. The thread is never unlocked, so it ends with the goroutine.
+func inContainer() []string {
+	out := make(chan []string)
+	go func() {
+		runtime.LockOSThread()
+		var seen []string
+		defer func() { out <- seen }()
+		say := func(format string, a ...any) { seen = append(seen, fmt.Sprintf(format, a...)) }
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			say("unshare: %v", err)
+			return
+		}
+		if err := unix.Mount("tmpfs", "/ctr", "tmpfs", 0, "mode=0755"); err != nil {
+			say("mount: %v", err)
+			return
+		}
+		if err := os.Mkdir("/ctr/old", 0o700); err != nil {
+			say("mkdir: %v", err)
+			return
+		}
+		if err := os.WriteFile("/ctr/marker", []byte(ctrMarker), 0o644); err != nil {
+			say("write marker: %v", err)
+			return
+		}
+		if err := unix.PivotRoot("/ctr", "/ctr/old"); err != nil {
+			say("pivot_root: %s", errName(err))
+			return
+		}
+		say("pivot_root: ok")
+		if err := unix.Chdir("/"); err != nil {
+			say("chdir: %v", err)
+			return
+		}
+		if err := unix.Unmount("/old", unix.MNT_DETACH); err != nil {
+			say("detach old root: %v", err)
+			return
+		}
+		for _, p := range []string{"/init", "/marker"} {
+			if b, err := os.ReadFile(p); err != nil {
+				say("sees %s: %s", p, errName(err))
+			} else {
+				say("sees %s: %s", p, strings.TrimSpace(string(b)))
 			}
 		}
-		if err := os.Mkdir(dst, 0o755); err != nil {
-			b.Fatal(err)
+		oldMounted := "no"
+		if _, err := os.Stat("/old/init"); err == nil {
+			oldMounted = "yes"
 		}
-		b.StartTimer()
-		if _, err := moveTree(src, dst); err != nil {
-			b.Fatal(err)
+		say("sees old root mounted: %s", oldMounted)
+	}()
+	return <-out
+}
+
+func errName(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		if n := unix.ErrnoName(errno); n != "" {
+			return n
 		}
 	}
+	return err.Error()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/sealpod/sealpod/agent/simsp"
@@ -18,8 +17,9 @@ var ErrNoTEE = errors.New("no TEE: neither SEV-SNP, TDX nor a simulated AMD-SP p
 // DetectTEE picks the attester: SEV-SNP when the guest has /dev/sev-guest or configfs-tsm
 // with the sev-guest provider, TDX with /dev/tdx_guest, and sim when the host offers the
 // simulated AMD-SP port. Which TEE is accepted is the key broker's decision (sim only with
-// --insecure-sim-roots); the guest only reports what it has.
-func DetectTEE(ctx context.Context, log *slog.Logger) (unseal.Attester, error) {
+// --insecure-sim-roots); the guest only reports what it has. It does not log (the console
+// stays quiet until the agent channel is up): the caller warns about sim.
+func DetectTEE(context.Context) (unseal.Attester, error) {
 	if exists("/dev/sev-guest") {
 		return unseal.SNPAttester{}, nil
 	}
@@ -34,7 +34,6 @@ func DetectTEE(ctx context.Context, log *slog.Logger) (unseal.Attester, error) {
 	if err != nil {
 		return nil, err
 	}
-	log.Warn("TEE is sim: the simulated AMD-SP on the host signs this guest's reports; the host can read guest memory (CI/demo only)", "port", p)
 	return unseal.NewSimAttester(f), nil
 }
 

@@ -36,35 +36,45 @@ func newPod(t *testing.T, containers ...spec.Container) *podFixture {
 func newPodHV(t *testing.T, hostValues map[string]string, containers ...spec.Container) *podFixture {
 	t.Helper()
 	requireRoot(t)
-	reg := newTestRegistry(t)
+	return newPodWith(t, newTestRegistry(t), hostValues, containers...)
+}
+
+// newPodWith starts a pod whose containers all run reg's busybox image (a test may install
+// reg's Rewrite hook first: the pod's images are pulled from StartPod on).
+func newPodWith(t *testing.T, reg *testRegistry, hostValues map[string]string, containers ...spec.Container) *podFixture {
+	t.Helper()
+	for i := range containers {
+		containers[i].Image = reg.ref
+	}
+	f := startSpec(t, &spec.Spec{Containers: containers}, hostValues, Options{InsecureRegistries: []string{reg.Host}})
+	f.reg = reg
+	return f
+}
+
+// startSpec starts a pod of s's containers (s's other fields are filled in: two volumes, a
+// sealed file, the TLS dir, logs allowed) with a fresh state dir and cgroup parent, and
+// closes it when the test ends. opts gives the registries and any other option.
+func startSpec(t testing.TB, s *spec.Spec, hostValues map[string]string, opts Options) *podFixture {
+	t.Helper()
+	requireRoot(t)
 	state := t.TempDir()
 	tls := t.TempDir()
 	if err := os.WriteFile(filepath.Join(tls, "cert.pem"), []byte("CERT\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := range containers {
-		containers[i].Image = reg.ref
+	s.Version, s.Workload, s.Pod = spec.Version, "wl", "default/test-pod"
+	s.Volumes = []spec.Volume{
+		{Name: "scratch", Kind: spec.VolumeTmpfs, SizeLimit: 1 << 20},
+		{Name: "config", Kind: spec.VolumeSealed},
 	}
-	s := &spec.Spec{
-		Version:    spec.Version,
-		Workload:   "wl",
-		Pod:        "default/test-pod",
-		Containers: containers,
-		Volumes: []spec.Volume{
-			{Name: "scratch", Kind: spec.VolumeTmpfs, SizeLimit: 1 << 20},
-			{Name: "config", Kind: spec.VolumeSealed},
-		},
-		Files: []spec.File{
-			{Volume: "config", Path: "app/config.txt", Mode: 0o640, Data: []byte("sealed-content\n")},
-		},
-		Identity: spec.Identity{TLSDir: "/tls"},
-		Policy:   spec.Policy{Logs: spec.LogsAllow},
+	s.Files = []spec.File{
+		{Volume: "config", Path: "app/config.txt", Mode: 0o640, Data: []byte("sealed-content\n")},
 	}
-	m, err := New(Options{
-		StateDir:           state,
-		InsecureRegistries: []string{reg.Host},
-		CgroupParent:       fmt.Sprintf("sealpod-test-%d", time.Now().UnixNano()),
-	})
+	s.Identity = spec.Identity{TLSDir: "/tls"}
+	s.Policy = spec.Policy{Logs: spec.LogsAllow}
+	opts.StateDir = state
+	opts.CgroupParent = fmt.Sprintf("sealpod-test-%d", time.Now().UnixNano())
+	m, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +88,7 @@ func newPodHV(t *testing.T, hostValues map[string]string, containers ...spec.Con
 			t.Errorf("close: %v", err)
 		}
 	})
-	return &podFixture{m: m, reg: reg, state: state, tls: tls}
+	return &podFixture{m: m, state: state, tls: tls}
 }
 
 // output collects a reader until EOF.

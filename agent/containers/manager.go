@@ -1,6 +1,7 @@
 // Package containers runs the sealed containers of a pod inside the guest with runc's
-// libcontainer: it pulls each image itself (pinned by digest, verified), unpacks it into guest
-// memory, and creates, starts, waits, signals, execs into and deletes the containers.
+// libcontainer: it pulls every image itself from StartPod on (pinned by digest, verified),
+// unpacks it into guest memory, and creates, starts, waits, signals, execs into and deletes
+// the containers.
 //
 // The agent (agent/cmd/sealpod-agent) uses it like this:
 //
@@ -9,7 +10,7 @@
 //		...
 //		m, _ := containers.New(containers.Options{StateDir: "/run/sealpod/containers"})
 //		_ = m.StartPod(sealedSpec, containers.PodOptions{TLSSource: "/run/sealpod/tls"})
-//		c, _ := m.Create(ctx, "app")      // pull + unpack + create (process waits before exec)
+//		c, _ := m.Create(ctx, "app")      // image pulled from StartPod on + create (process waits before exec)
 //		go io.Copy(toHost, c.Stdout())    // drain stdout/stderr (io.Discard if logs: deny)
 //		_ = c.Start()
 //		code, _ := c.Wait(ctx)
@@ -78,6 +79,9 @@ type Options struct {
 	// MaxImageBytes / MaxImageEntries bound each unpacked image (defaults in package image).
 	MaxImageBytes   int64
 	MaxImageEntries int64
+	// PullParallelism is how many images are pulled at once from StartPod on (default
+	// DefaultPullParallelism).
+	PullParallelism int
 	// CgroupParent is the cgroup under which containers are placed, relative to the agent's
 	// own cgroup. Default: "sealpod".
 	CgroupParent string
@@ -110,8 +114,11 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu         sync.Mutex
-	pod        *pod
+	mu  sync.Mutex
+	pod *pod
+	pf  *prefetch // the pod's image pulls from StartPod on
+	// noPrefetch (benchmarks only): pull each image at Create, as before prefetching.
+	noPrefetch bool
 	containers map[string]*Container
 	// cgroupParents are removed (if empty) by Close.
 	cgroupParents map[string]bool
@@ -145,34 +152,72 @@ func New(opts Options) (*Manager, error) {
 
 func (m *Manager) runcRoot() string { return filepath.Join(m.opts.StateDir, "runc") }
 
-// StartPod makes the pod's volumes (a tmpfs per emptyDir, a read-only tmpfs with the sealed
-// files per sealed volume), its /etc/hosts, /etc/hostname and /etc/resolv.conf, and its pause
-// process. It must be called once, before Create.
+// StartPod starts pulling every image of the sealed spec (init containers' first, a few at a
+// time, each unpacked while it downloads: see prefetch) and makes the pod's volumes (a tmpfs
+// per emptyDir, a read-only tmpfs with the sealed files per sealed volume), its /etc/hosts,
+// /etc/hostname and /etc/resolv.conf, and its pause process. It must be called once, before
+// Create.
 func (m *Manager) StartPod(s *spec.Spec, po PodOptions) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.pod != nil {
 		return fmt.Errorf("start pod %s: already started", s.Workload)
 	}
+	var pf *prefetch
+	if !m.noPrefetch {
+		var err error
+		pf, err = startPrefetch(filepath.Join(m.opts.StateDir, "images"), s, m.pullOptions(s), m.limits, m.opts.PullParallelism, m.log)
+		if err != nil {
+			return fmt.Errorf("start pod %s: %w", s.Workload, err)
+		}
+	}
 	p, err := startPod(m.opts, m.log, s, po)
 	if err != nil {
+		if pf != nil {
+			_ = pf.close()
+		}
 		return fmt.Errorf("start pod %s: %w", s.Workload, err)
 	}
-	m.pod = p
+	m.pod, m.pf = p, pf
 	return nil
+}
+
+// pullOptions are the pull settings for the images of s: its sealed credentials and mirrors.
+func (m *Manager) pullOptions(s *spec.Spec) image.PullOptions {
+	return image.PullOptions{
+		Credentials:        s.Registries,
+		Mirrors:            s.Mirrors,
+		InsecureRegistries: m.opts.InsecureRegistries,
+		Transport:          m.opts.Transport,
+		Logger:             m.log,
+	}
+}
+
+// limits are fresh extraction limits for one image.
+func (m *Manager) limits() *image.Limits {
+	lim := &image.Limits{MaxBytes: m.opts.MaxImageBytes, MaxEntries: m.opts.MaxImageEntries}
+	if lim.MaxBytes == 0 {
+		lim.MaxBytes = image.DefaultMaxBytes
+	}
+	if lim.MaxEntries == 0 {
+		lim.MaxEntries = image.DefaultMaxEntries
+	}
+	return lim
 }
 
 var containerNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// Create pulls the sealed container's image (verified against its pinned digest), unpacks it
-// into a fresh root filesystem and creates the container: its process exists, stopped before
-// exec, until Start. Stdio follows the sealed TTY/Stdin flags.
+// Create takes the sealed container's image as pulled from StartPod on (waiting for that pull
+// if it is still running, and returning its error if it failed), or pulls it now (a container
+// created again), verified against its pinned digest and unpacked into a fresh root
+// filesystem, and creates the container: its process exists, stopped before exec, until
+// Start. Stdio follows the sealed TTY/Stdin flags.
 func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
 	if !containerNameRe.MatchString(name) {
 		return nil, fmt.Errorf("create container %q: %w", name, ErrUnknownContainer)
 	}
 	m.mu.Lock()
-	p := m.pod
+	p, pf := m.pod, m.pf
 	if p == nil {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("create container %s: %w", name, ErrNoPod)
@@ -190,7 +235,7 @@ func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
 	m.containers[name] = nil
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, p, sc)
+	c, err := m.create(ctx, p, pf, sc)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -206,7 +251,7 @@ func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
 	return c, nil
 }
 
-func (m *Manager) create(ctx context.Context, p *pod, sc *spec.Container) (c *Container, retErr error) {
+func (m *Manager) create(ctx context.Context, p *pod, pf *prefetch, sc *spec.Container) (c *Container, retErr error) {
 	t0 := time.Now()
 	dir := filepath.Join(m.opts.StateDir, "c", sc.Name)
 	rootfs := filepath.Join(dir, "rootfs")
@@ -214,33 +259,13 @@ func (m *Manager) create(ctx context.Context, p *pod, sc *spec.Container) (c *Co
 	if err := removeTree(dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return nil, fmt.Errorf("rootfs %s: %w", rootfs, err)
-	}
 	defer func() {
 		if retErr != nil {
 			_ = removeTree(dir)
 		}
 	}()
-	img, err := image.Pull(ctx, sc.Image, image.PullOptions{
-		Credentials:        p.spec.Registries,
-		Mirrors:            p.spec.Mirrors,
-		InsecureRegistries: m.opts.InsecureRegistries,
-		Transport:          m.opts.Transport,
-		Logger:             m.log,
-	})
+	img, pullD, unpackD, err := m.rootfs(ctx, p, pf, sc, dir, rootfs)
 	if err != nil {
-		return nil, err
-	}
-	tPull := time.Now()
-	lim := &image.Limits{MaxBytes: m.opts.MaxImageBytes, MaxEntries: m.opts.MaxImageEntries}
-	if lim.MaxBytes == 0 {
-		lim.MaxBytes = image.DefaultMaxBytes
-	}
-	if lim.MaxEntries == 0 {
-		lim.MaxEntries = image.DefaultMaxEntries
-	}
-	if err := image.Unpack(ctx, img, rootfs, lim); err != nil {
 		return nil, err
 	}
 	tUnpack := time.Now()
@@ -297,9 +322,48 @@ func (m *Manager) create(ctx context.Context, p *pod, sc *spec.Container) (c *Co
 		m.mu.Unlock()
 	}
 	go c.waitInit()
-	c.log.Info("container created", "pull_ms", tPull.Sub(t0).Milliseconds(),
-		"unpack_ms", tUnpack.Sub(tPull).Milliseconds(), "create_ms", time.Since(tUnpack).Milliseconds())
+	c.log.Info("container created", "pull_ms", pullD.Milliseconds(), "unpack_ms", unpackD.Milliseconds(),
+		"waited", tUnpack.Sub(t0).Milliseconds(), "create_ms", time.Since(tUnpack).Milliseconds())
 	return c, nil
+}
+
+// rootfs fills rootfs (in dir) with sc's image: the copy staged from StartPod on when there
+// is one (waiting for it), else a pull now. It returns the image and how long its pull and
+// unpack took.
+func (m *Manager) rootfs(ctx context.Context, p *pod, pf *prefetch, sc *spec.Container, dir, rootfs string) (*image.Image, time.Duration, time.Duration, error) {
+	var st *staged
+	if pf != nil {
+		var err error
+		if st, err = pf.take(ctx, sc.Name, sc.Image); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	if st != nil {
+		if st.err != nil {
+			return nil, 0, 0, fmt.Errorf("image pulled from unseal on: %w", st.err)
+		}
+		defer removeTree(st.dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, 0, 0, fmt.Errorf("container dir %s: %w", dir, err)
+		}
+		if err := os.Rename(st.rootfs(), rootfs); err != nil {
+			return nil, 0, 0, fmt.Errorf("take the staged rootfs: %w", err)
+		}
+		return st.img, st.pull, st.unpack, nil
+	}
+	t0 := time.Now()
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, 0, 0, fmt.Errorf("rootfs %s: %w", rootfs, err)
+	}
+	img, err := image.Pull(ctx, sc.Image, m.pullOptions(p.spec))
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	t1 := time.Now()
+	if err := image.Unpack(ctx, img, rootfs, m.limits()); err != nil {
+		return nil, 0, 0, err
+	}
+	return img, t1.Sub(t0), time.Since(t1), nil
 }
 
 // Get returns a created container.
@@ -336,10 +400,15 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	cs := m.containers
 	m.containers = map[string]*Container{}
-	p := m.pod
-	m.pod = nil
+	p, pf := m.pod, m.pf
+	m.pod, m.pf = nil, nil
 	m.mu.Unlock()
 	var errs []error
+	if pf != nil {
+		if err := pf.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for name, c := range cs {
 		if c == nil {
 			continue

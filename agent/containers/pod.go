@@ -352,6 +352,11 @@ func noPivotRoot(setting string) (bool, error) {
 			rest := strings.Fields(line[i+3:])
 			if len(rest) > 0 {
 				root = rest[0] // the last mount on "/" wins
+				// The agent's root is a bind mount of rootfs (type "rootfs" too) with a
+				// parent (boot.LeaveInitramfs); only rootfs itself (its own parent) refuses.
+				if fields[0] != fields[1] {
+					root = "bind of " + root
+				}
 			}
 		}
 	}

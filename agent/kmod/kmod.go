@@ -9,6 +9,8 @@
 //
 // A module that is already loaded (EEXIST) counts as present, and one whose device is absent
 // (ENODEV, e.g. sev-guest outside an SEV-SNP guest) as not applicable; neither is an error.
+// A guest kernel with everything built in has no lib/modules/<release> at all: LoadAll then
+// reports Absent and no error. A directory without its load-order is an error (a broken build).
 package kmod
 
 import (
@@ -16,6 +18,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -93,6 +96,8 @@ type Result struct {
 	NoDevice []string
 	// Duration is the total time spent.
 	Duration time.Duration
+	// Absent: the module directory does not exist (a kernel with its drivers built in).
+	Absent bool
 }
 
 // Count is the number of modules now in the kernel from the list (loaded + already present).
@@ -117,6 +122,13 @@ func (l *Loader) LoadAll(dir string) (*Result, error) {
 	start := time.Now()
 	res := &Result{}
 	raw, err := os.ReadFile(filepath.Join(dir, LoadOrderFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, derr := os.Stat(dir); errors.Is(derr, fs.ErrNotExist) {
+			res.Absent = true
+			res.Duration = time.Since(start)
+			return res, nil
+		}
+	}
 	if err != nil {
 		return res, fmt.Errorf("kernel modules: %w", err)
 	}

@@ -159,3 +159,29 @@ func FuzzParseLoadOrder(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadAllWithoutModules: a kernel with its drivers built in ships no module directory:
+// nothing to load, no error; an existing directory without load-order stays an error.
+func TestLoadAllWithoutModules(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		dir        func(t *testing.T) string
+		wantAbsent bool
+		wantErr    error
+	}{
+		{"no module directory", func(t *testing.T) string { return filepath.Join(t.TempDir(), "lib/modules/6.1.0-sealpod") }, true, nil},
+		{"directory without load-order", func(t *testing.T) string { return t.TempDir() }, false, os.ErrNotExist},
+		{"empty load-order", func(t *testing.T) string { return modDir(t, nil, "") }, false, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := &recorder{}
+			res, err := (&Loader{Finit: rec.finit}).LoadAll(c.dir(t))
+			if c.wantErr == nil && err != nil || c.wantErr != nil && !errors.Is(err, c.wantErr) {
+				t.Fatalf("LoadAll: err = %v, want %v", err, c.wantErr)
+			}
+			if res == nil || res.Absent != c.wantAbsent || res.Count() != 0 || len(rec.calls) != 0 {
+				t.Fatalf("LoadAll = %+v (finit calls %v), want Absent=%v and nothing loaded", res, rec.calls, c.wantAbsent)
+			}
+		})
+	}
+}

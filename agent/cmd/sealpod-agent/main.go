@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -39,33 +40,43 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sealpod-agent: must run as PID 1 of the Sealpod guest (it mounts, loads modules and powers off)")
 		os.Exit(2)
 	}
-	// Before anything else: move "/" off the initramfs (re-executes this binary from a tmpfs
-	// root) so that containers get pivot_root, not an escapable chroot. Fail closed.
-	if err := boot.LeaveInitramfs(os.Args[0]); err != nil {
-		fmt.Fprintln(os.Stderr, "sealpod-agent:", err)
-		boot.PowerOff(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	t := timeline{start: boot.Uptime()}
+	// The console is host-visible: only allow-listed attributes reach it (boot.ConsoleKeys).
+	// Until the agent channel is up it gets this one line (the serial console is slow under
+	// emulation); everything else about the boot is in the "agent ready" line.
+	log := boot.NewConsoleLogger(os.Stderr, false)
+	log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
+	// Before anything else: give "/" a parent mount (bind + move, no copy) so that containers
+	// get pivot_root, not an escapable chroot. Fail closed.
+	sw, err := boot.LeaveInitramfs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sealpod-agent:", err) // constant paths and an errno only
+		boot.PowerOff(log)
 		select {}
 	}
-	// The console is host-visible: only allow-listed attributes reach it (boot.ConsoleKeys).
-	log := boot.NewConsoleLogger(os.Stderr, false)
+	t.rootSwitch = sw
 	// libcontainer logs (and forwards its init's logs) through logrus as free text, which can
 	// quote sealed paths and commands: none of it reaches the console.
 	logrus.SetOutput(io.Discard)
-	if err := run(log); err != nil {
+	if err := run(log, &t); err != nil {
 		log.Error("agent failed", "err", err)
 	}
 	boot.PowerOff(log)
 	select {} // PID 1 must not exit
 }
 
-func run(log *slog.Logger) error {
-	start := time.Now()
+// timeline is the agent's boot, for the console's "agent ready" line. Times since kernel
+// start (CLOCK_BOOTTIME) let the host split "QEMU start → agent ready" into kernel and agent.
+type timeline struct {
+	start, ready time.Duration // uptime at the agent's start and when its channel is open
+	rootSwitch   boot.RootSwitch
+	modules      int
+	entropyWait  time.Duration
+}
+
+func run(log *slog.Logger, t *timeline) error {
 	if err := boot.Mount(log); err != nil {
 		return err
-	}
-	if sw, ok := boot.SwitchedRoot(); ok {
-		// Keys of the console allow-list: total_ms = the switch's cost, count = entries moved.
-		log.Info("root moved off the initramfs", "total_ms", sw.Duration.Milliseconds(), "count", sw.Files)
 	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
@@ -79,23 +90,22 @@ func run(log *slog.Logger) error {
 		log = boot.NewConsoleLogger(os.Stderr, true) // more events, the same allow-list
 	}
 	slog.SetDefault(log)
-	if len(opts.InsecureRegistries) > 0 {
-		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", strings.Join(opts.InsecureRegistries, ","))
-	}
-	if err := boot.LoadModules(log); err != nil {
+	mods, err := boot.LoadModules()
+	if err != nil {
 		return err
 	}
+	t.modules = mods.Count()
 	ctx := context.Background()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := boot.WaitEntropy(wctx, log); err != nil {
+	if t.entropyWait, err = boot.WaitEntropy(wctx); err != nil {
 		return err
 	}
 	port, err := vport.Wait(wctx, api.PortName)
 	if err != nil {
 		return err
 	}
-	att, err := boot.DetectTEE(ctx, log)
+	att, err := boot.DetectTEE(ctx)
 	if err != nil {
 		return err
 	}
@@ -128,6 +138,42 @@ func run(log *slog.Logger) error {
 			}()
 		}
 	}
-	log.Info("sealpod agent ready", "version", version, "tee", att.TEE(), "port", port, "boot_ms", time.Since(start).Milliseconds())
-	return srv.Serve(ctx, vport.NewListener(port))
+	// Open the port before logging: the host's first Ping waits for this open, not for the
+	// console.
+	dev, err := vport.Open(port)
+	if err != nil {
+		return err
+	}
+	t.ready = boot.Uptime()
+	ln := vport.NewListenerFunc(port, firstThen(dev, func() (io.ReadWriteCloser, error) { return vport.Open(port) }))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	// Keys of the console allow-list: start_ms/ready_ms = uptime (since the kernel started)
+	// at the agent's start and when its channel opened; boot_ms = the agent's own part.
+	log.Info("sealpod agent ready", "version", version, "tee", att.TEE(), "port", port,
+		"start_ms", t.start.Milliseconds(), "ready_ms", t.ready.Milliseconds(), "boot_ms", (t.ready - t.start).Milliseconds(),
+		"modules", t.modules, "waited", t.entropyWait)
+	if t.rootSwitch.Switched {
+		// tests/guest looks for this line; total_ms = the switch's cost.
+		log.Info("root moved off the initramfs", "total_ms", t.rootSwitch.Duration.Milliseconds())
+	}
+	if att.TEE() == "sim" {
+		log.Warn("TEE is sim: the simulated AMD-SP on the host signs this guest's reports; the host can read guest memory (CI/demo only)")
+	}
+	if len(opts.InsecureRegistries) > 0 {
+		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", strings.Join(opts.InsecureRegistries, ","))
+	}
+	return <-served
+}
+
+// firstThen returns an open function that hands out dev first and calls open afterwards.
+func firstThen(dev io.ReadWriteCloser, open func() (io.ReadWriteCloser, error)) func() (io.ReadWriteCloser, error) {
+	var used atomic.Bool
+	return func() (io.ReadWriteCloser, error) {
+		if !used.Swap(true) {
+			return dev, nil
+		}
+		return open()
+	}
 }

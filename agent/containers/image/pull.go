@@ -251,10 +251,13 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 }
 
 // Unpack downloads the image's layers and applies them in order to dir (created if missing,
-// must be empty). Each layer's compressed bytes are checked against the manifest digest and
-// its uncompressed bytes against the config's diff_id; on any error dir is left partially
-// written and the caller must remove it. limits may be nil (defaults).
-func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) error {
+// must be empty). Layers are streamed: each is decompressed and extracted as it arrives, its
+// compressed bytes hashed against the manifest digest and its uncompressed bytes against the
+// config's diff_id on the way; a layer counts as applied only once both digests matched at
+// its end. The next layer's download starts while the current one is extracted (at most two
+// layers in flight). On any error (a digest mismatch included) everything written to dir is
+// removed before Unpack returns. limits may be nil (defaults).
+func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) (retErr error) {
 	layers, err := img.img.Layers()
 	if err != nil {
 		return fmt.Errorf("unpack %s: layers: %w", img.Ref, classify(err))
@@ -263,34 +266,79 @@ func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) error {
 	if err != nil {
 		return fmt.Errorf("unpack %s: manifest: %w", img.Ref, err)
 	}
+	if len(layers) != len(mf.Layers) || len(layers) != len(img.Config.RootFS.DiffIDs) {
+		return fmt.Errorf("unpack %s: %w: %d layers, %d in the manifest, %d diff_ids", img.Ref, ErrBadImage, len(layers), len(mf.Layers), len(img.Config.RootFS.DiffIDs))
+	}
 	a, err := newApplier(dir, limits)
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", img.Ref, err)
 	}
 	defer a.Close()
-	for i, l := range layers {
+	defer func() {
+		if retErr != nil {
+			if err := a.clear(); err != nil {
+				retErr = errors.Join(retErr, fmt.Errorf("unpack %s: remove the partial unpack: %w", img.Ref, err))
+			}
+		}
+	}()
+	fetches := make([]chan fetched, len(layers))
+	fetch := func(i int) {
+		if i < len(layers) {
+			fetches[i] = make(chan fetched, 1)
+			go func() {
+				rc, err := layers[i].Compressed()
+				fetches[i] <- fetched{rc, err}
+			}()
+		}
+	}
+	// On an early return, close the download still in flight.
+	defer func() {
+		for _, ch := range fetches {
+			if ch != nil {
+				go func() {
+					if f := <-ch; f.rc != nil {
+						f.rc.Close()
+					}
+				}()
+			}
+		}
+	}()
+	fetch(0)
+	fetch(1)
+	for i := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		f := <-fetches[i]
+		fetches[i] = nil
 		want := mf.Layers[i].Digest
-		if err := applyLayer(a, l, want, img.Config.RootFS.DiffIDs[i]); err != nil {
+		err := applyLayer(a, f, want, img.Config.RootFS.DiffIDs[i])
+		if f.rc != nil {
+			f.rc.Close()
+		}
+		if err != nil {
 			return fmt.Errorf("unpack %s: layer %d (%s): %w", img.Ref, i, want, err)
 		}
+		fetch(i + 2)
 	}
 	return nil
 }
 
-func applyLayer(a *layerApplier, l v1.Layer, want, diffID v1.Hash) error {
+// fetched is a layer download as opened (its response headers read).
+type fetched struct {
+	rc  io.ReadCloser
+	err error
+}
+
+func applyLayer(a *layerApplier, f fetched, want, diffID v1.Hash) error {
 	if want.Algorithm != "sha256" || diffID.Algorithm != "sha256" {
 		return fmt.Errorf("unsupported digest algorithm %s / %s", want.Algorithm, diffID.Algorithm)
 	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return fmt.Errorf("fetch: %w", classify(err))
+	if f.err != nil {
+		return fmt.Errorf("fetch: %w", classify(f.err))
 	}
-	defer rc.Close()
 	ch := sha256.New()
-	src := &errRecorder{r: rc}
+	src := &errRecorder{r: f.rc}
 	br := bufio.NewReader(io.TeeReader(src, ch))
 	un, closeUn, err := decompress(br)
 	if err != nil {

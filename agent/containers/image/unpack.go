@@ -118,6 +118,16 @@ func newApplier(dir string, limits *Limits) (*layerApplier, error) {
 
 func (a *layerApplier) Close() error { return a.root.Close() }
 
+// clear removes everything under the root (which stays), never following a symlink.
+func (a *layerApplier) clear() error {
+	fd, err := pathrs.Reopen(a.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	return removeChildren(int(fd.Fd()), nil)
+}
+
 // ExtractLayer applies one uncompressed tar layer (OCI layer semantics, including whiteouts)
 // to dir, which must exist. Every path is resolved inside dir (symlinks included), so no
 // entry can create or change anything outside it. Device nodes, absolute names and names with
