@@ -25,9 +25,13 @@ import (
 
 // Paths inside the secure image.
 const (
-	GuestDir    = "sealpod/guest"
-	SealedDir   = "sealpod/sealed"
-	ExplainPath = "sealpod/bin/explain"
+	GuestDir  = "sealpod/guest"
+	SealedDir = "sealpod/sealed"
+	// WorkloadGuestDir holds <workload>.json: the guest.json a workload boots with (its own
+	// vcpus, memoryMiB and the measurements for that size); GuestDir/guest.json is the
+	// bundle's, kept for images without one.
+	WorkloadGuestDir = "sealpod/workload-guest"
+	ExplainPath      = "sealpod/bin/explain"
 )
 
 // Labels set on the image config.
@@ -47,6 +51,9 @@ type Input struct {
 	Guest *bundle.Bundle
 	// Envelopes maps workload id to envelope bytes.
 	Envelopes map[string][]byte
+	// WorkloadGuests maps workload id to the guest.json it boots with (sized for its pod,
+	// docs/formats.md#guest-size); a workload without one boots the bundle's guest.json.
+	WorkloadGuests map[string]*bundle.Config
 }
 
 // Build assembles the secure image. It reads nothing from disk and uses no clock, so equal
@@ -79,6 +86,19 @@ func Build(in Input) (v1.Image, error) {
 		}
 		ids = append(ids, id)
 		sealedFiles = append(sealedFiles, file{path: path.Join(SealedDir, id+".json"), data: env, mode: 0o444})
+	}
+	for id, g := range in.WorkloadGuests {
+		if _, ok := in.Envelopes[id]; !ok {
+			return nil, fmt.Errorf("build secure image: guest.json for workload %q, which has no envelope", id)
+		}
+		if err := g.Validate(); err != nil {
+			return nil, fmt.Errorf("build secure image: workload %s: %w", id, err)
+		}
+		data, err := g.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("build secure image: workload %s: guest.json: %w", id, err)
+		}
+		sealedFiles = append(sealedFiles, file{path: path.Join(WorkloadGuestDir, id+".json"), data: data, mode: 0o444})
 	}
 	sort.Strings(ids)
 

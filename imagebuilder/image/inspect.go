@@ -52,10 +52,24 @@ type WorkloadInfo struct {
 	KBSCASHA256    string   `json:"kbsCASHA256"`
 	KeyID          string   `json:"keyID"`
 	Cipher         string   `json:"cipher"`
+	// Guest is the workload's own guest size and measurements (WorkloadGuestDir); nil =
+	// the image's guest.json.
+	Guest *WorkloadGuestInfo `json:"guest,omitempty"`
+}
+
+// WorkloadGuestInfo is a workload's guest.json: the size it boots with and the measurements
+// for that size.
+type WorkloadGuestInfo struct {
+	VCPUs        int                 `json:"vcpus"`
+	MemoryMiB    int                 `json:"memoryMiB"`
+	Measurements bundle.Measurements `json:"measurements"`
 }
 
 // maxGuestFile bounds what Inspect reads of a single file.
 const maxGuestFile = 1 << 30
+
+// maxWorkloadGuest bounds a workload's guest.json (the shim's limit).
+const maxWorkloadGuest = 64 << 10
 
 // Inspect reads a secure image's guest description and envelope headers.
 func Inspect(img v1.Image) (*Info, error) {
@@ -75,6 +89,7 @@ func Inspect(img v1.Image) (*Info, error) {
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	var guestJSON []byte
+	workloadGuests := map[string]*WorkloadGuestInfo{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -103,6 +118,19 @@ func Inspect(img v1.Image) (*Info, error) {
 			if keep.Len() > 0 {
 				guestJSON = []byte(keep.String())
 			}
+		case path.Dir(p) == WorkloadGuestDir && strings.HasSuffix(p, ".json"):
+			raw, err := io.ReadAll(io.LimitReader(tr, maxWorkloadGuest+1))
+			if err != nil {
+				return nil, fmt.Errorf("inspect image %s: %s: %w", d, p, err)
+			}
+			if len(raw) > maxWorkloadGuest {
+				return nil, fmt.Errorf("inspect image %s: %s: larger than %d bytes", d, p, maxWorkloadGuest)
+			}
+			gc, err := bundle.ParseConfig(raw)
+			if err != nil {
+				return nil, fmt.Errorf("inspect image %s: %s: %w", d, p, err)
+			}
+			workloadGuests[strings.TrimSuffix(path.Base(p), ".json")] = &WorkloadGuestInfo{VCPUs: gc.VCPUs, MemoryMiB: gc.MemoryMiB, Measurements: gc.Measurements}
 		case path.Dir(p) == SealedDir && strings.HasSuffix(p, ".json"):
 			env, err := io.ReadAll(io.LimitReader(tr, envelope.MaxSize+1))
 			if err != nil {
@@ -132,5 +160,12 @@ func Inspect(img v1.Image) (*Info, error) {
 	info.Guest.Cmdline, info.Guest.VCPUs, info.Guest.MemoryMiB, info.Guest.Measurements = gc.Cmdline, gc.VCPUs, gc.MemoryMiB, gc.Measurements
 	sort.Slice(info.Guest.Files, func(i, j int) bool { return info.Guest.Files[i].Path < info.Guest.Files[j].Path })
 	sort.Slice(info.Workloads, func(i, j int) bool { return info.Workloads[i].ID < info.Workloads[j].ID })
+	for i := range info.Workloads {
+		info.Workloads[i].Guest = workloadGuests[info.Workloads[i].ID]
+		delete(workloadGuests, info.Workloads[i].ID)
+	}
+	for id := range workloadGuests {
+		return nil, fmt.Errorf("inspect image %s: /%s/%s.json: no envelope for workload %q", d, WorkloadGuestDir, id, id)
+	}
 	return info, nil
 }

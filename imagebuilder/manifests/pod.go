@@ -121,6 +121,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 	w := &Workload{
 		ID: id, Object: fmt.Sprintf("%s %s/%s", p.o.kind, ns, p.o.name),
 		Spec: p.sealed, Key: key, Envelope: env, Digest: envelope.Sum(env),
+		Limits: podLimits(ps), LimitsField: p.path + ".containers[*].resources.limits",
 	}
 	return w, p.placeholder(id), nil
 }

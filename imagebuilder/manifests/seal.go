@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
@@ -89,6 +90,10 @@ type Workload struct {
 	Key      []byte
 	Envelope []byte
 	Digest   envelope.Digest // the expected HOST_DATA/MRCONFIGID
+	// Limits are the pod's effective limits (as the kubelet computes the sandbox's), which
+	// size the workload's guest; LimitsField names their source in the input, for messages.
+	Limits      bundle.Limits
+	LimitsField string
 }
 
 // Result is the outcome of Seal. Render produces the sealed manifests once the secure

@@ -89,6 +89,20 @@ const (
 // MaxSocketPath is the longest unix socket path QEMU accepts (sun_path is 108 bytes with NUL).
 const MaxSocketPath = 107
 
+// DefaultTBSizeMiB bounds the TCG translation cache (emulation only): QEMU 7.2's default is
+// 1 GiB, which a long-running guest fills, page by page, into QEMU's RSS. Booting Debian's
+// kernel and the agent fills 64 MiB; at 32 MiB QEMU flushes the full cache and translates
+// again, with boot times within the noise of the 2-core machine measured
+// (docs/runtime.md#qemu-memory).
+const DefaultTBSizeMiB = 32
+
+// Balloon is the virtio-balloon device of emulated (sim) guests: the guest reports the pages
+// it frees (free page reporting) and QEMU returns them to the host, so QEMU's RSS follows the
+// guest's use instead of its high-water mark. Not on SNP/TDX/PEF guests: their private memory
+// cannot be discarded behind the guest's back (QEMU disables RAM discard for confidential
+// guests) and the device would only be one more host-driven input to the guest.
+const Balloon = "virtio-balloon-pci,id=balloon0,free-page-reporting=on"
+
 // ErrInvalidConfig is wrapped by every configuration error from Config.Command.
 var ErrInvalidConfig = errors.New("invalid qemu configuration")
 
@@ -249,6 +263,9 @@ type Config struct {
 	PIDFile string
 	// Name is the VM name (-name; visible in ps). Optional, e.g. "sealpod-<sandbox id>".
 	Name string
+	// TBSizeMiB bounds the TCG translation cache ("-accel tcg,tb-size=N"; 0 =
+	// DefaultTBSizeMiB). Emulation only: refused with kvm (so never on SNP/TDX/PEF).
+	TBSizeMiB int
 	// ExtraArgs are appended verbatim (operators and tests; never secrets).
 	ExtraArgs []string
 	// InsecureNoSandbox drops -sandbox (debugging QEMU only: the tenant's kernel then faces
@@ -315,6 +332,15 @@ func (c *Config) Command() (*Command, error) {
 	}
 	if accel != AccelTCG && accel != AccelKVM {
 		return nil, invalid("Accel", "%q is not tcg or kvm", accel)
+	}
+	tbSize := c.TBSizeMiB
+	switch {
+	case tbSize != 0 && accel != AccelTCG:
+		return nil, invalid("TBSizeMiB", "the translation cache is TCG's (emulation); %s uses %s", c.TEE, accel)
+	case tbSize < 0 || tbSize > 4096:
+		return nil, invalid("TBSizeMiB", "%d out of range 0..4096", tbSize)
+	case tbSize == 0:
+		tbSize = DefaultTBSizeMiB
 	}
 	g := c.Guest
 	if g.Kernel == "" {
@@ -391,7 +417,13 @@ func (c *Config) Command() (*Command, error) {
 	mem := strconv.Itoa(g.MemoryMiB)
 	switch c.TEE {
 	case TEESim:
-		args = append(args, "-machine", "q35,accel="+string(accel))
+		if accel == AccelTCG {
+			// Emulation only: a bounded translation cache (QEMU refuses -accel next to
+			// -machine accel=).
+			args = append(args, "-machine", "q35", "-accel", "tcg,tb-size="+strconv.Itoa(tbSize))
+		} else {
+			args = append(args, "-machine", "q35,accel="+string(accel))
+		}
 	case TEESNP:
 		o := c.SNP
 		if o.CBitPos == 0 {
@@ -517,6 +549,9 @@ func (c *Config) Command() (*Command, error) {
 
 	// Entropy: the agent waits for the CRNG; virtio-rng feeds it.
 	args = append(args, "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"+vio)
+	if c.TEE == TEESim {
+		args = append(args, "-device", Balloon)
+	}
 
 	if n := c.NIC; n != nil {
 		if len(n.MAC) != 6 {

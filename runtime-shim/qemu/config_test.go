@@ -184,7 +184,7 @@ func TestTEEOptions(t *testing.T) {
 		t.Errorf("pef: %s", pef)
 	}
 	sim := join(cases["sim-tcg"])
-	for _, want := range []string{"q35,accel=tcg", "-cpu max", "name=" + AgentPortName, "name=" + SimSPPortName,
+	for _, want := range []string{"-machine q35 -accel tcg,tb-size=", "-cpu max", "name=" + AgentPortName, "name=" + SimSPPortName,
 		"tap,id=net0,vhost=off,fd=3", "mac=0a:58:0a:f4:00:07", "virtio-rng-pci", "-no-reboot"} {
 		if !strings.Contains(sim, want) {
 			t.Errorf("sim: %q missing in %s", want, sim)
@@ -288,6 +288,11 @@ func TestRefusals(t *testing.T) {
 		{"nic long tap name", "NIC.TapName", func(c *Config) { c.NIC = &NIC{TapName: "tap0123456789abcdef", MAC: mac} }},
 		{"long qmp socket", "QMPSocket", func(c *Config) { c.QMPSocket = long }},
 		{"NUL in extra arg", "ExtraArgs[0]", func(c *Config) { c.ExtraArgs = []string{"a\x00b"} }},
+		{"tb-size with kvm", "TBSizeMiB", func(c *Config) { c.Accel, c.TBSizeMiB = AccelKVM, 32 }},
+		{"tb-size on snp", "TBSizeMiB", func(c *Config) {
+			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.TBSizeMiB = TEESNP, "", digest, "/fw", 32
+		}},
+		{"negative tb-size", "TBSizeMiB", func(c *Config) { c.TBSizeMiB = -1 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,6 +378,35 @@ func TestCommandConfined(t *testing.T) {
 			}
 			if n != 1 {
 				t.Errorf("%d -sandbox options in %q, want 1", n, cmd.Args)
+			}
+		})
+	}
+}
+
+// TestMemoryOptions: emulated guests get a bounded TCG translation cache and a virtio-balloon
+// with free page reporting; confidential command lines (snp, tdx, pef) get neither, and a
+// kvm guest never gets a TCG option.
+func TestMemoryOptions(t *testing.T) {
+	for name, cfg := range goldenCases(t) {
+		t.Run(name, func(t *testing.T) {
+			cmd, err := cfg.Command()
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := strings.Join(cmd.Args, " ")
+			tcg := cfg.TEE == TEESim && (cfg.Accel == "" || cfg.Accel == AccelTCG)
+			if got, want := strings.Contains(args, "-accel tcg,tb-size=32"), tcg; got != want {
+				t.Errorf("tb-size on the command line: %v, want %v: %s", got, want, args)
+			}
+			if !tcg && strings.Contains(args, "tb-size") {
+				t.Errorf("a TCG option on a %s/%s command line: %s", cfg.TEE, cfg.Accel, args)
+			}
+			if tcg && strings.Contains(args, "accel=tcg") {
+				t.Errorf("-machine accel= next to -accel (QEMU refuses both): %s", args)
+			}
+			balloon := strings.Contains(args, "-device virtio-balloon-pci,id=balloon0,free-page-reporting=on")
+			if balloon != (cfg.TEE == TEESim) || (cfg.TEE != TEESim && strings.Contains(args, "balloon")) {
+				t.Errorf("balloon %v for %s: %s", balloon, cfg.TEE, args)
 			}
 		})
 	}

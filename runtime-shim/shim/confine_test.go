@@ -472,8 +472,8 @@ func FuzzCheckGuestFits(f *testing.F) {
 		if vcpus > cfg.MaxGuestVCPUs || memMiB > cfg.MaxGuestMemoryMiB {
 			t.Fatalf("accepted %d vCPUs / %d MiB over the node caps", vcpus, memMiB)
 		}
-		if m, err := strconv.ParseInt(mem, 10, 64); err == nil && m > 0 && int64(memMiB)<<20 > m {
-			t.Fatalf("accepted %d MiB over a %d-byte limit", memMiB, m)
+		if m, err := strconv.ParseInt(mem, 10, 64); err == nil && m > 0 && int64(memMiB) > bundle.MaxMemoryMiBFor(m) {
+			t.Fatalf("accepted %d MiB over a %d-byte limit (+ guest overhead)", memMiB, m)
 		}
 	})
 }

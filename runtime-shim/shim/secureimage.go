@@ -157,7 +157,11 @@ func loadSecureImage(r *taskAPI.CreateTaskRequest, workload, guestDir string) ([
 		return nil, err
 	}
 	for _, g := range guestFiles {
-		err := copyRootfsFile(root, filepath.Join(image.GuestDir, g.name), filepath.Join(guestDir, g.name), g.limit)
+		src := filepath.Join(image.GuestDir, g.name)
+		if g.name == bundle.ConfigFile {
+			src = workloadGuestJSON(root, workload)
+		}
+		err := copyRootfsFile(root, src, filepath.Join(guestDir, g.name), g.limit)
 		if err != nil {
 			if g.name == bundle.FirmwareFile && errors.Is(err, os.ErrNotExist) {
 				continue
@@ -166,4 +170,14 @@ func loadSecureImage(r *taskAPI.CreateTaskRequest, workload, guestDir string) ([
 		}
 	}
 	return env, nil
+}
+
+// workloadGuestJSON is the guest.json the workload boots with: its own (sized for its pod at
+// seal time, image.WorkloadGuestDir) when the image has one, else the bundle's.
+func workloadGuestJSON(root *os.Root, workload string) string {
+	p := filepath.Join(image.WorkloadGuestDir, workload+".json")
+	if _, err := root.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		return filepath.Join(image.GuestDir, bundle.ConfigFile)
+	}
+	return p
 }

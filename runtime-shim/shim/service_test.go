@@ -281,7 +281,7 @@ func TestVMArgs(t *testing.T) {
 	}
 	line := strings.Join(cmd.Args, " ")
 	for _, want := range []string{
-		"accel=tcg", "-no-reboot", "-kernel " + filepath.Join(g.Dir, bundle.KernelFile),
+		"-accel tcg", "-no-reboot", "-kernel " + filepath.Join(g.Dir, bundle.KernelFile),
 		"-append console=hvc0 quiet", "-sandbox " + qemu.Sandbox,
 		"path=/run/sealpod/sb1/agent.sock,server=on,wait=off", "name=sealpod.agent",
 		"path=/run/sealpod/sb1/sp.sock,server=on,wait=off", "name=sealpod.sim-sp",

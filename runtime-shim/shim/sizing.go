@@ -50,11 +50,13 @@ func podLimitsFrom(ann map[string]string) (podLimits, error) {
 	return l, nil
 }
 
-// checkGuestFits refuses a guest.json larger than the pod may use: its memory over the pod's
-// memory limit, its vCPUs over the CPU limit rounded up; without a limit, over the node's
-// maxGuestMemoryMiB / maxGuestVCPUs (which also cap pods with limits). The guest keeps the
-// size its guest.json measured: it is refused, never shrunk. QEMU's own memory is covered by
-// the RuntimeClass overhead, so nothing is subtracted from the limit.
+// checkGuestFits refuses a guest.json larger than the pod may use: its memory over what
+// the pod's memory limit plus bundle.MaxOverheadMiB for the guest kernel and agent
+// (bundle.MaxMemoryMiBFor, at least what sealctl gives such a pod), its vCPUs over
+// the CPU limit rounded up; without a limit, over the node's maxGuestMemoryMiB /
+// maxGuestVCPUs (which also cap pods with limits). The guest keeps the size its guest.json
+// measured: it is refused, never shrunk. QEMU's own memory and the guest's overhead are
+// covered by the RuntimeClass overhead, so nothing is subtracted from the limit.
 func checkGuestFits(g bundle.Config, ann map[string]string, cfg *config.Config) error {
 	l, err := podLimitsFrom(ann)
 	if err != nil {
@@ -63,10 +65,9 @@ func checkGuestFits(g bundle.Config, ann map[string]string, cfg *config.Config) 
 	refuse := func(format string, a ...any) error {
 		return fmt.Errorf("secure image guest.json: %s: %w", fmt.Sprintf(format, a...), errdefs.ErrInvalidArgument)
 	}
-	memBytes := int64(g.MemoryMiB) << 20
-	if l.MemoryBytes > 0 && memBytes > l.MemoryBytes {
-		return refuse("memoryMiB %d is more than the pod's memory limit of %d MiB (sum of the containers' limits, %s): raise the limits or seal a smaller guest",
-			g.MemoryMiB, l.MemoryBytes>>20, AnnotationSandboxMemory)
+	if maxMiB := bundle.MaxMemoryMiBFor(l.MemoryBytes); l.MemoryBytes > 0 && int64(g.MemoryMiB) > maxMiB {
+		return refuse("memoryMiB %d is more than the %d MiB a guest may have for the pod's memory limit of %d MiB (sum of the containers' limits, %s, + %d MiB guest overhead, rounded up to %d MiB): raise the limits or seal again",
+			g.MemoryMiB, maxMiB, l.MemoryBytes>>20, AnnotationSandboxMemory, bundle.MaxOverheadMiB, bundle.MemoryStepMiB)
 	}
 	if g.MemoryMiB > cfg.MaxGuestMemoryMiB {
 		return refuse("memoryMiB %d is more than this node's maxGuestMemoryMiB %d", g.MemoryMiB, cfg.MaxGuestMemoryMiB)

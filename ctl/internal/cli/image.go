@@ -66,6 +66,9 @@ type imageCreateFlags struct {
 	logs         string
 	output       string
 
+	defaultGuestMemoryMiB int // guest memory of pods without a memory limit
+	defaultGuestVCPUs     int // vCPUs of pods without a CPU limit
+
 	sealSecrets         bool
 	allowHostVolumes    bool
 	allowHostNamespaces bool
@@ -82,7 +85,10 @@ ReplicaSet, ReplicationController, Job, CronJob): the confidential part of each 
 (images pinned by digest, commands, args, env values, sealed Secrets and ConfigMaps) is
 encrypted under a fresh data key into an envelope; the envelopes and the measured guest are
 packed into one deterministic OCI image; the manifests are rewritten into placeholders that
-run under the sealpod runtime class and reveal nothing confidential.
+run under the sealpod runtime class and reveal nothing confidential. Each workload's guest gets
+its memory and vCPUs from its pod's limits (limit + 96 MiB for the guest kernel and agent,
+rounded up to 32 MiB; the CPU limit rounded up), or --default-guest-memory-mib and
+--default-guest-vcpus without limits, and is measured for that size (docs/formats.md#guest-size).
 
 Every sealed workload (its data key, the guest's reference measurements, the envelope digest
 that the launch evidence must carry as HOST_DATA/MRCONFIGID, the SANs, the minimum TCB) is
@@ -134,6 +140,8 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
 	fl.StringVarP(&f.output, "output", "o", "-", "write the sealed manifests to this file (- for standard output)")
+	fl.IntVar(&f.defaultGuestMemoryMiB, "default-guest-memory-mib", bundle.DefaultMemoryMiB, "guest memory (MiB) of pods without a memory limit (pods with one get limit + kernel/agent overhead, docs/formats.md#guest-size)")
+	fl.IntVar(&f.defaultGuestVCPUs, "default-guest-vcpus", bundle.DefaultVCPUs, "vCPUs of pods without a CPU limit (pods with one get the limit rounded up)")
 	fl.BoolVar(&f.sealSecrets, "seal-secrets", false, "embed the Secrets and ConfigMaps the pods reference (from the input) into the sealed specs and drop them from the output")
 	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, PVC, ...), which the node can read and change")
 	fl.BoolVar(&f.allowHostNamespaces, "allow-host-namespaces", false, "accept hostNetwork, hostPID and hostIPC")
@@ -176,6 +184,12 @@ func (f *imageCreateFlags) validate() error {
 		if _, err := tee.Parse(t); err != nil {
 			return fmt.Errorf("--tee: %w", err)
 		}
+	}
+	if m := f.defaultGuestMemoryMiB; m < bundle.MinMemoryMiB || m > 1<<20 {
+		return fmt.Errorf("--default-guest-memory-mib %d: want %d..1048576", m, bundle.MinMemoryMiB)
+	}
+	if v := f.defaultGuestVCPUs; v < 1 || v > bundle.MaxVCPUs {
+		return fmt.Errorf("--default-guest-vcpus %d: want 1..%d", v, bundle.MaxVCPUs)
 	}
 	return nil
 }
@@ -248,13 +262,10 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	measurements := map[string][]string{}
 	for _, t := range f.tees {
-		m, err := guest.Config.Measurement(tee.TEE(t))
-		if err != nil {
+		if _, err := guest.Config.Measurement(tee.TEE(t)); err != nil {
 			return fmt.Errorf("guest bundle %s: %w", f.guest, err)
 		}
-		measurements[t] = []string{m}
 	}
 	caSum, err := certFingerprint(f.kbsCA)
 	if err != nil {
@@ -297,11 +308,24 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	for _, w := range res.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	envs := map[string][]byte{}
+	// Each workload's guest is sized from its pod's limits and measured for that size.
+	sizer := newGuestSizer(guest, f.tees, bundle.Size{VCPUs: f.defaultGuestVCPUs, MemoryMiB: f.defaultGuestMemoryMiB})
+	envs, guests, measurements := map[string][]byte{}, map[string]*bundle.Config{}, map[string]map[string][]string{}
+	var sizeErrs []error
 	for _, w := range res.Workloads {
 		envs[w.ID] = w.Envelope
+		g, err := sizer.size(w)
+		if err != nil {
+			sizeErrs = append(sizeErrs, err)
+			continue
+		}
+		guests[w.ID], measurements[w.ID] = g.config, g.measurements
+		fmt.Fprintf(stderr, "guest of %s: %d vCPU(s), %d MiB\n", w.ID, g.config.VCPUs, g.config.MemoryMiB)
 	}
-	img, err := image.Build(image.Input{Guest: guest, Envelopes: envs})
+	if len(sizeErrs) > 0 {
+		return errors.Join(sizeErrs...)
+	}
+	img, err := image.Build(image.Input{Guest: guest, Envelopes: envs, WorkloadGuests: guests})
 	if err != nil {
 		return err
 	}
@@ -320,7 +344,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if brokerCfg != nil {
 		for _, w := range res.Workloads {
 			rw := api.Workload{
-				ID: w.ID, TEEs: f.tees, Measurements: measurements, EnvelopeDigest: w.Digest.String(),
+				ID: w.ID, TEEs: f.tees, Measurements: measurements[w.ID], EnvelopeDigest: w.Digest.String(),
 				MinTCB: minTCB, SANs: w.Spec.Identity.SANs, DataKey: w.Key,
 			}
 			if err := rw.Validate(); err != nil {
@@ -489,12 +513,12 @@ type keyFileRecord struct {
 	SANs           []string            `json:"sans"`
 }
 
-func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string][]string) keyFile {
+func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string]map[string][]string) keyFile {
 	kf := keyFile{Version: 1, KBS: kbs}
 	for _, w := range ws {
 		kf.Workloads = append(kf.Workloads, keyFileRecord{
 			ID: w.ID, Object: w.Object, KeyID: envelope.KeyID(w.Key), DataKey: w.Key,
-			EnvelopeDigest: w.Digest.String(), Measurements: measurements, SANs: w.Spec.Identity.SANs,
+			EnvelopeDigest: w.Digest.String(), Measurements: measurements[w.ID], SANs: w.Spec.Identity.SANs,
 		})
 	}
 	return kf
@@ -558,9 +582,13 @@ func printImageInfo(w io.Writer, info *image.Info) error {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKLOAD\tTEES\tENVELOPE DIGEST (HOST_DATA)\tKEY ID\tKBS")
+	fmt.Fprintln(tw, "WORKLOAD\tTEES\tGUEST\tENVELOPE DIGEST (HOST_DATA)\tKEY ID\tKBS")
 	for _, wl := range info.Workloads {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wl.ID, strings.Join(wl.TEEs, ","), wl.EnvelopeDigest, wl.KeyID, wl.KBS)
+		size := fmt.Sprintf("vcpus=%d memory=%dMiB", g.VCPUs, g.MemoryMiB)
+		if wl.Guest != nil {
+			size = fmt.Sprintf("vcpus=%d memory=%dMiB", wl.Guest.VCPUs, wl.Guest.MemoryMiB)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wl.ID, strings.Join(wl.TEEs, ","), size, wl.EnvelopeDigest, wl.KeyID, wl.KBS)
 	}
 	return tw.Flush()
 }

@@ -69,7 +69,7 @@ func NewVerifyCmd() *cobra.Command {
     create'): the workload is registered, its envelope digest at the broker equals the
     digest of the envelope inside the secure image named by sealpod.io/image (pulled and
     digest-checked), the broker's TEEs and allowed launch measurements equal the envelope's
-    TEEs and the image's guest.json measurements, the envelope header names this broker (URL
+    TEEs and the measurements of the guest.json the workload boots, the envelope header names this broker (URL
     and CA pin), and the registered SANs are valid (and equal --san when given);
   * every registered policy requires at least the minimum TCB given with --snp-min-tcb /
     --tdx-min-tcb, and each expected workload at least the one its sealed manifest declares

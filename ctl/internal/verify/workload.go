@@ -131,6 +131,9 @@ func checkExpected(ctx context.Context, r *Report, e Expected, w *api.Workload, 
 		r.ok(CheckTEEs, subj, "TEEs %s", strings.Join(w.TEEs, ","))
 	}
 	gc := bundle.Config{Measurements: info.Guest.Measurements}
+	if wi.Guest != nil { // the workload's own guest.json (sized for its pod), which the shim boots
+		gc.Measurements = wi.Guest.Measurements
+	}
 	tees := slices.Clone(w.TEEs)
 	for t := range w.Measurements {
 		if !slices.Contains(tees, t) {

@@ -1,0 +1,186 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/imagebuilder/bundle"
+)
+
+// TestMeasureRSS is a measurement, not a check (docs/runtime.md#qemu-memory): with
+// SEALPOD_MEASURE_RSS=1 and SEALPOD_GUEST_DIR set it boots that guest under the sim command
+// line at each size of SEALPOD_MEASURE_MIB (default 512,256,128), waits for the agent's Ping,
+// and logs QEMU's RSS then and after SEALPOD_MEASURE_SETTLE (default 15s) of idle, with the
+// guest's own view of its memory (virtio-balloon statistics: total, available). Run with -v.
+func TestMeasureRSS(t *testing.T) {
+	if os.Getenv("SEALPOD_MEASURE_RSS") == "" {
+		t.Skip("a measurement: set SEALPOD_MEASURE_RSS=1 and SEALPOD_GUEST_DIR")
+	}
+	gdir := os.Getenv("SEALPOD_GUEST_DIR")
+	b, err := bundle.Load(gdir)
+	if err != nil {
+		t.Fatalf("SEALPOD_GUEST_DIR: %v", err)
+	}
+	qemuPath, err := exec.LookPath(BinaryX86)
+	if err != nil {
+		t.Skip(err)
+	}
+	sizes := os.Getenv("SEALPOD_MEASURE_MIB")
+	if sizes == "" {
+		sizes = "512,256,128"
+	}
+	settle := 15 * time.Second
+	if v := os.Getenv("SEALPOD_MEASURE_SETTLE"); v != "" {
+		if settle, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range strings.Split(sizes, ",") {
+		mem, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(s+"MiB", func(t *testing.T) {
+			sock, err := os.MkdirTemp("", "spm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(sock)
+			cfg := Config{Binary: qemuPath, TEE: TEESim, Guest: GuestFromBundle(b),
+				AgentSocket: filepath.Join(sock, "a.sock"), SimSPSocket: filepath.Join(sock, "s.sock"), QMPSocket: filepath.Join(sock, "q.sock")}
+			cfg.Guest.MemoryMiB = mem
+			if v := os.Getenv("SEALPOD_MEASURE_TB_MIB"); v != "" {
+				cfg.TBSizeMiB, _ = strconv.Atoi(v)
+			}
+			vm, err := Start(cfg, StartOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer vm.Kill()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+			defer cancel()
+			sp, err := dialRetry(ctx, vm, cfg.SimSPSocket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			conn, err := dialRetry(ctx, vm, cfg.AgentSocket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := ttrpc.NewClient(conn)
+			defer client.Close()
+			if _, err := api.NewAgentClient(client).Ping(ctx, &api.PingRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			ready := time.Since(vm.Started())
+			rss0, _ := vm.RSS()
+			q, err := dialQMP(cfg.QMPSocket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			if _, err := q.do("qom-set", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": 2}); err != nil {
+				t.Logf("balloon statistics unavailable: %v", err)
+			}
+			time.Sleep(settle)
+			rss1, _ := vm.RSS()
+			stats := "-"
+			if r, err := q.do("qom-get", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats"}); err == nil {
+				var gs struct {
+					Stats map[string]float64 `json:"stats"`
+				}
+				if json.Unmarshal(r, &gs) == nil {
+					st := gs.Stats
+					stats = fmt.Sprintf("guest total %.1f MiB, available %.1f MiB, free %.1f MiB (in use %.1f MiB)",
+						st["stat-total-memory"]/(1<<20), st["stat-available-memory"]/(1<<20), st["stat-free-memory"]/(1<<20),
+						(st["stat-total-memory"]-st["stat-available-memory"])/(1<<20))
+				}
+			}
+			t.Logf("guest %d MiB, args %q: agent ready %v, QEMU RSS %.1f MiB at ready, %.1f MiB after %v; %s",
+				mem, strings.Join(mustArgs(t, &cfg), " "), ready.Round(time.Millisecond), float64(rss0)/(1<<20), float64(rss1)/(1<<20), settle, stats)
+		})
+	}
+}
+
+func mustArgs(t *testing.T, c *Config) []string {
+	cmd, err := c.Command()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i, a := range cmd.Args {
+		if i > 0 && (cmd.Args[i-1] == "-machine" || cmd.Args[i-1] == "-accel" || cmd.Args[i-1] == "-m" || cmd.Args[i-1] == "-device") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// qmp is a minimal QMP client for the measurement.
+type qmp struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialQMP(path string) (*qmp, error) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	q := &qmp{Conn: c, r: bufio.NewReader(c)}
+	if _, err := q.r.ReadBytes('\n'); err != nil { // greeting
+		c.Close()
+		return nil, err
+	}
+	if _, err := q.do("qmp_capabilities", nil); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+func (q *qmp) do(cmd string, args map[string]any) (json.RawMessage, error) {
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, _ := json.Marshal(req)
+	if _, err := q.Write(append(b, '\n')); err != nil {
+		return nil, err
+	}
+	for {
+		line, err := q.r.ReadBytes('\n')
+		if err != nil {
+			return nil, err
+		}
+		var resp struct {
+			Return json.RawMessage `json:"return"`
+			Error  *struct {
+				Desc string `json:"desc"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return nil, err
+		}
+		if resp.Error != nil {
+			return nil, fmt.Errorf("%s: %s", cmd, resp.Error.Desc)
+		}
+		if resp.Return != nil {
+			return resp.Return, nil
+		}
+	}
+}
