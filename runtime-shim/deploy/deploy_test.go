@@ -135,10 +135,13 @@ func TestRBAC(t *testing.T) {
 	if sa.Namespace != "sealpod-system" {
 		t.Errorf("ServiceAccount namespace %q", sa.Namespace)
 	}
-	canPatchNodes := false
+	canPatchNodes, canGetRuntimeClasses := false, false
 	for _, r := range role.Rules {
 		if slices.Contains(r.APIGroups, "") && slices.Contains(r.Resources, "nodes") && slices.Contains(r.Verbs, "patch") {
 			canPatchNodes = true
+		}
+		if slices.Contains(r.APIGroups, "node.k8s.io") && slices.Contains(r.Resources, "runtimeclasses") && slices.Contains(r.Verbs, "get") {
+			canGetRuntimeClasses = true
 		}
 		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.Resources, "secrets") {
 			t.Errorf("ClusterRole grants more than it needs: %+v", r)
@@ -146,6 +149,9 @@ func TestRBAC(t *testing.T) {
 	}
 	if !canPatchNodes {
 		t.Errorf("ClusterRole cannot patch nodes: %+v", role.Rules)
+	}
+	if !canGetRuntimeClasses {
+		t.Errorf("ClusterRole cannot get runtimeclasses (readiness check): %+v", role.Rules)
 	}
 	if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != role.Name || len(b.Subjects) != 1 ||
 		b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
@@ -222,7 +228,11 @@ func TestDaemonSets(t *testing.T) {
 				}
 				mounted[v.HostPath.Path] = true
 			}
-			for _, p := range []string{"/etc/containerd", "/etc/sealpod", "/usr/local/bin", "/run/containerd", "/run/systemd", "/sys"} {
+			need := []string{"/etc/containerd", "/etc/sealpod", "/usr/local/bin", "/run/containerd", "/run/systemd", "/sys"}
+			if tc.subcommand == "install" { // the readiness check: /dev/kvm, CPUID, the QGS socket
+				need = append(need, "/dev", path.Dir(installer.DefaultQGSSocket))
+			}
+			for _, p := range need {
 				if !mounted[p] {
 					t.Errorf("host path %s not mounted", p)
 				}

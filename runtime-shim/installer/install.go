@@ -60,6 +60,11 @@ type Options struct {
 	TEE TEE
 	// Labeler labels the node; nil: no label.
 	Labeler NodeLabeler
+	// Readiness, when set, makes Install run the readiness check (Check) before labelling:
+	// a node whose node-scope items fail gets no label (an existing one is removed) and
+	// Install returns a NotReadyError. Zero fields default to Install's own (host root, TEE,
+	// containerd config, shim dir, node config, handler).
+	Readiness *CheckOptions
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -79,6 +84,8 @@ type Result struct {
 	// Restored: Uninstall put back the original bytes from the backup (false: it only removed
 	// the managed block, because the config was edited after Install, or there was no backup).
 	Restored bool
+	// Check is the readiness report (Options.Readiness set).
+	Check *CheckReport
 }
 
 type resolved struct {
@@ -245,7 +252,16 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("install: %w", err)
 	}
 
-	// 4. The label last: the scheduler sends pods only once the handler works.
+	// 4. The readiness check: only a node that can run its TEE's pods is labelled.
+	if r.Readiness != nil {
+		rep, err := checkBeforeLabel(ctx, r)
+		res.Check = rep
+		if err != nil {
+			return res, fmt.Errorf("install: %w", err)
+		}
+	}
+
+	// 5. The label last: the scheduler sends pods only once the handler works.
 	if r.Labeler != nil && r.TEE != "" {
 		if err := r.Labeler.SetTEELabel(ctx, r.TEE); err != nil {
 			return res, fmt.Errorf("install: %w", err)
@@ -254,6 +270,55 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		r.log.Info("labelled node", "label", TEELabel, "tee", string(r.TEE))
 	}
 	return res, nil
+}
+
+// checkBeforeLabel runs the readiness check with Install's paths; on a node that is not ready
+// it removes the TEE label (a node that was ready before must stop attracting pods).
+func checkBeforeLabel(ctx context.Context, r resolved) (*CheckReport, error) {
+	co := *r.Readiness
+	if co.HostRoot == "" {
+		co.HostRoot = r.HostRoot
+	}
+	if co.TEE == "" {
+		co.TEE = r.TEE
+	}
+	if co.ContainerdConfig == "" {
+		co.ContainerdConfig = r.ConfigPath
+	}
+	if co.ShimDir == "" {
+		co.ShimDir = r.ShimDir
+	}
+	if co.ShimConfigPath == "" {
+		co.ShimConfigPath = r.ShimConfigFile
+	}
+	if co.Handler == "" {
+		co.Handler = handlerOf(r.Runtime)
+	}
+	rep, err := Check(ctx, co)
+	if err != nil {
+		return nil, fmt.Errorf("readiness check: %w", err)
+	}
+	for _, it := range rep.Items {
+		if it.Status == CheckFail && it.Scope == ScopeCluster {
+			r.log.Warn("readiness: cluster item failed (does not hold back the node label)", "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+		}
+	}
+	notReady := rep.Err(ScopeNode)
+	if notReady == nil {
+		return rep, nil
+	}
+	for _, it := range rep.Items {
+		if it.Status == CheckFail && it.Scope == ScopeNode {
+			r.log.Error("readiness: node not ready", "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+		}
+	}
+	if r.Labeler != nil {
+		if err := r.Labeler.RemoveTEELabel(ctx); err != nil {
+			return rep, fmt.Errorf("%w; and removing the label: %v", notReady, err)
+		}
+		r.log.Warn("node not ready: label removed", "label", TEELabel)
+	}
+	return rep, notReady
 }
 
 // markPending records that containerd must be restarted (only when the installer restarts it).

@@ -92,16 +92,9 @@ func (k *KubeNodeLabeler) patchLabel(ctx context.Context, value any) error {
 	if err != nil {
 		return err
 	}
-	client := k.Client
-	if client == nil {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(k.CAPEM) {
-			return fmt.Errorf("label node %s: no CA certificate in the service-account CA bundle", k.NodeName)
-		}
-		client = &http.Client{
-			Timeout:   30 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-		}
+	client, err := k.httpClient()
+	if err != nil {
+		return fmt.Errorf("label node %s: %w", k.NodeName, err)
 	}
 	u := strings.TrimRight(k.Server, "/") + "/api/v1/nodes/" + url.PathEscape(k.NodeName)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, bytes.NewReader(body))
@@ -121,4 +114,19 @@ func (k *KubeNodeLabeler) patchLabel(ctx context.Context, value any) error {
 		return fmt.Errorf("label node %s: PATCH %s: %s: %s", k.NodeName, u, resp.Status, strings.TrimSpace(string(msg)))
 	}
 	return nil
+}
+
+// httpClient returns k.Client or one that trusts only CAPEM.
+func (k *KubeNodeLabeler) httpClient() (*http.Client, error) {
+	if k.Client != nil {
+		return k.Client, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(k.CAPEM) {
+		return nil, errors.New("no CA certificate in the service-account CA bundle")
+	}
+	return &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+	}, nil
 }

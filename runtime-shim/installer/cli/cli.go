@@ -1,5 +1,5 @@
 // Package cli holds the cobra commands of sealpod-node-installer: install, uninstall,
-// detect-tee and add-runtime.
+// detect-tee, check (node readiness) and add-runtime.
 package cli
 
 import (
@@ -31,7 +31,7 @@ func NewRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(NewInstallCmd(), NewUninstallCmd(), NewDetectTEECmd(), NewAddRuntimeCmd(), NewStandaloneConfigCmd())
+	root.AddCommand(NewInstallCmd(), NewUninstallCmd(), NewDetectTEECmd(), NewCheckCmd(), NewAddRuntimeCmd(), NewStandaloneConfigCmd())
 	return root
 }
 
@@ -106,6 +106,7 @@ func (f *commonFlags) options() (installer.Options, error) {
 
 type installFlags struct {
 	commonFlags
+	check          hostCheckFlags
 	shim           string
 	tee            string
 	handler        string
@@ -165,7 +166,22 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 				ShimConfigPath: f.shimConfigPath,
 				ConfigVersion:  f.configVersion,
 			}
+			// The readiness check runs before the label (installer.Options.Readiness).
+			co, err := f.check.options(f.hostRoot)
+			if err != nil {
+				return err
+			}
+			co.QEMU = f.qemu
+			if k, ok := o.Labeler.(*installer.KubeNodeLabeler); ok {
+				co.RuntimeClasses = k
+			}
+			o.Readiness = &co
 			res, err := installer.Install(ctx, o)
+			if res.Check != nil {
+				if werr := res.Check.WriteText(cmd.OutOrStdout()); werr != nil && err == nil {
+					err = werr
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -191,6 +207,7 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary the shim runs (default: qemu-system-x86_64 on the shim's PATH)")
 	fl.StringVar(&f.accel, "accel", "", "QEMU accelerator tcg|kvm (default kvm for snp/tdx/pef, tcg for sim)")
 	fl.StringVar(&f.network, "network", "", "VM networking user|tap (default: the shim's)")
+	f.check.register(fl)
 	return cmd
 }
 

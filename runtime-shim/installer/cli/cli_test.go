@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,5 +146,55 @@ func TestStandaloneConfig(t *testing.T) {
 	}
 	if _, err := run(t, "", "standalone-config", "--dir", "relative"); err == nil || !strings.Contains(err.Error(), "not absolute") {
 		t.Fatalf("relative dir: %v", err)
+	}
+}
+
+// TestCheckCommand: after `install --tee sim` the node is ready (text and -o json); `check
+// --tee snp` on this machine (no usable KVM, no SNP) is not ready, says why and fails.
+func TestCheckCommand(t *testing.T) {
+	host := t.TempDir()
+	shim := filepath.Join(t.TempDir(), installer.ShimBinaryName)
+	os.WriteFile(shim, []byte("#!/bin/sh\n"), 0o755)
+	key := filepath.Join(t.TempDir(), "vcek.pem")
+	os.WriteFile(key, []byte("-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n"), 0o600)
+	out, err := run(t, "", "install", "--host-root", host, "--shim", shim, "--tee", "sim", "--sim-key", key, "--node-name", "", "--no-restart")
+	if err != nil || !strings.Contains(out, "node ready for TEE sim") {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+
+	out, err = run(t, "", "check", "--host-root", host, "--node-name", "")
+	if err != nil || !strings.Contains(out, "skip  kvm") || !strings.Contains(out, "ok    containerd") || !strings.HasSuffix(out, "node ready for TEE sim\n") {
+		t.Fatalf("check sim: %v\n%s", err, out)
+	}
+	out, err = run(t, "", "check", "--host-root", host, "--node-name", "", "-o", "json")
+	var rep installer.CheckReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || !rep.Ready || rep.TEE != installer.TEESim || len(rep.Items) == 0 {
+		t.Fatalf("check -o json: %v\n%s", err, out)
+	}
+
+	// The sim node's install with the shim removed: not ready.
+	os.Remove(filepath.Join(host, "usr/local/bin", installer.ShimBinaryName))
+	out, err = run(t, "", "check", "--host-root", host, "--node-name", "")
+	if !errors.Is(err, installer.ErrNotReady) || !strings.Contains(out, "FAIL  shim") {
+		t.Fatalf("check without shim: %v\n%s", err, out)
+	}
+
+	if b, _ := os.ReadFile("/sys/module/kvm_amd/parameters/sev_snp"); strings.TrimSpace(string(b)) == "Y" {
+		t.Skip("this machine is an SNP host")
+	}
+	out, err = run(t, "", "check", "--tee", "snp", "--node-name", "", "--shim-node-config", filepath.Join(host, "etc/sealpod/shim.json"))
+	if !errors.Is(err, installer.ErrNotReady) || !strings.Contains(out, "node not ready for TEE snp") ||
+		!strings.Contains(out, "FAIL  tee-enabled") || !strings.Contains(out, "FAIL  kvm") || !strings.Contains(out, "fix: ") {
+		t.Fatalf("check --tee snp here: %v\n%s", err, out)
+	}
+
+	for _, args := range [][]string{
+		{"check", "--tee", "sev"},
+		{"check", "--tee", "sim", "-o", "yaml"},
+		{"check", "--tee", "sim", "--host-exec", "ssh"},
+	} {
+		if _, err := run(t, "", args...); err == nil || errors.Is(err, installer.ErrNotReady) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
 	}
 }
