@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/sealpod/sealpod/agent/attest"
 	"github.com/sealpod/sealpod/agent/errkind"
 )
 
@@ -113,6 +114,8 @@ var ConsoleKeys = map[string]valueRule{
 	"container":  stringMatching(dnsLabel),
 	"workload":   stringMatching(workloadID),
 	"tee":        oneOf("snp", "tdx", "sim", "pef"),
+	"evidence":   oneOf(attest.Sources...), // where the TEE evidence comes from
+	"reason":     oneOf(attest.Reasons...),
 	"version":    stringMatching(versionString),
 	"port":       stringMatching(devPath),
 	"registries": stringMatching(hostPorts),

@@ -19,112 +19,117 @@ import (
 // classic chroot escape, landing in the agent's root (its keys, the workload certificate,
 // other containers).
 //
-// LeaveInitramfs gives "/" a parent without copying anything: it bind-mounts "/" (MS_REC) on
-// a directory, moves that bind mount onto "/" (MS_MOVE) and chroots into it. The agent's root
-// is then a mount of the same initramfs stacked on rootfs; the process keeps running (no
-// re-exec). In a container's mount namespace, runc's pivot_root moves that mount under the
-// container's root and detaches it. A chroot escape from the container then climbs ("..")
-// past the container's root to rootfs's root directory, where path lookup goes back down
-// through the mounts stacked there: to the container's own root. Nothing of the agent's mounts
-// (/run with the TLS keys, the container state) exists in that namespace any more. This is what
-// switch_root achieves by copying, at the cost of a few system calls (tests/guest
-// TestContainerIsolation checks the escape on the real rootfs).
+// LeaveInitramfs does what switch_root does, cheaply: it mounts a tmpfs, moves the initramfs
+// content into it, moves the tmpfs onto "/" (MS_MOVE) and chroots into it. The running agent
+// binary (/init) is not copied: it is unlinked from rootfs and keeps running from its mapping
+// (/proc/self/exe still opens it), so with the minimal kernel nothing is copied at all and
+// there is no re-exec. rootfs is left empty. That matters beyond pivot_root: every mount
+// namespace keeps a copy of the tree's root mount (rootfs) underneath everything, and a
+// container with CAP_SYS_ADMIN can uncover it (umount2("/", MNT_DETACH) + setns into its own
+// namespace): it then finds an empty, separate file system, never the agent's root
+// (tests/guest TestContainerIsolation, agent/boot TestSwitchRoot).
 
-// newRootDir is where "/" is bind-mounted for the move (in the initramfs; removed after).
+// newRootDir is where the tmpfs is mounted before it is moved onto "/".
 const newRootDir = "/.sealpod-root"
 
 // RootSwitch is what LeaveInitramfs did.
 type RootSwitch struct {
-	// Switched: "/" was the initial ramfs and is now a bind mount of it with a parent.
+	// Switched: "/" was the initial ramfs and is now a tmpfs with a parent.
 	Switched bool
 	// Duration of the whole call, detection included.
 	Duration time.Duration
+	// Bytes and Files moved (the agent binary is removed, not copied).
+	Bytes int64
+	Files int
 }
 
-// LeaveInitramfs makes "/" a mount that pivot_root(2) accepts when it is the initial ramfs
+// LeaveInitramfs makes "/" a tmpfs that pivot_root(2) accepts when it is the initial ramfs
 // (see above); otherwise it changes nothing. It must run before anything else is mounted:
 // it mounts /proc to look and unmounts it again.
 func LeaveInitramfs() (RootSwitch, error) {
 	start := time.Now()
-	parentless, err := rootIsParentless()
+	parentless, exe, err := rootIsParentless()
 	if err != nil {
 		return RootSwitch{}, fmt.Errorf("leave initramfs: %w", err)
 	}
 	if !parentless {
 		return RootSwitch{Duration: time.Since(start)}, nil
 	}
-	if err := switchRoot(newRootDir); err != nil {
+	m, err := switchRoot(newRootDir, exe)
+	if err != nil {
 		return RootSwitch{}, fmt.Errorf("leave initramfs: %w", err)
 	}
-	return RootSwitch{Switched: true, Duration: time.Since(start)}, nil
+	return RootSwitch{Switched: true, Duration: time.Since(start), Bytes: m.Bytes, Files: m.Files}, nil
 }
 
-// switchRoot makes the process's root a bind mount of itself, mounted on the old root (so it
-// has a parent), through dir (an absolute path in the root; created if needed and removed
-// again). The working directory ends at the new "/".
-func switchRoot(dir string) error {
+// switchRoot mounts a tmpfs on dir (an absolute path in the root, created), moves the root's
+// content into it (exe, the running binary, is unlinked instead), moves the tmpfs onto "/"
+// and chroots into it. The working directory ends at the new "/".
+func switchRoot(dir string, exe fileID) (moved, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("mkdir %s: %w", dir, err)
+		return moved{}, fmt.Errorf("mkdir %s: %w", dir, err)
 	}
-	if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind / on %s: %w", dir, err)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		return moved{}, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+	}
+	m, err := moveTree("/", dir, exe)
+	if err != nil {
+		return m, err
 	}
 	if err := unix.Chdir(dir); err != nil {
-		return fmt.Errorf("chdir %s: %w", dir, err)
+		return m, fmt.Errorf("chdir %s: %w", dir, err)
 	}
 	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move %s onto /: %w", dir, err)
+		return m, fmt.Errorf("move %s onto /: %w", dir, err)
 	}
 	if err := unix.Chroot("."); err != nil {
-		return fmt.Errorf("chroot: %w", err)
+		return m, fmt.Errorf("chroot: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("chdir /: %w", err)
+		return m, fmt.Errorf("chdir /: %w", err)
 	}
-	// The directory is part of the same file system, so it is in the new root too; it is no
-	// longer a mount point.
-	if err := unix.Rmdir(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
-	}
-	return nil
+	return m, nil
 }
 
-// rootIsParentless reports whether "/" is a mount without a parent (the initial ramfs). A
-// root that is not a ramfs/tmpfs is answered from statfs alone; otherwise it mounts /proc
-// (if not yet), reads mountinfo and unmounts /proc again when it mounted it.
-func rootIsParentless() (bool, error) {
+// rootIsParentless reports whether "/" is a mount without a parent (the initial ramfs), and
+// the running executable's identity. A root that is not a ramfs/tmpfs is answered from
+// statfs alone; otherwise it mounts /proc (if not yet), reads mountinfo and unmounts /proc
+// again when it mounted it.
+func rootIsParentless() (parentless bool, exe fileID, err error) {
 	var sfs unix.Statfs_t
 	if err := unix.Statfs("/", &sfs); err != nil {
-		return false, fmt.Errorf("statfs /: %w", err)
+		return false, fileID{}, fmt.Errorf("statfs /: %w", err)
 	}
 	if sfs.Type != unix.RAMFS_MAGIC && sfs.Type != unix.TMPFS_MAGIC {
-		return false, nil // a disk or overlay root: never the initial ramfs
+		return false, fileID{}, nil // a disk or overlay root: never the initial ramfs
 	}
-	mounted := false
 	if _, err := os.Stat("/proc/self/mountinfo"); err != nil {
 		if err := os.MkdirAll("/proc", 0o555); err != nil {
-			return false, fmt.Errorf("mkdir /proc: %w", err)
+			return false, fileID{}, fmt.Errorf("mkdir /proc: %w", err)
 		}
 		if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return false, fmt.Errorf("mount proc: %w", err)
+			return false, fileID{}, fmt.Errorf("mount proc: %w", err)
 		}
-		mounted = true
+		defer func() {
+			if uerr := unix.Unmount("/proc", 0); uerr != nil && err == nil {
+				parentless, exe, err = false, fileID{}, fmt.Errorf("unmount /proc: %w", uerr)
+			}
+		}()
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		return false, fileID{}, fmt.Errorf("stat /proc/self/exe: %w", err)
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, fmt.Errorf("read mountinfo: %w", err)
+		return false, fileID{}, fmt.Errorf("read mountinfo: %w", err)
 	}
 	m, err := RootMountOf(f)
 	f.Close()
-	if mounted {
-		if uerr := unix.Unmount("/proc", 0); uerr != nil && err == nil {
-			err = fmt.Errorf("unmount /proc: %w", uerr)
-		}
+	if err != nil || !m.Parentless() {
+		return false, fileID{}, err
 	}
-	if err != nil {
-		return false, err
-	}
-	return m.Parentless(), nil
+	return true, fileID{Dev: uint64(st.Dev), Ino: st.Ino}, nil
 }
 
 // RootMount is the mountinfo line of the mount on "/".

@@ -24,8 +24,8 @@ func TestRootMountOf(t *testing.T) {
 	}{
 		{"initramfs", "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n2 1 0:20 / /proc rw,nosuid - proc proc rw\n",
 			RootMount{"1", "1", "rootfs"}, true},
-		// LeaveInitramfs: the bind mount of rootfs keeps the type but has a parent.
-		{"after the switch", "20 1 0:2 / / rw - rootfs rootfs rw\n21 20 0:20 / /proc rw - proc proc rw\n",
+		// A bind mount of rootfs keeps the type but has a parent.
+		{"bind of rootfs", "20 1 0:2 / / rw - rootfs rootfs rw\n21 20 0:20 / /proc rw - proc proc rw\n",
 			RootMount{"20", "1", "rootfs"}, false},
 		{"tmpfs on rootfs", "1 1 0:2 / / rw - rootfs rootfs rw\n25 1 0:22 / / rw - tmpfs tmpfs rw,mode=755\n",
 			RootMount{"25", "1", "tmpfs"}, false},
@@ -65,9 +65,11 @@ func TestMain(m *testing.M) {
 
 // TestSwitchRootMakesPivotRootWork: the agent's root is a directory on which pivot_root(2)
 // fails with EINVAL (as on the initial ramfs: here because "/" is not a mount point, in the
-// guest because rootfs has no parent). After switchRoot, in the same process, without a copy:
-// the same files (same inode), and a container's pivot_root into its own root succeeds and
-// leaves nothing of the agent's root in the container's view.
+// guest because rootfs has no parent). After switchRoot, in the same process: the other
+// files moved to the new tmpfs root, the running binary (/init) unlinked rather than copied,
+// the old root left empty (what a container that uncovers the namespace's root mount finds),
+// and a container's pivot_root into its own root succeeds and leaves nothing of the agent's
+// root in the container's view.
 func TestSwitchRootMakesPivotRootWork(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testdeps.Missing(t, "needs root (mount namespaces, pivot_root)")
@@ -86,13 +88,14 @@ func TestSwitchRootMakesPivotRootWork(t *testing.T) {
 	}
 	for _, want := range []string{
 		"before the switch: container pivot_root: EINVAL\n",
-		"switched: same process, same /init inode, " + strings.TrimSpace(agentMarker) + "\n",
+		"switched: same process, /init unlinked: ENOENT\n",
+		"switched: moved lib/modules/r/load-order: modules\n",
+		"switched: the old root holds [.sealpod-root]\n",
 		"after the switch: agent's root is a mount with a parent: true (<nil>)\n",
 		"after the switch: container pivot_root: ok\n",
 		"after the switch: container sees /init: ENOENT\n",
 		"after the switch: container sees /marker: " + strings.TrimSpace(ctrMarker) + "\n",
 		"after the switch: container sees old root mounted: no\n",
-		"after the switch: agent sees /init: " + strings.TrimSpace(agentMarker) + "\n",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("agent helper output lacks %q", want)
@@ -123,13 +126,19 @@ func agentHelper(dir string) int {
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(agentMarker), 0o755); err != nil {
 		return fail("write init", err)
 	}
+	if err := os.MkdirAll(filepath.Join(root, "lib/modules/r"), 0o755); err != nil {
+		return fail("mkdir modules", err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "lib/modules/r/load-order"), []byte("modules\n"), 0o644); err != nil {
+		return fail("write load-order", err)
+	}
 	if err := unix.Chroot(root); err != nil {
 		return fail("chroot", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return fail("chdir", err)
 	}
-	// A mount below the root, as the agent may have: the recursive bind takes it along.
+	// /proc, for the container helper before the switch.
 	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
 		return fail("mount proc", err)
 	}
@@ -140,28 +149,37 @@ func agentHelper(dir string) int {
 	}
 	runContainer("before the switch")
 
-	var before, after unix.Stat_t
-	if err := unix.Stat("/init", &before); err != nil {
+	// /init plays the running agent binary: switchRoot unlinks it instead of copying it.
+	var st unix.Stat_t
+	if err := unix.Stat("/init", &st); err != nil {
 		return fail("stat /init", err)
 	}
+	oldRoot, err := os.Open("/")
+	if err != nil {
+		return fail("open /", err)
+	}
+	defer oldRoot.Close()
+	// LeaveInitramfs runs before anything is mounted (it unmounts the /proc it looked at).
+	if err := unix.Unmount("/proc", 0); err != nil {
+		return fail("unmount proc", err)
+	}
 	pid := os.Getpid()
-	if err := switchRoot(newRootDir); err != nil {
+	if _, err := switchRoot(newRootDir, fileID{Dev: uint64(st.Dev), Ino: st.Ino}); err != nil {
 		return fail("switchRoot", err)
 	}
-	if err := unix.Stat("/init", &after); err != nil {
-		return fail("stat /init after", err)
+	if _, err := os.Stat("/init"); os.Getpid() == pid && err != nil {
+		fmt.Printf("switched: same process, /init unlinked: %s\n", errName(err))
 	}
-	init, err := os.ReadFile("/init")
-	if err != nil {
-		return fail("read /init", err)
+	if b, err := os.ReadFile("/lib/modules/r/load-order"); err == nil {
+		fmt.Printf("switched: moved lib/modules/r/load-order: %s", b)
 	}
-	if _, err := os.Stat(newRootDir); !errors.Is(err, os.ErrNotExist) {
-		return fail("switch directory left behind", err)
+	if names, err := oldRoot.Readdirnames(-1); err == nil {
+		fmt.Printf("switched: the old root holds %v\n", names)
 	}
-	if os.Getpid() == pid && before.Ino == after.Ino && before.Dev == after.Dev {
-		fmt.Printf("switched: same process, same /init inode, %s", init)
+	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+		return fail("mount proc again", err)
 	}
-	// The recursive bind took /proc along; "/" is now a mount with a parent. (thread-self: a
+	// "/" is now a mount with a parent. (thread-self: a
 	// container thread that ended on the main thread leaves /proc/self in its namespace.)
 	runtime.LockOSThread()
 	if f, err := os.Open("/proc/thread-self/mountinfo"); err == nil {
@@ -171,9 +189,6 @@ func agentHelper(dir string) int {
 	}
 	runtime.UnlockOSThread()
 	runContainer("after the switch")
-	if b, err := os.ReadFile("/init"); err == nil {
-		fmt.Printf("after the switch: agent sees /init: %s", b)
-	}
 	return 0
 }
 

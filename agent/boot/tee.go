@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 
+	"github.com/sealpod/sealpod/agent/attest"
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/agent/vport"
@@ -14,18 +15,39 @@ import (
 // ErrNoTEE: the guest has no TEE interface at all.
 var ErrNoTEE = errors.New("no TEE: neither SEV-SNP, TDX nor a simulated AMD-SP port")
 
-// DetectTEE picks the attester: SEV-SNP when the guest has /dev/sev-guest or configfs-tsm
-// with the sev-guest provider, TDX with /dev/tdx_guest, and sim when the host offers the
-// simulated AMD-SP port. Which TEE is accepted is the key broker's decision (sim only with
-// --insecure-sim-roots); the guest only reports what it has. It does not log (the console
-// stays quiet until the agent channel is up): the caller warns about sim.
-func DetectTEE(context.Context) (unseal.Attester, error) {
-	if exists("/dev/sev-guest") {
-		return unseal.SNPAttester{}, nil
+// DetectTEE picks the attester (agent/attest.Detect): configfs-tsm when
+// /sys/kernel/config/tsm/report exists and its provider is sev_guest or tdx_guest, else
+// /dev/sev-guest, else /dev/tdx_guest, and sim when the host offers the simulated AMD-SP port.
+// Which TEE is accepted is the key broker's decision (sim only with --insecure-sim-roots); the
+// guest only reports what it has. The choice and its reason go to slog.Default() at debug
+// level (the console stays quiet until the agent channel is up), a configfs-tsm the guest has
+// but cannot use as a warning; only allow-listed keys (tee, evidence, reason, err as its kind).
+// The caller warns about sim.
+func DetectTEE(ctx context.Context) (unseal.Attester, error) {
+	return detectTEE(ctx, attest.Default(), slog.Default(), findSim)
+}
+
+func detectTEE(ctx context.Context, env attest.Env, log *slog.Logger, sim func() (unseal.Attester, error)) (unseal.Attester, error) {
+	c, err := attest.Detect(ctx, env)
+	if err != nil {
+		return nil, err
 	}
-	if exists("/dev/tdx_guest") {
-		return unseal.TDXAttester{}, nil
+	if c.TSMErr != nil {
+		lvl := slog.LevelDebug
+		if c.Attester != nil {
+			lvl = slog.LevelWarn // a TEE guest whose configfs-tsm failed: evidence from the device
+		}
+		log.Log(ctx, lvl, "configfs-tsm not used for evidence", "reason", c.Reason, "err", c.TSMErr)
 	}
+	if c.Attester != nil {
+		log.Debug("evidence source", "tee", c.Attester.TEE(), "evidence", c.Source, "reason", c.Reason)
+		return c.Attester, nil
+	}
+	log.Debug("no hardware TEE interface", "reason", c.Reason)
+	return sim()
+}
+
+func findSim() (unseal.Attester, error) {
 	p, err := vport.Find(vport.SysClass, "/dev", simsp.PortName)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoTEE, err)
@@ -35,9 +57,4 @@ func DetectTEE(context.Context) (unseal.Attester, error) {
 		return nil, err
 	}
 	return unseal.NewSimAttester(f), nil
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

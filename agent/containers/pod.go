@@ -352,8 +352,8 @@ func noPivotRoot(setting string) (bool, error) {
 			rest := strings.Fields(line[i+3:])
 			if len(rest) > 0 {
 				root = rest[0] // the last mount on "/" wins
-				// The agent's root is a bind mount of rootfs (type "rootfs" too) with a
-				// parent (boot.LeaveInitramfs); only rootfs itself (its own parent) refuses.
+				// Only rootfs itself (its own parent) refuses pivot_root; a mount of the
+				// same type with a parent would not.
 				if fields[0] != fields[1] {
 					root = "bind of " + root
 				}

@@ -46,7 +46,8 @@ func main() {
 	// emulation); everything else about the boot is in the "agent ready" line.
 	log := boot.NewConsoleLogger(os.Stderr, false)
 	log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
-	// Before anything else: give "/" a parent mount (bind + move, no copy) so that containers
+	// Before anything else: move "/" off the initramfs onto a tmpfs (the agent binary is
+	// unlinked, not copied; no re-exec) so that containers
 	// get pivot_root, not an escapable chroot. Fail closed.
 	sw, err := boot.LeaveInitramfs()
 	if err != nil {
