@@ -1,8 +1,9 @@
 // Package unseal is the agent's Unseal flow (docs/design.md#attest, docs/agent.md): parse the envelope header, get
 // evidence from the TEE for a fresh broker nonce and an in-memory X25519 key, check that the
 // evidence's launch-bound HOST_DATA/MRCONFIGID is this envelope's digest, attest to the key
-// broker named in the header (TLS pinned to the header's CA SHA-256), receive the data key,
-// open the envelope, and obtain the workload certificate for a P-256 key made here.
+// broker named in the header (TLS pinned to the header's CA SHA-256) with a CSR for a P-256
+// key made here, receive the data key and the workload certificate in the attest answer
+// (two requests: auth and attest), and open the envelope.
 package unseal
 
 import (
@@ -52,7 +53,10 @@ var (
 	ErrCertificate error = errkind.New("workload certificate invalid")
 )
 
-// Times are the durations of the phases of one Unseal.
+// Times are the durations of the phases of one Unseal. Attest is the request that returns
+// the token, the key and the certificate; Key is zero (the key comes with attest, no
+// request of its own); Certificate is the CSR (made while the TEE makes the evidence) and
+// the check of the returned chain.
 type Times struct {
 	Auth, Evidence, Attest, Key, Open, Certificate, Total time.Duration
 }
@@ -155,7 +159,9 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 	}
 }
 
-// unsealOnce is one attempt from auth to the certificate.
+// unsealOnce is one attempt: auth, then attest with the evidence and a CSR bound to this
+// attestation, whose answer carries the data key (sealed to the TEE key) and the workload
+// certificate (the two-request flow, DESIGN §3.3).
 func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester, h *envelope.Header, digest envelope.Digest, res *Result) error {
 	guestTEE := att.TEE()
 	t := time.Now()
@@ -164,6 +170,20 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 		return fmt.Errorf("unseal %s: kbs auth at %s: %w", h.Workload, h.KBS.URL, err)
 	}
 	res.Times.Auth = time.Since(t)
+	// The workload key and its CSR need only the nonce: they are made while the TEE makes
+	// the evidence.
+	type bound struct {
+		key *ecdsa.PrivateKey
+		csr []byte
+		err error
+		d   time.Duration
+	}
+	csrc := make(chan bound, 1)
+	go func() {
+		t := time.Now()
+		k, c, err := bindingCSR(s)
+		csrc <- bound{k, c, err, time.Since(t)}
+	}()
 	t = time.Now()
 	ev, err := att.Evidence(ctx, s.ReportData())
 	if err != nil {
@@ -179,20 +199,21 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	if !bytes.Equal(ev.HostData, want) {
 		return fmt.Errorf("unseal %s: %w: evidence carries %x, want %x (envelope digest %s)", h.Workload, ErrHostData, ev.HostData, want, digest)
 	}
+	b := <-csrc
+	if b.err != nil {
+		return fmt.Errorf("unseal %s: %w", h.Workload, b.err)
+	}
 	t = time.Now()
-	if err := s.Attest(ctx, ev.Evidence); err != nil {
+	rel, err := s.AttestRelease(ctx, ev.Evidence, b.csr)
+	if err != nil {
 		return fmt.Errorf("unseal %s: kbs attest: %w", h.Workload, err)
 	}
 	res.Times.Attest = time.Since(t)
+	res.Times.Key = 0 // the key came with the attest answer
 	t = time.Now()
-	key, err := s.Key(ctx)
-	if err != nil {
-		return fmt.Errorf("unseal %s: kbs key: %w", h.Workload, err)
-	}
-	res.Times.Key = time.Since(t)
-	t = time.Now()
-	_, plain, err := envelope.Open(env, key)
-	clear(key)
+	_, plain, err := envelope.Open(env, rel.Keys.DataKey)
+	clear(rel.Keys.DataKey)
+	clear(rel.Keys.VolumeSecret) // reserved: no encrypted volumes yet (issue 15)
 	if err != nil {
 		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
@@ -208,41 +229,39 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	res.Spec = sp
 	res.Times.Open = time.Since(t)
 	t = time.Now()
-	id, err := certificate(ctx, s, sp.Identity.SANs)
+	id, err := identity(b.key, rel)
 	if err != nil {
 		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
 	res.Identity = id
-	res.Times.Certificate = time.Since(t)
+	res.Times.Certificate = b.d + time.Since(t)
 	return nil
 }
 
-// certificate makes a P-256 key, a CSR for sans, and asks the broker for the certificate;
-// the answer must be for this key and chain to the returned root.
-func certificate(ctx context.Context, s *client.Session, sans []string) (*Identity, error) {
+// bindingCSR makes the workload's P-256 key in guest memory and a CSR for it that carries
+// the session's binding URI (api.CSRBindingURI) and nothing sealed: the broker puts the SANs
+// the owner registered into the certificate, never the CSR's, and the spec is not open yet.
+func bindingCSR(s *client.Session) (*ecdsa.PrivateKey, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("workload key: %w", err)
+		return nil, nil, fmt.Errorf("workload key: %w", err)
 	}
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: s.Workload}}
-	for _, san := range sans {
-		if ip := net.ParseIP(san); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if u, err := url.Parse(san); err == nil && u.Scheme != "" && u.Host != "" {
-			tmpl.URIs = append(tmpl.URIs, u)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, san)
-		}
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil { // may quote a sealed SAN
-		return nil, fmt.Errorf("workload CSR: %w", errkind.Withhold(ErrCertificate, err))
-	}
-	resp, err := s.Certificate(ctx, csr)
+	u, err := url.Parse(s.CSRBindingURI())
 	if err != nil {
-		return nil, fmt.Errorf("kbs certificate: %w", err)
+		return nil, nil, fmt.Errorf("workload CSR binding: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(resp.Chain[0])
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: s.Workload}, URIs: []*url.URL{u}}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("workload CSR: %w", err)
+	}
+	return key, csr, nil
+}
+
+// identity checks the broker's certificate answer, which must be for the guest's key and
+// chain to the returned root, and returns the PEM material.
+func identity(key *ecdsa.PrivateKey, rel *client.Release) (*Identity, error) {
+	leaf, err := x509.ParseCertificate(rel.Chain[0])
 	if err != nil {
 		return nil, fmt.Errorf("leaf: %w", errkind.Withhold(ErrCertificate, err))
 	}
@@ -250,11 +269,11 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 		return nil, fmt.Errorf("%w: the leaf is not for the guest's key", ErrCertificate)
 	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(resp.RootPEM)) {
+	if !roots.AppendCertsFromPEM([]byte(rel.RootPEM)) {
 		return nil, fmt.Errorf("%w: no root certificate in the answer", ErrCertificate)
 	}
 	var chainPEM []byte
-	for i, der := range resp.Chain {
+	for i, der := range rel.Chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("chain[%d]: %w", i, errkind.Withhold(ErrCertificate, err))
@@ -274,7 +293,7 @@ func certificate(ctx context.Context, s *client.Session, sans []string) (*Identi
 	return &Identity{
 		CertPEM: chainPEM,
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		CAPEM:   []byte(resp.RootPEM),
+		CAPEM:   []byte(rel.RootPEM),
 	}, nil
 }
 

@@ -16,8 +16,11 @@ import (
 
 // Paths of the broker's HTTP API.
 const (
-	PathAuth        = "/kbs/v1/auth"
-	PathAttest      = "/kbs/v1/attest"
+	PathAuth   = "/kbs/v1/auth"
+	PathAttest = "/kbs/v1/attest"
+	// PathResource and PathCertificate are the deprecated third and fourth requests of the
+	// four-request flow (attest without a CSR); the two-request flow gets the key and the
+	// certificate in the attest answer. They remain for one release.
 	PathResource    = "/kbs/v1/resource/" // + <workload> + "/key"
 	PathCertificate = "/kbs/v1/certificate"
 	PathCA          = "/kbs/v1/ca"
@@ -51,6 +54,8 @@ const (
 	DataKeySize    = 32
 	// ReportDataDomain is the domain-separation prefix of REPORT_DATA.
 	ReportDataDomain = "sealpod-attest-v1"
+	// MaxCSRSize bounds the CSR of an attest request.
+	MaxCSRSize = 16 << 10
 )
 
 // ReportData returns SHA-512("sealpod-attest-v1" || nonce || teePubKey), the 64 bytes the guest
@@ -117,6 +122,11 @@ type Evidence struct {
 type AttestRequest struct {
 	TEEPubKey []byte   `json:"teePubKey"` // 32-byte X25519 public key
 	Evidence  Evidence `json:"evidence"`
+	// CSR (DER PKCS#10) for the workload certificate, made in the guest and bound to this
+	// attestation by a URI SAN CSRBindingURI(REPORT_DATA). With it the answer carries the
+	// token, the sealed keys and the certificate chain (the two-request flow, DESIGN §3.3);
+	// without it only the token (the deprecated four-request flow).
+	CSR []byte `json:"csr,omitempty"`
 }
 
 // AttestResponse answers a successful attestation.
@@ -124,15 +134,23 @@ type AttestResponse struct {
 	Token     string `json:"token"`
 	ExpiresAt int64  `json:"expiresAt"`
 	TEE       string `json:"tee"`
+	// SealedKeys is SealKey(Keys.Marshal()) to the request's TEE public key; set when the
+	// request carried a CSR.
+	SealedKeys []byte `json:"sealedKeys,omitempty"`
+	// Chain is the workload certificate (leaf for the CSR's key, then intermediate), DER;
+	// set when the request carried a CSR.
+	Chain [][]byte `json:"chain,omitempty"`
+	// RootPEM is the mesh root the chain leads to; set with Chain.
+	RootPEM string `json:"rootPem,omitempty"`
 }
 
-// KeyResponse answers GET /kbs/v1/resource/<workload>/key.
+// KeyResponse answers GET /kbs/v1/resource/<workload>/key (deprecated: see PathResource).
 type KeyResponse struct {
 	// SealedKey is nacl box.SealAnonymous(dataKey) to the session's TEE public key.
 	SealedKey []byte `json:"sealedKey"`
 }
 
-// CertificateRequest is the body of POST /kbs/v1/certificate.
+// CertificateRequest is the body of POST /kbs/v1/certificate (deprecated: see PathCertificate).
 type CertificateRequest struct {
 	CSR []byte `json:"csr"` // DER PKCS#10
 }
@@ -229,6 +247,12 @@ func (r *AttestRequest) Validate() error {
 	}
 	if r.Evidence.SNP != nil && r.Evidence.TDX != nil {
 		return errors.New("attest request field evidence: both snp and tdx set")
+	}
+	if r.CSR != nil && len(r.CSR) == 0 {
+		return errors.New("attest request field csr: empty")
+	}
+	if len(r.CSR) > MaxCSRSize {
+		return fmt.Errorf("attest request field csr: %d bytes, at most %d", len(r.CSR), MaxCSRSize)
 	}
 	return nil
 }

@@ -70,6 +70,9 @@ func TestDecodeAndValidate(t *testing.T) {
 		{"attest short key", `{"teePubKey":"AAAA","evidence":{"snp":{"report":"AAAA"}}}`, &AttestRequest{}, false},
 		{"attest no evidence", `{"teePubKey":"` + strings.Repeat("A", 43) + `=","evidence":{}}`, &AttestRequest{}, false},
 		{"attest ok", `{"teePubKey":"` + strings.Repeat("A", 43) + `=","evidence":{"tdx":{"quote":"AAAA"}}}`, &AttestRequest{}, true},
+		{"attest with csr", `{"teePubKey":"` + strings.Repeat("A", 43) + `=","evidence":{"tdx":{"quote":"AAAA"}},"csr":"MIIB"}`, &AttestRequest{}, true},
+		{"attest empty csr", `{"teePubKey":"` + strings.Repeat("A", 43) + `=","evidence":{"tdx":{"quote":"AAAA"}},"csr":""}`, &AttestRequest{}, false},
+		{"attest oversized csr", `{"teePubKey":"` + strings.Repeat("A", 43) + `=","evidence":{"tdx":{"quote":"AAAA"}},"csr":"` + strings.Repeat("A", (MaxCSRSize+3)/3*4+4) + `"}`, &AttestRequest{}, false},
 		{"cert empty", `{"csr":""}`, &CertificateRequest{}, false},
 	}
 	for _, tc := range tests {
@@ -102,8 +105,13 @@ func FuzzDecodeRequests(f *testing.F) {
 			}
 		}
 		var at AttestRequest
-		if DecodeJSON(bytes.NewReader(data), &at) == nil && at.Validate() == nil && len(at.TEEPubKey) != TEEPubKeySize {
-			t.Fatalf("accepted attest request with %d-byte key", len(at.TEEPubKey))
+		if DecodeJSON(bytes.NewReader(data), &at) == nil && at.Validate() == nil {
+			if len(at.TEEPubKey) != TEEPubKeySize {
+				t.Fatalf("accepted attest request with %d-byte key", len(at.TEEPubKey))
+			}
+			if at.CSR != nil && (len(at.CSR) == 0 || len(at.CSR) > MaxCSRSize) {
+				t.Fatalf("accepted attest request with a %d-byte CSR", len(at.CSR))
+			}
 		}
 		var c CertificateRequest
 		if DecodeJSON(bytes.NewReader(data), &c) == nil && c.Validate() == nil && len(c.CSR) == 0 {

@@ -13,6 +13,9 @@ const (
 	AuditKindKey         = "key"
 	AuditKindCertificate = "certificate"
 	AuditKindAdmin       = "admin"
+	// AuditKindRelease is an attest of the two-request flow (with a CSR): when ok, the
+	// token, the data key and the workload certificate were released in one answer.
+	AuditKindRelease = "release"
 )
 
 // Audit event results (AuditEvent.Result).
@@ -32,7 +35,7 @@ var ErrInvalidAuditEvent = errors.New("invalid audit event")
 // returns it (GET /kbs/v1/admin/audit). The broker's kbs/audit names it audit.Event.
 type AuditEvent struct {
 	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"` // auth|attest|key|certificate|admin
+	Kind     string    `json:"kind"` // auth|attest|release|key|certificate|admin
 	Workload string    `json:"workload,omitempty"`
 	TEE      string    `json:"tee,omitempty"`
 	Result   string    `json:"result"` // ok|denied|error
@@ -43,9 +46,9 @@ type AuditEvent struct {
 // Validate checks the kind, the result and field lengths.
 func (e *AuditEvent) Validate() error {
 	switch e.Kind {
-	case AuditKindAuth, AuditKindAttest, AuditKindKey, AuditKindCertificate, AuditKindAdmin:
+	case AuditKindAuth, AuditKindAttest, AuditKindRelease, AuditKindKey, AuditKindCertificate, AuditKindAdmin:
 	default:
-		return fmt.Errorf("%w: kind %q (want auth, attest, key, certificate or admin)", ErrInvalidAuditEvent, e.Kind)
+		return fmt.Errorf("%w: kind %q (want auth, attest, release, key, certificate or admin)", ErrInvalidAuditEvent, e.Kind)
 	}
 	switch e.Result {
 	case AuditResultOK, AuditResultDenied, AuditResultError:

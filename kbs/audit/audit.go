@@ -30,6 +30,7 @@ const (
 	KindAttest      = api.AuditKindAttest
 	KindKey         = api.AuditKindKey
 	KindCertificate = api.AuditKindCertificate
+	KindRelease     = api.AuditKindRelease
 	KindAdmin       = api.AuditKindAdmin
 )
 

@@ -1,5 +1,7 @@
 // Package client is the Go client of the Sealpod key broker: the attestation flow the agent
-// runs (auth → attest → key → certificate, docs/kbs.md#the-attestation-sequence) and the public endpoints sealctl uses
+// runs (auth → attest with a CSR, whose answer carries the token, the sealed keys and the
+// workload certificate, docs/kbs.md#the-attestation-sequence; the deprecated auth → attest →
+// key → certificate flow remains for one release) and the public endpoints sealctl uses
 // (mesh CA, signed manifest). TLS is pinned: either to a CA certificate or to the SHA-256 of
 // the broker's TLS CA certificate, as carried by the sealed envelope header.
 package client
@@ -268,7 +270,51 @@ func (s *Session) headers(withToken bool) http.Header {
 	return h
 }
 
-// Attest sends evidence (made for s.ReportData()) and keeps the token.
+// CSRBindingURI is the URI SAN the CSR given to AttestRelease must carry.
+func (s *Session) CSRBindingURI() string { return api.CSRBindingURI(s.ReportData()) }
+
+// Release is the answer of the two-request flow.
+type Release struct {
+	Keys api.Keys
+	// Chain is the workload certificate, leaf then intermediate (DER); RootPEM the mesh root.
+	// Callers check that the leaf is for their key and chains to the root.
+	Chain   [][]byte
+	RootPEM string
+}
+
+// AttestRelease sends evidence (made for s.ReportData()) with a CSR that carries
+// s.CSRBindingURI(), keeps the token and returns the opened keys and the certificate chain:
+// the second and last request of the flow.
+func (s *Session) AttestRelease(ctx context.Context, ev *api.Evidence, csrDER []byte) (*Release, error) {
+	if len(csrDER) == 0 {
+		return nil, errors.New("kbs attest: empty CSR")
+	}
+	var out api.AttestResponse
+	if _, err := s.c.do(ctx, http.MethodPost, api.PathAttest, api.AttestRequest{TEEPubKey: s.pub[:], Evidence: *ev, CSR: csrDER}, s.headers(false), &out); err != nil {
+		return nil, err
+	}
+	if out.TEE != s.TEE {
+		return nil, fmt.Errorf("kbs attest: token for tee %q, asked for %q", out.TEE, s.TEE)
+	}
+	if len(out.SealedKeys) == 0 || len(out.Chain) == 0 || out.RootPEM == "" {
+		return nil, fmt.Errorf("kbs attest %s: answer without sealed keys, certificate chain or root (a broker without the two-request flow?)", s.Workload)
+	}
+	plain, err := api.OpenKeyWith(out.SealedKeys, s.pub[:], s.priv)
+	if err != nil {
+		return nil, fmt.Errorf("kbs attest %s: sealed keys: %w", s.Workload, err)
+	}
+	keys, err := api.ParseKeys(plain)
+	clear(plain)
+	if err != nil {
+		return nil, fmt.Errorf("kbs attest %s: %w", s.Workload, err)
+	}
+	s.Token = out.Token
+	s.ExpiresAt = time.Unix(out.ExpiresAt, 0)
+	return &Release{Keys: keys, Chain: out.Chain, RootPEM: out.RootPEM}, nil
+}
+
+// Attest sends evidence (made for s.ReportData()) and keeps the token: the second request
+// of the deprecated four-request flow (Key and Certificate follow). Use AttestRelease.
 func (s *Session) Attest(ctx context.Context, ev *api.Evidence) error {
 	var out api.AttestResponse
 	if _, err := s.c.do(ctx, http.MethodPost, api.PathAttest, api.AttestRequest{TEEPubKey: s.pub[:], Evidence: *ev}, s.headers(false), &out); err != nil {
@@ -282,7 +328,7 @@ func (s *Session) Attest(ctx context.Context, ev *api.Evidence) error {
 	return nil
 }
 
-// Key fetches and opens the workload's data key.
+// Key fetches and opens the workload's data key (deprecated four-request flow).
 func (s *Session) Key(ctx context.Context) ([]byte, error) {
 	h := s.headers(true)
 	h.Set(api.HeaderTEEPubKey, base64.StdEncoding.EncodeToString(s.pub[:]))
@@ -300,7 +346,8 @@ func (s *Session) Key(ctx context.Context) ([]byte, error) {
 	return key, nil
 }
 
-// Certificate asks for a workload certificate for the CSR (DER).
+// Certificate asks for a workload certificate for the CSR (DER) (deprecated four-request
+// flow).
 func (s *Session) Certificate(ctx context.Context, csrDER []byte) (*api.CertificateResponse, error) {
 	var out api.CertificateResponse
 	if _, err := s.c.do(ctx, http.MethodPost, api.PathCertificate, api.CertificateRequest{CSR: csrDER}, s.headers(true), &out); err != nil {

@@ -36,11 +36,11 @@ type benchClientResult struct {
 	FlowP99us  int64   `json:"flowP99us"`
 	ReqP50us   int64   `json:"reqP50us"`
 	ReqP99us   int64   `json:"reqP99us"`
-	// StepP50us/StepP99us: auth, attest, key, certificate.
-	StepP50us   [4]int64 `json:"stepP50us"`
-	StepP99us   [4]int64 `json:"stepP99us"`
-	WarmupFlows int      `json:"warmupFlows"`
-	Error       string   `json:"error,omitempty"`
+	// StepP50us/StepP99us: per step of the flow (benchFlow.steps).
+	StepP50us   []int64 `json:"stepP50us"`
+	StepP99us   []int64 `json:"stepP99us"`
+	WarmupFlows int     `json:"warmupFlows"`
+	Error       string  `json:"error,omitempty"`
 }
 
 func cpuTime() time.Duration {
@@ -63,9 +63,14 @@ func p384CPU(d time.Duration) time.Duration {
 }
 
 // BenchmarkFullFlowServerCPU runs the 64 clients in a separate process (as guests are on
-// other machines in reality) and reports the broker's own CPU time per full flow
-// (auth+attest+key+certificate) against the CPU time of one P-384 verify: the server-side
-// ratio the target (>= 0.5, docs/design.md#targets) is about. Both processes still share this machine.
+// other machines in reality) and reports the broker's own CPU time per full flow (auth →
+// attest with a CSR; SEALPOD_BENCH_FLOW=legacy: auth → attest → key → certificate) against the
+// CPU time of one P-384 verify: the server-side ratio the target (>= 0.5,
+// docs/design.md#targets) is about. Both processes still share this machine. After the
+// closed-loop run it runs open loop at half the flows/s it measured, with half the flows
+// (per-request p99 target < 20 ms there; SEALPOD_BENCH_HALF=0 skips it, e.g. for CPU
+// profiles of the closed loop alone); SEALPOD_BENCH_RATE=R instead runs only open loop at R
+// flows/s.
 func BenchmarkFullFlowServerCPU(b *testing.B) {
 	gogc := TuneGC() // as sealpod-kbs serve does
 	e := newEnv(b, envOptions{})
@@ -81,57 +86,97 @@ func BenchmarkFullFlowServerCPU(b *testing.B) {
 	if err := os.WriteFile(keyFile, kp, 0o600); err != nil {
 		b.Fatal(err)
 	}
+	fl := benchFlowFromEnv()
 	verifyCPU := time.Duration(1)
 	if reportRun(b) {
 		verifyCPU = p384CPU(time.Second)
 	}
 	floorBefore := p384FloorFor(b)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SEALPOD_BENCH_CLIENT=1", "SEALPOD_BENCH_URL="+e.url, "SEALPOD_BENCH_CA="+caFile,
-		"SEALPOD_BENCH_KEY="+keyFile, "SEALPOD_BENCH_WORKLOAD="+e.workload.ID, "SEALPOD_BENCH_N="+strconv.Itoa(b.N),
-		"SEALPOD_BENCH_MEAS="+hex.EncodeToString(e.meas[:]), "SEALPOD_BENCH_DIGEST="+hex.EncodeToString(e.digest[:]))
-	cmd.Stderr = os.Stderr
+	// probe: the in-run P-384 floor (probe_test.go), only on the closed-loop run of a real run.
+	var probe *floorProbe
+	var inRun *probeResult
+	run := func(n int, rate float64) (benchClientResult, time.Duration, time.Duration) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SEALPOD_BENCH_CLIENT=1", "SEALPOD_BENCH_URL="+e.url, "SEALPOD_BENCH_CA="+caFile,
+			"SEALPOD_BENCH_KEY="+keyFile, "SEALPOD_BENCH_WORKLOAD="+e.workload.ID, "SEALPOD_BENCH_N="+strconv.Itoa(n),
+			"SEALPOD_BENCH_MEAS="+hex.EncodeToString(e.meas[:]), "SEALPOD_BENCH_DIGEST="+hex.EncodeToString(e.digest[:]),
+			"SEALPOD_BENCH_FLOW="+string(fl), "SEALPOD_BENCH_RATE="+strconv.FormatFloat(rate, 'f', -1, 64))
+		cmd.Stderr = os.Stderr
+		c0 := cpuTime()
+		out, err := cmd.Output()
+		serverCPU := cpuTime() - c0
+		if probe != nil {
+			// The probe's CPU is not the broker's.
+			p := probe.stop()
+			probe, inRun = nil, &p
+			serverCPU -= p.total
+		}
+		if err != nil {
+			b.Fatalf("client process: %v\n%s", err, out)
+		}
+		var res benchClientResult
+		if i := slices.Index(out, '{'); i >= 0 {
+			out = out[i:]
+		}
+		if err := json.NewDecoder(bytesReader(out)).Decode(&res); err != nil || res.Error != "" {
+			b.Fatalf("client result: %v %s", err, res.Error)
+		}
+		// The server's CPU time covers the whole child run (its warm-up flow and TLS handshakes
+		// included), so it is divided by all flows the child made.
+		allFlows := time.Duration(res.Flows + res.WarmupFlows)
+		return res, serverCPU / allFlows, (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / allFlows
+	}
 	b.ResetTimer()
 	commits0, events0 := e.audit.Stats()
-	c0 := cpuTime()
-	out, err := cmd.Output()
-	serverCPU := cpuTime() - c0
-	b.StopTimer()
-	if err != nil {
-		b.Fatalf("client process: %v\n%s", err, out)
+	if reportRun(b) {
+		probe = startFloorProbe(10 * time.Millisecond)
 	}
-	clientCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	res, perFlow, clientCPU := run(b.N, openLoopRate())
+	b.StopTimer()
 	commits1, events1 := e.audit.Stats()
 	floorAfter := p384FloorFor(b)
-	var res benchClientResult
-	if i := slices.Index(out, '{'); i >= 0 {
-		out = out[i:]
+	// The machine is shared: the P-384 CPU time is measured before and after the run and the
+	// lower one counts (contention only inflates it; the lower is the conservative floor).
+	verifyBefore, verifyAfter := verifyCPU, verifyCPU
+	if reportRun(b) {
+		verifyAfter = p384CPU(time.Second)
+		verifyCPU = min(verifyBefore, verifyAfter)
 	}
-	if err := json.NewDecoder(bytesReader(out)).Decode(&res); err != nil || res.Error != "" {
-		b.Fatalf("client result: %v %s", err, res.Error)
-	}
-	// The server's CPU time covers the whole child run (its warm-up flow and TLS handshakes
-	// included), so it is divided by all flows the child made.
-	allFlows := res.Flows + res.WarmupFlows
-	perFlow := serverCPU / time.Duration(allFlows)
 	rate := float64(res.Flows) / res.ElapsedSec
 	ratio := float64(verifyCPU) / float64(perFlow)
 	b.ReportMetric(rate, "flows/s")
 	b.ReportMetric(float64(perFlow.Microseconds()), "server-cpu-us/flow")
 	b.ReportMetric(ratio, "server-ratio")
+	if inRun != nil && inRun.n > 0 {
+		b.ReportMetric(float64(inRun.mean)/float64(perFlow), "server-ratio-inrun")
+	}
 	if !reportRun(b) {
 		return // a calibration run; figures only for real runs
 	}
 	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	steps := func(res benchClientResult) []stepLatency {
+		var out []stepLatency
+		for i, name := range fl.steps() {
+			if i < len(res.StepP50us) && i < len(res.StepP99us) {
+				out = append(out, stepLatency{name, us(res.StepP50us[i]), us(res.StepP99us[i])})
+			}
+		}
+		return out
+	}
 	r := benchReport{
-		title: "clients in a separate process", gogc: gogc, openLoop: openLoopRate(), flows: res.Flows, elapsed: time.Duration(res.ElapsedSec * float64(time.Second)), rate: rate,
+		title: "clients in a separate process", flow: fl, gogc: gogc, openLoop: openLoopRate(), flows: res.Flows, elapsed: time.Duration(res.ElapsedSec * float64(time.Second)), rate: rate,
 		flowP50: us(res.FlowP50us), flowP99: us(res.FlowP99us), reqP50: us(res.ReqP50us), reqP99: us(res.ReqP99us),
 		p384Before: floorBefore, p384After: floorAfter,
-		serverCPU: perFlow, clientCPU: clientCPU / time.Duration(allFlows), verifyCPU: verifyCPU,
-		auditCommits: commits1 - commits0, auditEvents: events1 - events0,
+		serverCPU: perFlow, clientCPU: clientCPU, verifyCPU: verifyCPU, verifyBefore: verifyBefore, verifyAfter: verifyAfter,
+		auditCommits: commits1 - commits0, auditEvents: events1 - events0, steps: steps(res), inRun: inRun,
 	}
-	for i, name := range []string{"auth", "attest", "key", "certificate"} {
-		r.steps = append(r.steps, stepLatency{name, us(res.StepP50us[i]), us(res.StepP99us[i])})
+	if r.openLoop == 0 && os.Getenv("SEALPOD_BENCH_HALF") != "0" {
+		half := rate / 2
+		hres, hcpu, _ := run(max(b.N/2, benchClients), half)
+		r.half = &openLoopReport{offered: half, served: float64(hres.Flows) / hres.ElapsedSec, flows: hres.Flows,
+			flowP50: us(hres.FlowP50us), flowP99: us(hres.FlowP99us), reqP50: us(hres.ReqP50us), reqP99: us(hres.ReqP99us),
+			steps: steps(hres), serverCPU: hcpu}
+		b.ReportMetric(float64(hres.ReqP99us)/1000, "half-rate-req-p99-ms")
 	}
 	r.print(os.Stdout)
 }
@@ -199,8 +244,7 @@ func runBenchClient() (res benchClientResult) {
 	if err != nil {
 		return fail(err)
 	}
-	csrKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, csrKey)
+	fl := benchFlowFromEnv()
 	ctx := context.Background()
 	// SEALPOD_BENCH_NEWCONN=1: every flow on its own connection (a full TLS handshake per
 	// flow, as distinct guests make), instead of keep-alive connections reused across flows.
@@ -217,13 +261,13 @@ func runBenchClient() (res benchClientResult) {
 			}
 			c = nc
 		}
-		return timedFlow(ctx, c, workload, func(s *client.Session) (*api.Evidence, error) {
+		return timedFlow(ctx, fl, c, workload, func(s *client.Session) (*api.Evidence, error) {
 			rep, table, err := signer.Report(amdsp.ReportOptions{ReportData: api.ReportData(s.Nonce, s.PublicKey()), Measurement: meas, HostData: digest})
 			if err != nil {
 				return nil, err
 			}
 			return &api.Evidence{SNP: &api.SNPEvidence{Report: rep, CertTable: table}}, nil
-		}, csr, rl)
+		}, rl)
 	}
 	var warm []time.Duration
 	if err := flow(&warm); err != nil {
@@ -284,13 +328,9 @@ func runBenchClient() (res benchClientResult) {
 	}
 	el := time.Since(start)
 	res = benchClientResult{Flows: len(fls), ElapsedSec: el.Seconds(), WarmupFlows: 1}
-	for i := range 4 {
-		var step []time.Duration
-		for j := i; j < len(rls); j += 4 {
-			step = append(step, rls[j])
-		}
-		slices.Sort(step)
-		res.StepP50us[i], res.StepP99us[i] = pct(step, .5).Microseconds(), pct(step, .99).Microseconds()
+	for _, st := range stepPercentiles(fl, rls) {
+		res.StepP50us = append(res.StepP50us, st.p50.Microseconds())
+		res.StepP99us = append(res.StepP99us, st.p99.Microseconds())
 	}
 	slices.Sort(fls)
 	slices.Sort(rls)

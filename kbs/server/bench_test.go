@@ -8,9 +8,11 @@ import (
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -71,6 +73,7 @@ type stepLatency struct {
 // benchReport is what both full-flow benchmarks print (hack/bench kbs shows these lines).
 type benchReport struct {
 	title                            string
+	flow                             benchFlow
 	gogc                             int
 	openLoop                         float64 // offered flows/s (SEALPOD_BENCH_RATE); 0 = closed loop
 	flows                            int
@@ -83,8 +86,22 @@ type benchReport struct {
 	// Separate-process benchmark only: CPU time per flow of the broker and of the clients, and
 	// the CPU time of one P-384 verify.
 	serverCPU, clientCPU, verifyCPU time.Duration
+	verifyBefore, verifyAfter       time.Duration // verifyCPU is the lower
+	// inRun: the P-384 verify CPU measured during the run by floorProbe (nil if not run).
+	inRun *probeResult
 	// Audit transactions committed during the run and the events they held.
 	auditCommits, auditEvents uint64
+	// half: the open-loop run at half the saturation rate measured by this (closed-loop) run.
+	half *openLoopReport
+}
+
+// openLoopReport is an open-loop run of the separate-process benchmark.
+type openLoopReport struct {
+	offered, served                  float64 // flows/s
+	flows                            int
+	flowP50, flowP99, reqP50, reqP99 time.Duration
+	steps                            []stepLatency
+	serverCPU                        time.Duration // per flow
 }
 
 func loadAvg() string {
@@ -103,8 +120,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Micros
 
 func (r *benchReport) print(w io.Writer) {
 	floor := max(r.p384Before, r.p384After)
-	fmt.Fprintf(w, "kbs full flow (auth+attest+key+certificate, sim/SNP evidence, HTTPS 127.0.0.1, bbolt), %s: %d clients, GOMAXPROCS=%d, NumCPU=%d, broker GOGC=%d, load average %s\n",
-		r.title, benchClients, runtime.GOMAXPROCS(0), runtime.NumCPU(), r.gogc, loadAvg())
+	fmt.Fprintf(w, "kbs full flow (%s, sim/SNP evidence, HTTPS 127.0.0.1, bbolt), %s: %d clients, GOMAXPROCS=%d, NumCPU=%d, broker GOGC=%d, load average %s\n",
+		r.flow.describe(), r.title, benchClients, runtime.GOMAXPROCS(0), runtime.NumCPU(), r.gogc, loadAvg())
 	fmt.Fprintf(w, "  flows/s:            %.0f (%d flows in %v)\n", r.rate, r.flows, r.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "  per flow:           p50 %s  p99 %s\n", ms(r.flowP50), ms(r.flowP99))
 	fmt.Fprintf(w, "  per request:        p50 %s  p99 %s\n", ms(r.reqP50), ms(r.reqP99))
@@ -115,10 +132,15 @@ func (r *benchReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  ratio:              %.3f flows/s per P-384 verify/s (wall clock; target >= 0.5)\n", r.rate/floor)
 	if r.serverCPU > 0 {
 		cores := float64(runtime.NumCPU())
-		fmt.Fprintf(w, "  broker CPU/flow:    %v; clients' CPU/flow %v; one P-384 verify %v CPU (%.0f verifies/s on %d cores by CPU time)\n",
-			r.serverCPU.Round(time.Microsecond), r.clientCPU.Round(time.Microsecond), r.verifyCPU.Round(time.Microsecond), cores/r.verifyCPU.Seconds(), runtime.NumCPU())
+		fmt.Fprintf(w, "  broker CPU/flow:    %v; clients' CPU/flow %v; one P-384 verify %v CPU (%.0f verifies/s on %d cores by CPU time; %v before, %v after the run, the lower counts)\n",
+			r.serverCPU.Round(time.Microsecond), r.clientCPU.Round(time.Microsecond), r.verifyCPU.Round(time.Microsecond), cores/r.verifyCPU.Seconds(), runtime.NumCPU(),
+			r.verifyBefore.Round(time.Microsecond), r.verifyAfter.Round(time.Microsecond))
 		fmt.Fprintf(w, "  server CPU ratio:   %.3f (P-384 verify CPU / broker CPU per flow; target >= 0.5); broker CPU-bound capacity %.0f flows/s on %d cores\n",
 			float64(r.verifyCPU)/float64(r.serverCPU), cores/r.serverCPU.Seconds(), runtime.NumCPU())
+		if p := r.inRun; p != nil && p.n > 0 {
+			fmt.Fprintf(w, "  in-run floor:       one P-384 verify %v CPU during the run (mean of %d, median %v; thread CPU clock, same load as the broker; the probe's %v CPU is not counted as the broker's); ratio on it %.3f\n",
+				p.mean.Round(time.Microsecond), p.n, p.median.Round(time.Microsecond), p.total.Round(time.Millisecond), float64(p.mean)/float64(r.serverCPU))
+		}
 	}
 	if r.auditCommits > 0 {
 		fmt.Fprintf(w, "  audit log:          %d events in %d fsynced transactions (%.1f events per commit)\n",
@@ -129,9 +151,65 @@ func (r *benchReport) print(w io.Writer) {
 		return
 	}
 	// Little's law: with benchClients closed-loop clients always in flight, mean flow latency =
-	// clients / throughput, and a request's mean latency is a quarter of that.
+	// clients / throughput, and a request's mean latency is that over the requests per flow.
+	nreq := float64(len(r.flow.steps()))
 	fmt.Fprintf(w, "  Little's law:       %d in flight / %.0f flows/s = mean flow latency %.1f ms (mean request %.1f ms)\n",
-		benchClients, r.rate, float64(benchClients)/r.rate*1000, float64(benchClients)/r.rate*1000/4)
+		benchClients, r.rate, float64(benchClients)/r.rate*1000, float64(benchClients)/r.rate*1000/nreq)
+	if h := r.half; h != nil {
+		fmt.Fprintf(w, "  open loop at half the saturation rate above: %.0f flows/s offered, %.0f served (%d flows, up to %d in flight, latency from the scheduled start)\n",
+			h.offered, h.served, h.flows, benchClients)
+		fmt.Fprintf(w, "    per request:      p50 %s  p99 %s (target p99 < 20 ms)\n", ms(h.reqP50), ms(h.reqP99))
+		for _, s := range h.steps {
+			fmt.Fprintf(w, "      %-12s    p50 %s  p99 %s\n", s.name+":", ms(s.p50), ms(s.p99))
+		}
+		fmt.Fprintf(w, "    per flow:         p50 %s  p99 %s; broker CPU/flow %v\n", ms(h.flowP50), ms(h.flowP99), h.serverCPU.Round(time.Microsecond))
+	}
+}
+
+// benchFlow is the protocol flow a benchmark drives: SEALPOD_BENCH_FLOW=legacy for the
+// deprecated four-request flow, else the two-request flow.
+type benchFlow string
+
+const (
+	flowTwo    benchFlow = "two"
+	flowLegacy benchFlow = "legacy"
+)
+
+func benchFlowFromEnv() benchFlow {
+	if os.Getenv("SEALPOD_BENCH_FLOW") == string(flowLegacy) {
+		return flowLegacy
+	}
+	return flowTwo
+}
+
+func (f benchFlow) steps() []string {
+	if f == flowLegacy {
+		return []string{"auth", "attest", "key", "certificate"}
+	}
+	return []string{"auth", "attest"}
+}
+
+func (f benchFlow) describe() string {
+	if f == flowLegacy {
+		return "deprecated four requests: auth+attest+key+certificate"
+	}
+	return "two requests: auth+attest with CSR, answered with token, key and certificate"
+}
+
+// stepPercentiles splits per-request latencies (recorded flow by flow, in step order) by
+// step.
+func stepPercentiles(f benchFlow, lat []time.Duration) []stepLatency {
+	names := f.steps()
+	var out []stepLatency
+	for i, name := range names {
+		var step []time.Duration
+		for j := i; j < len(lat); j += len(names) {
+			step = append(step, lat[j])
+		}
+		slices.Sort(step)
+		out = append(out, stepLatency{name, pct(step, 0.5), pct(step, 0.99)})
+	}
+	return out
 }
 
 // openLoopRate is SEALPOD_BENCH_RATE (offered flows/s for the separate-process benchmark's
@@ -160,7 +238,8 @@ func pct(d []time.Duration, p float64) time.Duration {
 	return d[min(len(d)-1, int(float64(len(d))*p))]
 }
 
-// BenchmarkFullFlow drives auth → attest → key → certificate with sim (SNP-format, fake-signed)
+// BenchmarkFullFlow drives the full flow (auth → attest with a CSR; SEALPOD_BENCH_FLOW=legacy:
+// auth → attest → key → certificate) with sim (SNP-format, fake-signed)
 // evidence from 64 concurrent clients over real HTTPS on 127.0.0.1 against the real server
 // with a bbolt store, and reports flows/s, latency percentiles and the ratio to the P-384
 // verify floor measured in the same run. Run: go test -run XXX -bench FullFlow ./kbs/server
@@ -175,10 +254,10 @@ func BenchmarkFullFlow(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	csr, _ := makeCSR(b, nil)
+	fl := benchFlowFromEnv()
 	evidence := func(s *client.Session) (*api.Evidence, error) { return e.evidence(b, s, nil), nil }
 	flow := func(reqLat *[]time.Duration) error {
-		return timedFlow(ctx, c, e.workload.ID, evidence, csr, reqLat)
+		return timedFlow(ctx, fl, c, e.workload.ID, evidence, reqLat)
 	}
 	// Warm up connections.
 	var warm []time.Duration
@@ -240,25 +319,18 @@ func BenchmarkFullFlow(b *testing.B) {
 		return // a calibration run; figures only for real runs
 	}
 	r := benchReport{
-		title: "clients in-process", gogc: gogc, flows: len(flowLat), elapsed: elapsed, rate: rate,
+		title: "clients in-process", flow: fl, gogc: gogc, flows: len(flowLat), elapsed: elapsed, rate: rate,
 		flowP50: pct(flowLat, 0.5), flowP99: pct(flowLat, 0.99), reqP50: pct(reqLat, 0.5), reqP99: pct(reqLat, 0.99),
-		p384Before: floorBefore, p384After: floorAfter,
+		p384Before: floorBefore, p384After: floorAfter, steps: stepPercentiles(fl, stepLat),
 	}
 	r.auditCommits, r.auditEvents = e.audit.Stats()
-	for i, name := range []string{"auth", "attest", "key", "certificate"} {
-		var step []time.Duration
-		for j := i; j < len(stepLat); j += 4 {
-			step = append(step, stepLat[j])
-		}
-		slices.Sort(step)
-		r.steps = append(r.steps, stepLatency{name, pct(step, 0.5), pct(step, 0.99)})
-	}
 	r.print(os.Stdout)
 }
 
-// timedFlow runs one full flow, auth → attest → key → certificate, and appends the four
-// request latencies to lat (both benchmarks measure exactly this).
-func timedFlow(ctx context.Context, c *client.Client, workload string, evidence func(*client.Session) (*api.Evidence, error), csr []byte, lat *[]time.Duration) error {
+// timedFlow runs one full flow of kind f and appends its request latencies to lat, in step
+// order (both benchmarks measure exactly this). The evidence and the CSR are made between
+// auth and attest and count to neither request.
+func timedFlow(ctx context.Context, f benchFlow, c *client.Client, workload string, evidence func(*client.Session) (*api.Evidence, error), lat *[]time.Duration) error {
 	t0 := time.Now()
 	s, err := c.Auth(ctx, api.TEESim, workload)
 	if err != nil {
@@ -269,18 +341,47 @@ func timedFlow(ctx context.Context, c *client.Client, workload string, evidence 
 	if err != nil {
 		return err
 	}
-	if err := s.Attest(ctx, ev); err != nil {
+	csr, err := benchCSR(f, s)
+	if err != nil {
 		return err
 	}
 	t2 := time.Now()
-	if _, err := s.Key(ctx); err != nil {
+	if f == flowTwo {
+		if _, err := s.AttestRelease(ctx, ev, csr); err != nil {
+			return err
+		}
+		*lat = append(*lat, t1.Sub(t0), time.Since(t2))
+		return nil
+	}
+	if err := s.Attest(ctx, ev); err != nil {
 		return err
 	}
 	t3 := time.Now()
-	if _, err := s.Certificate(ctx, csr); err != nil {
+	if _, err := s.Key(ctx); err != nil {
 		return err
 	}
 	t4 := time.Now()
-	*lat = append(*lat, t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3))
+	if _, err := s.Certificate(ctx, csr); err != nil {
+		return err
+	}
+	*lat = append(*lat, t1.Sub(t0), t3.Sub(t2), t4.Sub(t3), time.Since(t4))
 	return nil
+}
+
+// benchCSR makes the guest's CSR as the agent does: a fresh P-256 key per flow and, for the
+// two-request flow, the session's binding URI.
+func benchCSR(f benchFlow, s *client.Session) ([]byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: s.Workload}}
+	if f == flowTwo {
+		u, err := url.Parse(s.CSRBindingURI())
+		if err != nil {
+			return nil, err
+		}
+		tmpl.URIs = []*url.URL{u}
+	}
+	return x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 }

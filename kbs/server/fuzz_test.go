@@ -19,6 +19,7 @@ func FuzzHandlers(f *testing.F) {
 	f.Add(uint8(1), []byte(`{"teePubKey":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","evidence":{"snp":{"report":"AAAA"}}}`), "abc", "")
 	f.Add(uint8(2), []byte(nil), "abc", "sp2.e30.AAAA")
 	f.Add(uint8(3), []byte(`{"csr":"MIIB"}`), "abc", "sp2.x.y")
+	f.Add(uint8(1), []byte(`{"teePubKey":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","evidence":{"snp":{"report":"AAAA"}},"csr":"MIIB"}`), "abc", "")
 	f.Fuzz(func(t *testing.T, which uint8, body []byte, cookie, token string) {
 		paths := []struct{ method, path string }{
 			{http.MethodPost, api.PathAuth},

@@ -80,6 +80,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	mux      *http.ServeMux
+	rootPEM  string // the mesh root, PEM, as attest answers carry it
 }
 
 // New builds a server.
@@ -120,7 +121,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	s := &Server{cfg: cfg, tokens: ts, sessions: newSessions(cfg.NonceTTL, cfg.MaxSessions, cfg.MaxSessionsPerSource), log: cfg.Logger, metrics: newMetrics()}
+	s := &Server{cfg: cfg, tokens: ts, sessions: newSessions(cfg.NonceTTL, cfg.MaxSessions, cfg.MaxSessionsPerSource), log: cfg.Logger, metrics: newMetrics(),
+		rootPEM: string(cfg.MeshCA.RootPEM())}
 	cfg.Audit.SetErrorHandler(func(err error, n int) {
 		s.log.Error("audit append failed", "events", n, "err", err)
 	})
@@ -130,6 +132,8 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+api.PathAuth, s.instrument("auth", s.handleAuth))
 	mux.Handle("POST "+api.PathAttest, s.instrument("attest", s.handleAttest))
+	// Deprecated (the four-request flow, kept for one release): attest answers with the key
+	// and the certificate when the request carries a CSR.
 	mux.Handle("GET "+api.PathResource+"{workload}/key", s.instrument("key", s.handleKey))
 	mux.Handle("POST "+api.PathCertificate, s.instrument("certificate", s.handleCertificate))
 	mux.Handle("GET "+api.PathCA, s.instrument("ca", s.handleCA))
@@ -295,6 +299,8 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			}
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Cache-Control", "no-store")
+			// A known length spares the chunked encoding of bodies over 2 KiB (attest answers).
+			w.Header().Set("Content-Length", strconv.Itoa(len(rec.body)))
 			w.WriteHeader(http.StatusOK)
 			s.writeBody(w, r, name, rec.body)
 		}
@@ -472,8 +478,12 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEven
 	}
 	ev.workload, ev.tee = sess.workload, sess.tee
 	var req api.AttestRequest
-	if herr := decodeBody(w, r, maxAttestBody, &req); herr != nil {
+	if herr := decodeAttest(w, r, maxAttestBody, &req); herr != nil {
 		return ev, herr
+	}
+	release := req.CSR != nil // the two-request flow
+	if release {
+		ev.kind = audit.KindRelease
 	}
 	if err := req.Validate(); err != nil {
 		return ev, fail(http.StatusBadRequest, api.ReasonBadRequest, "%v", err)
@@ -489,6 +499,16 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEven
 		return ev, fail(http.StatusForbidden, api.ReasonPolicy, "workload %q does not allow tee %s", wl.ID, sess.tee)
 	}
 	rd := api.ReportData(sess.nonce, req.TEEPubKey)
+	var csr *x509.CertificateRequest
+	if release {
+		// Checked before the evidence: refusing a bad CSR costs one P-256 verify, not a P-384.
+		if csr, herr = checkCSR(req.CSR, rd); herr != nil {
+			return ev, herr
+		}
+		if len(wl.DataKey) != api.DataKeySize {
+			return ev, fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s has no %d-byte data key", wl.ID, api.DataKeySize)
+		}
+	}
 	pol, err := policyFor(wl, sess.tee, rd[:])
 	if err != nil {
 		return ev, fail(http.StatusForbidden, api.ReasonPolicy, "%v", err)
@@ -510,17 +530,23 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEven
 	}
 	now := s.cfg.Now()
 	exp := now.Add(s.cfg.TokenTTL)
-	tok, err := s.tokens.sign(Claims{SessionID: sess.id, Workload: wl.ID, TEE: res.TEE, PubKeyHash: PubKeyHash(req.TEEPubKey),
-		Generation: wl.Generation, Measure: res.Measurement, IssuedAt: now.Unix(), ExpiresAt: exp.Unix()})
+	resp := api.AttestResponse{ExpiresAt: exp.Unix(), TEE: res.TEE}
+	if release {
+		if herr := s.release(&resp, wl, csr, req.TEEPubKey); herr != nil {
+			return ev, herr
+		}
+	}
+	resp.Token, err = s.tokens.sign(Claims{SessionID: sess.id, Workload: wl.ID, TEE: res.TEE, PubKeyHash: PubKeyHash(req.TEEPubKey),
+		Generation: wl.Generation, Measure: res.Measurement, Released: release, IssuedAt: now.Unix(), ExpiresAt: exp.Unix()})
 	if err != nil {
 		return ev, fail(http.StatusInternalServerError, api.ReasonInternal, "%v", err)
 	}
 	ev.mustAudit = true
-	return ev, encode(w, api.AttestResponse{Token: tok, ExpiresAt: exp.Unix(), TEE: res.TEE})
+	return ev, encode(w, resp)
 }
 
-// authorize checks the bearer token, its session binding and that the workload has not
-// changed since the evidence was appraised.
+// authorize checks the bearer token of the deprecated key and certificate requests, its
+// session binding and that the workload has not changed since the evidence was appraised.
 func (s *Server) authorize(r *http.Request, ev *auditEvent) (*Claims, *registry.Workload, *httpError) {
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
@@ -537,6 +563,11 @@ func (s *Server) authorize(r *http.Request, ev *auditEvent) (*Claims, *registry.
 	ev.workload, ev.tee = c.Workload, c.TEE
 	if sid := sessionID(r); sid != c.SessionID {
 		return nil, nil, fail(http.StatusUnauthorized, api.ReasonToken, "token is bound to another session")
+	}
+	if c.Released {
+		// The two-request flow released the key and the certificate with this token: it
+		// does not fetch them again.
+		return nil, nil, fail(http.StatusForbidden, api.ReasonToken, "the key and certificate were released with this token's attest answer: attest again")
 	}
 	wl, herr := s.lookup(r.Context(), c.Workload)
 	if herr != nil {

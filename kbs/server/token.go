@@ -53,8 +53,11 @@ type Claims struct {
 	PubKeyHash string `json:"pkh"` // hex SHA-256 of the 32-byte X25519 TEE public key
 	Generation uint64 `json:"gen"` // workload generation the evidence was appraised against
 	Measure    string `json:"meas"`
-	IssuedAt   int64  `json:"iat"`
-	ExpiresAt  int64  `json:"exp"`
+	// Released: the attest answer carried the key and the certificate (the two-request
+	// flow); the deprecated key and certificate requests refuse such a token.
+	Released  bool  `json:"rel,omitempty"`
+	IssuedAt  int64 `json:"iat"`
+	ExpiresAt int64 `json:"exp"`
 }
 
 // claimsVersion is Claims.Version of the current token format.

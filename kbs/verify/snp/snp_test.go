@@ -248,6 +248,49 @@ func TestChainCache(t *testing.T) {
 	}
 }
 
+// TestChainCacheNotPoisoned checks that only a fully verified chain is remembered: a VCEK
+// that does not chain to the trusted roots, or a first report whose signature fails, leaves
+// the cache empty, so the next report with that VCEK gets the full verification again.
+func TestChainCacheNotPoisoned(t *testing.T) {
+	s := librarySigner(t)
+	foreign, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meas := sha512.Sum384([]byte("guest"))
+	hd := sha256.Sum256([]byte("envelope"))
+	var rd [64]byte
+	p := verify.Policy{Measurements: []string{hex.EncodeToString(meas[:])}, HostData: hd[:], ReportData: rd[:]}
+	table, _ := s.CertTableBytes()
+	good := rawReport(t, fields{reportData: rd, measurement: meas, hostData: hd}, s.Keys.Vcek)
+	badSig := bytes.Clone(good)
+	badSig[0x2A0] ^= 1
+	cases := []struct {
+		name   string
+		roots  map[string][]*trust.AMDRootCerts
+		report []byte
+		field  string
+	}{
+		{"VCEK not chaining to the trusted roots", foreign.Roots().TrustedRoots(), good, verify.FieldChain},
+		{"bad signature at first sight", rootsOf(s), badSig, verify.FieldSignature},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := New(Config{TrustedRoots: c.roots})
+			for i := range 2 {
+				var rej *verify.Rejection
+				_, err := v.Verify(context.Background(), &api.Evidence{SNP: &api.SNPEvidence{Report: c.report, CertTable: table}}, p)
+				if !errors.As(err, &rej) || rej.Field != c.field {
+					t.Fatalf("round %d: got %v, want a %s rejection", i, err, c.field)
+				}
+				if n := len(v.verified); n != 0 {
+					t.Fatalf("round %d: %d chains remembered after a refusal", i, n)
+				}
+			}
+		})
+	}
+}
+
 // FuzzVerify mutates signed evidence and runs the whole verifier: nothing may panic and no
 // report whose signed part differs from the original may be accepted.
 func FuzzVerify(f *testing.F) {
