@@ -57,6 +57,9 @@ type Inputs struct {
 	FirmwareDigest string
 	// TDXOrder is the TDX page add/extend order ("per-page" default, "adds-first").
 	TDXOrder string
+	// TDXKernelHeader is how the host's QEMU hands the kernel's setup header to TDVF
+	// ("qemu" default: patched by QEMU's loader; "unmodified"); it changes RTMR[1].
+	TDXKernelHeader string
 	// TEEs selects the measurements to compute (snp, tdx, sim, pef); empty = all of them that
 	// the inputs support (see Compute).
 	TEEs []tee.TEE
@@ -214,15 +217,19 @@ func (in *Inputs) snpDigest(fw *ovmf.Firmware, h *snp.BootHashes, f func(snp.Par
 	return f(p)
 }
 
-// tdxMeasurement computes MRTD and the predictable RTMRs. RTMR[0] (TD HOB, ACPI tables, boot
-// variables), RTMR[1] (kernel as patched by QEMU with a memory-size-dependent initrd address)
-// and RTMR[3] are left empty (= not pinned); RTMR[2] is pinned when the kernel's EFI stub
-// measures into the CC protocol (Linux ≥ 6.9).
+// tdxMeasurement computes MRTD and, for a direct kernel boot, RTMR[1] and RTMR[2] — both or
+// neither: a value that pins only one of them would not bind the boot, and the broker refuses
+// it. RTMR[0] (TD HOB, QEMU's ACPI tables, boot variables: host and QEMU dependent) and RTMR[3]
+// (the guest's, at run time) are left empty (= not pinned). See docs/measurements.md.
 func (in *Inputs) tdxMeasurement(fw *ovmf.Firmware) (*bundle.TDXMeasurement, error) {
 	if fw == nil {
 		return nil, ErrNoFirmware
 	}
 	order, err := tdx.ParseOrder(in.TDXOrder)
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := tdx.ParseKernelHeader(in.TDXKernelHeader)
 	if err != nil {
 		return nil, err
 	}
@@ -234,20 +241,42 @@ func (in *Inputs) tdxMeasurement(fw *ovmf.Firmware) (*bundle.TDXMeasurement, err
 	if in.Boot == nil {
 		return t, nil
 	}
-	rtmrs := make([]string, tdx.NumRTMRs)
-	version, err := tdx.KernelVersion(in.Boot.Kernel)
+	r1, r2, err := tdxBootRTMRs(in.Boot, hdr)
 	if err != nil {
-		slog.Warn("tdx: RTMR[2] not pinned: kernel version unknown", "err", err)
+		slog.Warn("tdx: RTMR[1]/RTMR[2] not pinned, so the TDX value does not bind kernel, initrd and command line (the broker refuses it)", "err", err)
 		return t, nil
 	}
-	measures, err := tdx.StubMeasuresCC(version)
-	if err != nil || !measures {
-		slog.Warn("tdx: RTMR[2] not pinned: the kernel's EFI stub does not measure into RTMR[2] (needs Linux >= 6.9)", "kernel", version)
-		return t, nil
-	}
-	if v, ok := tdx.RTMR2Value(in.Boot.Cmdline, in.Boot.Initrd); ok {
-		rtmrs[tdx.RTMR2] = hex.EncodeToString(v[:])
-		t.RTMRs = rtmrs
-	}
+	t.RTMRs = []string{"", hex.EncodeToString(r1[:]), hex.EncodeToString(r2[:]), ""}
 	return t, nil
+}
+
+// ErrTDXBootUnbound is wrapped when RTMR[1] and RTMR[2] cannot bind a direct boot.
+var ErrTDXBootUnbound = errors.New("tdx boot not bound by RTMR[1]/RTMR[2]")
+
+// tdxBootRTMRs predicts RTMR[1] (kernel) and RTMR[2] (what the kernel's EFI stub measures).
+// A Linux < 6.9 stub measures nothing into RTMR[2] (it stays zero), so its initrd and command
+// line are bound only when they are built into the kernel (CONFIG_INITRAMFS_SOURCE,
+// CONFIG_CMDLINE_OVERRIDE) and RTMR[1] covers them: a separate initrd is refused.
+func tdxBootRTMRs(b *Boot, hdr tdx.KernelHeader) (r1, r2 [tdx.DigestSize]byte, err error) {
+	version, err := tdx.KernelVersion(b.Kernel)
+	if err != nil {
+		return r1, r2, fmt.Errorf("%w: %w", ErrTDXBootUnbound, err)
+	}
+	measuresCC, err := tdx.StubMeasuresCC(version)
+	if err != nil {
+		return r1, r2, fmt.Errorf("%w: %w", ErrTDXBootUnbound, err)
+	}
+	hasInitrd := len(b.Initrd) > 0
+	if !measuresCC && hasInitrd {
+		return r1, r2, fmt.Errorf("%w: kernel %q (< 6.9) does not measure the separate initrd; build it into the kernel", ErrTDXBootUnbound, version)
+	}
+	kd, err := tdx.KernelDigest(b.Kernel, b.Cmdline, hasInitrd, hdr)
+	if err != nil {
+		return r1, r2, fmt.Errorf("%w: %w", ErrTDXBootUnbound, err)
+	}
+	r1 = tdx.RTMR1Value(kd)
+	if measuresCC {
+		r2 = tdx.RTMR2Value(b.Cmdline, b.Initrd)
+	}
+	return r1, r2, nil
 }

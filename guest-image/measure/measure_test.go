@@ -2,16 +2,17 @@ package measure
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sealpod/sealpod/internal/repopath"
 
+	"github.com/sealpod/sealpod/guest-image/measure/internal/testkernel"
 	"github.com/sealpod/sealpod/guest-image/measure/snp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/tee"
@@ -67,16 +68,8 @@ func TestComputeSNPVector(t *testing.T) {
 	}
 }
 
-func bzImage(version string, size int) []byte {
-	k := make([]byte, size)
-	copy(k[0x202:], "HdrS")
-	binary.LittleEndian.PutUint16(k[0x20e:], 0x100)
-	copy(k[0x300:], version+"\x00")
-	for i := 0x400; i < size; i++ {
-		k[i] = byte(i)
-	}
-	return k
-}
+// bzImage is an EFI-stub kernel (see testkernel) carrying version.
+func bzImage(version string, size int) []byte { return testkernel.BzImage(version, size, true) }
 
 func debianUnifiedOVMF(t *testing.T) []byte {
 	vars, err1 := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd")
@@ -90,7 +83,7 @@ func debianUnifiedOVMF(t *testing.T) []byte {
 // TestComputeAuto: with no TEEs requested, Compute measures what the inputs support.
 func TestComputeAuto(t *testing.T) {
 	fw := debianUnifiedOVMF(t)
-	boot := &Boot{Kernel: bzImage("6.12.1", 8192), Initrd: []byte("initrd"), Cmdline: "console=hvc0"}
+	boot := &Boot{Kernel: bzImage("6.12.1", 8192), Cmdline: "console=hvc0"}
 	m, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -101,8 +94,8 @@ func TestComputeAuto(t *testing.T) {
 	if m.SNP != "" {
 		t.Error("snp measured for a firmware that cannot measure the kernel")
 	}
-	if len(m.TDX.RTMRs) != 4 || m.TDX.RTMRs[2] == "" || m.TDX.RTMRs[0] != "" || m.TDX.RTMRs[1] != "" || m.TDX.RTMRs[3] != "" {
-		t.Errorf("rtmrs %q: want only RTMR[2] pinned", m.TDX.RTMRs)
+	if len(m.TDX.RTMRs) != 4 || m.TDX.RTMRs[1] == "" || m.TDX.RTMRs[2] == "" || m.TDX.RTMRs[0] != "" || m.TDX.RTMRs[3] != "" {
+		t.Errorf("rtmrs %q: want RTMR[1] and RTMR[2] pinned", m.TDX.RTMRs)
 	}
 	cfg := bundle.Config{Version: 1, VCPUs: 2, MemoryMiB: 512, Cmdline: boot.Cmdline, Measurements: m}
 	if err := cfg.Validate(); err != nil {
@@ -129,14 +122,50 @@ func TestComputeAuto(t *testing.T) {
 	if _, err := Compute(Inputs{Firmware: code, VCPUs: 1, TEEs: []tee.TEE{"tdx"}}); err == nil {
 		t.Error("OVMF_CODE.fd with --tee tdx accepted")
 	}
-	// An old kernel's stub does not measure into RTMR[2]: it stays unpinned.
-	boot.Kernel = bzImage("6.1.0-27-amd64", 8192)
-	m3, err := Compute(Inputs{Firmware: fw, Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"tdx"}})
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestComputeTDXBoot: RTMR[1] and RTMR[2] are pinned together, or neither is, for each kind
+// of boot (kernel version, separate initrd or not, how QEMU hands over the kernel header).
+func TestComputeTDXBoot(t *testing.T) {
+	fw := debianUnifiedOVMF(t)
+	zero := strings.Repeat("0", 96)
+	k61, k612 := bzImage("6.1.0-27-amd64 (debian)", 8192), bzImage("6.12.1", 8192)
+	for name, tc := range map[string]struct {
+		boot   Boot
+		header string
+		pinned bool
+		r2zero bool
+	}{
+		// Linux 6.1 with initramfs and command line built in: RTMR[1] covers all, RTMR[2] = 0.
+		"6.1 built-in initramfs":         {Boot{Kernel: k61, Cmdline: "ignored"}, "", true, true},
+		"6.1 separate initrd":            {Boot{Kernel: k61, Initrd: []byte("i")}, "unmodified", false, false},
+		"6.12 separate initrd, qemu hdr": {Boot{Kernel: k612, Initrd: []byte("i")}, "qemu", false, false},
+		"6.12 separate initrd, unmod.":   {Boot{Kernel: k612, Initrd: []byte("i"), Cmdline: "c"}, "unmodified", true, false},
+		"6.12 no initrd no cmdline":      {Boot{Kernel: k612}, "", true, true},
+		"vga= rewrites the header":       {Boot{Kernel: k61, Cmdline: "vga=791"}, "", false, false},
+		"not an EFI stub":                {Boot{Kernel: testkernel.BzImage("6.1.0", 8192, false)}, "", false, false},
+		"no setup header":                {Boot{Kernel: []byte("kernel")}, "", false, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := tc.boot
+			m, err := Compute(Inputs{Firmware: fw, Boot: &b, VCPUs: 1, TDXKernelHeader: tc.header, TEEs: []tee.TEE{"tdx"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.pinned {
+				if m.TDX.RTMRs != nil {
+					t.Fatalf("rtmrs %q pinned for a boot they do not bind", m.TDX.RTMRs)
+				}
+				return
+			}
+			r := m.TDX.RTMRs
+			if len(r) != 4 || r[0] != "" || r[3] != "" || r[1] == "" || r[1] == zero || r[2] == "" || (r[2] == zero) != tc.r2zero {
+				t.Fatalf("rtmrs %q", r)
+			}
+		})
 	}
-	if m3.TDX.RTMRs != nil || m3.TDX.MRTD != m.TDX.MRTD {
-		t.Errorf("6.1 kernel: tdx %+v", m3.TDX)
+	if _, err := Compute(Inputs{Firmware: fw, Boot: &Boot{Kernel: k61}, VCPUs: 1, TDXKernelHeader: "grub", TEEs: []tee.TEE{"tdx"}}); err == nil {
+		t.Error("unknown TDX kernel header accepted")
 	}
 }
 
@@ -196,11 +225,14 @@ func TestOneByteChanges(t *testing.T) {
 		if tfw, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS.fd"); err == nil {
 			code, err := os.ReadFile("/usr/share/OVMF/OVMF_CODE.fd")
 			if err == nil {
-				c, err := Compute(Inputs{Firmware: append(tfw, code...), Boot: boot, VCPUs: 1, TEEs: []tee.TEE{"tdx"}})
+				c, err := Compute(Inputs{Firmware: append(tfw, code...), Boot: boot, VCPUs: 1, TDXKernelHeader: "unmodified", TEEs: []tee.TEE{"tdx"}})
 				if err != nil {
 					t.Fatal(err)
 				}
-				out = append(out, c.TDX.RTMRs[2])
+				if c.TDX.RTMRs == nil {
+					t.Fatal("tdx: RTMRs not pinned")
+				}
+				out = append(out, c.TDX.RTMRs[1], c.TDX.RTMRs[2])
 			}
 		}
 		return out
@@ -214,10 +246,10 @@ func TestOneByteChanges(t *testing.T) {
 	}
 	for name, got := range cases {
 		for i := range base {
-			// RTMR[2] does not cover the kernel (RTMR[1] does, and is host-dependent).
-			if name == "kernel" && i == 3 {
+			// RTMR[1] (index 3) covers only the kernel, RTMR[2] (index 4) only initrd and cmdline.
+			if (name == "kernel" && i == 4) || (name != "kernel" && i == 3) {
 				if got[i] != base[i] {
-					t.Errorf("kernel change moved RTMR[2]")
+					t.Errorf("%s change moved measurement %d", name, i)
 				}
 				continue
 			}

@@ -84,12 +84,17 @@ func StubMeasuresCC(version string) (bool, error) {
 }
 
 // loadOptions returns the UEFI LoadOptions OVMF passes to a directly booted kernel: the QEMU
-// command line, with " initrd=initrd" appended when an initrd is loaded, widened byte by byte
-// to UCS-2 and NUL-terminated.
+// command line, with "initrd=initrd " put in front when an initrd is loaded (edk2
+// X86QemuLoadImageLib: "%a%a%a", "", "initrd=initrd ", CommandLine), widened byte by byte to
+// UCS-2 and NUL-terminated; nil when both are empty (OVMF then passes no LoadOptions and the
+// stub measures nothing).
 func loadOptions(cmdline string, hasInitrd bool) []byte {
 	s := cmdline
 	if hasInitrd {
-		s += " initrd=initrd"
+		s = "initrd=initrd " + s
+	}
+	if s == "" {
+		return nil
 	}
 	out := make([]byte, 0, 2*len(s)+2)
 	for i := 0; i < len(s); i++ {
@@ -100,17 +105,15 @@ func loadOptions(cmdline string, hasInitrd bool) []byte {
 
 // RTMR2Value predicts RTMR[2] at the time the kernel starts, for a kernel whose EFI stub
 // measures into the CC measurement protocol (Linux ≥ 6.9) booted directly by TDVF: first the
-// LoadOptions (command line), then the initrd. An empty initrd counts as no initrd (QEMU then
-// passes none). ok is false when the value is not predictable (empty command line and no
-// initrd: whether the stub logs an empty LoadOptions has not been verified).
-func RTMR2Value(cmdline string, initrd []byte) (value [DigestSize]byte, ok bool) {
+// LoadOptions (command line) if there are any, then the initrd if one is loaded. An empty
+// initrd counts as no initrd (QEMU then passes none); with neither, RTMR[2] stays zero.
+func RTMR2Value(cmdline string, initrd []byte) (value [DigestSize]byte) {
 	hasInitrd := len(initrd) > 0
-	if cmdline == "" && !hasInitrd {
-		return value, false
+	if opts := loadOptions(cmdline, hasInitrd); opts != nil {
+		Extend(&value, sha512.Sum384(opts))
 	}
-	Extend(&value, sha512.Sum384(loadOptions(cmdline, hasInitrd)))
 	if hasInitrd {
 		Extend(&value, sha512.Sum384(initrd))
 	}
-	return value, true
+	return value
 }

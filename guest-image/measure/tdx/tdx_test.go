@@ -10,6 +10,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/sealpod/sealpod/guest-image/measure/internal/testkernel"
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
 	"github.com/sealpod/sealpod/internal/testdeps"
 )
@@ -178,14 +179,8 @@ func TestMRTDErrors(t *testing.T) {
 	}
 }
 
-// bzImage returns a minimal bzImage header carrying version.
-func bzImage(version string) []byte {
-	k := make([]byte, 0x400)
-	copy(k[0x202:], "HdrS")
-	binary.LittleEndian.PutUint16(k[0x20e:], 0x100) // string at 0x300
-	copy(k[0x300:], version+"\x00")
-	return k
-}
+// bzImage returns a minimal bzImage (not a PE) carrying version.
+func bzImage(version string) []byte { return testkernel.BzImage(version, 0, false) }
 
 func TestKernelVersion(t *testing.T) {
 	tests := []struct {
@@ -224,14 +219,11 @@ func TestKernelVersion(t *testing.T) {
 
 func TestRTMR2(t *testing.T) {
 	initrd := []byte("initrd contents")
-	got, ok := RTMR2Value("console=hvc0", initrd)
-	if !ok {
-		t.Fatal("not predictable")
-	}
-	// Written out: LoadOptions = UCS-2("console=hvc0 initrd=initrd") + NUL, then the initrd.
+	got := RTMR2Value("console=hvc0", initrd)
+	// Written out: LoadOptions = UCS-2("initrd=initrd console=hvc0") + NUL, then the initrd.
 	var want [DigestSize]byte
 	opts := []byte{}
-	for _, c := range []byte("console=hvc0 initrd=initrd") {
+	for _, c := range []byte("initrd=initrd console=hvc0") {
 		opts = append(opts, c, 0)
 	}
 	opts = append(opts, 0, 0)
@@ -243,17 +235,21 @@ func TestRTMR2(t *testing.T) {
 	if got != want {
 		t.Fatalf("RTMR2 %x, want %x", got, want)
 	}
-	noInitrd, ok := RTMR2Value("console=hvc0", nil)
-	if !ok || noInitrd == got {
+	noInitrd := RTMR2Value("console=hvc0", nil)
+	if noInitrd == got {
 		t.Error("RTMR2 without initrd not distinct")
 	}
-	changed, _ := RTMR2Value("console=hvc1", initrd)
-	changedInitrd, _ := RTMR2Value("console=hvc0", []byte("initrd contentz"))
+	changed := RTMR2Value("console=hvc1", initrd)
+	changedInitrd := RTMR2Value("console=hvc0", []byte("initrd contentz"))
 	if changed == got || changedInitrd == got {
 		t.Error("RTMR2 ignores a changed byte")
 	}
-	if _, ok := RTMR2Value("", nil); ok {
-		t.Error("empty cmdline without initrd claimed predictable")
+	// No LoadOptions and no initrd: the stub measures nothing, RTMR[2] stays zero.
+	if z := RTMR2Value("", nil); z != ([DigestSize]byte{}) {
+		t.Errorf("empty boot: RTMR2 %x, want zero", z)
+	}
+	if RTMR2Value("", initrd) == ([DigestSize]byte{}) {
+		t.Error("initrd alone not measured")
 	}
 }
 
