@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -79,7 +83,7 @@ func fixture(t testing.TB, reverse bool) *Archive {
 // same bytes for both compressions, and the bytes match the golden digests (a change in the
 // encoding, including a change of the Go toolchain's deflate output, shows up here).
 func TestDeterministic(t *testing.T) {
-	for _, c := range []Compression{CompressNone, CompressGzip} {
+	for _, c := range []Compression{CompressNone, CompressGzip, CompressLZ4} {
 		t.Run(string(c), func(t *testing.T) {
 			a, err := fixture(t, false).Bytes(c)
 			if err != nil {
@@ -112,7 +116,7 @@ func TestDeterministic(t *testing.T) {
 
 func TestRoundTrip(t *testing.T) {
 	a := fixture(t, false)
-	for _, c := range []Compression{CompressNone, CompressGzip} {
+	for _, c := range []Compression{CompressNone, CompressGzip, CompressLZ4} {
 		data, err := a.Bytes(c)
 		if err != nil {
 			t.Fatal(err)
@@ -299,7 +303,7 @@ func TestBuildAuto(t *testing.T) {
 }
 
 func FuzzRead(f *testing.F) {
-	for _, c := range []Compression{CompressNone, CompressGzip} {
+	for _, c := range []Compression{CompressNone, CompressGzip, CompressLZ4} {
 		data, err := fixture(f, false).Bytes(c)
 		if err != nil {
 			f.Fatal(err)
@@ -364,3 +368,34 @@ func benchmarkWrite(b *testing.B, c Compression) {
 
 func BenchmarkWriteNone(b *testing.B) { benchmarkWrite(b, CompressNone) }
 func BenchmarkWriteGzip(b *testing.B) { benchmarkWrite(b, CompressGzip) }
+
+// TestLZ4ReferenceTool decompresses CompressLZ4 output with the reference lz4 command (Debian's
+// lz4 package, the same legacy-frame decoder family as the kernel's unlz4) and compares it
+// with the uncompressed archive.
+func TestLZ4ReferenceTool(t *testing.T) {
+	lz4Bin, err := exec.LookPath("lz4")
+	if err != nil {
+		testdeps.Missing(t, "lz4 (Debian package lz4; make deps installs it): %v", err)
+	}
+	a := fixture(t, false)
+	plain, err := a.Bytes(CompressNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := a.Bytes(CompressLZ4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binary.LittleEndian.Uint32(packed) != lz4LegacyMagic {
+		t.Fatalf("lz4 initrd starts with %x, want the legacy frame magic %x", packed[:4], lz4LegacyMagic)
+	}
+	cmd := exec.Command(lz4Bin, "-d", "-c")
+	cmd.Stdin = bytes.NewReader(packed)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("lz4 -d: %v", err)
+	}
+	if !bytes.Equal(out, plain) {
+		t.Fatalf("lz4 -d gave %d bytes that differ from the %d-byte archive", len(out), len(plain))
+	}
+}

@@ -4,12 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"strconv"
+
+	"github.com/pierrec/lz4/v4"
 )
+
+// lz4LegacyMagic starts an LZ4 legacy frame (CompressLZ4).
+const lz4LegacyMagic = 0x184c2102
 
 // ErrFormat is returned by Read for input that is not a well-formed newc archive.
 var ErrFormat = errors.New("not a newc cpio archive")
@@ -23,7 +29,7 @@ const (
 )
 
 // Read parses an initrd written by this package (or any single newc archive, optionally
-// gzip-compressed) and returns its entries in archive order, without the trailer. It is used
+// gzip- or LZ4-compressed) and returns its entries in archive order, without the trailer. It is used
 // by tests and by tools that inspect a guest bundle, so it treats its input as untrusted:
 // sizes are bounded and paths validated.
 func Read(data []byte) ([]Entry, error) {
@@ -35,6 +41,8 @@ func Read(data []byte) ([]Entry, error) {
 		}
 		zr.Multistream(false)
 		r = zr
+	} else if len(data) >= 4 && binary.LittleEndian.Uint32(data) == lz4LegacyMagic {
+		r = lz4.NewReader(r)
 	}
 	br := bufio.NewReader(io.LimitReader(r, maxReadTotal+1))
 	var (

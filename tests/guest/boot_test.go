@@ -1,9 +1,10 @@
 package guest_test
 
 // Boot smoke test of the measured guest (owner: guest image). It builds a guest bundle the way
-// `make guest` does, with tests/guest/testinit as /init instead of the agent, boots it under
-// QEMU software emulation and checks that the kernel modules load and the virtio devices the
-// agent needs appear. Runs by default when qemu-system-x86_64 is installed; -short skips it.
+// `make guest` does, with tests/guest/testinit as /init instead of the agent, on the minimal
+// kernel (the default) and on Debian's packaged kernel, boots it under QEMU software emulation
+// and checks that the kernel modules (Debian's kernel) load and the virtio devices the agent
+// needs appear. Runs by default when qemu-system-x86_64 is installed; -short skips it.
 
 import (
 	"context"
@@ -37,19 +38,23 @@ func bootGoBuild(t testing.TB, dir, pkg string, env ...string) string {
 	return out
 }
 
-// bootTestBundle builds a guest bundle with testinit as /init on Debian's cached kernel, running
-// the real mkguest command, and returns its directory.
-func bootTestBundle(t testing.TB) string {
+// bootTestBundle builds a guest bundle with testinit as /init, running the real mkguest
+// command, and returns its directory: kernel "minimal" (the default; built once and cached) or
+// "debian" (Debian's cached kernel package).
+func bootTestBundle(t testing.TB, kernel string) string {
 	t.Helper()
 	if _, err := qemuvm.Available(); err != nil {
 		testdeps.Missing(t, "%v", err)
 	}
-	tree := kerneltest.Tree(t)
 	dir := t.TempDir()
 	initBin := bootGoBuild(t, dir, "github.com/sealpod/sealpod/tests/guest/testinit", "CGO_ENABLED=0")
 	mkguest := bootGoBuild(t, dir, "github.com/sealpod/sealpod/guest-image/cmd/mkguest")
 	out := filepath.Join(dir, "guest")
-	cmd := exec.Command(mkguest, "--init", initBin, "--out", out, "--kernel-package", tree.Package.String())
+	args := []string{"--init", initBin, "--out", out}
+	if kernel == "debian" {
+		args = append(args, "--kernel-package", kerneltest.Tree(t).Package.String())
+	}
+	cmd := exec.Command(mkguest, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mkguest: %v\n%s", err, b)
 	}
@@ -107,7 +112,13 @@ func TestBootSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the QEMU boot")
 	}
-	dir := bootTestBundle(t)
+	for _, kernel := range []string{"minimal", "debian"} {
+		t.Run(kernel, func(t *testing.T) { testBootSmoke(t, kernel) })
+	}
+}
+
+func testBootSmoke(t *testing.T, kernel string) {
+	dir := bootTestBundle(t, kernel)
 	img, err := os.Stat(filepath.Join(dir, bundle.InitrdFile))
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +130,9 @@ func TestBootSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(src), "\nkernel: "+kernel+"\n") {
+		t.Fatalf("SOURCES.txt does not name the %s kernel:\n%s", kernel, src)
+	}
 	modules := strings.Count(string(src), "\nmodule: ")
 
 	r := bootOnce(t, dir)
@@ -126,7 +140,7 @@ func TestBootSmoke(t *testing.T) {
 	if strings.Contains(console, "sealpod-testinit: FAIL") {
 		t.Fatalf("testinit failed:\n%s", console)
 	}
-	var loaded, noDevice int
+	loaded, noDevice := -1, 0
 	for _, l := range r.lines {
 		if rest, ok := strings.CutPrefix(l, "sealpod-testinit: modules loaded "); ok {
 			loaded, _ = strconv.Atoi(strings.Fields(rest)[0])
@@ -135,13 +149,21 @@ func TestBootSmoke(t *testing.T) {
 			noDevice++
 		}
 	}
-	// Every module of the load order is in the kernel, except sev-guest, which declines
-	// (ENODEV) outside an SEV-SNP guest.
-	if loaded == 0 || loaded+noDevice != modules || noDevice > 1 {
-		t.Errorf("modules loaded %d + without device %d, SOURCES.txt lists %d", loaded, noDevice, modules)
-	}
-	if noDevice == 1 && !strings.Contains(console, "without device kernel/drivers/virt/coco/sev-guest/sev-guest.ko") {
-		t.Errorf("a module other than sev-guest found no device:\n%s", console)
+	switch kernel {
+	case "minimal":
+		// Everything is built in: no modules in the initrd, none loaded.
+		if modules != 0 || loaded != 0 || noDevice != 0 {
+			t.Errorf("minimal kernel: SOURCES.txt lists %d modules, %d loaded, %d without device", modules, loaded, noDevice)
+		}
+	default:
+		// Every module of the load order is in the kernel, except sev-guest, which declines
+		// (ENODEV) outside an SEV-SNP guest.
+		if loaded <= 0 || loaded+noDevice != modules || noDevice > 1 {
+			t.Errorf("modules loaded %d + without device %d, SOURCES.txt lists %d", loaded, noDevice, modules)
+		}
+		if noDevice == 1 && !strings.Contains(console, "without device kernel/drivers/virt/coco/sev-guest/sev-guest.ko") {
+			t.Errorf("a module other than sev-guest found no device:\n%s", console)
+		}
 	}
 	for _, want := range []string{
 		"sealpod-testinit: virtio-port sealpod.agent",
@@ -153,19 +175,24 @@ func TestBootSmoke(t *testing.T) {
 			t.Errorf("console lacks %q:\n%s", want, console)
 		}
 	}
-	t.Logf("boot under TCG: QEMU start → /init %v, → modules loaded %v, → powered off %v (initrd %d bytes)",
-		r.toInit.Round(time.Millisecond), r.toModules.Round(time.Millisecond), r.toPowerOff.Round(time.Millisecond), img.Size())
+	t.Logf("%s kernel, boot under TCG: QEMU start → /init %v, → modules loaded %v, → powered off %v (initrd %d bytes)",
+		kernel, r.toInit.Round(time.Millisecond), r.toModules.Round(time.Millisecond), r.toPowerOff.Round(time.Millisecond), img.Size())
 }
 
-// BenchmarkBootToModulesLoaded measures QEMU start → "modules loaded" under TCG.
+// BenchmarkBootToModulesLoaded measures QEMU start → "modules loaded" under TCG, for the
+// minimal kernel and for Debian's in the same run (compare the two as a ratio).
 func BenchmarkBootToModulesLoaded(b *testing.B) {
-	dir := bootTestBundle(b)
-	var total, init time.Duration
-	for b.Loop() {
-		r := bootOnce(b, dir)
-		total += r.toModules
-		init += r.toInit
+	for _, kernel := range []string{"minimal", "debian"} {
+		b.Run(kernel, func(b *testing.B) {
+			dir := bootTestBundle(b, kernel)
+			var total, init time.Duration
+			for b.Loop() {
+				r := bootOnce(b, dir)
+				total += r.toModules
+				init += r.toInit
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-modules/op")
+			b.ReportMetric(init.Seconds()/float64(b.N), "s-to-init/op")
+		})
 	}
-	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-modules/op")
-	b.ReportMetric(init.Seconds()/float64(b.N), "s-to-init/op")
 }

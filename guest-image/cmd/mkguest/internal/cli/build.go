@@ -1,5 +1,6 @@
 // Package cli implements mkguest, the build of the measured guest bundle (docs/guest.md):
-// Debian's kernel, a deterministic initrd holding /init (the agent) and the kernel modules it
+// the minimal kernel built from Debian's linux-source-6.1 (or Debian's packaged kernel), a
+// deterministic initrd holding /init (the agent) and, for Debian's kernel, the modules it
 // loads, and guest.json with the reference measurements.
 package cli
 
@@ -37,6 +38,15 @@ const (
 	SourcesFile        = "SOURCES.txt"
 )
 
+// Kernel flavours (--kernel).
+const (
+	// KernelMinimal is Sealpod's own kernel: linux-source-6.1, tinyconfig plus
+	// guest-image/kernel/minimal.config, everything built in (the default).
+	KernelMinimal = "minimal"
+	// KernelDebian is Debian's packaged kernel with the modules the agent loads.
+	KernelDebian = "debian"
+)
+
 // Errors callers may branch on.
 var (
 	ErrBadInit     = errors.New("unusable init binary")
@@ -47,6 +57,12 @@ var (
 type Options struct {
 	// Init is the static binary installed as /init (the agent, or a test init).
 	Init string
+	// KernelFlavor is KernelMinimal (default) or KernelDebian (implied by Kernel).
+	KernelFlavor string
+	// KernelSource is the minimal kernel's source tarball (default Debian's linux-source-6.1).
+	KernelSource string
+	// KernelCacheDir holds built minimal kernels (default ~/.cache/sealpod/kernel).
+	KernelCacheDir string
 	// OutDir receives vmlinuz, initrd.img, guest.json, SOURCES.txt (and firmware.fd).
 	OutDir string
 	// CacheDir holds downloaded and unpacked kernel packages.
@@ -71,7 +87,9 @@ type Options struct {
 
 // Result summarises a build.
 type Result struct {
+	// Kernel is the Debian package (KernelDebian); Minimal the built kernel (KernelMinimal).
 	Kernel      kernel.Package
+	Minimal     *kernel.Built
 	Release     string
 	Modules     []string // load order
 	InitrdBytes int
@@ -101,6 +119,12 @@ func (o *Options) defaults() {
 	if o.Compression == "" {
 		o.Compression = DefaultCompression
 	}
+	if o.KernelFlavor == "" {
+		o.KernelFlavor = KernelMinimal
+		if o.Kernel.Name != "" {
+			o.KernelFlavor = KernelDebian
+		}
+	}
 	if o.MaxInitrdSize == 0 {
 		o.MaxInitrdSize = initrd.MaxSize
 	}
@@ -128,29 +152,18 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
-	pkg := o.Kernel
-	if pkg.Name == "" {
-		if pkg, err = kernel.Resolve(ctx, o.MetaPackage); err != nil {
-			return nil, fmt.Errorf("guest build: resolve %s: %w", o.MetaPackage, err)
-		}
-	}
-	cache := &kernel.Cache{Dir: o.CacheDir, Log: o.Log}
-	tree, err := cache.Prepare(ctx, pkg)
+	k, err := getKernel(ctx, &o)
 	if err != nil {
 		return nil, fmt.Errorf("guest build: %w", err)
 	}
-	o.Log.Info("kernel", "package", tree.Package.String(), "release", tree.Release, "elapsed", time.Since(start).Round(time.Millisecond))
+	o.Log.Info("kernel", "kernel", k.describe(), "release", k.release, "elapsed", time.Since(start).Round(time.Millisecond))
 
-	ix, err := kernel.NewIndex(tree.ModulesDir(), tree.Release)
-	if err != nil {
-		return nil, fmt.Errorf("guest build: %w", err)
+	if o.Compression == initrd.CompressAuto && k.built != nil {
+		// The minimal kernel decompresses LZ4 fast even under emulation (docs/guest.md), and
+		// the bundle stays small; Debian's kernel keeps the measured none/gzip choice.
+		o.Compression = initrd.CompressLZ4
 	}
-	mods, err := ix.Resolve(o.Modules, o.OptionalModules)
-	if err != nil {
-		return nil, fmt.Errorf("guest build: kernel %s: %w", tree.Release, err)
-	}
-
-	img, used, err := buildInitrd(initBin, tree, mods, o.Compression, o.MaxInitrdSize)
+	img, used, err := buildInitrd(initBin, k, o.Compression, o.MaxInitrdSize)
 	if err != nil {
 		return nil, fmt.Errorf("guest build: initrd: %w", err)
 	}
@@ -162,11 +175,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("guest build: initrd.img is %d bytes (%.1f MiB), limit %d: %w",
 			len(img), float64(len(img))/(1<<20), o.MaxInitrdSize, ErrInitrdLarge)
 	}
-	vmlinuz, err := os.ReadFile(tree.KernelPath())
-	if err != nil {
-		return nil, fmt.Errorf("guest build: %w", err)
-	}
-
+	vmlinuz := k.image
 	b := &bundle.Bundle{
 		Config:   bundle.Config{Version: bundle.Version, Cmdline: o.Cmdline, VCPUs: o.VCPUs, MemoryMiB: o.MemoryMiB},
 		Kernel:   vmlinuz,
@@ -195,7 +204,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	sources := sourcesText(tree, initBin, mods, o, b, notes)
+	sources := sourcesText(k, initBin, o, b, notes)
 
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("guest build: %w", err)
@@ -228,11 +237,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	res := &Result{
-		Kernel: tree.Package, Release: tree.Release, InitrdBytes: len(img),
+		Release: k.release, Minimal: k.built, InitrdBytes: len(img),
 		Config: b.Config, Duration: time.Since(start),
 	}
-	for _, m := range mods.Order {
-		res.Modules = append(res.Modules, m.Name)
+	if k.tree != nil {
+		res.Kernel = k.tree.Package
+	}
+	if k.mods != nil {
+		for _, m := range k.mods.Order {
+			res.Modules = append(res.Modules, m.Name)
+		}
 	}
 	return res, nil
 }
@@ -277,9 +291,12 @@ func readInit(name string) ([]byte, error) {
 //	/init                                   the agent (0755)
 //	/dev/console                            char 5:1, so the kernel gives PID 1 a console
 //	/proc /sys /dev /run /tmp               mount points
+//
+// and, for Debian's kernel only (the minimal kernel has everything built in):
+//
 //	/lib/modules/<release>/<module paths>   the modules, verbatim (signatures intact)
 //	/lib/modules/<release>/load-order       their load order (agent/kmod)
-func buildInitrd(initBin []byte, tree *kernel.Tree, mods *kernel.Resolution, c initrd.Compression, limit int) ([]byte, initrd.Compression, error) {
+func buildInitrd(initBin []byte, k *guestKernel, c initrd.Compression, limit int) ([]byte, initrd.Compression, error) {
 	var a initrd.Archive
 	for _, err := range []error{
 		a.AddFile("init", 0o755, initBin),
@@ -294,18 +311,20 @@ func buildInitrd(initBin []byte, tree *kernel.Tree, mods *kernel.Resolution, c i
 			return nil, "", err
 		}
 	}
-	modRoot := path.Join("lib/modules", tree.Release)
-	for _, m := range mods.Order {
-		data, err := os.ReadFile(filepath.Join(tree.ModulesDir(), filepath.FromSlash(m.Path)))
-		if err != nil {
+	if k.mods != nil {
+		modRoot := path.Join("lib/modules", k.release)
+		for _, m := range k.mods.Order {
+			data, err := os.ReadFile(filepath.Join(k.tree.ModulesDir(), filepath.FromSlash(m.Path)))
+			if err != nil {
+				return nil, "", err
+			}
+			if err := a.AddFile(path.Join(modRoot, m.Path), 0o644, data); err != nil {
+				return nil, "", err
+			}
+		}
+		if err := a.AddFile(path.Join(modRoot, "load-order"), 0o644, k.mods.LoadOrder()); err != nil {
 			return nil, "", err
 		}
-		if err := a.AddFile(path.Join(modRoot, m.Path), 0o644, data); err != nil {
-			return nil, "", err
-		}
-	}
-	if err := a.AddFile(path.Join(modRoot, "load-order"), 0o644, mods.LoadOrder()); err != nil {
-		return nil, "", err
 	}
 	return a.Build(c, limit)
 }
@@ -316,23 +335,34 @@ func sha(b []byte) string {
 }
 
 // sourcesText records what went into the bundle (deterministic: no times, no host paths).
-func sourcesText(tree *kernel.Tree, initBin []byte, mods *kernel.Resolution, o Options, b *bundle.Bundle, notes []string) []byte {
+func sourcesText(k *guestKernel, initBin []byte, o Options, b *bundle.Bundle, notes []string) []byte {
 	var s strings.Builder
 	fmt.Fprintf(&s, "# Sealpod guest bundle: inputs and outputs (written by mkguest; same inputs, same file)\n")
-	fmt.Fprintf(&s, "kernel-package: %s\n", tree.Package)
-	fmt.Fprintf(&s, "kernel-package-sha256: %s\n", tree.Package.SHA256)
-	fmt.Fprintf(&s, "kernel-package-file: %s\n", tree.Package.Filename)
-	fmt.Fprintf(&s, "kernel-release: %s\n", tree.Release)
+	if k.built != nil {
+		fmt.Fprintf(&s, "kernel: %s\n", KernelMinimal)
+		fmt.Fprintf(&s, "kernel-source-package: %s=%s\n", k.built.SourcePackage, k.built.SourceVersion)
+		fmt.Fprintf(&s, "kernel-source-sha256: %s\n", k.built.SourceSHA256)
+		fmt.Fprintf(&s, "kernel-config-fragment-sha256: %s\n", k.built.FragmentSHA256)
+		fmt.Fprintf(&s, "kernel-compiler: %s\n", k.built.Compiler)
+	} else {
+		fmt.Fprintf(&s, "kernel: %s\n", KernelDebian)
+		fmt.Fprintf(&s, "kernel-package: %s\n", k.tree.Package)
+		fmt.Fprintf(&s, "kernel-package-sha256: %s\n", k.tree.Package.SHA256)
+		fmt.Fprintf(&s, "kernel-package-file: %s\n", k.tree.Package.Filename)
+	}
+	fmt.Fprintf(&s, "kernel-release: %s\n", k.release)
 	fmt.Fprintf(&s, "init-sha256: %s\n", sha(initBin))
 	fmt.Fprintf(&s, "initrd-compression: %s\n", o.Compression)
-	for _, m := range mods.Order {
-		fmt.Fprintf(&s, "module: %s %s\n", m.Name, m.Path)
-	}
-	for _, m := range mods.Builtin {
-		fmt.Fprintf(&s, "module-builtin: %s\n", m)
-	}
-	for _, m := range mods.Absent {
-		fmt.Fprintf(&s, "module-absent-optional: %s\n", m)
+	if k.mods != nil {
+		for _, m := range k.mods.Order {
+			fmt.Fprintf(&s, "module: %s %s\n", m.Name, m.Path)
+		}
+		for _, m := range k.mods.Builtin {
+			fmt.Fprintf(&s, "module-builtin: %s\n", m)
+		}
+		for _, m := range k.mods.Absent {
+			fmt.Fprintf(&s, "module-absent-optional: %s\n", m)
+		}
 	}
 	fmt.Fprintf(&s, "vmlinuz-sha256: %s\n", sha(b.Kernel))
 	fmt.Fprintf(&s, "initrd-sha256: %s\n", sha(b.Initrd))

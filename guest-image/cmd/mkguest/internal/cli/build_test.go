@@ -250,8 +250,8 @@ func TestCommandHelpAndFlags(t *testing.T) {
 	if cmd.Example == "" {
 		t.Error("no Example")
 	}
-	cmd.SetArgs([]string{"--init", testInit(t), "--compression", "lz4"})
-	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "lz4") {
+	cmd.SetArgs([]string{"--init", testInit(t), "--compression", "brotli"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "brotli") {
 		t.Errorf("bad compression: %v", err)
 	}
 	cmd = NewMkguestCmd()

@@ -17,6 +17,9 @@ import (
 
 type mkguestFlags struct {
 	init            string
+	kernelFlavor    string
+	kernelSource    string
+	kernelCacheDir  string
 	out             string
 	cacheDir        string
 	metaPackage     string
@@ -38,11 +41,14 @@ func NewMkguestCmd() *cobra.Command {
 		Short: "Build the measured Sealpod guest bundle (vmlinuz, initrd.img, guest.json)",
 		Long: `mkguest builds the guest bundle (docs/formats.md, docs/guest.md) reproducibly:
 
-  vmlinuz      Debian's kernel, verbatim from the exact linux-image-<release> package the
-               linux-image-amd64 metapackage depends on (apt-get download, checked against the
-               apt index's SHA-256, unpacked with dpkg-deb, never installed; cached)
-  initrd.img   a deterministic newc cpio: /init (the static agent), /dev/console, the kernel
-               modules the agent needs with their dependencies, and lib/modules/<release>/load-order
+  vmlinuz      --kernel minimal (default): Sealpod's minimal kernel, built reproducibly from
+               Debian's linux-source-6.1 with tinyconfig plus guest-image/kernel/minimal.config,
+               everything built in (once, about 10 minutes on 2 cores; cached)
+               --kernel debian: Debian's kernel, verbatim from the exact linux-image-<release>
+               package the linux-image-amd64 metapackage depends on (apt-get download, checked
+               against the apt index's SHA-256, unpacked with dpkg-deb, never installed; cached)
+  initrd.img   a deterministic newc cpio: /init (the static agent), /dev/console and, for
+               Debian's kernel, the modules the agent needs and lib/modules/<release>/load-order
   guest.json   cmdline, vCPUs, memory and the reference measurements (sim and pef; snp/tdx too
                when --firmware is an OVMF that supports them)
   SOURCES.txt  the kernel package and version, module list and digests
@@ -51,7 +57,10 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 		Example: `  # What "make guest" runs
   mkguest --init bin/sealpod-agent --out out/guest
 
-  # Pin the kernel package (no apt index needed once it is cached)
+  # Debian's packaged kernel (modules in the initrd) instead of the minimal kernel
+  mkguest --init bin/sealpod-agent --kernel debian
+
+  # Pin Debian's kernel package (no apt index needed once it is cached)
   mkguest --init bin/sealpod-agent --kernel-package linux-image-6.1.0-56-amd64=6.1.192-2
 
   # Add an AmdSev OVMF (with a kernel-hashes table) to also get the SNP measurement
@@ -66,7 +75,10 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.init, "init", "", "static binary installed as /init (required)")
 	fl.StringVar(&f.out, "out", "out/guest", "output directory")
-	fl.StringVar(&f.cacheDir, "cache-dir", "", "kernel package cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/guest)")
+	fl.StringVar(&f.kernelFlavor, "kernel", "", "kernel: minimal (built from linux-source-6.1; the default) or debian (the packaged kernel with modules; the default with --kernel-package)")
+	fl.StringVar(&f.kernelSource, "kernel-source", "", "minimal kernel: source tarball (default "+kernel.DefaultSourceTarball+")")
+	fl.StringVar(&f.kernelCacheDir, "kernel-cache-dir", "", "minimal kernel: build cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/kernel)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "debian kernel: package cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/guest)")
 	fl.StringVar(&f.metaPackage, "kernel-meta", kernel.DefaultMetaPackage, "metapackage whose exact linux-image dependency is used")
 	fl.StringVar(&f.kernelPackage, "kernel-package", "", "pin the kernel package as name=version instead of resolving --kernel-meta")
 	fl.StringSliceVar(&f.modules, "module", kernel.DefaultModules, "kernel modules to include and load (dependencies are added)")
@@ -74,15 +86,42 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 	fl.StringVar(&f.cmdline, "cmdline", DefaultCmdline, "kernel command line (measured)")
 	fl.IntVar(&f.vcpus, "vcpus", DefaultVCPUs, "vCPUs (guest.json; measured for snp)")
 	fl.IntVar(&f.memoryMiB, "memory-mib", DefaultMemoryMiB, "guest memory in MiB (guest.json)")
-	fl.StringVar(&f.compression, "compression", string(DefaultCompression), "initrd compression: auto (none if it fits the 32 MiB limit, else gzip), none or gzip")
+	fl.StringVar(&f.compression, "compression", string(DefaultCompression), "initrd compression: auto (lz4 for the minimal kernel; for debian none if it fits the 32 MiB limit, else gzip), none, lz4 or gzip")
 	fl.StringVar(&f.firmware, "firmware", "", "optional firmware image to ship as firmware.fd and measure")
 	_ = cmd.MarkFlagRequired("init")
+	cmd.AddCommand(newKernelCmd())
+	return cmd
+}
+
+// newKernelCmd builds (or finds in the cache) the minimal kernel and prints where it is:
+// `make kernel` runs it before the test suites, so no test waits for a kernel build.
+func newKernelCmd() *cobra.Command {
+	var o kernel.BuildOptions
+	cmd := &cobra.Command{
+		Use:   "kernel",
+		Short: "Build the minimal guest kernel into the cache (once) and print its path",
+		Example: `  # What "make kernel" runs
+  mkguest kernel`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := kernel.BuildMinimal(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n%s\nsha256:%s\n", b.BzImagePath(), b.Describe(), b.BzImageSHA256)
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.Flags().StringVar(&o.Tarball, "kernel-source", "", "source tarball (default "+kernel.DefaultSourceTarball+")")
+	cmd.Flags().StringVar(&o.CacheDir, "kernel-cache-dir", "", "build cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/kernel)")
 	return cmd
 }
 
 func runMkguest(ctx context.Context, f *mkguestFlags) error {
 	o := Options{
-		Init: f.init, OutDir: f.out, CacheDir: f.cacheDir, MetaPackage: f.metaPackage,
+		Init: f.init, KernelFlavor: f.kernelFlavor, KernelSource: f.kernelSource, KernelCacheDir: f.kernelCacheDir, OutDir: f.out, CacheDir: f.cacheDir, MetaPackage: f.metaPackage,
 		Modules: f.modules, OptionalModules: f.optionalModules, Cmdline: f.cmdline,
 		VCPUs: f.vcpus, MemoryMiB: f.memoryMiB, Firmware: f.firmware,
 	}
@@ -110,7 +149,11 @@ func runMkguest(ctx context.Context, f *mkguestFlags) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("guest bundle written", "dir", f.out, "kernel", res.Kernel.String(), "release", res.Release,
+	kdesc := res.Kernel.String()
+	if res.Minimal != nil {
+		kdesc = res.Minimal.Describe()
+	}
+	slog.Info("guest bundle written", "dir", f.out, "kernel", kdesc, "release", res.Release,
 		"modules", len(res.Modules), "initrdBytes", res.InitrdBytes, "sim", res.Config.Measurements.Sim,
 		"elapsed", res.Duration.Round(1e6))
 	return nil

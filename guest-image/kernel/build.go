@@ -1,0 +1,376 @@
+package kernel
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sealpod/sealpod/internal/atomicfile"
+)
+
+// The minimal guest kernel: Debian's linux-source-6.1 tarball, `make tinyconfig` plus
+// MinimalConfig, built with fixed KBUILD_BUILD_* values so that the same source, fragment and
+// compiler give the same bzImage bytes (docs/guest.md). Built once per key and cached.
+
+// Defaults of the minimal kernel build.
+const (
+	DefaultSourcePackage = "linux-source-6.1"
+	DefaultSourceTarball = "/usr/src/linux-source-6.1.tar.xz"
+	// buildRecipe changes whenever the build steps below change, so old cache entries are
+	// not reused for a different recipe.
+	buildRecipe = "sealpod-minimal-kernel/1"
+	// builtFile marks a complete cache entry (written last) and describes it.
+	builtFile = "kernel.json"
+)
+
+// The fixed values kbuild embeds in the kernel instead of the time, user and host.
+var reproducibleEnv = []string{
+	"KBUILD_BUILD_TIMESTAMP=Thu Jan  1 00:00:00 UTC 1970",
+	"KBUILD_BUILD_USER=sealpod",
+	"KBUILD_BUILD_HOST=sealpod",
+	"KBUILD_BUILD_VERSION=1",
+	"LC_ALL=C",
+	"TZ=UTC",
+	"ARCH=x86_64",
+}
+
+// BuildOptions describe one minimal kernel build.
+type BuildOptions struct {
+	// Tarball is the kernel source (default DefaultSourceTarball, from DefaultSourcePackage).
+	Tarball string
+	// SourcePackage is the Debian package the tarball comes from, recorded with its version
+	// (default DefaultSourcePackage; "" with a Tarball given: none).
+	SourcePackage string
+	// Fragment is applied on top of tinyconfig (default MinimalConfig).
+	Fragment []byte
+	// CacheDir holds the built kernels: <CacheDir>/<key>/{bzImage,config,kernel.json}.
+	CacheDir string
+	// Jobs is make's -j (default the number of CPUs).
+	Jobs int
+	Log  *slog.Logger
+}
+
+// Built is a minimal kernel in the cache.
+type Built struct {
+	Dir string `json:"-"`
+	// Key identifies the inputs: recipe, source tarball, fragment and compiler.
+	Key             string `json:"key"`
+	SourcePackage   string `json:"sourcePackage,omitempty"`
+	SourceVersion   string `json:"sourceVersion,omitempty"`
+	SourceSHA256    string `json:"sourceSHA256"`
+	FragmentSHA256  string `json:"fragmentSHA256"`
+	Compiler        string `json:"compiler"`
+	Release         string `json:"release"`
+	BzImageSHA256   string `json:"bzImageSHA256"`
+	BuildSeconds    int    `json:"buildSeconds"`
+	FragmentOptions int    `json:"fragmentOptions"`
+}
+
+// BzImagePath is the kernel the guest boots.
+func (b *Built) BzImagePath() string { return filepath.Join(b.Dir, "bzImage") }
+
+// ConfigPath is the kernel's full .config.
+func (b *Built) ConfigPath() string { return filepath.Join(b.Dir, "config") }
+
+// Describe is one line for logs and SOURCES.txt.
+func (b *Built) Describe() string {
+	src := b.SourcePackage + "=" + b.SourceVersion
+	if b.SourcePackage == "" {
+		src = "tarball sha256:" + b.SourceSHA256
+	}
+	return fmt.Sprintf("sealpod-minimal %s from %s (fragment sha256:%s, %s)", b.Release, src, b.FragmentSHA256[:16], b.Compiler)
+}
+
+func (o *BuildOptions) defaults() {
+	if o.Tarball == "" {
+		o.Tarball = DefaultSourceTarball
+		if o.SourcePackage == "" {
+			o.SourcePackage = DefaultSourcePackage
+		}
+	}
+	if o.Fragment == nil {
+		o.Fragment = MinimalConfig
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// DefaultKernelCacheDir is $XDG_CACHE_HOME/sealpod/kernel (or $HOME/.cache/sealpod/kernel).
+func DefaultKernelCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("kernel cache directory: %w", err)
+	}
+	return filepath.Join(d, "sealpod", "kernel"), nil
+}
+
+// BuildMinimal returns the minimal kernel for the options, building it first when the cache
+// does not hold it (about 10 minutes on 2 cores). Concurrent callers serialise on a lock, so
+// parallel test binaries build it once.
+func BuildMinimal(ctx context.Context, o BuildOptions) (*Built, error) {
+	o.defaults()
+	if o.CacheDir == "" {
+		d, err := DefaultKernelCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		o.CacheDir = d
+	}
+	if _, err := ParseKconfig(o.Fragment); err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	want, err := o.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("kernel cache %s: %w", o.CacheDir, err)
+	}
+	unlock, err := lock(filepath.Join(o.CacheDir, ".lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	want.Dir = filepath.Join(o.CacheDir, want.Key)
+	if b, err := openBuilt(want.Dir); err == nil {
+		return b, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		o.Log.Warn("kernel cache: rebuilding an unusable entry", "dir", want.Dir, "err", err)
+	}
+	return o.build(ctx, want)
+}
+
+// identify computes the cache key from everything that goes into the kernel's bytes.
+func (o *BuildOptions) identify(ctx context.Context) (*Built, error) {
+	f, err := os.Open(o.Tarball)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && o.SourcePackage != "" {
+			return nil, fmt.Errorf("minimal kernel: source %s: %w (install the Debian package %s: make deps)", o.Tarball, err, o.SourcePackage)
+		}
+		return nil, fmt.Errorf("minimal kernel: source: %w", err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: read %s: %w", o.Tarball, err)
+	}
+	b := &Built{SourcePackage: o.SourcePackage, SourceSHA256: hex.EncodeToString(h.Sum(nil))}
+	b.FragmentSHA256 = sha256Hex(o.Fragment)
+	if b.SourcePackage != "" {
+		out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", b.SourcePackage).Output()
+		if err != nil {
+			return nil, fmt.Errorf("minimal kernel: version of %s: %w", b.SourcePackage, err)
+		}
+		b.SourceVersion = strings.TrimSpace(string(out))
+	}
+	out, err := exec.CommandContext(ctx, "gcc", "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: gcc --version: %w (install gcc: make deps)", err)
+	}
+	b.Compiler, _, _ = strings.Cut(string(out), "\n")
+	k := sha256.Sum256([]byte(strings.Join([]string{buildRecipe, b.SourceSHA256, b.FragmentSHA256, b.Compiler}, "\n")))
+	b.Key = hex.EncodeToString(k[:12])
+	return b, nil
+}
+
+func openBuilt(dir string) (*Built, error) {
+	data, err := os.ReadFile(filepath.Join(dir, builtFile))
+	if err != nil {
+		return nil, err
+	}
+	b := &Built{}
+	if err := json.Unmarshal(data, b); err != nil {
+		return nil, fmt.Errorf("%s: %w", builtFile, err)
+	}
+	b.Dir = dir
+	img, err := os.ReadFile(b.BzImagePath())
+	if err != nil {
+		return nil, err
+	}
+	if sha256Hex(img) != b.BzImageSHA256 {
+		return nil, fmt.Errorf("bzImage: sha256 differs from %s", builtFile)
+	}
+	return b, nil
+}
+
+// build unpacks the source into <dir>.work, configures, checks the configuration and builds
+// bzImage; the result is moved into dir and kernel.json written last.
+func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
+	start := time.Now()
+	work := b.Dir + ".work"
+	if err := os.RemoveAll(work); err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	if err := os.RemoveAll(b.Dir); err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	src, obj := filepath.Join(work, "src"), filepath.Join(work, "build")
+	for _, d := range []string{src, obj} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("minimal kernel: %w", err)
+		}
+	}
+	o.Log.Info("minimal kernel: building once (about 10 minutes on 2 cores; cached afterwards)", "key", b.Key, "dir", b.Dir)
+	logPath := filepath.Join(work, "build.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	defer logf.Close()
+	run := func(what string, name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = append(os.Environ(), reproducibleEnv...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("minimal kernel: %s: %w\n%s", what, err, tail(logPath, 20))
+		}
+		return nil
+	}
+	if err := run("unpack "+o.Tarball, "tar", "-xJf", o.Tarball, "-C", src, "--strip-components=1", "--no-same-owner"); err != nil {
+		return nil, err
+	}
+	fragPath := filepath.Join(work, "fragment.config")
+	if err := os.WriteFile(fragPath, o.Fragment, 0o644); err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	mk := func(args ...string) []string { return append([]string{"-C", src, "O=" + obj}, args...) }
+	if err := run("tinyconfig", "make", mk("tinyconfig")...); err != nil {
+		return nil, err
+	}
+	if err := run("merge fragment", filepath.Join(src, "scripts/kconfig/merge_config.sh"), "-m", "-O", obj, filepath.Join(obj, ".config"), fragPath); err != nil {
+		return nil, err
+	}
+	if err := run("olddefconfig", "make", mk("olddefconfig")...); err != nil {
+		return nil, err
+	}
+	final, err := os.ReadFile(filepath.Join(obj, ".config"))
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	bad, err := CheckKconfig(o.Fragment, final)
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("minimal kernel: the configuration lost %d option(s) of the fragment:\n  %s", len(bad), strings.Join(bad, "\n  "))
+	}
+	frag, _ := ParseKconfig(o.Fragment)
+	b.FragmentOptions = len(frag)
+
+	stop := o.progress(logPath, start)
+	err = run("make bzImage", "make", mk(fmt.Sprintf("-j%d", o.Jobs), "bzImage")...)
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, "make", mk("-s", "kernelrelease")...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: kernelrelease: %w", err)
+	}
+	b.Release = strings.TrimSpace(string(out))
+	if !releaseRE.MatchString(b.Release) {
+		return nil, fmt.Errorf("minimal kernel: kernelrelease %q: not a kernel release", b.Release)
+	}
+	img, err := os.ReadFile(filepath.Join(obj, "arch/x86/boot/bzImage"))
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	b.BzImageSHA256 = sha256Hex(img)
+	b.BuildSeconds = int(time.Since(start).Seconds())
+	meta, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"bzImage", img}, {"config", final}, {builtFile, append(meta, '\n')}} {
+		if err := atomicfile.Write(filepath.Join(b.Dir, f.name), f.data, 0o644); err != nil {
+			return nil, fmt.Errorf("minimal kernel: %w", err)
+		}
+	}
+	logf.Close()
+	if err := os.RemoveAll(work); err != nil {
+		o.Log.Warn("minimal kernel: could not remove the build tree", "dir", work, "err", err)
+	}
+	o.Log.Info("minimal kernel built", "release", b.Release, "bzImageBytes", len(img), "sha256", b.BzImageSHA256, "elapsed", time.Since(start).Round(time.Second))
+	return b, nil
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// progress logs the build's advance every 30 s until stopped.
+func (o *BuildOptions) progress(logPath string, start time.Time) (stop func()) {
+	done := make(chan struct{})
+	var stopped atomic.Bool
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				o.Log.Info("minimal kernel: building", "elapsed", time.Since(start).Round(time.Second), "objects", countLines(logPath, "  CC "))
+			}
+		}
+	}()
+	return func() {
+		if stopped.CompareAndSwap(false, true) {
+			close(done)
+		}
+	}
+}
+
+func countLines(name, prefix string) int {
+	f, err := os.Open(name)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// tail returns the last n lines of a file, for build errors.
+func tail(name string, n int) string {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
