@@ -342,7 +342,7 @@ func (m *Manager) rootfs(ctx context.Context, p *pod, pf *prefetch, sc *spec.Con
 		if st.err != nil {
 			return nil, 0, 0, fmt.Errorf("image pulled from unseal on: %w", st.err)
 		}
-		defer removeTree(st.dir)
+		defer func() { _ = removeTree(st.dir) }() // best effort: the staging copy is empty once taken
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, 0, 0, fmt.Errorf("container dir %s: %w", dir, err)
 		}

@@ -272,7 +272,11 @@ func startOnce(f *flags, manifest string, pod podRef, sealed bool) (sample, erro
 	wctx, wcancel := context.WithCancel(ctx)
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(wctx, rv, seen); close(werr) }()
-	defer func() { wcancel(); <-werr }()
+	defer func() { // the watch ends with the context; its error is the cancel
+		wcancel()
+		for range werr {
+		}
+	}()
 	t0 := time.Now()
 	b, err := f.kubectlCmd(ctx, "create", "-f", manifest, "-o", "jsonpath={.metadata.uid}").Output()
 	if err != nil {

@@ -21,7 +21,7 @@ func BzImage(version string, size int, efiStub bool) []byte {
 	size = max(size, MinSize)
 	k := make([]byte, size)
 	for i := SizeOfHeaders; i < size; i++ {
-		k[i] = byte(i*7 + i>>9)
+		k[i] = byte((i*7 + i>>9) & 0xff)
 	}
 	copy(k[0x202:], "HdrS")
 	binary.LittleEndian.PutUint16(k[0x206:], 0x020f) // boot protocol 2.15
@@ -45,7 +45,7 @@ func BzImage(version string, size int, efiStub bool) []byte {
 	binary.LittleEndian.PutUint32(k[opt+108:], 16)
 	sec := opt + 240
 	copy(k[sec:], ".text")
-	binary.LittleEndian.PutUint32(k[sec+16:], uint32(size-SizeOfHeaders))
+	binary.LittleEndian.PutUint32(k[sec+16:], uint32(size-SizeOfHeaders)&0xffffffff) //nolint:gosec // test images are far below 4 GiB
 	binary.LittleEndian.PutUint32(k[sec+20:], SizeOfHeaders)
 	return k
 }
