@@ -91,10 +91,11 @@ const MaxSocketPath = 107
 
 // DefaultTBSizeMiB bounds the TCG translation cache (emulation only): QEMU 7.2's default is
 // 1 GiB, which a long-running guest fills, page by page, into QEMU's RSS. Booting Debian's
-// kernel and the agent fills 64 MiB; at 32 MiB QEMU flushes the full cache and translates
-// again, with boot times within the noise of the 2-core machine measured
+// kernel and the agent fills 64 MiB. At 32 MiB boots were within noise, but four sealed VMs
+// running exec probes (a Go binary started per probe) flushed and retranslated so often
+// that 1 s probe timeouts failed in tests/e2e: 128 MiB holds the working set
 // (docs/runtime.md#qemu-memory).
-const DefaultTBSizeMiB = 32
+const DefaultTBSizeMiB = 128
 
 // Balloon is the virtio-balloon device of emulated (sim) guests: the guest reports the pages
 // it frees (free page reporting) and QEMU returns them to the host, so QEMU's RSS follows the
