@@ -41,6 +41,24 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
+// agentClient connects to a booting sim guest as the shim does: it holds the host end of the
+// sim-sp port open (the guest treats the VM as sim when it finds that port) and dials the
+// agent's port. The sim-sp end is closed when the test ends; closeAgent closes the agent's.
+func agentClient(t *testing.T, ctx context.Context, vm *VM, cfg Config) (agent api.AgentService, closeAgent func()) {
+	t.Helper()
+	sp, err := dialRetry(ctx, vm, cfg.SimSPSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	conn, err := dialRetry(ctx, vm, cfg.AgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ttrpc.NewClient(conn)
+	return api.NewAgentClient(client), func() { client.Close() }
+}
+
 func dialRetry(ctx context.Context, vm *VM, path string) (net.Conn, error) {
 	for {
 		if vm.ExitError() != nil {
@@ -142,19 +160,9 @@ func TestBootSimGuest(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
-	// The guest finds the sim-sp port and treats the VM as sim; hold the host end open.
-	sp, err := dialRetry(ctx, vm, cfg.SimSPSocket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	conn, err := dialRetry(ctx, vm, cfg.AgentSocket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(conn)
-	defer client.Close()
-	p, err := api.NewAgentClient(client).Ping(ctx, &api.PingRequest{})
+	agent, closeAgent := agentClient(t, ctx, vm, cfg)
+	defer closeAgent()
+	p, err := agent.Ping(ctx, &api.PingRequest{})
 	if err != nil {
 		t.Fatalf("agent Ping: %v (qemu exited: %v)", err, vm.ExitError())
 	}
@@ -185,7 +193,7 @@ func TestBootSimGuest(t *testing.T) {
 			t.Errorf("tap redirect filters while the VM runs: %v (%v)", got, err)
 		}
 	}
-	client.Close()
+	closeAgent()
 	if err := vm.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 )
@@ -72,18 +70,9 @@ func TestMeasureRSS(t *testing.T) {
 			defer vm.Kill()
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 			defer cancel()
-			sp, err := dialRetry(ctx, vm, cfg.SimSPSocket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sp.Close()
-			conn, err := dialRetry(ctx, vm, cfg.AgentSocket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			client := ttrpc.NewClient(conn)
-			defer client.Close()
-			if _, err := api.NewAgentClient(client).Ping(ctx, &api.PingRequest{}); err != nil {
+			agent, closeAgent := agentClient(t, ctx, vm, cfg)
+			defer closeAgent()
+			if _, err := agent.Ping(ctx, &api.PingRequest{}); err != nil {
 				t.Fatal(err)
 			}
 			ready := time.Since(vm.Started())
