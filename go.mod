@@ -3,6 +3,7 @@ module github.com/sealpod/sealpod
 go 1.26.0
 
 require (
+	filippo.io/nistec v0.0.4
 	github.com/containerd/cgroups v1.1.0
 	github.com/containerd/containerd v1.7.35
 	github.com/containerd/containerd/api v1.8.0

@@ -7,11 +7,14 @@ package snp
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +32,7 @@ import (
 	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/verify"
+	"github.com/sealpod/sealpod/kbs/verify/p384"
 )
 
 // Config configures a Verifier.
@@ -52,6 +56,7 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	verified map[[32]byte]verifiedVCEK
+	tables   int // entries of verified with a table
 }
 
 // verifiedVCEK is a VCEK whose chain verified: its expiry and the parsed certificate (read
@@ -60,10 +65,16 @@ type Verifier struct {
 type verifiedVCEK struct {
 	notAfter time.Time
 	cert     *x509.Certificate
+	table    *p384.Table // the VCEK's precomputed multiples (package p384); nil = crypto/ecdsa
 }
 
-// maxVerifiedVCEKs bounds the chain cache; it is emptied when full.
-const maxVerifiedVCEKs = 4096
+// maxVerifiedVCEKs bounds the chain cache; it is emptied when full. maxVCEKTables bounds how
+// many of its VCEKs get a p384.Table (207 KiB each): a node's pods all report with the node's
+// VCEK, so a broker sees one per chip and TCB.
+const (
+	maxVerifiedVCEKs = 4096
+	maxVCEKTables    = 128
+)
 
 func vcekCacheKey(rep *spb.Report, der []byte) [32]byte {
 	h := sha256.New()
@@ -76,23 +87,61 @@ func vcekCacheKey(rep *spb.Report, der []byte) [32]byte {
 
 // chainVerified returns the parsed VCEK if a VCEK with this cache key chained to the trusted
 // roots before and has not expired; nil otherwise.
-func (v *Verifier) chainVerified(k [32]byte, now time.Time) *x509.Certificate {
+func (v *Verifier) chainVerified(k [32]byte, now time.Time) *verifiedVCEK {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	e, ok := v.verified[k]
 	if !ok || !now.Before(e.notAfter) {
 		return nil
 	}
-	return e.cert
+	return &e
 }
 
+// rememberChain records a VCEK whose chain verified, with its p384.Table while fewer than
+// maxVCEKTables have one (built outside the lock: about four verifications' worth of CPU).
 func (v *Verifier) rememberChain(k [32]byte, cert *x509.Certificate) {
+	v.mu.Lock()
+	want := v.tables < maxVCEKTables
+	v.mu.Unlock()
+	var table *p384.Table
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); ok && want {
+		table, _ = p384.NewTable(pub) // not a P-384 key: the report check refuses it via crypto/ecdsa
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.verified == nil || len(v.verified) >= maxVerifiedVCEKs {
 		v.verified = make(map[[32]byte]verifiedVCEK)
+		v.tables = 0
 	}
-	v.verified[k] = verifiedVCEK{notAfter: cert.NotAfter, cert: cert}
+	if old, ok := v.verified[k]; ok && old.table != nil {
+		v.tables--
+	}
+	if table != nil {
+		v.tables++
+	}
+	v.verified[k] = verifiedVCEK{notAfter: cert.NotAfter, cert: cert, table: table}
+}
+
+// reportSignature checks the report's signature with the remembered VCEK: with its p384.Table
+// where it has one (the same answer as crypto/ecdsa, held to it by package p384's tests), else
+// with go-sev-guest.
+func (e *verifiedVCEK) reportSignature(raw []byte) error {
+	if e.table == nil {
+		return sevverify.SnpReportSignature(raw, e.cert)
+	}
+	if err := abi.ValidateReportFormat(raw); err != nil {
+		return fmt.Errorf("attestation report format error: %w", err)
+	}
+	if algo := abi.SignatureAlgo(raw); algo != abi.SignEcdsaP384Sha384 {
+		return fmt.Errorf("unknown SignatureAlgo: %d", algo)
+	}
+	signed := abi.SignedComponent(raw)
+	sig := raw[len(signed):]
+	digest := sha512.Sum384(signed)
+	if !e.table.Verify(digest[:], abi.AmdBigInt(sig[0:0x48]), abi.AmdBigInt(sig[0x48:0x90])) {
+		return errors.New("report signature verification error: ECDSA P-384 signature does not verify")
+	}
+	return nil
 }
 
 // New returns a Verifier.
@@ -250,10 +299,10 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	att := &spb.Attestation{Report: rep, CertificateChain: &spb.CertificateChain{VcekCert: vcekDER}}
 	now := v.cfg.Now()
 	cacheKey := vcekCacheKey(rep, vcekDER)
-	if vcek := v.chainVerified(cacheKey, now); vcek != nil {
+	if known := v.chainVerified(cacheKey, now); known != nil {
 		// The VCEK chained to our roots before (same DER, same product line) and is still
 		// valid: only the report signature is left to check.
-		if err := sevverify.SnpReportSignature(parsed.Raw, vcek); err != nil {
+		if err := known.reportSignature(parsed.Raw); err != nil {
 			return nil, verify.Reject(verify.FieldSignature, "", "", "report signature does not verify with the VCEK: %v", err)
 		}
 	} else {

@@ -232,6 +232,9 @@ func TestChainCache(t *testing.T) {
 			t.Fatalf("round %d: %v", i, err)
 		}
 	}
+	if v.tables != 1 {
+		t.Fatalf("remembered VCEKs with a p384 table: %d, want 1 (the cached path would use crypto/ecdsa)", v.tables)
+	}
 	bad := append([]byte(nil), good...)
 	bad[0x2A0] ^= 1
 	var rej *verify.Rejection
