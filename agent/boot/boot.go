@@ -39,6 +39,9 @@ var earlyMounts = []mount{
 // optional (configfs-tsm for SNP/TDX reports lives there when the kernel has it).
 func Mount(log *slog.Logger) error {
 	for _, m := range earlyMounts {
+		if m.fstype == "proc" && procMounted() {
+			continue // the first stage of RunFromSealedCopy mounted it
+		}
 		err := os.MkdirAll(m.target, 0o755)
 		if err == nil {
 			err = unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
@@ -59,6 +62,27 @@ func Mount(log *slog.Logger) error {
 	}
 	for _, l := range [][2]string{{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
 		_ = os.Symlink(l[0], l[1])
+	}
+	return nil
+}
+
+// procMounted reports whether /proc is a proc file system.
+func procMounted() bool {
+	var sfs unix.Statfs_t
+	return unix.Statfs("/proc", &sfs) == nil && sfs.Type == unix.PROC_SUPER_MAGIC
+}
+
+// mountProc mounts /proc as Mount does, unless it is there.
+func mountProc() error {
+	if procMounted() {
+		return nil
+	}
+	m := earlyMounts[0]
+	if err := os.MkdirAll(m.target, 0o555); err != nil {
+		return fmt.Errorf("mkdir %s: %w", m.target, err)
+	}
+	if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,6 +163,19 @@ func TestSealedPod(t *testing.T) {
 		}
 		if w, err := a.WaitProcess(ctx, &api.ProcessRequest{Name: "server", ExecId: "probe-1"}); err != nil || w.ExitStatus != 0 {
 			t.Fatalf("probe exit %v %v", w, err)
+		}
+		// Exec probes are what the kubelet runs every few seconds with a 1 s timeout: log how
+		// long a probe takes from ExecProcess to its exit, five times (docs/runtime.md).
+		for i := range 5 {
+			t0 := time.Now()
+			id := fmt.Sprintf("probe-t%d", i)
+			if _, err := a.ExecProcess(ctx, &api.ExecProcessRequest{Name: "server", ExecId: id, Argv: []string{"/workload", "probe"}}); err != nil {
+				t.Fatalf("exec %s: %v", id, err)
+			}
+			if w, err := a.WaitProcess(ctx, &api.ProcessRequest{Name: "server", ExecId: id}); err != nil || w.ExitStatus != 0 {
+				t.Fatalf("probe %s exit %v %v", id, w, err)
+			}
+			t.Logf("exec probe %d: %v from ExecProcess to exit", i, time.Since(t0).Round(time.Millisecond))
 		}
 		if st, err := a.StatsContainer(ctx, &api.ContainerRequest{Name: "server"}); err != nil || st.Pids < 1 || st.MemoryUsageBytes == 0 {
 			t.Fatalf("StatsContainer server: %v %v", st, err)

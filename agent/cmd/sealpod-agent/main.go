@@ -41,24 +41,33 @@ func main() {
 		os.Exit(2)
 	}
 	t := timeline{start: boot.Uptime()}
+	// libcontainer logs (and forwards its init's logs) through logrus as free text, which can
+	// quote sealed paths and commands: none of it reaches the console.
+	logrus.SetOutput(io.Discard)
 	// The console is host-visible: only allow-listed attributes reach it (boot.ConsoleKeys).
 	// Until the agent channel is up it gets this one line (the serial console is slow under
 	// emulation); everything else about the boot is in the "agent ready" line.
 	log := boot.NewConsoleLogger(os.Stderr, false)
-	log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
-	// Before anything else: move "/" off the initramfs onto a tmpfs (the agent binary is
-	// unlinked, not copied; no re-exec) so that containers
-	// get pivot_root, not an escapable chroot. Fail closed.
-	sw, err := boot.LeaveInitramfs()
-	if err != nil {
+	if start, sw, ok := boot.RunningFromSealedCopy(); ok {
+		// Second stage: the first moved "/" and re-executed the agent from a sealed memfd.
+		if start > 0 {
+			t.start = start
+		}
+		t.rootSwitch = sw
+	} else {
+		log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
+		// Before anything else: move "/" off the initramfs onto a tmpfs (the agent binary is
+		// unlinked, not copied) so that containers get pivot_root, not an escapable chroot;
+		// then run from a sealed copy of the binary, so that libcontainer does not copy it for
+		// every container and exec (boot.RunFromSealedCopy). Fail closed.
+		sw, err := boot.LeaveInitramfs()
+		if err == nil {
+			err = boot.RunFromSealedCopy(t.start, sw) // returns only on failure
+		}
 		fmt.Fprintln(os.Stderr, "sealpod-agent:", err) // constant paths and an errno only
 		boot.PowerOff(log)
 		select {}
 	}
-	t.rootSwitch = sw
-	// libcontainer logs (and forwards its init's logs) through logrus as free text, which can
-	// quote sealed paths and commands: none of it reaches the console.
-	logrus.SetOutput(io.Discard)
 	if err := run(log, &t); err != nil {
 		log.Error("agent failed", "err", err)
 	}
@@ -161,6 +170,9 @@ func run(log *slog.Logger, t *timeline) error {
 	}
 	if att.TEE() == "sim" {
 		log.Warn("TEE is sim: the simulated AMD-SP on the host signs this guest's reports; the host can read guest memory (CI/demo only)")
+	}
+	if att.TEE() == "sim-tdx" {
+		log.Warn("TEE is sim-tdx: the simulated TDX on the host signs this guest's quotes; the host can read guest memory (CI/demo only)")
 	}
 	if len(opts.InsecureRegistries) > 0 {
 		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", strings.Join(opts.InsecureRegistries, ","))
