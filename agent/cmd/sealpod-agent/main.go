@@ -105,6 +105,9 @@ func run(log *slog.Logger, t *timeline) error {
 		return err
 	}
 	t.modules = mods.Count()
+	if err := boot.TunePageReporting(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
