@@ -1,0 +1,7 @@
+	.text
+	.globl _start
+_start:
+	li 3, 0
+	b .
+	.data
+banner:	.asciz "sealpod esm interop test kernel"
