@@ -32,7 +32,7 @@ import (
 type flags struct {
 	kubectl, kubeconfig, ctrdLog, sealed, runc, json string
 	runs                                             int
-	timeout                                          time.Duration
+	timeout, rssSettle                               time.Duration
 }
 
 func main() {
@@ -52,6 +52,7 @@ func main() {
 	flag.StringVar(&f.json, "json", "", "also write every run, medians and p90s to this JSON file")
 	flag.IntVar(&f.runs, "runs", 5, "pods started one after the other, per runtime")
 	flag.DurationVar(&f.timeout, "timeout", 5*time.Minute, "per pod")
+	flag.DurationVar(&f.rssSettle, "rss-settle", 10*time.Second, "read QEMU's RSS again this long after Ready (steady state: free page reporting has returned what the boot freed); 0 = only at Ready")
 	flag.Parse()
 	if f.sealed == "" || f.runc == "" || f.ctrdLog == "" || f.runs < 1 {
 		fmt.Fprintln(os.Stderr, "podbench: --sealed, --runc and --containerd-log are required, --runs at least 1")
@@ -81,6 +82,7 @@ var phases = []struct{ key, label string }{
 	{"toReady", "Running → Ready"},
 	{"total", "kubectl create → Ready"},
 	{"rss", "QEMU RSS at Ready (MiB)"},
+	{"rssSettled", "QEMU RSS settled after Ready (MiB)"},
 }
 
 // runtimeResult is what podbench measured for one runtime (JSON in --json and report).
@@ -290,8 +292,15 @@ func startOnce(f *flags, manifest string, pod podRef, sealed bool) (sample, erro
 	s := sample{"scheduled": ms(t0, tl.scheduled), "toRunning": ms(tl.scheduled, tl.running), "toReady": ms(tl.running, tl.ready),
 		"total": ms(t0, tl.ready), "rewatch": float64(w.rewatches), "relist": float64(w.relists)}
 	if sealed {
-		if err := shimPhases(f.ctrdLog, logOff, s, vmRSS); err != nil {
+		pid, err := shimPhases(f.ctrdLog, logOff, s, vmRSS)
+		if err != nil {
 			return nil, err
+		}
+		if pid != "" && f.rssSettle > 0 {
+			time.Sleep(f.rssSettle)
+			if v, err := vmRSS(pid); err == nil {
+				s["rssSettled"] = v / 1024
+			}
 		}
 	}
 	if b, err := f.kubectlCmd(context.Background(), "delete", "pod", "-n", pod.namespace, pod.name, "--wait=true", "--timeout=120s").CombinedOutput(); err != nil {
@@ -357,14 +366,14 @@ var kvRE = regexp.MustCompile(`(\w+)=("[^"]*"|\S+)`)
 // it now from /proc; the size logged at unseal is the fallback). Containers' pulls and starts
 // add up (the kubelet creates a pod's containers one after the other); execs (readiness
 // probes) log phase=start too and are not the container's start.
-func shimPhases(path string, off int64, s sample, rss func(pid string) (float64, error)) error {
+func shimPhases(path string, off int64, s sample, rss func(pid string) (float64, error)) (qemuPID string, err error) {
 	fh, err := os.Open(path)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer fh.Close()
 	if _, err := fh.Seek(off, io.SeekStart); err != nil {
-		return err
+		return "", err
 	}
 	sc := bufio.NewScanner(fh)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -384,6 +393,7 @@ func shimPhases(path string, off int64, s sample, rss func(pid string) (float64,
 		case "boot+unseal":
 			s["shim:boot"], s["shim:attest"], s["shim:key"], s["shim:unseal"] = num("boot_ms"), num("attest_ms"), num("key_ms"), num("unseal_ms")
 			if pid := kv["qemu_pid"]; pid != "" {
+				qemuPID = pid
 				if v, err := rss(pid); err == nil {
 					s["rss"] = v / 1024
 				} else {
@@ -399,17 +409,17 @@ func shimPhases(path string, off int64, s sample, rss func(pid string) (float64,
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return "", err
 	}
 	if _, ok := s["shim:boot"]; !ok {
-		return fmt.Errorf("no boot+unseal phase in %s since offset %d: was the pod sealed?", path, off)
+		return "", fmt.Errorf("no boot+unseal phase in %s since offset %d: was the pod sealed?", path, off)
 	}
 	sum := 0.0
 	for _, k := range []string{"shim:network", "shim:boot", "shim:unseal", "shim:pull", "shim:start"} {
 		sum += s[k]
 	}
 	s["other"] = s["toRunning"] - sum
-	return nil
+	return qemuPID, nil
 }
 
 // vmRSS reads VmRSS (KiB) of a process.

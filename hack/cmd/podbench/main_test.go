@@ -22,8 +22,12 @@ func TestShimPhases(t *testing.T) {
 	}
 	off := int64(len(`time="2026-11-22T08:00:00Z" level=info msg="earlier pod" phase=boot+unseal boot_ms=1` + "\n"))
 	s := sample{"toRunning": 7615}
-	if err := shimPhases(p, off, s, noRSS); err != nil {
+	pid, err := shimPhases(p, off, s, noRSS)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if pid == "" {
+		t.Error("no QEMU pid from the boot+unseal phase (the settled RSS is read from it)")
 	}
 	want := sample{"toRunning": 7615, "shim:network": 1, "shim:boot": 5401, "shim:attest": 28, "shim:key": 9, "shim:unseal": 476,
 		"shim:pull": 1088, "shim:start": 145, "rss": 324, "other": 7615 - 1 - 5401 - 476 - 1088 - 145}
@@ -33,7 +37,7 @@ func TestShimPhases(t *testing.T) {
 		}
 	}
 	// Nothing logged since the offset: the pod was not sealed.
-	if err := shimPhases(p, int64(len(ctrdLog)), sample{}, noRSS); err == nil {
+	if _, err := shimPhases(p, int64(len(ctrdLog)), sample{}, noRSS); err == nil {
 		t.Fatal("no error without phases")
 	}
 }
@@ -83,7 +87,7 @@ func TestShimPhasesCaptured(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			s := sample{"toRunning": 20000}
-			if err := shimPhases(filepath.Join("testdata", tc.file), 0, s, noRSS); err != nil {
+			if _, err := shimPhases(filepath.Join("testdata", tc.file), 0, s, noRSS); err != nil {
 				t.Fatal(err)
 			}
 			for k, v := range tc.want {
