@@ -8,9 +8,8 @@ import (
 	"sync"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
-	tdxabi "github.com/google/go-tdx-guest/abi"
 	labi "github.com/google/go-tdx-guest/client/linuxabi"
-	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/sealpod/sealpod/agent/attest/tdxquote"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/kbs/api"
 	"golang.org/x/sys/unix"
@@ -23,7 +22,7 @@ type TDXDevice interface {
 }
 
 // MaxQuote bounds a TDX quote (the broker's limit; real v4 quotes with a PCK chain are ~5 KiB).
-const MaxQuote = 64 << 10
+const MaxQuote = tdxquote.MaxSize
 
 // TDX gets TD quotes (version 4, with the PCK chain): through configfs-tsm when TSM is set,
 // else through Device. Upstream Linux has the quote only through configfs-tsm (6.7+); the
@@ -71,41 +70,15 @@ func (a *TDX) Evidence(_ context.Context, rd [64]byte) (*unseal.Evidence, error)
 
 // tdxEvidence checks a quote (size, version 4, REPORT_DATA) and builds the evidence.
 func tdxEvidence(quote []byte, rd [64]byte) (*unseal.Evidence, error) {
-	if len(quote) == 0 || len(quote) > MaxQuote {
-		return nil, fmt.Errorf("tdx quote: %w: %d bytes, want 1..%d", ErrEvidence, len(quote), MaxQuote)
+	q, err := tdxquote.Check(quote, rd)
+	if errors.Is(err, tdxquote.ErrReportData) {
+		return nil, fmt.Errorf("tdx quote: %w", ErrReportData)
 	}
-	q, err := parseQuote(quote)
 	if err != nil {
 		return nil, fmt.Errorf("tdx quote: %w", errors.Join(ErrEvidence, err))
 	}
-	body := q.GetTdQuoteBody()
-	if !bytes.Equal(body.GetReportData(), rd[:]) {
-		return nil, fmt.Errorf("tdx quote: %w", ErrReportData)
-	}
 	ev := &api.TDXEvidence{Quote: bytes.Clone(quote)}
-	return &unseal.Evidence{Evidence: &api.Evidence{TDX: ev}, HostData: body.GetMrConfigId()}, nil
-}
-
-// parseQuote decodes a version 4 quote. go-tdx-guest v0.3.1's QuoteToProto panics on some
-// malformed quotes (the broker's FuzzParse found it), so a panic is an error here.
-func parseQuote(b []byte) (q4 *tdxpb.QuoteV4, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			q4, err = nil, fmt.Errorf("malformed quote: %v", r)
-		}
-	}()
-	q, err := tdxabi.QuoteToProto(b)
-	if err != nil {
-		return nil, err
-	}
-	q4, ok := q.(*tdxpb.QuoteV4)
-	if !ok || q4 == nil {
-		return nil, fmt.Errorf("%T, want a version 4 quote", q)
-	}
-	if err := tdxabi.CheckQuoteV4(q4); err != nil {
-		return nil, err
-	}
-	return q4, nil
+	return &unseal.Evidence{Evidence: &api.Evidence{TDX: ev}, HostData: q.GetTdQuoteBody().GetMrConfigId()}, nil
 }
 
 // deviceQuote gets a TD report for rd from the device and has it turned into a quote

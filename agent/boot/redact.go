@@ -113,7 +113,7 @@ func errorKind(v slog.Value) (slog.Value, bool) {
 var ConsoleKeys = map[string]valueRule{
 	"container":  stringMatching(dnsLabel),
 	"workload":   stringMatching(workloadID),
-	"tee":        oneOf("snp", "tdx", "sim", "pef"),
+	"tee":        oneOf("snp", "tdx", "sim", "pef", "sim-tdx"),
 	"evidence":   oneOf(attest.Sources...), // where the TEE evidence comes from
 	"reason":     oneOf(attest.Reasons...),
 	"version":    stringMatching(versionString),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/sealpod/sealpod/agent/attest"
 	"github.com/sealpod/sealpod/agent/simsp"
@@ -17,7 +18,8 @@ var ErrNoTEE = errors.New("no TEE: neither SEV-SNP, TDX nor a simulated AMD-SP p
 
 // DetectTEE picks the attester (agent/attest.Detect): configfs-tsm when
 // /sys/kernel/config/tsm/report exists and its provider is sev_guest or tdx_guest, else
-// /dev/sev-guest, else /dev/tdx_guest, and sim when the host offers the simulated AMD-SP port.
+// /dev/sev-guest, else /dev/tdx_guest, and the simulated TEE the host names (sim or sim-tdx)
+// when it offers the simulated-TEE port.
 // Which TEE is accepted is the key broker's decision (sim only with --insecure-sim-roots); the
 // guest only reports what it has. The choice and its reason go to slog.Default() at debug
 // level (the console stays quiet until the agent channel is up), a configfs-tsm the guest has
@@ -56,5 +58,16 @@ func findSim() (unseal.Attester, error) {
 	if err != nil {
 		return nil, err
 	}
-	return unseal.NewSimAttester(f), nil
+	// The host says which simulated TEE (sim or sim-tdx) it launched this guest for.
+	ctx, cancel := context.WithTimeout(context.Background(), simTEETimeout)
+	defer cancel()
+	a, err := unseal.OpenSim(ctx, f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return a, nil
 }
+
+// simTEETimeout bounds the host's answer naming the simulated TEE.
+const simTEETimeout = 30 * time.Second

@@ -1,11 +1,20 @@
-// Package simsp is the contract between a `sim` guest and its simulated AMD-SP, which the host
-// (the shim, or a test harness, with package simtee/spserver) plays on the virtio-serial port
-// named PortName: the guest sends the 64 bytes of REPORT_DATA, the host answers an SNP-format
-// attestation report with MEASUREMENT = the launch digest of what it booted and HOST_DATA =
-// the envelope digest it launched the guest with, plus the certificate table (VCEK, ASK, ARK).
-// This package holds the frame protocol (both sides) and the guest-side client; it imports
-// nothing of the host side, the broker or the launch-measurement code, so the agent links only
-// what runs in the guest.
+// Package simsp is the contract between a simulated-TEE guest and the simulated hardware the
+// host (the shim, or a test harness) plays on the virtio-serial port named PortName:
+//
+//   - `sim` (package simtee/spserver, the simulated AMD-SP): the guest sends the 64 bytes of
+//     REPORT_DATA, the host answers an SNP-format attestation report with MEASUREMENT = the
+//     launch digest of what it booted and HOST_DATA = the envelope digest it launched the guest
+//     with, plus the certificate table (VCEK, ASK, ARK);
+//   - `sim-tdx` (package simtee/tdxsim, the simulated TDX module and quoting enclave): the
+//     guest asks for a quote (Kind KindQuote) and the host answers a TDX v4 quote with MRTD and
+//     RTMRs of what it booted and MRCONFIGID = the envelope digest, signed under the node's
+//     fake Intel PCK chain.
+//
+// A guest learns which of the two the host plays with a KindTEE request (Client.TEE): the
+// guest attests as the TEE it was launched for, and the key broker accepts that TEE only for
+// workloads registered for it. This package holds the frame protocol (both sides) and the
+// guest-side client; it imports nothing of the host side, the broker or the
+// launch-measurement code, so the agent links only what runs in the guest.
 //
 // Framing: every message is a 4-byte big-endian length followed by that many bytes of JSON
 // (Request from the guest, Response from the host), at most MaxFrame bytes. The guest treats
@@ -25,6 +34,8 @@ import (
 
 	"github.com/google/go-sev-guest/abi"
 
+	"github.com/sealpod/sealpod/agent/attest/tdxquote"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 )
 
@@ -34,8 +45,19 @@ const PortName = "sealpod.sim-sp"
 // ProtocolVersion is the only Request.Version this package speaks.
 const ProtocolVersion = 1
 
-// MaxFrame bounds one message (a report with its certificate table is about 6 KiB).
+// MaxFrame bounds one message (a report with its certificate table is about 6 KiB, a quote
+// with its PCK chain about 7 KiB as JSON).
 const MaxFrame = 64 << 10
+
+// Request kinds (Request.Kind).
+const (
+	// KindReport asks for an SNP-format report (sim); "" means the same.
+	KindReport = string(tee.EvidenceSNPReport)
+	// KindQuote asks for a TDX v4 quote (sim-tdx).
+	KindQuote = string(tee.EvidenceTDXQuote)
+	// KindTEE asks which simulated TEE the host plays (Response.TEE).
+	KindTEE = "tee"
+)
 
 // Errors callers branch on.
 var (
@@ -45,18 +67,25 @@ var (
 	ErrReport = errors.New("simsp: bad report")
 	// ErrRefused: the host answered with an error.
 	ErrRefused = errors.New("simsp: request refused by the host")
+	// ErrQuote: the host's answer is not a TDX quote for our REPORT_DATA.
+	ErrQuote = errors.New("simsp: bad quote")
+	// ErrTEE: the host names no simulated TEE this guest knows.
+	ErrTEE = errors.New("simsp: bad simulated TEE")
 )
 
 // Request is what the guest sends.
 type Request struct {
 	Version    int    `json:"version"`
-	ReportData []byte `json:"reportData"` // exactly 64 bytes
+	Kind       string `json:"kind,omitempty"`       // KindReport (or ""), KindQuote or KindTEE
+	ReportData []byte `json:"reportData,omitempty"` // exactly 64 bytes for a report or a quote
 }
 
-// Response is what the host answers.
+// Response is what the host answers (one of Report, Quote, TEE or Error).
 type Response struct {
 	Report    []byte `json:"report,omitempty"`    // 1184-byte ATTESTATION_REPORT
 	CertTable []byte `json:"certTable,omitempty"` // AMD GUID table: VCEK, ASK, ARK
+	Quote     []byte `json:"quote,omitempty"`     // TDX v4 quote with its PCK chain
+	TEE       string `json:"tee,omitempty"`       // the simulated TEE: sim or sim-tdx
 	Error     string `json:"error,omitempty"`
 }
 
@@ -123,22 +152,117 @@ type Report struct {
 	Measure   [48]byte
 }
 
-// GetReport asks the simulated AMD-SP for a report carrying reportData.
-func (c *Client) GetReport(ctx context.Context, reportData [64]byte) (*Report, error) {
+// roundTrip sends one request and reads its answer, within ctx's deadline where the port
+// supports deadlines.
+func (c *Client) roundTrip(ctx context.Context, req Request) (*Response, error) {
 	if d, ok := c.rw.(deadliner); ok {
 		if dl, has := ctx.Deadline(); has {
 			_ = d.SetDeadline(dl)
 			defer d.SetDeadline(time.Time{})
 		}
 	}
-	if err := WriteFrame(c.rw, Request{Version: ProtocolVersion, ReportData: reportData[:]}); err != nil {
+	if err := WriteFrame(c.rw, req); err != nil {
 		return nil, fmt.Errorf("simsp: send request: %w", err)
 	}
 	var resp Response
 	if err := ReadFrame(c.rw, &resp); err != nil {
 		return nil, fmt.Errorf("simsp: read answer: %w", err)
 	}
-	return ParseResponse(&resp, reportData)
+	return &resp, nil
+}
+
+// GetReport asks the simulated AMD-SP for a report carrying reportData.
+func (c *Client) GetReport(ctx context.Context, reportData [64]byte) (*Report, error) {
+	resp, err := c.roundTrip(ctx, Request{Version: ProtocolVersion, ReportData: reportData[:]})
+	if err != nil {
+		return nil, err
+	}
+	return ParseResponse(resp, reportData)
+}
+
+// TEE asks the host which simulated TEE it plays for this guest: tee.Sim or tee.SimTDX.
+func (c *Client) TEE(ctx context.Context) (tee.TEE, error) {
+	resp, err := c.roundTrip(ctx, Request{Version: ProtocolVersion, Kind: KindTEE})
+	if err != nil {
+		return "", err
+	}
+	return ParseTEEResponse(resp)
+}
+
+// ParseTEEResponse checks a host answer to a KindTEE request: exactly a simulated TEE name.
+func ParseTEEResponse(resp *Response) (tee.TEE, error) {
+	if resp.Error != "" {
+		return "", fmt.Errorf("%w: %s", ErrRefused, clip(resp.Error))
+	}
+	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || len(resp.Quote) > 0 {
+		return "", fmt.Errorf("%w: the answer carries evidence, want only a TEE name", ErrTEE)
+	}
+	t, err := tee.Parse(resp.TEE)
+	if err != nil || !t.Simulated() {
+		return "", fmt.Errorf("%w: %q, want %s or %s", ErrTEE, clip(resp.TEE), tee.Sim, tee.SimTDX)
+	}
+	return t, nil
+}
+
+// Quote holds the host's TDX answer (the raw quote, the evidence the guest hands to the
+// broker) and the launch values it carries, as the guest reads them from its own quote.
+type Quote struct {
+	Quote      []byte
+	MRConfigID [tee.TDXMRConfigIDSize]byte
+	MRTD       [48]byte
+	RTMRs      [4][48]byte
+}
+
+// GetQuote asks the simulated TDX for a quote carrying reportData.
+func (c *Client) GetQuote(ctx context.Context, reportData [64]byte) (*Quote, error) {
+	resp, err := c.roundTrip(ctx, Request{Version: ProtocolVersion, Kind: KindQuote, ReportData: reportData[:]})
+	if err != nil {
+		return nil, err
+	}
+	return ParseQuoteResponse(resp, reportData)
+}
+
+// ParseQuoteResponse checks a host answer to a KindQuote request for reportData: a well-formed
+// version 4 quote of at most tdxquote.MaxSize bytes carrying reportData, and nothing else.
+func ParseQuoteResponse(resp *Response, reportData [64]byte) (*Quote, error) {
+	if resp.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrRefused, clip(resp.Error))
+	}
+	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || resp.TEE != "" {
+		return nil, fmt.Errorf("%w: the answer carries more than a quote", ErrQuote)
+	}
+	q, err := tdxquote.Check(resp.Quote, reportData)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrQuote, err)
+	}
+	body := q.GetTdQuoteBody()
+	out := &Quote{Quote: bytes.Clone(resp.Quote)}
+	copy(out.MRConfigID[:], body.GetMrConfigId())
+	copy(out.MRTD[:], body.GetMrTd())
+	for i, r := range body.GetRtmrs() {
+		if i < len(out.RTMRs) {
+			copy(out.RTMRs[i][:], r)
+		}
+	}
+	return out, nil
+}
+
+// maxHostText bounds the host-written texts the guest quotes in its errors.
+const maxHostText = 200
+
+// clip bounds a host-written text and replaces anything but printable ASCII (it may reach the
+// console inside an error).
+func clip(s string) string {
+	if len(s) > maxHostText {
+		s = s[:maxHostText]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }
 
 // ParseResponse checks a host answer for reportData and extracts the launch values.

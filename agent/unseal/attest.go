@@ -12,6 +12,7 @@ import (
 	tdxclient "github.com/google/go-tdx-guest/client"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/sealpod/sealpod/agent/simsp"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 )
 
@@ -28,25 +29,65 @@ type Attester interface {
 	Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error)
 }
 
-// SimAttester asks the host's simulated AMD-SP over a simsp channel.
-type SimAttester struct{ Client *simsp.Client }
-
-// NewSimAttester returns an attester on an open sim AMD-SP port.
-func NewSimAttester(rw io.ReadWriter) *SimAttester {
-	return &SimAttester{Client: simsp.NewClient(rw)}
+// SimAttester asks the host's simulated TEE over a simsp channel: the simulated AMD-SP for
+// sim (SNP-format reports) or the simulated TDX for sim-tdx (TDX v4 quotes).
+type SimAttester struct {
+	Client *simsp.Client
+	// Sim is the simulated TEE: tee.Sim (the zero value means the same) or tee.SimTDX.
+	Sim tee.TEE
 }
 
-// TEE is "sim".
-func (*SimAttester) TEE() string { return api.TEESim }
+// NewSimAttester returns a sim (SNP) attester on an open simulated AMD-SP port.
+func NewSimAttester(rw io.ReadWriter) *SimAttester {
+	return &SimAttester{Client: simsp.NewClient(rw), Sim: tee.Sim}
+}
 
-// Evidence asks for a report.
-func (a *SimAttester) Evidence(ctx context.Context, rd [64]byte) (*Evidence, error) {
-	r, err := a.Client.GetReport(ctx, rd)
+// NewSimTDXAttester returns a sim-tdx attester on an open simulated TDX port.
+func NewSimTDXAttester(rw io.ReadWriter) *SimAttester {
+	return &SimAttester{Client: simsp.NewClient(rw), Sim: tee.SimTDX}
+}
+
+// OpenSim returns the attester of the simulated TEE the host launched this guest for, as the
+// host says on the port (simsp.Client.TEE): the guest attests as that TEE, and the broker
+// releases keys only to workloads registered for it (and only under --insecure-sim-roots).
+func OpenSim(ctx context.Context, rw io.ReadWriter) (*SimAttester, error) {
+	c := simsp.NewClient(rw)
+	t, err := c.TEE(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("simulated TEE: %w", err)
 	}
-	ev := &api.Evidence{SNP: &api.SNPEvidence{Report: r.Report, CertTable: r.CertTable}}
-	return &Evidence{Evidence: ev, HostData: r.HostData[:]}, nil
+	return &SimAttester{Client: c, Sim: t}, nil
+}
+
+func (a *SimAttester) sim() tee.TEE {
+	if a.Sim == "" {
+		return tee.Sim
+	}
+	return a.Sim
+}
+
+// TEE is "sim" or "sim-tdx".
+func (a *SimAttester) TEE() string { return string(a.sim()) }
+
+// Evidence asks for a report (sim) or a quote (sim-tdx) carrying rd.
+func (a *SimAttester) Evidence(ctx context.Context, rd [64]byte) (*Evidence, error) {
+	switch a.sim() {
+	case tee.Sim:
+		r, err := a.Client.GetReport(ctx, rd)
+		if err != nil {
+			return nil, err
+		}
+		ev := &api.Evidence{SNP: &api.SNPEvidence{Report: r.Report, CertTable: r.CertTable}}
+		return &Evidence{Evidence: ev, HostData: r.HostData[:]}, nil
+	case tee.SimTDX:
+		q, err := a.Client.GetQuote(ctx, rd)
+		if err != nil {
+			return nil, err
+		}
+		ev := &api.Evidence{TDX: &api.TDXEvidence{Quote: q.Quote}}
+		return &Evidence{Evidence: ev, HostData: q.MRConfigID[:]}, nil
+	}
+	return nil, fmt.Errorf("simulated TEE %q: want %s or %s", a.Sim, tee.Sim, tee.SimTDX)
 }
 
 // SNPAttester uses the SEV-SNP guest device (configfs-tsm or /dev/sev-guest).

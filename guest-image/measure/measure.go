@@ -68,8 +68,9 @@ type Inputs struct {
 // Compute returns the reference measurements for the requested TEEs. A requested TEE whose
 // measurement cannot be computed is an error naming it. With no TEEs requested it computes
 // sim always, snp when the firmware has SEV metadata (and a kernel-hashes section if there is
-// a kernel), tdx when its TDX metadata parses (a warning is logged otherwise) and pef when
-// there is a direct-boot kernel; a failure of any of those is still an error.
+// a kernel), tdx when its TDX metadata parses (a warning is logged otherwise), pef when
+// there is a direct-boot kernel and sim-tdx when that kernel is an EFI stub; a failure of any
+// of those is still an error.
 func Compute(in Inputs) (bundle.Measurements, error) {
 	var m bundle.Measurements
 	var fw *ovmf.Firmware
@@ -107,6 +108,12 @@ func Compute(in Inputs) (bundle.Measurements, error) {
 				return m, fmt.Errorf("measure tdx: %w", err)
 			}
 			m.TDX = tm
+		case tee.SimTDX:
+			tm, err := in.simTDXMeasurement()
+			if err != nil {
+				return m, fmt.Errorf("measure sim-tdx: %w", err)
+			}
+			m.SimTDX = tm
 		case tee.PEF:
 			if in.Boot == nil {
 				return m, errors.New("measure pef: a direct-boot kernel is required")
@@ -166,6 +173,9 @@ func (in *Inputs) selectTEEs(fw *ovmf.Firmware) ([]tee.TEE, error) {
 	}
 	if in.Boot != nil {
 		out = append(out, tee.PEF)
+	}
+	if in.simTDXComputable() {
+		out = append(out, tee.SimTDX) // an EFI-stub kernel (simtdx.go)
 	}
 	return out, nil
 }

@@ -44,6 +44,9 @@ type Measurements struct {
 	SNP string `json:"snp,omitempty"`
 	// TDX holds MRTD and the predictable RTMRs.
 	TDX *TDXMeasurement `json:"tdx,omitempty"`
+	// SimTDX is the TDX-format value the simulated TDX of sim-tdx reports (MRTD of the
+	// firmware bytes, RTMR[1]/[2] of kernel, initrd and command line; docs/measurements.md).
+	SimTDX *TDXMeasurement `json:"sim-tdx,omitempty"`
 	// PEF holds the digests an ESM blob would carry.
 	PEF *PEFMeasurement `json:"pef,omitempty"`
 }
@@ -93,16 +96,19 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("guest.json: measurements.%s: %w", name, err)
 		}
 	}
-	if m.TDX != nil {
-		if err := checkHex(m.TDX.MRTD, 48); err != nil {
-			return fmt.Errorf("guest.json: measurements.tdx.mrtd: %w", err)
+	for name, t := range map[string]*TDXMeasurement{"tdx": m.TDX, "sim-tdx": m.SimTDX} {
+		if t == nil {
+			continue
 		}
-		for i, r := range m.TDX.RTMRs {
+		if err := checkHex(t.MRTD, 48); err != nil {
+			return fmt.Errorf("guest.json: measurements.%s.mrtd: %w", name, err)
+		}
+		for i, r := range t.RTMRs {
 			if r == "" {
 				continue
 			}
 			if err := checkHex(r, 48); err != nil {
-				return fmt.Errorf("guest.json: measurements.tdx.rtmrs[%d]: %w", i, err)
+				return fmt.Errorf("guest.json: measurements.%s.rtmrs[%d]: %w", name, i, err)
 			}
 		}
 	}
@@ -110,7 +116,8 @@ func (c *Config) Validate() error {
 }
 
 // Measurement returns the reference measurement for one TEE as a canonical string
-// (hex for snp/sim; "mrtd[:rtmr0:rtmr1:...]" for tdx; kernel:initrd:cmdline digests for pef).
+// (hex for snp/sim; "mrtd[:rtmr0:rtmr1:...]" for tdx and sim-tdx; kernel:initrd:cmdline
+// digests for pef).
 // A missing measurement is an error naming the TEE.
 func (c *Config) Measurement(t tee.TEE) (string, error) {
 	m := c.Measurements
@@ -121,9 +128,9 @@ func (c *Config) Measurement(t tee.TEE) (string, error) {
 	case tee.SNP:
 		v = m.SNP
 	case tee.TDX:
-		if m.TDX != nil && m.TDX.MRTD != "" {
-			v = strings.Join(append([]string{m.TDX.MRTD}, m.TDX.RTMRs...), ":")
-		}
+		v = m.TDX.canonical()
+	case tee.SimTDX:
+		v = m.SimTDX.canonical()
 	case tee.PEF:
 		if m.PEF != nil {
 			v = m.PEF.Kernel + ":" + m.PEF.Initrd + ":" + m.PEF.Cmdline
@@ -135,6 +142,14 @@ func (c *Config) Measurement(t tee.TEE) (string, error) {
 		return "", fmt.Errorf("guest.json: measurements.%s: missing: the guest bundle has no reference measurement for TEE %q", t, t)
 	}
 	return strings.ToLower(v), nil
+}
+
+// canonical is "mrtd[:rtmr0:rtmr1:...]" ("" for nil or no MRTD).
+func (t *TDXMeasurement) canonical() string {
+	if t == nil || t.MRTD == "" {
+		return ""
+	}
+	return strings.Join(append([]string{t.MRTD}, t.RTMRs...), ":")
 }
 
 func checkHex(s string, n int) error {

@@ -10,7 +10,8 @@ import (
 )
 
 var good = `{"version": 1, "cmdline": "console=hvc0 quiet", "vcpus": 1, "memoryMiB": 512, "future": true,
- "measurements": {"sim": "` + hex48 + `", "snp": "` + hex48 + `", "tdx": {"mrtd": "` + hex48 + `", "rtmrs": ["` + hex48 + `", ""]}}}`
+ "measurements": {"sim": "` + hex48 + `", "snp": "` + hex48 + `", "tdx": {"mrtd": "` + hex48 + `", "rtmrs": ["` + hex48 + `", ""]},
+ "sim-tdx": {"mrtd": "` + hex48 + `", "rtmrs": ["", "` + hex48 + `", "` + hex48 + `", ""]}}}`
 
 var hex48 = strings.Repeat("ab", 48)
 
@@ -19,11 +20,16 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for tt, want := range map[tee.TEE]string{tee.Sim: hex48, tee.SNP: hex48, tee.TDX: hex48 + ":" + hex48 + ":"} {
+	for tt, want := range map[tee.TEE]string{tee.Sim: hex48, tee.SNP: hex48, tee.TDX: hex48 + ":" + hex48 + ":",
+		tee.SimTDX: hex48 + "::" + hex48 + ":" + hex48 + ":"} {
 		got, err := c.Measurement(tt)
 		if err != nil || got != want {
 			t.Errorf("Measurement(%s) = %q, %v", tt, got, err)
 		}
+	}
+	c.Measurements.SimTDX = nil
+	if _, err := c.Measurement(tee.SimTDX); err == nil || !strings.Contains(err.Error(), "measurements.sim-tdx: missing") {
+		t.Errorf("sim-tdx without a value: %v", err)
 	}
 	if _, err := c.Measurement("pef"); err == nil || !strings.Contains(err.Error(), "measurements.pef: missing") {
 		t.Errorf("pef: %v", err)
@@ -35,13 +41,14 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseConfigRejects(t *testing.T) {
 	tests := map[string]string{
-		`{"version": 2, "vcpus": 1, "memoryMiB": 512}`:                                        "version: unsupported version 2",
-		`{"version": 1, "vcpus": 0, "memoryMiB": 512}`:                                        "vcpus: 0 out of range",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 1}`:                                          "memoryMiB: 1 out of range",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"snp": "zz"}}`:         "measurements.snp: not hex",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim": "abcd"}}`:       "measurements.sim: 2 bytes, want 48",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"tdx": {"mrtd": ""}}}`: "measurements.tdx.mrtd",
-		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "cmdline": "a\u0000b"}`:                 "cmdline: contains a NUL",
+		`{"version": 2, "vcpus": 1, "memoryMiB": 512}`:                                                                              "version: unsupported version 2",
+		`{"version": 1, "vcpus": 0, "memoryMiB": 512}`:                                                                              "vcpus: 0 out of range",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 1}`:                                                                                "memoryMiB: 1 out of range",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"snp": "zz"}}`:                                               "measurements.snp: not hex",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim": "abcd"}}`:                                             "measurements.sim: 2 bytes, want 48",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"tdx": {"mrtd": ""}}}`:                                       "measurements.tdx.mrtd",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim-tdx": {"mrtd": "` + hex48 + `", "rtmrs": ["", "ab"]}}}`: "measurements.sim-tdx.rtmrs[1]",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "cmdline": "a\u0000b"}`:                                                       "cmdline: contains a NUL",
 		`{"version": 1,`: "guest.json: unexpected end",
 	}
 	for in, want := range tests {

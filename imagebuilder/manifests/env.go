@@ -25,13 +25,13 @@ func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
 			out = append(out, spec.EnvVar{Name: e.Name, Value: e.Value})
 		case e.ValueFrom.SecretKeyRef != nil:
 			r := e.ValueFrom.SecretKeyRef
-			if v, ok := p.key(ef+".valueFrom.secretKeyRef", "Secret", r.Name, r.Key, r.Optional); ok {
-				out = append(out, spec.EnvVar{Name: e.Name, Value: v, Literal: true})
+			if ev, ok := p.keyRef(ef+".valueFrom.secretKeyRef", e.Name, "Secret", r.Name, r.Key, r.Optional); ok {
+				out = append(out, ev)
 			}
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			r := e.ValueFrom.ConfigMapKeyRef
-			if v, ok := p.key(ef+".valueFrom.configMapKeyRef", "ConfigMap", r.Name, r.Key, r.Optional); ok {
-				out = append(out, spec.EnvVar{Name: e.Name, Value: v, Literal: true})
+			if ev, ok := p.keyRef(ef+".valueFrom.configMapKeyRef", e.Name, "ConfigMap", r.Name, r.Key, r.Optional); ok {
+				out = append(out, ev)
 			}
 		case e.ValueFrom.FieldRef != nil:
 			path := e.ValueFrom.FieldRef.FieldPath
@@ -56,15 +56,11 @@ func (p *pod) envFrom(field string, c *corev1.Container) []spec.EnvVar {
 	var out []spec.EnvVar
 	for i, ef := range c.EnvFrom {
 		f := fmt.Sprintf("%s.envFrom[%d]", field, i)
-		var data map[string][]byte
 		switch {
 		case ef.SecretRef != nil:
-			data = p.source(f+".secretRef", "Secret", ef.SecretRef.Name, ef.SecretRef.Optional)
+			out = append(out, p.objectEnv(f+".secretRef", "Secret", ef.SecretRef.Name, ef.Prefix, ef.SecretRef.Optional)...)
 		case ef.ConfigMapRef != nil:
-			data = p.source(f+".configMapRef", "ConfigMap", ef.ConfigMapRef.Name, ef.ConfigMapRef.Optional)
-		}
-		for _, k := range sortedKeys(data) {
-			out = append(out, spec.EnvVar{Name: ef.Prefix + k, Value: string(data[k]), Literal: true})
+			out = append(out, p.objectEnv(f+".configMapRef", "ConfigMap", ef.ConfigMapRef.Name, ef.Prefix, ef.ConfigMapRef.Optional)...)
 		}
 	}
 	return out
@@ -103,24 +99,53 @@ func (p *pod) hasContainer(name string) bool {
 	return false
 }
 
-// refuseOpaqueArgv refuses $(VAR) in command/args when VAR carries an annotation value,
-// directly or through another variable: annotation values have no syntax, so they may be
-// env values but never become part of argv (the agent refuses the same at run time).
+// refuseOpaqueArgv refuses $(VAR) in command/args when VAR carries an annotation value or a
+// host-provided Secret/ConfigMap value, directly or through another variable: such values
+// have no syntax the guest can check (the host chooses them), so they may be env values but
+// never become part of argv (the agent refuses the same for annotations at run time).
 func (p *pod) refuseOpaqueArgv(field string, sc *spec.Container) {
-	opaque := map[string]string{} // variable -> annotation field it carries
+	opaque := map[string]string{} // variable -> what it carries and why that is opaque ("" = nothing)
+	type hostPrefix struct{ prefix, why string }
+	var hostFrom []hostPrefix // host-provided envFrom sources: any variable with the prefix
+	carried := func(name string) string {
+		if why, ok := opaque[name]; ok {
+			return why
+		}
+		for _, h := range hostFrom {
+			if strings.HasPrefix(name, h.prefix) {
+				return h.why
+			}
+		}
+		return ""
+	}
 	for _, e := range sc.Env {
-		opaque[e.Name] = ""
+		if obj, ok := p.hostObject(e); ok {
+			why := obj + ": host-provided values (not in the input) are chosen by the host"
+			if e.Name == "" { // envFrom: every key, as Prefix+key, overriding earlier variables
+				for name := range opaque {
+					if strings.HasPrefix(name, e.Prefix) {
+						opaque[name] = why
+					}
+				}
+				hostFrom = append(hostFrom, hostPrefix{e.Prefix, why})
+				continue
+			}
+			opaque[e.Name] = why
+			continue
+		}
+		why := ""
 		switch {
 		case hostvalue.Opaque(e.FromHost):
-			opaque[e.Name] = strings.TrimPrefix(e.FromHost, hostvalue.FieldRef)
+			why = strings.TrimPrefix(e.FromHost, hostvalue.FieldRef) + ": annotation values have no syntax"
 		case e.FromHost == "" && !e.Literal: // a Literal value is never expanded
 			for _, r := range hostvalue.Refs(e.Value) {
-				if f := opaque[r]; f != "" {
-					opaque[e.Name] = f
+				if f := carried(r); f != "" {
+					why = f
 					break
 				}
 			}
 		}
+		opaque[e.Name] = why
 	}
 	for _, part := range []struct {
 		name string
@@ -128,13 +153,31 @@ func (p *pod) refuseOpaqueArgv(field string, sc *spec.Container) {
 	}{{"command", sc.Command}, {"args", sc.Args}} {
 		for i, a := range part.argv {
 			for _, r := range hostvalue.Refs(a) {
-				if f := opaque[r]; f != "" {
+				if f := carried(r); f != "" {
 					p.fail(fmt.Sprintf("%s.%s[%d]", field, part.name, i),
-						"container %q: $(%s) carries %s: annotation values have no syntax, so they are never substituted into command or args; read the variable from the environment instead (\"$%s\" in a shell)",
+						"container %q: $(%s) carries %s, so they are never substituted into command or args; read the variable from the environment instead (\"$%s\" in a shell)",
 						sc.Name, r, f, r)
 					break
 				}
 			}
 		}
 	}
+}
+
+// hostObject names the host-provided Secret or ConfigMap (and key) an env entry reads.
+func (p *pod) hostObject(e spec.EnvVar) (string, bool) {
+	for _, h := range []struct{ prefix, kind string }{
+		{spec.HostSecretKeyRef, "Secret"}, {spec.HostConfigMapKeyRef, "ConfigMap"},
+		{spec.HostSecretRef, "Secret"}, {spec.HostConfigMapRef, "ConfigMap"},
+	} {
+		if ref, ok := strings.CutPrefix(e.FromHost, h.prefix); ok {
+			name, key, hasKey := strings.Cut(ref, "/")
+			obj := h.kind + " " + p.s.ns(p.o) + "/" + name
+			if hasKey {
+				obj += " key " + key
+			}
+			return obj, true
+		}
+	}
+	return "", false
 }

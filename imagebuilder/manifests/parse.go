@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -95,26 +96,59 @@ func parseSource(src Source) ([]*object, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o.kind != "List" {
+		if strings.HasPrefix(o.apiVersion, "kustomize.config.k8s.io/") {
+			return nil, fmt.Errorf("%s: a kustomize %s is not an object: build it with -k DIR (as kubectl -k)", o.where(), o.kind)
+		}
+		items, err := listItems(o)
+		if err != nil {
+			return nil, err
+		}
+		if items == nil {
 			objs = append(objs, o)
 			continue
 		}
-		items, ok := raw["items"].([]any)
-		if !ok && raw["items"] != nil {
+		objs = append(objs, items...)
+	}
+}
+
+// listItems expands kind: List and the typed lists (ConfigMapList, PodList, ...) as kubectl
+// does: a kind ending in List whose items is a list. An item of a typed list without
+// apiVersion or kind (as the API server returns them) takes the list's apiVersion and the
+// kind without "List". It returns nil for any other object.
+func listItems(o *object) ([]*object, error) {
+	if !strings.HasSuffix(o.kind, "List") {
+		return nil, nil
+	}
+	items, ok := o.raw["items"].([]any)
+	if !ok {
+		if o.kind == "List" && o.raw["items"] != nil {
 			return nil, fmt.Errorf("%s: items: not a list", o.where())
 		}
-		for i, it := range items {
-			m, ok := it.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("%s: items[%d]: not an object", o.where(), i)
-			}
-			io, err := newObject(src.Name, index, fmt.Sprintf("items[%d]", i), m, nil)
-			if err != nil {
-				return nil, err
-			}
-			objs = append(objs, io)
+		if o.kind != "List" {
+			return nil, nil // e.g. a custom kind AllowList: an ordinary object
 		}
 	}
+	out := []*object{}
+	for i, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: items[%d]: not an object", o.where(), i)
+		}
+		if typed := strings.TrimSuffix(o.kind, "List"); typed != "" {
+			if _, ok := m["kind"]; !ok {
+				m["kind"] = typed
+			}
+			if _, ok := m["apiVersion"]; !ok && m["kind"] == typed {
+				m["apiVersion"] = o.apiVersion
+			}
+		}
+		io, err := newObject(o.file, o.index, fmt.Sprintf("items[%d]", i), m, nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, io)
+	}
+	return out, nil
 }
 
 // newObject wraps a decoded object; js is its JSON encoding when the caller has it.

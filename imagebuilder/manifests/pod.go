@@ -138,9 +138,16 @@ func (p *pod) volume(i int, v *corev1.Volume) {
 		}
 		p.volumes[v.Name] = sv
 	case vs.Secret != nil:
-		p.sealedVolume(field+".secret", v.Name, "Secret", vs.Secret.SecretName, vs.Secret.Items, vs.Secret.DefaultMode, vs.Secret.Optional)
+		p.objectVolume(field+".secret", v.Name, vs.Secret.DefaultMode, []objectSource{{field: field + ".secret", kind: "Secret", name: vs.Secret.SecretName, items: vs.Secret.Items, optional: vs.Secret.Optional}})
 	case vs.ConfigMap != nil:
-		p.sealedVolume(field+".configMap", v.Name, "ConfigMap", vs.ConfigMap.Name, vs.ConfigMap.Items, vs.ConfigMap.DefaultMode, vs.ConfigMap.Optional)
+		p.objectVolume(field+".configMap", v.Name, vs.ConfigMap.DefaultMode, []objectSource{{field: field + ".configMap", kind: "ConfigMap", name: vs.ConfigMap.Name, items: vs.ConfigMap.Items, optional: vs.ConfigMap.Optional}})
+	case vs.Projected != nil:
+		srcs, ok := projectedObjects(field+".projected", vs.Projected)
+		if !ok {
+			p.hostVolume(field, v.Name, volumeKind(vs))
+			return
+		}
+		p.objectVolume(field+".projected", v.Name, vs.Projected.DefaultMode, srcs)
 	default:
 		p.hostVolume(field, v.Name, volumeKind(vs))
 	}
@@ -164,75 +171,6 @@ func (p *pod) hostVolume(field, name, kind string) {
 	}
 	p.warn(field, "host volume %q (%s) allowed by --allow-host-volumes: the node can read and change it", name, kind)
 	p.volumes[name] = spec.Volume{Name: name, Kind: spec.VolumeHost, Source: kind}
-}
-
-// source looks up a Secret or ConfigMap of the input for sealing. It returns nil when the
-// reference is optional and absent; failures are recorded.
-func (p *pod) source(field, kind, name string, optional *bool) map[string][]byte {
-	key := p.s.ns(p.o) + "/" + name
-	if !p.s.opts.SealSecrets {
-		p.fail(field, "references %s %q, whose contents would stay on the host; pass it in the input and use --seal-secrets to seal it into the workload", kind, name)
-		return nil
-	}
-	obj := p.s.sourceObj[kind+" "+key]
-	if obj == nil {
-		if optional != nil && *optional {
-			return nil
-		}
-		p.fail(field, "references %s %q, which is not in the input: pass it with -f so that it can be sealed", kind, key)
-		return nil
-	}
-	if kind == "Secret" {
-		p.s.removed[obj] = true
-		return p.s.secrets[key].Data
-	}
-	p.s.removed[obj] = true
-	cm := p.s.configMaps[key]
-	data := map[string][]byte{}
-	for k, v := range cm.Data {
-		data[k] = []byte(v)
-	}
-	for k, v := range cm.BinaryData {
-		data[k] = v
-	}
-	return data
-}
-
-func (p *pod) sealedVolume(field, volName, kind, name string, items []corev1.KeyToPath, defaultMode *int32, optional *bool) {
-	data := p.source(field, kind, name, optional)
-	p.volumes[volName] = spec.Volume{Name: volName, Kind: spec.VolumeSealed}
-	mode := uint32(0o644)
-	if defaultMode != nil {
-		mode = uint32(*defaultMode)
-	}
-	if data == nil {
-		return
-	}
-	add := func(key, rel string, m uint32) {
-		clean := path.Clean(rel)
-		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") || clean == "." {
-			p.fail(field, "item path %q escapes the volume", rel)
-			return
-		}
-		p.sealed.Files = append(p.sealed.Files, spec.File{Volume: volName, Path: clean, Mode: m, Data: data[key]})
-	}
-	if len(items) == 0 {
-		for _, k := range sortedKeys(data) {
-			add(k, k, mode)
-		}
-		return
-	}
-	for i, it := range items {
-		if _, ok := data[it.Key]; !ok {
-			p.fail(fmt.Sprintf("%s.items[%d].key", field, i), "%s %q has no key %q", kind, name, it.Key)
-			continue
-		}
-		m := mode
-		if it.Mode != nil {
-			m = uint32(*it.Mode)
-		}
-		add(it.Key, it.Path, m)
-	}
 }
 
 // container seals one container.
@@ -284,22 +222,6 @@ func (p *pod) declaredVolume(name string) bool {
 // already refused.
 func (p *pod) isVolume(name string) bool {
 	return p.declaredVolume(name) || slices.Contains(p.claimTemplates, name)
-}
-
-func (p *pod) key(field, kind, name, key string, optional *bool) (string, bool) {
-	data := p.source(field, kind, name, optional)
-	if data == nil {
-		return "", false
-	}
-	v, ok := data[key]
-	if !ok {
-		if optional != nil && *optional {
-			return "", false
-		}
-		p.fail(field+".key", "%s %q has no key %q", kind, name, key)
-		return "", false
-	}
-	return string(v), true
 }
 
 func (p *pod) securityContext(field string, c *corev1.SecurityContext, podSC *corev1.PodSecurityContext) *spec.SecurityContext {
@@ -412,7 +334,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	ps.ImagePullSecrets = p.pullSecrets
 	ps.Volumes = nil
 	for _, v := range in.Spec.Volumes {
-		if p.volumes[v.Name].Kind == spec.VolumeHost {
+		if k := p.volumes[v.Name].Kind; k == spec.VolumeHost || k == spec.VolumeHostObject {
 			ps.Volumes = append(ps.Volumes, v)
 		}
 	}
@@ -430,23 +352,30 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 	c.Image = imagePlaceholder
 	c.ImagePullPolicy = corev1.PullIfNotPresent
 	c.Command, c.Args, c.WorkingDir = nil, nil, ""
-	c.EnvFrom = nil
+	var envFrom []corev1.EnvFromSource
+	for _, e := range c.EnvFrom {
+		if p.keepEnvFrom(e) {
+			envFrom = append(envFrom, e)
+		}
+	}
+	c.EnvFrom = envFrom
 	c.SecurityContext = nil
 	c.Lifecycle = nil
 	c.TerminationMessagePath, c.TerminationMessagePolicy = "", ""
 	stubProbes(c)
 	var env []corev1.EnvVar
 	for _, e := range c.Env {
-		// Downward-API values are computed by the kubelet and handed to the guest; they
-		// hold no secret. Everything else is sealed.
-		if e.ValueFrom != nil && (e.ValueFrom.FieldRef != nil || e.ValueFrom.ResourceFieldRef != nil) {
+		// Downward-API values and host-provided objects are resolved by the kubelet and
+		// handed to the guest as untrusted input; they hold no sealed value. Everything
+		// else is sealed.
+		if p.keepEnv(e) {
 			env = append(env, e)
 		}
 	}
 	c.Env = env
 	var mounts []corev1.VolumeMount
 	for _, m := range c.VolumeMounts {
-		if p.volumes[m.Name].Kind == spec.VolumeHost {
+		if k := p.volumes[m.Name].Kind; k == spec.VolumeHost || k == spec.VolumeHostObject {
 			mounts = append(mounts, m)
 		}
 	}

@@ -40,6 +40,13 @@ func (p *pod) registryCredentials(refs []corev1.LocalObjectReference) []corev1.L
 			p.s.nodePullUsed[ref.Name] = true
 		}
 		key := p.s.ns(p.o) + "/" + ref.Name
+		if err := p.s.badSource["Secret "+key]; err != nil {
+			if !p.s.reported["Secret "+key] {
+				p.s.reported["Secret "+key] = true
+				p.errs = append(p.errs, err)
+			}
+			continue
+		}
 		sec, ok := p.s.secrets[key]
 		if !ok {
 			// Not in the input: created on the cluster, nothing to seal.

@@ -219,15 +219,20 @@ func TestRules(t *testing.T) {
 			},
 		},
 		{
-			name:    "secret env without --seal-secrets",
-			input:   deployment("      containers: [{name: c, image: " + pinned + ", env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]\n"),
-			wantErr: []string{"spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef", `Secret "s"`, "--seal-secrets"},
+			name:    "secret of the input without --seal-secrets",
+			input:   "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: prod}\nstringData: {k: v}\n---\n" + deployment("      containers: [{name: c, image: "+pinned+", env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]\n"),
+			wantErr: []string{"spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef", "Secret prod/s, which is in the input", "--seal-secrets"},
 		},
 		{
-			name:    "secret missing from the input",
-			input:   deployment("      containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s}}]}]\n"),
-			opts:    Options{SealSecrets: true},
-			wantErr: []string{"containers[0].envFrom[0].secretRef", `Secret "prod/s", which is not in the input`},
+			name:  "secret missing from the input is host-provided",
+			input: deployment("      containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s}}]}]\n"),
+			opts:  Options{SealSecrets: true},
+			check: func(t *testing.T, res *Result, out string) {
+				if e := res.Workloads[0].Spec.Containers[0].Env; len(e) != 1 || e[0].FromHost != spec.HostSecretRef+"s" {
+					t.Errorf("env %+v", e)
+				}
+				warned(t, res, "Secret prod/s is not in the input")
+			},
 		},
 		{
 			name:  "optional missing secret is skipped",
@@ -381,6 +386,8 @@ func FuzzSeal(f *testing.F) {
 	f.Add([]byte(deployment("      containers: [{name: c, image: " + pinned + "}]\n")))
 	f.Add([]byte("apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Pod, metadata: {name: a}, spec: {containers: [{name: c, image: " + pinned + "}]}}]\n"))
 	f.Add([]byte("---\n---\n"))
+	// Typed lists, host-provided references and a malformed Secret (issue #16 items 1 and 4).
+	f.Add([]byte("apiVersion: v1\nkind: SecretList\nitems: [{metadata: {name: s}, data: {k: '%%'}}]\n---\napiVersion: v1\nkind: PodList\nitems: [{metadata: {name: a}, spec: {containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s}}, {prefix: P_, configMapRef: {name: rt}}], env: [{name: X, valueFrom: {secretKeyRef: {name: rt2, key: k, optional: true}}}]}], volumes: [{name: v, projected: {sources: [{secret: {name: rt3}}]}}]}}]\n"))
 	kbs := envelope.KBS{URL: "https://kbs.test", CASHA256: strings.Repeat("c", 64)}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Seal(context.Background(), []Source{{Name: "fuzz.yaml", Data: data}}, Options{TEEs: []string{"sim"}, KBS: kbs, SealSecrets: true})

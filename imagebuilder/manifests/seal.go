@@ -60,7 +60,10 @@ type Options struct {
 	// `sealctl verify --expect` can check the broker's policy against it.
 	MinTCB string
 
-	SealSecrets         bool
+	SealSecrets bool
+	// Strict refuses host-provided values: a reference to a Secret or ConfigMap that is not
+	// in the input is an error instead of a warning (an optional one is skipped).
+	Strict              bool
 	AllowHostVolumes    bool
 	AllowHostNamespaces bool
 	AllowPrivileged     bool
@@ -158,6 +161,7 @@ func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) 
 			continue
 		}
 		errs = append(errs, s.checkMetadata(o)...)
+		s.placeNamespace(o)
 		s.res.out = append(s.res.out, o.raw)
 	}
 	if len(errs) > 0 {
@@ -202,8 +206,11 @@ type sealer struct {
 	resolved map[string]string // image ref -> pinned ref
 
 	secrets    map[string]*corev1.Secret    // ns/name
-	configMaps map[string]*corev1.ConfigMap // ns/name
 	sourceObj  map[string]*object           // "Secret ns/name" -> input object
+	sourceData map[string]map[string][]byte // "Secret ns/name" -> its data (keys to bytes)
+	badSource  map[string]error             // "Secret ns/name" -> why it is malformed
+	reported   map[string]bool              // malformed objects already reported
+	warnedObj  map[string]bool              // host-provided objects already warned about
 	services   map[string][]service         // by namespace
 	removed    map[*object]bool             // sealed Secrets/ConfigMaps left out of the output
 	pullKeep   map[*object]*pullKeep        // pull secrets the kubelet still needs
@@ -224,7 +231,8 @@ func (s *sealer) ns(o *object) string {
 
 // index collects the Secrets, ConfigMaps and Services of the input.
 func (s *sealer) index(objs []*object) {
-	s.secrets, s.configMaps, s.sourceObj = map[string]*corev1.Secret{}, map[string]*corev1.ConfigMap{}, map[string]*object{}
+	s.secrets, s.sourceObj = map[string]*corev1.Secret{}, map[string]*object{}
+	s.sourceData, s.badSource, s.reported, s.warnedObj = map[string]map[string][]byte{}, map[string]error{}, map[string]bool{}, map[string]bool{}
 	s.pullKeep, s.nodePullUsed, s.sealedStrs = map[*object]*pullKeep{}, map[string]bool{}, map[string]string{}
 	s.services = map[string][]service{}
 	for _, o := range objs {
@@ -233,21 +241,21 @@ func (s *sealer) index(objs []*object) {
 		}
 		key := s.ns(o) + "/" + o.name
 		switch o.kind {
-		case "Secret":
-			var sec corev1.Secret
-			if json.Unmarshal(o.json, &sec) == nil {
-				for k, v := range sec.StringData {
-					if sec.Data == nil {
-						sec.Data = map[string][]byte{}
-					}
-					sec.Data[k] = []byte(v)
-				}
-				s.secrets[key], s.sourceObj["Secret "+key] = &sec, o
+		case "Secret", "ConfigMap":
+			id := o.kind + " " + key
+			s.sourceObj[id] = o
+			data, err := parseObjectData(o)
+			if err != nil {
+				s.badSource[id] = err
+				continue
 			}
-		case "ConfigMap":
-			var cm corev1.ConfigMap
-			if json.Unmarshal(o.json, &cm) == nil {
-				s.configMaps[key], s.sourceObj["ConfigMap "+key] = &cm, o
+			s.sourceData[id] = data
+			if o.kind == "Secret" {
+				var sec corev1.Secret
+				if json.Unmarshal(o.json, &sec) == nil {
+					sec.Data, sec.StringData = data, nil
+					s.secrets[key] = &sec
+				}
 			}
 		case "Service":
 			var svc corev1.Service

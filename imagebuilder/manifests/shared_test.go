@@ -25,14 +25,15 @@ func TestSharedManifests(t *testing.T) {
 	want := map[string]struct {
 		workloads int
 		refused   []string
+		warns     []string // host-provided objects (issue #16 item 1), each warned about
 	}{
 		"AI__model-serving-tensorflow__deployment.yaml":          {refused: []string{"(Deployment tf-serving)", "spec.template.spec.volumes[0]", "persistentVolumeClaim", "--allow-host-volumes"}},
-		"AI__vllm-deployment__vllm-deployment.yaml":              {refused: []string{"(Deployment vllm-gemma-deployment)", "spec.template.spec.containers[0].env[2].valueFrom.secretKeyRef", `Secret "hf-secret"`, "--seal-secrets"}},
+		"AI__vllm-deployment__vllm-deployment.yaml":              {workloads: 1, warns: []string{"Secret default/hf-secret is not in the input: host-provided"}},
 		"cockroachdb__cockroachdb-statefulset.yaml":              {refused: []string{"document 3 (StatefulSet cockroachdb)", "spec.template.spec.volumes[0]", "persistentVolumeClaim"}},
 		"databases__cassandra__cassandra-statefulset.yaml":       {refused: []string{"(StatefulSet cassandra)", "volumeClaimTemplates[cassandra-data]", "containers[0].lifecycle"}},
 		"databases__mysql-cinder-pd__mysql.yaml":                 {refused: []string{"(Pod mysql)", "spec.volumes[0]", "cinder"}},
 		"explorer__pod.yaml":                                     {workloads: 1},
-		"https-nginx__nginx-app.yaml":                            {refused: []string{"document 1 (ReplicationController my-nginx)", "spec.template.spec.volumes[0].secret", `Secret "nginxsecret"`, "volumes[1].configMap"}},
+		"https-nginx__nginx-app.yaml":                            {workloads: 1, warns: []string{"Secret default/nginxsecret is not in the input: host-provided", "ConfigMap default/nginxconfigmap is not in the input: host-provided"}},
 		"javaweb-tomcat-sidecar__javaweb-2.yaml":                 {workloads: 1},
 		"newrelic-infrastructure__newrelic-infra-daemonset.yaml": {refused: []string{"(DaemonSet newrelic-infra-agent)", "spec.template.spec.hostNetwork", "hostPath", "securityContext.privileged"}},
 		"selenium__selenium-hub-deployment.yaml":                 {workloads: 1},
@@ -73,6 +74,9 @@ func TestSharedManifests(t *testing.T) {
 			}
 			if len(res.Workloads) != w.workloads {
 				t.Fatalf("%d workloads, want %d", len(res.Workloads), w.workloads)
+			}
+			for _, want := range w.warns {
+				warned(t, res, want)
 			}
 			out, err := res.Render(testImageRef)
 			if err != nil {

@@ -61,7 +61,28 @@ type EnvVar struct {
 	// units (millicores, bytes) and the agent divides, rounding up, as the kubelet does.
 	ContainerName string `json:"containerName,omitempty"`
 	Divisor       string `json:"divisor,omitempty"`
+	// Prefix and Optional belong to host-provided Secrets and ConfigMaps (FromHost
+	// "secretKeyRef:", "configMapKeyRef:", "secretRef:", "configMapRef:"; see HostSecretKeyRef).
+	// Prefix is an envFrom source's prefix: every key K of the object becomes the variable
+	// Prefix+K, in the envFrom's place in the order (Name is empty then). Optional is
+	// Kubernetes' optional: a missing object or key is skipped, not an error.
+	Prefix   string `json:"prefix,omitempty"`
+	Optional bool   `json:"optional,omitempty"`
 }
+
+// FromHost prefixes of host-provided Secrets and ConfigMaps: objects a pod references that
+// were not in the sealing input, because something creates them at run time (an operator,
+// cert-manager, `kubectl create secret`). Their values come from the host (the kubelet
+// resolves the references kept on the placeholder): untrusted and not confidential, never
+// sealed and never mixed with sealed values. Names and keys are as Kubernetes allows them
+// (a DNS-1123 subdomain; [-._a-zA-Z0-9]+), so "/" separates them unambiguously; the
+// namespace is the pod's.
+const (
+	HostSecretKeyRef    = "secretKeyRef:"    //nolint:gosec // a prefix, no credential. "secretKeyRef:<name>/<key>": one key, EnvVar.Name
+	HostConfigMapKeyRef = "configMapKeyRef:" // "configMapKeyRef:<name>/<key>"
+	HostSecretRef       = "secretRef:"       // "secretRef:<name>": envFrom, every key as Prefix+key
+	HostConfigMapRef    = "configMapRef:"    // "configMapRef:<name>"
+)
 
 // SecurityContext is the subset of the Kubernetes security context the agent enforces.
 type SecurityContext struct {
@@ -97,7 +118,19 @@ const (
 	// VolumeHost is a host-provided volume (PVC, hostPath, ...) allowed by
 	// --allow-host-volumes: neither confidential nor integrity protected.
 	VolumeHost VolumeKind = "host"
+	// VolumeHostObject holds host-provided Secrets/ConfigMaps (Volume.Objects): a secret,
+	// configMap or projected volume whose objects were not in the sealing input. The
+	// placeholder keeps the volume and its mounts, so the kubelet writes the files (items,
+	// modes, updates) on the host; their content is untrusted and not confidential.
+	VolumeHostObject VolumeKind = "hostObject"
 )
+
+// ObjectRef names a host-provided Secret or ConfigMap in the pod's namespace.
+type ObjectRef struct {
+	Kind     string `json:"kind"` // "Secret" or "ConfigMap"
+	Name     string `json:"name"`
+	Optional bool   `json:"optional,omitempty"` // Kubernetes' optional: missing is not an error
+}
 
 // Volume is a pod volume as the guest sees it.
 type Volume struct {
@@ -105,6 +138,9 @@ type Volume struct {
 	Kind      VolumeKind `json:"kind"`
 	SizeLimit int64      `json:"sizeLimit,omitempty"` // bytes, tmpfs only; 0 = default
 	Source    string     `json:"source,omitempty"`    // host volumes: "persistentVolumeClaim:data", ...
+	// Objects are the host-provided Secrets/ConfigMaps of a VolumeHostObject volume, in the
+	// order of the volume's sources.
+	Objects []ObjectRef `json:"objects,omitempty"`
 }
 
 // File is one sealed file inside a sealed volume.

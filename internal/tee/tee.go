@@ -17,17 +17,20 @@ import (
 // the broker protocol and node configuration.
 type TEE string
 
-// The TEEs. Sim is the software simulation of SNP (the shim plays the AMD-SP); it is never
-// accepted unless explicitly enabled.
+// The TEEs. Sim is the software simulation of SNP (the shim plays the AMD-SP) and SimTDX the
+// software simulation of TDX (the shim plays TDX module and quoting enclave, signing real v4
+// quotes under a node-local fake Intel chain); neither is ever accepted unless explicitly
+// enabled.
 const (
-	SNP TEE = "snp"
-	TDX TEE = "tdx"
-	PEF TEE = "pef"
-	Sim TEE = "sim"
+	SNP    TEE = "snp"
+	TDX    TEE = "tdx"
+	PEF    TEE = "pef"
+	Sim    TEE = "sim"
+	SimTDX TEE = "sim-tdx"
 )
 
 // Known lists every TEE, in the order used in messages.
-var Known = []TEE{SNP, TDX, PEF, Sim}
+var Known = []TEE{SNP, TDX, PEF, Sim, SimTDX}
 
 // DigestSize is the size of the envelope digest (SHA-256) that the launch carries.
 const DigestSize = 32
@@ -55,7 +58,7 @@ func Parse(s string) (TEE, error) {
 // Validate reports whether t is a known TEE.
 func (t TEE) Validate() error {
 	switch t {
-	case SNP, TDX, PEF, Sim:
+	case SNP, TDX, PEF, Sim, SimTDX:
 		return nil
 	}
 	return fmt.Errorf("%w %q (want one of %s)", ErrUnknown, string(t), KnownList())
@@ -80,20 +83,20 @@ func Strings() []string {
 }
 
 // HostDataSize is the size of the launch-bound data that carries the envelope digest: 32 for
-// snp and sim (HOST_DATA), 48 for tdx (MRCONFIGID), 0 for pef and unknown TEEs (PEF binds the
+// snp and sim (HOST_DATA), 48 for tdx and sim-tdx (MRCONFIGID), 0 for pef and unknown TEEs (PEF binds the
 // launch through the ESM blob's digests, not a host-data field).
 func (t TEE) HostDataSize() int {
 	switch t {
 	case SNP, Sim:
 		return SNPHostDataSize
-	case TDX:
+	case TDX, SimTDX:
 		return TDXMRConfigIDSize
 	}
 	return 0
 }
 
 // HostData places an envelope digest in t's launch-bound field: the 32 bytes as SNP/sim
-// HOST_DATA, zero-padded to 48 bytes as TDX MRCONFIGID, nil for pef and unknown TEEs. This is
+// HOST_DATA, zero-padded to 48 bytes as TDX/sim-tdx MRCONFIGID, nil for pef and unknown TEEs. This is
 // the only place the rule is written; the shim (QEMU arguments), the agent (its check of its
 // own evidence) and the broker's verifiers all use it.
 func (t TEE) HostData(digest [DigestSize]byte) []byte {
@@ -113,7 +116,7 @@ type Evidence string
 const (
 	// EvidenceSNPReport: an SEV-SNP attestation report (sim: signed by the simulated AMD-SP).
 	EvidenceSNPReport Evidence = "snp-report"
-	// EvidenceTDXQuote: a TDX quote v4.
+	// EvidenceTDXQuote: a TDX quote v4 (sim-tdx: signed under the node's fake Intel chain).
 	EvidenceTDXQuote Evidence = "tdx-quote"
 	// EvidencePEFCredential: no report; the ultravisor released the ESM-sealed broker credential.
 	EvidencePEFCredential Evidence = "pef-credential"
@@ -124,7 +127,7 @@ func (t TEE) Evidence() Evidence {
 	switch t {
 	case SNP, Sim:
 		return EvidenceSNPReport
-	case TDX:
+	case TDX, SimTDX:
 		return EvidenceTDXQuote
 	case PEF:
 		return EvidencePEFCredential
@@ -133,4 +136,4 @@ func (t TEE) Evidence() Evidence {
 }
 
 // Simulated reports whether t is a software simulation (never detected, only given).
-func (t TEE) Simulated() bool { return t == Sim }
+func (t TEE) Simulated() bool { return t == Sim || t == SimTDX }

@@ -12,8 +12,8 @@ func TestParse(t *testing.T) {
 		want TEE
 		ok   bool
 	}{
-		{"snp", SNP, true}, {"tdx", TDX, true}, {"pef", PEF, true}, {"sim", Sim, true},
-		{"", "", false}, {"SNP", "", false}, {" snp", "", false}, {"sev", "", false}, {"sim-pef", "", false},
+		{"snp", SNP, true}, {"tdx", TDX, true}, {"pef", PEF, true}, {"sim", Sim, true}, {"sim-tdx", SimTDX, true},
+		{"", "", false}, {"SIM-TDX", "", false}, {"sim_tdx", "", false}, {"simtdx", "", false}, {"SNP", "", false}, {" snp", "", false}, {"sev", "", false}, {"sim-pef", "", false},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)
@@ -45,6 +45,7 @@ func TestFacts(t *testing.T) {
 		{SNP, 32, digest[:], EvidenceSNPReport},
 		{Sim, 32, digest[:], EvidenceSNPReport},
 		{TDX, 48, append(append([]byte(nil), digest[:]...), make([]byte, 16)...), EvidenceTDXQuote},
+		{SimTDX, 48, append(append([]byte(nil), digest[:]...), make([]byte, 16)...), EvidenceTDXQuote},
 		{PEF, 0, nil, EvidencePEFCredential},
 		{"bogus", 0, nil, ""},
 	}
@@ -61,8 +62,20 @@ func TestFacts(t *testing.T) {
 	}
 }
 
+func TestSimulated(t *testing.T) {
+	for _, k := range Known {
+		want := k == Sim || k == SimTDX
+		if got := k.Simulated(); got != want {
+			t.Errorf("%s.Simulated() = %v, want %v", k, got, want)
+		}
+	}
+	if TEE("bogus").Simulated() {
+		t.Error("unknown TEE reported as simulated")
+	}
+}
+
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"snp", "tdx", "pef", "sim", "", "SNP"} {
+	for _, s := range []string{"snp", "tdx", "pef", "sim", "sim-tdx", "", "SNP"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

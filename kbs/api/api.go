@@ -44,6 +44,8 @@ const (
 	TEETDX = string(tee.TDX)
 	TEEPEF = string(tee.PEF)
 	TEESim = string(tee.Sim)
+	// TEESimTDX is the simulated TDX (sim-tdx), accepted only under --insecure-sim-roots.
+	TEESimTDX = string(tee.SimTDX)
 )
 
 // Sizes of protocol values.

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
 // Limits applied by Workload.Validate (DataKeySize is in api.go).
@@ -45,7 +47,7 @@ type TCB struct {
 // workload requests and answers and the workload entry of the signed manifest.
 type Workload struct {
 	ID             string              `json:"id"`             // DNS-1123 label-ish: [a-z0-9]([-a-z0-9.]*[a-z0-9])?, <= 253
-	TEEs           []string            `json:"tees"`           // subset of snp, tdx, pef, sim
+	TEEs           []string            `json:"tees"`           // subset of snp, tdx, pef, sim, sim-tdx
 	Measurements   map[string][]string `json:"measurements"`   // tee -> allowed values, lowercase hex; tdx value = "mrtd:rtmr0:rtmr1:rtmr2:rtmr3", rtmr1 and rtmr2 required (empty rtmr0/rtmr3 = not pinned)
 	EnvelopeDigest string              `json:"envelopeDigest"` // hex SHA-256 of the sealed envelope = expected HOST_DATA / MRCONFIGID
 	MinTCB         TCB                 `json:"minTcb"`
@@ -135,12 +137,12 @@ func (w *Workload) Validate() error {
 		return err
 	}
 	if len(w.TEEs) == 0 {
-		return fieldErr("tees", "at least one TEE is required (snp, tdx, pef, sim)")
+		return fieldErr("tees", "at least one TEE is required (%s)", tee.KnownList())
 	}
 	seen := map[string]bool{}
 	for i, t := range w.TEEs {
 		if !ValidTEE(t) {
-			return fieldErr(fmt.Sprintf("tees[%d]", i), "unknown TEE %q (want snp, tdx, pef or sim)", t)
+			return fieldErr(fmt.Sprintf("tees[%d]", i), "unknown TEE %q (want one of %s)", t, tee.KnownList())
 		}
 		if seen[t] {
 			return fieldErr(fmt.Sprintf("tees[%d]", i), "duplicate TEE %q", t)
@@ -198,7 +200,7 @@ func validateMeasurement(tee, m string) error {
 		if !isLowerHex(m, measurementHexLen) {
 			return fmt.Errorf("must be %d lowercase hex characters (48-byte launch measurement)", measurementHexLen)
 		}
-	case TEETDX:
+	case TEETDX, TEESimTDX:
 		parts := strings.Split(m, ":")
 		if len(parts) != 1+tdxMeasurementRTMRCount || parts[2] == "" || parts[3] == "" {
 			return errors.New(TDXPinReason)

@@ -129,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 	if v, ok := cfg.Verifiers[api.TEESim]; ok && v != nil {
 		s.log.Warn("INSECURE: sim evidence is accepted (--insecure-sim-roots); sim guests are not confidential and every sim token says tee=sim")
 	}
+	if v, ok := cfg.Verifiers[api.TEESimTDX]; ok && v != nil {
+		s.log.Warn("INSECURE: sim-tdx evidence is accepted (--insecure-sim-roots with a fake Intel root); sim-tdx guests are not confidential and every sim-tdx token says tee=sim-tdx")
+	}
 	mux := http.NewServeMux()
 	mux.Handle("POST "+api.PathAuth, s.instrument("auth", s.handleAuth))
 	mux.Handle("POST "+api.PathAttest, s.instrument("attest", s.handleAttest))
@@ -425,6 +428,9 @@ func (s *Server) teeEnabled(tee string) *httpError {
 		if tee == api.TEESim {
 			return fail(http.StatusForbidden, api.ReasonUnsupported, "tee sim is not enabled on this broker (start it with --insecure-sim-roots)")
 		}
+		if tee == api.TEESimTDX {
+			return fail(http.StatusForbidden, api.ReasonUnsupported, "tee sim-tdx is not enabled on this broker (start it with --insecure-sim-roots naming a roots file from `sealpod-kbs sim-roots --tdx-key-out`)")
+		}
 		return fail(http.StatusNotImplemented, api.ReasonUnsupported, "tee %s: no verifier configured", tee)
 	}
 	return nil
@@ -453,7 +459,7 @@ func policyFor(wl *registry.Workload, tee string, reportData []byte) (verify.Pol
 		if m := wl.MinTCB.SNP; m != nil {
 			p.MinSNPTCB = &verify.SNPTCB{Bootloader: m.Bootloader, TEE: m.TEE, SNP: m.SNP, Microcode: m.Microcode}
 		}
-	case api.TEETDX:
+	case api.TEETDX, api.TEESimTDX:
 		if wl.MinTCB.TDXTeeTCBSVN != "" {
 			b, err := hex.DecodeString(wl.MinTCB.TDXTeeTCBSVN)
 			if err != nil || len(b) != 16 {

@@ -29,10 +29,11 @@ type SNPTCB struct{ Bootloader, TEE, SNP, Microcode uint8 }
 // and the session.
 type Policy struct {
 	// Measurements are the allowed launch measurements, lowercase hex. snp/sim: 48-byte
-	// MEASUREMENT; tdx: "mrtd[:rtmr0:rtmr1:rtmr2:rtmr3]" (an empty rtmr is not pinned).
+	// MEASUREMENT; tdx/sim-tdx: "mrtd:rtmr0:rtmr1:rtmr2:rtmr3" (an empty rtmr is not pinned).
 	Measurements []string
 	// HostData is the workload's 32-byte envelope digest; the evidence must carry it as its
-	// TEE places it (LaunchHostData): HOST_DATA for snp/sim, MRCONFIGID zero-padded for tdx.
+	// TEE places it (LaunchHostData): HOST_DATA for snp/sim, MRCONFIGID zero-padded for
+	// tdx/sim-tdx.
 	HostData []byte
 	// ReportData is the expected 64-byte REPORT_DATA (api.ReportData(nonce, teePubKey)).
 	ReportData []byte

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sealpod/sealpod/simtee/amdsp"
 	"github.com/sealpod/sealpod/simtee/simroots"
+	"github.com/sealpod/sealpod/simtee/tdxqe"
 )
 
 func pemCert(c *x509.Certificate) []byte {
@@ -63,4 +64,39 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("parsed roots %v from non-PEM input", r)
 		}
 	})
+}
+
+// TestParseIntelRoot: a roots file may end with the fake Intel root of sim-tdx, and with
+// nothing else after the ARK.
+func TestParseIntelRoot(t *testing.T) {
+	a, err := amdsp.NewChain(amdsp.Options{RSABits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intel, err := tdxqe.NewChain(tdxqe.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := simroots.Parse(append(a.RootsPEM(), intel.RootPEM()...))
+	if err != nil {
+		t.Fatalf("Parse(AMD roots + Intel root): %v", err)
+	}
+	if r.IntelRoot == nil || !r.IntelRoot.Equal(intel.Root) || r.TDXRoots() == nil {
+		t.Fatalf("Intel root not parsed: %+v", r)
+	}
+	if r, err := simroots.Parse(a.RootsPEM()); err != nil || r.IntelRoot != nil || r.TDXRoots() != nil {
+		t.Fatalf("AMD roots only: %+v, %v", r, err)
+	}
+	rejects := map[string][]byte{
+		"ASK as Intel root":       append(a.RootsPEM(), pemCert(a.ASK)...),
+		"Intel PCK as root":       append(a.RootsPEM(), pemCert(intel.PCK)...),
+		"two Intel roots":         append(append(a.RootsPEM(), intel.RootPEM()...), intel.RootPEM()...),
+		"Intel root then garbage": append(append(a.RootsPEM(), intel.RootPEM()...), "garbage"...),
+		"garbage after the ARK":   append(a.RootsPEM(), "garbage"...),
+	}
+	for name, data := range rejects {
+		if _, err := simroots.Parse(data); !errors.Is(err, simroots.ErrInvalid) {
+			t.Errorf("%s: Parse = %v, want ErrInvalid", name, err)
+		}
+	}
 }

@@ -12,7 +12,6 @@ package spserver
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/simtee/amdsp"
+	"github.com/sealpod/sealpod/simtee/internal/spchan"
 )
 
 // Launch is what the simulated AMD-SP binds into every report of one guest.
@@ -65,44 +65,29 @@ func LaunchFromBundle(b *bundle.Bundle, env []byte) (Launch, error) {
 
 // Serve answers report requests on conn until ctx is done or the guest side closes. Every
 // request is signed with signer for the values launch returns at that moment. A malformed
-// request gets an error answer; a framing error ends the session.
+// request gets an error answer; a framing error ends the session. A KindTEE request is
+// answered "sim"; a quote request is refused (this is the SNP simulation).
 func Serve(ctx context.Context, conn io.ReadWriteCloser, signer *amdsp.Signer, launch LaunchSource, log *slog.Logger) error {
-	if log == nil {
-		log = slog.Default()
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	for {
-		var req simsp.Request
-		err := simsp.ReadFrame(conn, &req)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
-				return nil
-			}
-			return fmt.Errorf("sim-sp serve: read request: %w", err)
-		}
-		resp := answer(&req, signer, launch.Launch())
-		if resp.Error != "" {
-			log.Warn("sim-sp: refused a report request", "reason", resp.Error)
-		} else {
-			log.Debug("sim-sp: signed a report")
-		}
-		if err := simsp.WriteFrame(conn, resp); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("sim-sp serve: write response: %w", err)
-		}
-	}
+	return spchan.Serve(ctx, conn, "sim-sp", func(req *simsp.Request) *simsp.Response {
+		return answer(req, signer, launch)
+	}, log)
 }
 
-func answer(req *simsp.Request, signer *amdsp.Signer, l Launch) *simsp.Response {
+func answer(req *simsp.Request, signer *amdsp.Signer, launch LaunchSource) *simsp.Response {
 	if req.Version != simsp.ProtocolVersion {
 		return &simsp.Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, simsp.ProtocolVersion)}
+	}
+	switch req.Kind {
+	case simsp.KindTEE:
+		return &simsp.Response{TEE: string(tee.Sim)}
+	case "", simsp.KindReport:
+	default:
+		return &simsp.Response{Error: fmt.Sprintf("request kind %q: this host simulates %s, which makes SNP reports only", req.Kind, tee.Sim)}
 	}
 	if len(req.ReportData) != abi.ReportDataSize {
 		return &simsp.Response{Error: fmt.Sprintf("request reportData: %d bytes, want %d", len(req.ReportData), abi.ReportDataSize)}
 	}
+	l := launch.Launch()
 	o := amdsp.ReportOptions{Measurement: l.Measurement, HostData: l.HostData}
 	copy(o.ReportData[:], req.ReportData)
 	rep, table, err := signer.Report(o)

@@ -16,6 +16,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/bundletest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/simtee/amdsp"
 )
 
@@ -138,5 +139,25 @@ func TestLaunchFromBundle(t *testing.T) {
 	}
 	if l2.Measurement == l.Measurement {
 		t.Fatal("a changed initrd gives the same measurement")
+	}
+}
+
+// TestServeNamesSim: the simulated AMD-SP says it is sim and refuses TDX quote requests.
+func TestServeNamesSim(t *testing.T) {
+	guest, host := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, host, signer(t), Launch{}, nil) }()
+	c := simsp.NewClient(guest)
+	if got, err := c.TEE(ctx); err != nil || got != tee.Sim {
+		t.Fatalf("TEE = %q, %v; want sim", got, err)
+	}
+	if _, err := c.GetQuote(ctx, [64]byte{}); !errors.Is(err, simsp.ErrRefused) {
+		t.Fatalf("quote from the simulated AMD-SP: %v, want ErrRefused", err)
+	}
+	guest.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

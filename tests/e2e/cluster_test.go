@@ -364,8 +364,8 @@ spec:
 				t.Logf("%s: sealed output accepted by kubectl apply --dry-run=server", base)
 			}
 		}
-		if sealedCount != 7 {
-			t.Errorf("%d shared manifests sealed, want 7 (as imagebuilder/manifests expects)", sealedCount)
+		if sealedCount != 9 {
+			t.Errorf("%d shared manifests sealed, want 9 (as imagebuilder/manifests expects)", sealedCount)
 		}
 	})
 }

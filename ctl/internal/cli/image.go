@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -42,6 +41,7 @@ func NewImageCmd() *cobra.Command {
 
 type imageCreateFlags struct {
 	files        []string
+	kustomize    []string
 	guest        string
 	tees         []string
 	kbsURL       string
@@ -70,6 +70,7 @@ type imageCreateFlags struct {
 	defaultGuestVCPUs     int // vCPUs of pods without a CPU limit
 
 	sealSecrets         bool
+	strict              bool
 	allowHostVolumes    bool
 	allowHostNamespaces bool
 	allowPrivileged     bool
@@ -78,7 +79,7 @@ type imageCreateFlags struct {
 func newImageCreateCmd() *cobra.Command {
 	f := &imageCreateFlags{}
 	cmd := &cobra.Command{
-		Use:   "create -f FILE|DIR|- [-f ...] --guest DIR --tee TEE --kbs URL --kbs-ca FILE (--push REF | --oci-layout DIR | --tarball FILE)",
+		Use:   "create (-f FILE|DIR|- | -k DIR) [-f ...] --guest DIR --tee TEE --kbs URL --kbs-ca FILE (--push REF | --oci-layout DIR | --tarball FILE)",
 		Short: "Seal Kubernetes manifests into a secure image and sealed manifests",
 		Long: `Seal every pod template of the given manifests (Pod, Deployment, StatefulSet, DaemonSet,
 ReplicaSet, ReplicationController, Job, CronJob): the confidential part of each pod spec
@@ -89,6 +90,12 @@ run under the sealpod runtime class and reveal nothing confidential. Each worklo
 its memory and vCPUs from its pod's limits (limit + 96 MiB for the guest kernel and agent,
 rounded up to 32 MiB; the CPU limit rounded up), or --default-guest-memory-mib and
 --default-guest-vcpus without limits, and is measured for that size (docs/formats.md#guest-size).
+
+Inputs are read as kubectl reads them: -f files, directories and -, -k kustomization
+directories (built with the kustomize library), List and typed lists; objects without a
+namespace take -n. A Secret or ConfigMap that a pod references but the input lacks is
+host-provided (created at run time, visible to the node, never sealed), with a warning;
+--strict refuses it (docs/sealing.md).
 
 Every sealed workload (its data key, the guest's reference measurements, the envelope digest
 that the launch evidence must carry as HOST_DATA/MRCONFIGID, the SANs, the minimum TCB) is
@@ -117,8 +124,9 @@ Nothing is written and nothing is registered unless every input seals.`,
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.files, "filename", "f", nil, "manifest file, directory (its *.yaml, *.yml, *.json) or - for standard input; repeatable")
+	fl.StringArrayVarP(&f.kustomize, "kustomize", "k", nil, "build this kustomization directory (as kubectl -k) and seal its output; repeatable")
 	fl.StringVar(&f.guest, "guest", "", "guest bundle directory (vmlinuz, initrd.img, guest.json, optional firmware.fd)")
-	fl.StringSliceVar(&f.tees, "tee", nil, "TEE(s) the workloads may run in: snp, tdx, pef, sim (sim is for tests and demos only)")
+	fl.StringSliceVar(&f.tees, "tee", nil, "TEE(s) the workloads may run in: snp, tdx, pef, sim, sim-tdx (sim and sim-tdx are for tests and demos only)")
 	fl.StringVar(&f.kbsURL, "kbs", "", "key broker URL the guest attests to (https://...)")
 	fl.StringVar(&f.kbsCA, "kbs-ca", "", "PEM file of the key broker's TLS CA certificate (pinned by the guest)")
 	fl.StringVar(&f.kbsConfig, "kbs-config", os.Getenv("SEALPOD_KBS_CONFIG"), "sealctl-kbs.json: broker URL, CA and admin identity used to register the workloads")
@@ -143,6 +151,7 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.IntVar(&f.defaultGuestMemoryMiB, "default-guest-memory-mib", bundle.DefaultMemoryMiB, "guest memory (MiB) of pods without a memory limit (pods with one get limit + kernel/agent overhead, docs/formats.md#guest-size)")
 	fl.IntVar(&f.defaultGuestVCPUs, "default-guest-vcpus", bundle.DefaultVCPUs, "vCPUs of pods without a CPU limit (pods with one get the limit rounded up)")
 	fl.BoolVar(&f.sealSecrets, "seal-secrets", false, "embed the Secrets and ConfigMaps the pods reference (from the input) into the sealed specs and drop them from the output")
+	fl.BoolVar(&f.strict, "strict", false, "refuse references to Secrets and ConfigMaps that are not in the input (by default they are host-provided, with a warning: created at run time, visible to the node)")
 	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, PVC, ...), which the node can read and change")
 	fl.BoolVar(&f.allowHostNamespaces, "allow-host-namespaces", false, "accept hostNetwork, hostPID and hostIPC")
 	fl.BoolVar(&f.allowPrivileged, "allow-privileged", false, "accept privileged containers (privileged inside the guest)")
@@ -155,8 +164,8 @@ Nothing is written and nothing is registered unless every input seals.`,
 
 func (f *imageCreateFlags) validate() error {
 	var missing []string
-	if len(f.files) == 0 {
-		missing = append(missing, "-f")
+	if len(f.files) == 0 && len(f.kustomize) == 0 {
+		missing = append(missing, "-f (or -k)")
 	}
 	if f.guest == "" {
 		missing = append(missing, "--guest")
@@ -251,10 +260,10 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(f.tees, string(tee.Sim)) {
-		fmt.Fprintln(stderr, "WARNING: sealing for the simulated TEE (sim): no hardware protects these workloads; use it for tests and demos only")
+	if sims := slices.DeleteFunc(slices.Clone(f.tees), func(t string) bool { return !tee.TEE(t).Simulated() }); len(sims) > 0 {
+		fmt.Fprintf(stderr, "WARNING: sealing for the simulated TEE (%s): no hardware protects these workloads; use it for tests and demos only\n", strings.Join(sims, ", "))
 	}
-	sources, err := readSources(f.files, cmd.InOrStdin())
+	sources, err := readInputs(f.files, f.kustomize, cmd.InOrStdin())
 	if err != nil {
 		return err
 	}
@@ -275,7 +284,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	opts := manifests.Options{
 		TEEs: f.tees, KBS: envelope.KBS{URL: f.kbsURL, CASHA256: caSum},
 		RuntimeClass: f.runtimeClass, Namespace: f.namespace, Logs: f.logs,
-		SealSecrets: f.sealSecrets, AllowHostVolumes: f.allowHostVolumes,
+		SealSecrets: f.sealSecrets, Strict: f.strict, AllowHostVolumes: f.allowHostVolumes,
 		AllowHostNamespaces: f.allowHostNamespaces, AllowPrivileged: f.allowPrivileged,
 		NodePullSecrets: f.nodePull, MinTCB: verify.FormatMinTCB(minTCB),
 	}
@@ -428,53 +437,6 @@ func shortDigest(hex string) string { return "sealed-" + hex[:12] }
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// readSources reads -f arguments: files, directories (their YAML/JSON files, sorted) and -.
-func readSources(args []string, stdin io.Reader) ([]manifests.Source, error) {
-	var out []manifests.Source
-	for _, a := range args {
-		if a == "-" {
-			data, err := io.ReadAll(io.LimitReader(stdin, 256<<20))
-			if err != nil {
-				return nil, fmt.Errorf("read standard input: %w", err)
-			}
-			out = append(out, manifests.Source{Name: "<stdin>", Data: data})
-			continue
-		}
-		st, err := os.Stat(a)
-		if err != nil {
-			return nil, fmt.Errorf("-f %s: %w", a, err)
-		}
-		paths := []string{a}
-		if st.IsDir() {
-			entries, err := os.ReadDir(a)
-			if err != nil {
-				return nil, fmt.Errorf("-f %s: %w", a, err)
-			}
-			paths = nil
-			for _, e := range entries {
-				switch strings.ToLower(filepath.Ext(e.Name())) {
-				case ".yaml", ".yml", ".json":
-					if e.Type().IsRegular() {
-						paths = append(paths, filepath.Join(a, e.Name()))
-					}
-				}
-			}
-			sort.Strings(paths)
-			if len(paths) == 0 {
-				return nil, fmt.Errorf("-f %s: no .yaml, .yml or .json files in the directory", a)
-			}
-		}
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return nil, fmt.Errorf("-f %s: %w", p, err)
-			}
-			out = append(out, manifests.Source{Name: p, Data: data})
-		}
-	}
-	return out, nil
 }
 
 // certFingerprint returns the hex SHA-256 of the DER of the first certificate in a PEM file.

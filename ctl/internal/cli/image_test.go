@@ -193,7 +193,7 @@ func TestImageCreateFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"image", "create"}, "missing required flags: -f, --guest, --tee, --kbs (or --kbs-dir/--kbs-config), --kbs-ca"},
+		{[]string{"image", "create"}, "missing required flags: -f (or -k), --guest, --tee, --kbs (or --kbs-dir/--kbs-config), --kbs-ca"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--keys", "k"), "no destination for the secure image"},
 		{append(baseArgs(t, dir), "-f", "x.yaml", "--oci-layout", "l", "--keys", "k"), "--image"},
 		{append(baseArgs(t, dir), "-f", filepath.Join(dir, "nope.yaml"), "--push", "127.0.0.1:1/a", "--keys", "k"), "nope.yaml: no such file"},

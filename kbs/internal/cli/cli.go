@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-sev-guest/kds"
+	"github.com/sealpod/sealpod/internal/atomicfile"
 	"github.com/sealpod/sealpod/kbs/admin"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/audit"
@@ -25,6 +26,7 @@ import (
 	"github.com/sealpod/sealpod/kbs/verify/snp"
 	"github.com/sealpod/sealpod/kbs/verify/tdx"
 	"github.com/sealpod/sealpod/simtee/amdsp"
+	"github.com/sealpod/sealpod/simtee/tdxqe"
 	"github.com/spf13/cobra"
 )
 
@@ -153,7 +155,7 @@ func NewServeCmd() *cobra.Command {
 	fl.StringVar(&f.Dir, "dir", "", "state directory made by `sealpod-kbs init` (required)")
 	fl.StringVar(&f.Listen, "listen", "127.0.0.1:8443", "address to listen on")
 	fl.StringVar(&f.Store, "store", "", "store URL: bolt:///abs/path/kbs.db or etcd://host:port[,host:port]/prefix (default: the state's)")
-	fl.StringVar(&f.InsecureSimRoots, "insecure-sim-roots", "", "INSECURE: accept `sim` evidence signed under these fake AMD roots (file from `sealpod-kbs sim-roots`)")
+	fl.StringVar(&f.InsecureSimRoots, "insecure-sim-roots", "", "INSECURE: accept `sim` evidence signed under these fake AMD roots, and `sim-tdx` evidence under the fake Intel root if the file has one (file from `sealpod-kbs sim-roots`)")
 	fl.StringVar(&f.SNPCertCache, "snp-cert-cache", "", "offline VCEK cache directory (vcek-<chip_id hex>-<reported_tcb hex16>.der); no network is used")
 	fl.DurationVar(&f.TokenTTL, "token-ttl", server.DefaultTokenTTL, "lifetime of attestation tokens")
 	fl.DurationVar(&f.NonceTTL, "nonce-ttl", server.DefaultNonceTTL, "lifetime of nonces (auth → attest)")
@@ -218,12 +220,17 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 		api.TEETDX: tdx.New(tdx.Config{}),
 	}
 	if f.InsecureSimRoots != "" {
-		v, err := sim.Load(f.InsecureSimRoots)
+		vs, err := sim.LoadVerifiers(f.InsecureSimRoots)
 		if err != nil {
 			return fmt.Errorf("serve: --insecure-sim-roots: %w", err)
 		}
-		verifiers[api.TEESim] = v
+		for t, v := range vs {
+			verifiers[t] = v
+		}
 		logger.Warn("INSECURE MODE: --insecure-sim-roots is set; guests of tee=sim get keys although the host can read their memory", "roots", f.InsecureSimRoots)
+		if _, ok := vs[api.TEESimTDX]; ok {
+			logger.Warn("INSECURE MODE: the sim roots carry a fake Intel root; guests of tee=sim-tdx get keys although the host signs their quotes and can read their memory", "roots", f.InsecureSimRoots)
+		}
 		// server.New logs its own warning as well; both are intended.
 	}
 	srv, err := server.New(server.Config{
@@ -265,9 +272,9 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 }
 
 type simRootsFlags struct {
-	out, keyOut string
-	rsaBits     int
-	tcb         []uint
+	out, keyOut, tdxKeyOut string
+	rsaBits                int
+	tcb                    []uint
 }
 
 // NewSimRootsCmd generates a fake AMD chain for `sim` (what the node installer does).
@@ -275,10 +282,10 @@ func NewSimRootsCmd() *cobra.Command {
 	var f simRootsFlags
 	cmd := &cobra.Command{
 		Use:   "sim-roots",
-		Short: "Generate a fake ARK/ASK/VCEK chain for the simulated TEE (INSECURE, CI/demo only)",
-		Example: `  sealpod-kbs sim-roots --out sim-roots.pem --key-out sim-vcek.pem
+		Short: "Generate a fake ARK/ASK/VCEK chain (and a fake Intel PCK chain) for the simulated TEEs (INSECURE, CI/demo only)",
+		Example: `  sealpod-kbs sim-roots --out sim-roots.pem --key-out sim-vcek.pem [--tdx-key-out sim-tdx-pck.pem]
   # broker:  sealpod-kbs serve ... --insecure-sim-roots sim-roots.pem
-  # node:    the shim signs reports with sim-vcek.pem`,
+  # node:    the shim signs sim reports with sim-vcek.pem and sim-tdx quotes with sim-tdx-pck.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.out == "" || f.keyOut == "" {
@@ -297,15 +304,35 @@ func NewSimRootsCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("sim-roots: %w", err)
 			}
+			if f.tdxKeyOut == "" {
+				if err := c.WriteFiles(f.out, f.keyOut); err != nil {
+					return fmt.Errorf("sim-roots: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "sim roots (ASK, ARK) written to %s; VCEK key and chain to %s (mode 0600)\n", f.out, f.keyOut)
+				return nil
+			}
+			// sim-tdx: a fake Intel chain; its root joins the roots file, the PCK key and
+			// chain go to the node.
+			intel, err := tdxqe.NewChain(tdxqe.Options{})
+			if err != nil {
+				return fmt.Errorf("sim-roots: %w", err)
+			}
 			if err := c.WriteFiles(f.out, f.keyOut); err != nil {
 				return fmt.Errorf("sim-roots: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sim roots (ASK, ARK) written to %s; VCEK key and chain to %s (mode 0600)\n", f.out, f.keyOut)
+			if err := atomicfile.Write(f.out, append(c.RootsPEM(), intel.RootPEM()...), 0o644); err != nil {
+				return fmt.Errorf("sim-roots: %w", err)
+			}
+			if err := intel.WriteKeyFile(f.tdxKeyOut); err != nil {
+				return fmt.Errorf("sim-roots: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sim roots (ASK, ARK, fake Intel root) written to %s; VCEK key and chain to %s, sim-tdx PCK key and chain to %s (mode 0600)\n", f.out, f.keyOut, f.tdxKeyOut)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&f.out, "out", "", "roots file for the broker's --insecure-sim-roots")
 	cmd.Flags().StringVar(&f.keyOut, "key-out", "", "node signing key file (VCEK key + VCEK, ASK, ARK certificates)")
+	cmd.Flags().StringVar(&f.tdxKeyOut, "tdx-key-out", "", "sim-tdx: also make a fake Intel PCK chain, add its root to --out and write the node's PCK key + chain here")
 	cmd.Flags().IntVar(&f.rsaBits, "rsa-bits", 4096, "ARK/ASK RSA modulus size")
 	cmd.Flags().UintSliceVar(&f.tcb, "tcb", []uint{3, 0, 8, 115}, "reported TCB: bootloader,tee,snp,microcode")
 	return cmd

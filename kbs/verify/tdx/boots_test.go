@@ -10,10 +10,8 @@ import (
 	"os"
 	"testing"
 
-	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/verify"
-	"google.golang.org/protobuf/proto"
 )
 
 // rtmrBoots reads testdata/rtmr-boots.json: RTMR[1]/RTMR[2] that guest-image/measure computes
@@ -49,24 +47,21 @@ func rtmrBoots(t *testing.T) map[string][2][]byte {
 // the right firmware, REPORT_DATA and MRCONFIGID.
 func TestVerifyTDXBoots(t *testing.T) {
 	boots := rtmrBoots(t)
-	base := sampleQuote(t)
-	intel := newFakeIntel(t, samplePCK(t, base))
+	base := sampleOptions(t)
+	intel := newFakeIntel(t)
 	nonce, pub := make([]byte, 32), make([]byte, 32)
 	rand.Read(nonce)
 	rand.Read(pub)
 	rd := api.ReportData(nonce, pub)
 	digest := sha256.Sum256([]byte("envelope"))
-	mrtd := hex.EncodeToString(base.GetTdQuoteBody().GetMrTd())
+	mrtd := hex.EncodeToString(base.MRTD[:])
 	quoteOf := func(boot string) []byte {
-		q := proto.Clone(base).(*pb.QuoteV4)
-		b := q.GetTdQuoteBody()
-		b.ReportData = append([]byte(nil), rd[:]...)
-		b.MrConfigId = make([]byte, 48)
-		copy(b.MrConfigId, digest[:])
-		b.TdAttributes[0] &^= 1
-		b.Rtmrs[1] = append([]byte(nil), boots[boot][0]...)
-		b.Rtmrs[2] = append([]byte(nil), boots[boot][1]...)
-		return intel.resign(t, q)
+		o := base
+		o.ReportData = rd
+		copy(o.MRConfigID[:], digest[:])
+		copy(o.RTMRs[1][:], boots[boot][0])
+		copy(o.RTMRs[2][:], boots[boot][1])
+		return intel.quote(t, o)
 	}
 	policyFor := func(boot string) verify.Policy {
 		r := boots[boot]

@@ -28,7 +28,11 @@ import (
 
 // Config configures a Verifier.
 type Config struct {
-	// TrustedRoots replaces Intel's SGX root CA built into go-tdx-guest (tests only).
+	// TEE is the TEE whose evidence this verifier accepts and names in its results: tdx
+	// (default) or sim-tdx, the simulated TDX whose quotes are signed under a node's fake
+	// Intel chain (then TrustedRoots must hold that fake root; see NewSim).
+	TEE string
+	// TrustedRoots replaces Intel's SGX root CA built into go-tdx-guest (sim-tdx and tests).
 	TrustedRoots *x509.CertPool
 	Now          func() time.Time
 }
@@ -41,11 +45,25 @@ func New(cfg Config) *Verifier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.TEE == "" {
+		cfg.TEE = api.TEETDX
+	}
 	return &Verifier{cfg: cfg}
 }
 
+// NewSim returns the verifier of sim-tdx evidence: this very verifier (chain, signatures,
+// MRTD/RTMR policy, MRCONFIGID binding, debug, TCB), trusting only roots, the fake Intel root
+// of --insecure-sim-roots, and never Intel's. It is insecure by construction (the node holds
+// the PCK key) and exists for CI and demos.
+func NewSim(roots *x509.CertPool) *Verifier {
+	if roots == nil {
+		roots = x509.NewCertPool() // never fall back to Intel's root
+	}
+	return New(Config{TEE: api.TEESimTDX, TrustedRoots: roots})
+}
+
 // TEE implements verify.Verifier.
-func (v *Verifier) TEE() string { return api.TEETDX }
+func (v *Verifier) TEE() string { return v.cfg.TEE }
 
 // maxQuoteSize bounds the quotes we parse (real v4 quotes with a PCK chain are ~5 KiB).
 const maxQuoteSize = 64 << 10
@@ -164,7 +182,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 	if matched == "" {
 		return nil, verify.Reject(verify.FieldMeasurement, "one of ["+strings.Join(p.Measurements, ",")+"]", describe(body), "MRTD/RTMRs")
 	}
-	wantCfg, ok := p.LaunchHostData(tee.TDX)
+	wantCfg, ok := p.LaunchHostData(tee.TEE(v.cfg.TEE))
 	if !ok {
 		return nil, verify.Reject(verify.FieldMrConfigID, "", "", "workload has no 32-byte envelope digest")
 	}
@@ -194,7 +212,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *api.Evidence, p verify.Policy
 		return nil, verify.Reject(verify.FieldPolicy, "", "", "validate: %v", err)
 	}
 	_ = ctx
-	return &verify.Result{TEE: api.TEETDX, Measurement: matched, TCB: hex.EncodeToString(svn)}, nil
+	return &verify.Result{TEE: v.cfg.TEE, Measurement: matched, TCB: hex.EncodeToString(svn)}, nil
 }
 
 var _ verify.Verifier = (*Verifier)(nil)

@@ -3,92 +3,22 @@ package tdx
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/testing/testdata"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/verify"
-	"google.golang.org/protobuf/proto"
+	"github.com/sealpod/sealpod/simtee/tdxqe"
 )
-
-// fakeIntel is a test-only Intel SGX chain: root -> PCK platform CA -> PCK certificate.
-type fakeIntel struct {
-	root, inter, pck *x509.Certificate
-	pckKey           *ecdsa.PrivateKey
-	pool             *x509.CertPool
-	chainPEM         []byte
-}
-
-var oidAKID = asn1.ObjectIdentifier{2, 5, 29, 35}
-
-func newFakeIntel(t testing.TB, samplePCK *x509.Certificate) *fakeIntel {
-	t.Helper()
-	mk := func(tmpl, parent *x509.Certificate, pub, signer any) *x509.Certificate {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	nb := time.Now().Add(-time.Hour)
-	name := func(cn string) pkix.Name {
-		return pkix.Name{CommonName: cn, Organization: []string{"Intel Corporation"}, Locality: []string{"Santa Clara"}, Province: []string{"CA"}, Country: []string{"US"}}
-	}
-	rootKey, interKey, pckKey := key(), key(), key()
-	rootT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: name("Intel SGX Root CA"), NotBefore: nb, NotAfter: nb.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, SignatureAlgorithm: x509.ECDSAWithSHA256}
-	root := mk(rootT, rootT, &rootKey.PublicKey, rootKey)
-	interT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: name("Intel SGX PCK Platform CA"), NotBefore: nb, NotAfter: nb.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, SignatureAlgorithm: x509.ECDSAWithSHA256}
-	inter := mk(interT, root, &interKey.PublicKey, rootKey)
-	// The PCK certificate carries the sample's extensions (SGX extension with FMSPC, TCB, ...),
-	// its authority key id regenerated for our intermediate.
-	var exts []pkix.Extension
-	for _, e := range samplePCK.Extensions {
-		if !e.Id.Equal(oidAKID) {
-			exts = append(exts, e)
-		}
-	}
-	pckT := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: name("Intel SGX PCK Certificate"), NotBefore: nb, NotAfter: nb.Add(24 * time.Hour),
-		ExtraExtensions: exts, SignatureAlgorithm: x509.ECDSAWithSHA256}
-	pck := mk(pckT, inter, &pckKey.PublicKey, interKey)
-	if len(pck.Extensions) != len(samplePCK.Extensions) {
-		t.Fatalf("fake PCK has %d extensions, sample %d", len(pck.Extensions), len(samplePCK.Extensions))
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	var chain []byte
-	for _, c := range []*x509.Certificate{pck, inter, root} {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return &fakeIntel{root: root, inter: inter, pck: pck, pckKey: pckKey, pool: pool, chainPEM: chain}
-}
 
 func sampleQuote(t testing.TB) *pb.QuoteV4 {
 	q, err := tdxabi.QuoteToProto(testdata.RawQuote)
@@ -111,60 +41,40 @@ func samplePCK(t testing.TB, q *pb.QuoteV4) *x509.Certificate {
 	return c
 }
 
-func rawSig(t testing.TB, key *ecdsa.PrivateKey, msg []byte) []byte {
-	d := sha256.Sum256(msg)
-	r, s, err := ecdsa.Sign(rand.Reader, key, d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]byte, 64)
-	r.FillBytes(out[:32])
-	s.FillBytes(out[32:])
-	return out
+// fakeIntel signs quotes under a fresh fake Intel chain: package simtee/tdxqe, the signer of
+// the sim-tdx nodes (root -> PCK platform CA -> PCK certificate, QE report, attestation key).
+type fakeIntel struct {
+	signer *tdxqe.Signer
+	pool   *x509.CertPool
 }
 
-// resign replaces the sample quote's PCK chain with the fake chain, makes a fresh attestation
-// key, re-binds and re-signs the QE report with the PCK key and signs header+body.
-func (f *fakeIntel) resign(t testing.TB, q *pb.QuoteV4) []byte {
+func newFakeIntel(t testing.TB) *fakeIntel {
 	t.Helper()
-	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := tdxqe.NewChain(tdxqe.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	akBytes := make([]byte, 64)
-	ak.X.FillBytes(akBytes[:32])
-	ak.Y.FillBytes(akBytes[32:])
-	sd := q.GetSignedData()
-	sd.EcdsaAttestationKey = akBytes
-	qe := sd.GetCertificationData().GetQeReportCertificationData()
-	chainData := qe.GetPckCertificateChainData()
-	oldLen := len(chainData.PckCertChain)
-	chainData.PckCertChain = f.chainPEM
-	chainData.Size = uint32(len(f.chainPEM))
-	delta := len(f.chainPEM) - oldLen
-	sd.GetCertificationData().Size = uint32(int(sd.GetCertificationData().Size) + delta)
-	q.SignedDataSize = uint32(int(q.SignedDataSize) + delta)
+	s, err := tdxqe.NewSigner(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeIntel{signer: s, pool: c.Roots()}
+}
 
-	h := sha256.Sum256(append(append([]byte(nil), akBytes...), qe.GetQeAuthData().GetData()...))
-	rd := make([]byte, 64)
-	copy(rd, h[:])
-	qe.GetQeReport().ReportData = rd
-	qeRaw, err := tdxabi.EnclaveReportToAbiBytes(qe.GetQeReport())
-	if err != nil {
-		t.Fatal(err)
+// sampleOptions are quote options with the sample quote's MRTD and RTMRs (values of a real TD).
+func sampleOptions(t testing.TB) tdxqe.QuoteOptions {
+	b := sampleQuote(t).GetTdQuoteBody()
+	var o tdxqe.QuoteOptions
+	copy(o.MRTD[:], b.GetMrTd())
+	for i, r := range b.GetRtmrs() {
+		copy(o.RTMRs[i][:], r)
 	}
-	qe.QeReportSignature = rawSig(t, f.pckKey, qeRaw)
+	return o
+}
 
-	hdr, err := tdxabi.HeaderToAbiBytes(q.GetHeader())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := tdxabi.TdQuoteBodyToAbiBytes(q.GetTdQuoteBody())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sd.Signature = rawSig(t, ak, append(hdr, body...))
-	raw, err := tdxabi.QuoteToAbiBytes(q)
+func (f *fakeIntel) quote(t testing.TB, o tdxqe.QuoteOptions) []byte {
+	t.Helper()
+	raw, err := f.signer.Quote(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +82,8 @@ func (f *fakeIntel) resign(t testing.TB, q *pb.QuoteV4) []byte {
 }
 
 func TestVerifyTDX(t *testing.T) {
-	base := sampleQuote(t)
-	intel := newFakeIntel(t, samplePCK(t, base))
-	other := newFakeIntel(t, samplePCK(t, base))
+	intel := newFakeIntel(t)
+	other := newFakeIntel(t)
 
 	nonce, pub := make([]byte, 32), make([]byte, 32)
 	rand.Read(nonce)
@@ -184,28 +93,27 @@ func TestVerifyTDX(t *testing.T) {
 	cfg := make([]byte, 48)
 	copy(cfg, digest[:])
 
-	prep := func(q *pb.QuoteV4) {
-		b := q.GetTdQuoteBody()
-		b.ReportData = append([]byte(nil), rd[:]...)
-		b.MrConfigId = append([]byte(nil), cfg...)
-		b.TdAttributes[0] &^= 1
-	}
-	body := sampleQuote(t).GetTdQuoteBody()
-	mrtd := hex.EncodeToString(body.GetMrTd())
-	rtmr := func(i int) string { return hex.EncodeToString(body.GetRtmrs()[i]) }
+	base := sampleOptions(t)
+	base.ReportData = rd
+	copy(base.MRConfigID[:], cfg)
+	mrtd := hex.EncodeToString(base.MRTD[:])
+	rtmr := func(i int) string { return hex.EncodeToString(base.RTMRs[i][:]) }
 	pinned := mrtd + ":" + rtmr(0) + ":" + rtmr(1) + ":" + rtmr(2) + ":"
 	policy := verify.Policy{
 		Measurements: []string{"00" + pinned[2:], pinned},
 		HostData:     digest[:],
 		ReportData:   rd[:],
 	}
-	svn := body.GetTeeTcbSvn()
-	high := append([]byte(nil), svn...)
+	parsed, err := Parse(&api.TDXEvidence{Quote: intel.quote(t, base)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	high := append([]byte(nil), parsed.GetTdQuoteBody().GetTeeTcbSvn()...)
 	high[0]++
 
 	tests := []struct {
 		name      string
-		mutate    func(q *pb.QuoteV4)
+		mutate    func(o *tdxqe.QuoteOptions)
 		raw       func(raw []byte) []byte
 		policy    func(p *verify.Policy)
 		signer    *fakeIntel
@@ -220,13 +128,13 @@ func TestVerifyTDX(t *testing.T) {
 		{name: "policy rtmr1 open", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + ":" + rtmr(0) + "::" + rtmr(2) + ":"} }, wantField: verify.FieldPolicy},
 		{name: "policy rtmr2 open", policy: func(p *verify.Policy) { p.Measurements = []string{mrtd + ":" + rtmr(0) + ":" + rtmr(1) + "::"} }, wantField: verify.FieldPolicy},
 		{name: "policy with one open value", policy: func(p *verify.Policy) { p.Measurements = append(p.Measurements, mrtd) }, wantField: verify.FieldPolicy},
-		{name: "wrong rtmr1", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[1][0] ^= 1 }, wantField: verify.FieldMeasurement},
-		{name: "wrong rtmr2", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[2][0] ^= 1 }, wantField: verify.FieldMeasurement},
-		{name: "wrong mrtd", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.MrTd[0] ^= 1 }, wantField: verify.FieldMeasurement},
-		{name: "wrong rtmr0", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.Rtmrs[0][0] ^= 1 }, wantField: verify.FieldMeasurement},
-		{name: "wrong mrconfigid", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.MrConfigId[0] ^= 1 }, wantField: verify.FieldMrConfigID},
-		{name: "wrong report data", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.ReportData[0] ^= 1 }, wantField: verify.FieldReportData},
-		{name: "debug on", mutate: func(q *pb.QuoteV4) { q.TdQuoteBody.TdAttributes[0] |= 1 }, wantField: verify.FieldDebug},
+		{name: "wrong rtmr1", mutate: func(o *tdxqe.QuoteOptions) { o.RTMRs[1][0] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong rtmr2", mutate: func(o *tdxqe.QuoteOptions) { o.RTMRs[2][0] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong mrtd", mutate: func(o *tdxqe.QuoteOptions) { o.MRTD[0] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong rtmr0", mutate: func(o *tdxqe.QuoteOptions) { o.RTMRs[0][0] ^= 1 }, wantField: verify.FieldMeasurement},
+		{name: "wrong mrconfigid", mutate: func(o *tdxqe.QuoteOptions) { o.MRConfigID[0] ^= 1 }, wantField: verify.FieldMrConfigID},
+		{name: "wrong report data", mutate: func(o *tdxqe.QuoteOptions) { o.ReportData[0] ^= 1 }, wantField: verify.FieldReportData},
+		{name: "debug on", mutate: func(o *tdxqe.QuoteOptions) { o.Debug = true }, wantField: verify.FieldDebug},
 		{name: "tcb too low", policy: func(p *verify.Policy) { p.MinTDXTeeTCBSVN = high }, wantField: verify.FieldTCB},
 		{name: "tampered body", raw: func(raw []byte) []byte { raw[48+200] ^= 1; return raw }, wantField: verify.FieldSignature},
 		{name: "foreign root", signer: other, wantField: verify.FieldChain},
@@ -235,16 +143,15 @@ func TestVerifyTDX(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			q := proto.Clone(base).(*pb.QuoteV4)
-			prep(q)
+			o := base
 			if tc.mutate != nil {
-				tc.mutate(q)
+				tc.mutate(&o)
 			}
 			signer := intel
 			if tc.signer != nil {
 				signer = tc.signer
 			}
-			raw := signer.resign(t, q)
+			raw := signer.quote(t, o)
 			if tc.raw != nil {
 				raw = tc.raw(raw)
 			}
@@ -289,17 +196,12 @@ func FuzzParse(f *testing.F) {
 // FuzzVerify mutates a validly re-signed quote and runs the whole verifier: nothing may panic
 // and nothing but the original may be accepted.
 func FuzzVerify(f *testing.F) {
-	base := sampleQuote(f)
-	intel := newFakeIntel(f, samplePCK(f, base))
+	intel := newFakeIntel(f)
 	var rd [64]byte
 	digest := make([]byte, 32)
-	q := proto.Clone(base).(*pb.QuoteV4)
-	q.TdQuoteBody.ReportData = rd[:]
-	q.TdQuoteBody.MrConfigId = make([]byte, 48)
-	q.TdQuoteBody.TdAttributes[0] &^= 1
-	good := intel.resign(f, q)
-	b := q.TdQuoteBody
-	pinned := strings.Join([]string{hex.EncodeToString(b.MrTd), "", hex.EncodeToString(b.Rtmrs[1]), hex.EncodeToString(b.Rtmrs[2]), ""}, ":")
+	o := sampleOptions(f)
+	good := intel.quote(f, o)
+	pinned := strings.Join([]string{hex.EncodeToString(o.MRTD[:]), "", hex.EncodeToString(o.RTMRs[1][:]), hex.EncodeToString(o.RTMRs[2][:]), ""}, ":")
 	p := verify.Policy{Measurements: []string{pinned}, HostData: digest, ReportData: rd[:]}
 	v := New(Config{TrustedRoots: intel.pool})
 	if _, err := v.Verify(context.Background(), &api.Evidence{TDX: &api.TDXEvidence{Quote: good}}, p); err != nil {

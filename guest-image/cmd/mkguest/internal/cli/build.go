@@ -185,9 +185,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := b.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("guest build: %w", err)
 	}
-	in := measure.BundleInputs(b, tee.Sim, tee.PEF)
+	in := measure.BundleInputs(b, tee.Sim, tee.SimTDX, tee.PEF)
 	if fw != nil {
-		in = measure.BundleInputs(b) // everything the firmware supports, plus sim and pef
+		in = measure.BundleInputs(b) // everything the firmware supports, plus sim, sim-tdx and pef
 	}
 	if b.Config.Measurements, err = measure.Compute(in); err != nil {
 		return nil, fmt.Errorf("guest build: measurements: %w", err)

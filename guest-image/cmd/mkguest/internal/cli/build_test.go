@@ -137,12 +137,15 @@ func TestBuildReproducible(t *testing.T) {
 	if len(b.Initrd) >= initrd.MaxSize {
 		t.Errorf("initrd.img is %d bytes, limit %d", len(b.Initrd), initrd.MaxSize)
 	}
-	want, err := measure.Compute(measure.BundleInputs(b, tee.Sim, tee.PEF))
+	want, err := measure.Compute(measure.BundleInputs(b, tee.Sim, tee.SimTDX, tee.PEF))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.Config.Measurements.Sim != want.Sim || *b.Config.Measurements.PEF != *want.PEF || want.Sim == "" {
 		t.Errorf("guest.json measurements %+v, recomputed %+v", b.Config.Measurements, want)
+	}
+	if got, err := b.Config.Measurement(tee.SimTDX); err != nil || want.SimTDX == nil || got != strings.Join(append([]string{want.SimTDX.MRTD}, want.SimTDX.RTMRs...), ":") {
+		t.Errorf("guest.json sim-tdx measurement %q (%v), recomputed %+v", got, err, want.SimTDX)
 	}
 	if b.Config.Cmdline != DefaultCmdline || b.Config.VCPUs != 1 || b.Config.MemoryMiB != 512 || b.Firmware != nil {
 		t.Errorf("guest.json %+v", b.Config)
