@@ -94,7 +94,7 @@ func decodeAll(t *testing.T) objects {
 
 func TestRuntimeClasses(t *testing.T) {
 	o := decodeAll(t)
-	want := map[string]bool{"sealpod-snp": true, "sealpod-tdx": true, "sealpod-pef": true, "sealpod-sim": true}
+	want := map[string]bool{"sealpod-snp": true, "sealpod-tdx": true, "sealpod-pef": true, "sealpod-sim": true, "sealpod-sim-tdx": true}
 	if len(o.runtimeClasses) != len(want) {
 		t.Fatalf("%d RuntimeClasses, want %d", len(o.runtimeClasses), len(want))
 	}

@@ -119,8 +119,9 @@ type CPUIDReader interface {
 
 // QGS defaults.
 const (
-	// DefaultQGSSocket is where Intel's Quote Generation Service listens (unix socket mode).
-	DefaultQGSSocket = "/var/run/tdx-qgs/qgs.socket"
+	// DefaultQGSSocket is where Intel's Quote Generation Service listens (unix socket mode):
+	// the shim's default (node config qgsSocket).
+	DefaultQGSSocket = shimconfig.DefaultQGSSocket
 )
 
 // CheckOptions say what Check looks at. Paths are host paths, HostRoot is prepended to each.
@@ -199,7 +200,7 @@ func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
 	if t == "" {
 		switch {
 		case nodeCfgErr == nil:
-			t = TEE(nodeCfg.TEE)
+			t = nodeCfg.Offers()[0] // the node's first (preferred) TEE
 		default:
 			if t, err = DetectTEE(o.HostRoot); err != nil {
 				return nil, fmt.Errorf("check: no --tee, no node config (%v) and %w", nodeCfgErr, err)
@@ -302,12 +303,12 @@ func (o CheckOptions) checkNodeConfig(t TEE, c *shimconfig.Config, err error) Ch
 	switch {
 	case err != nil:
 		return fail(it, err.Error(), "run `sealpod-node-installer install` (it writes the node config)")
-	case c.TEE != string(t):
-		return fail(it, fmt.Sprintf("%s offers tee %s, not %s", o.ShimConfigPath, c.TEE, t), "reinstall with --tee "+string(t))
+	case !c.Offer(t):
+		return fail(it, fmt.Sprintf("%s offers tees %s, not %s", o.ShimConfigPath, c.OffersList(), t), "reinstall with --tee "+string(t))
 	case !t.Simulated() && c.Accel != "kvm":
 		return fail(it, fmt.Sprintf("%s: accel %s; TEE %s guests need kvm", o.ShimConfigPath, c.Accel, t), "reinstall with --accel kvm (the default for hardware TEEs)")
 	}
-	return ok(it, fmt.Sprintf("%s: tee %s, accel %s, qemu %s", o.ShimConfigPath, c.TEE, c.Accel, c.QEMU))
+	return ok(it, fmt.Sprintf("%s: tees %s, accel %s, qemu %s", o.ShimConfigPath, c.OffersList(), c.Accel, c.QEMU))
 }
 
 func (o CheckOptions) checkShim() CheckItem {

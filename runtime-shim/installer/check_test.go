@@ -85,8 +85,10 @@ func TestCheckFakeSNPHost(t *testing.T) {
 			write(t, h.path(shimconfig.DefaultPath), d, 0o644)
 		}, []string{ItemNodeConfig}},
 		{"node config accel tcg", func(t *testing.T, h *fakeHost) {
+			// The shim refuses it (snp needs kvm): the node config item fails, naming accel.
 			d, _ := jsonConfig(shimconfig.Config{TEE: "snp", Accel: "tcg", QEMU: h.qemu})
 			write(t, h.path(shimconfig.DefaultPath), d, 0o644)
+			h.opts.QEMU = h.qemu
 		}, []string{ItemNodeConfig}},
 		{"shim missing", func(t *testing.T, h *fakeHost) { os.Remove(h.path(DefaultShimDir + "/" + ShimBinaryName)) }, []string{ItemShim}},
 		{"handler missing", func(t *testing.T, h *fakeHost) { write(t, h.path(DefaultConfigPath), []byte("version = 2\n"), 0o644) }, []string{ItemContainerd}},

@@ -205,7 +205,7 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	}
 	res.ShimConfigChanged = changed
 	if changed {
-		r.log.Info("wrote shim node config", "path", r.shimConfig, "tee", r.ShimConfig.Config.TEE)
+		r.log.Info("wrote shim node config", "path", r.shimConfig, "tee", string(r.TEE), "tees", r.ShimConfig.Config.TEEs)
 	}
 
 	// 2. The config, with a backup of the original.

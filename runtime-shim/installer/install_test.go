@@ -13,11 +13,13 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -151,7 +153,7 @@ func TestInstallUninstallRoundTrip(t *testing.T) {
 			}
 
 			sc, err := shimconfig.Load(filepath.Join(host, shimconfig.DefaultPath))
-			if err != nil || sc.TEE != "sim" || sc.SimKey != DefaultSimKeyPath {
+			if err != nil || !sc.Offer(TEESim) || len(sc.Offers()) != 1 || sc.SimKey != DefaultSimKeyPath {
 				t.Fatalf("shim config %+v: %v", sc, err)
 			}
 			if st, err := os.Stat(filepath.Join(host, DefaultSimKeyPath)); err != nil || st.Mode().Perm() != 0o600 {
@@ -576,8 +578,72 @@ func TestSimKeyBesideNodeConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.keyPath != filepath.Join(dir, tc.want) || !bytes.Contains(p.data, []byte(`"simKey": "`+tc.want+`"`)) {
-			t.Errorf("path %q: key at %s, config %s", tc.path, p.keyPath, p.data)
+		if len(p.keys) != 1 || p.keys[0].path != filepath.Join(dir, tc.want) || !bytes.Contains(p.data, []byte(`"simKey": "`+tc.want+`"`)) {
+			t.Errorf("path %q: keys %v, config %s", tc.path, p.keys, p.data)
 		}
+	}
+}
+
+// Issue 14 item 1: the installer writes the TEEs the node offers, each simulated TEE's key
+// beside the node config, and SNP's cbitpos from the host's CPUID.
+func TestShimConfigTEEs(t *testing.T) {
+	dir := t.TempDir()
+	simKey, tdxKey := filepath.Join(dir, "vcek.pem"), filepath.Join(dir, "pck.pem")
+	for p, data := range map[string]string{simKey: "-----BEGIN SEALPOD SIM VCEK PRIVATE KEY-----\n", tdxKey: "-----BEGIN EC PRIVATE KEY-----\n"} {
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	milan := fakeCPUID{0x80000000: {0x80000028, 0, 0, 0}, 0x8000001f: {0x1003f, 0x16f, 0, 0}} // SNP, cbitpos 47
+	tests := []struct {
+		name    string
+		tee     TEE
+		sc      ShimNodeConfig
+		want    []string // substrings of the written config
+		keys    []string // host paths of the keys written
+		wantErr string
+	}{
+		{"single tee written as tees", TEESim, ShimNodeConfig{SimKeySource: simKey}, []string{`"tees": [`, `"sim"`}, []string{DefaultSimKeyPath}, ""},
+		{"sim and sim-tdx", TEESim, ShimNodeConfig{Config: shimconfig.Config{TEEs: []string{"sim", "sim-tdx"}}, SimKeySource: simKey, SimTDXKeySource: tdxKey},
+			[]string{`"sim-tdx"`, `"simTDXKey": "` + DefaultSimTDXKeyPath + `"`}, []string{DefaultSimKeyPath, DefaultSimTDXKeyPath}, ""},
+		{"sim-tdx key without sim-tdx", TEESim, ShimNodeConfig{SimKeySource: simKey, SimTDXKeySource: tdxKey}, nil, nil, "only for tee sim-tdx"},
+		{"tees without the node's tee", TEESim, ShimNodeConfig{Config: shimconfig.Config{TEEs: []string{"sim-tdx"}}, SimTDXKeySource: tdxKey}, nil, nil, "do not include"},
+		{"snp cbitpos from CPUID", TEESNP, ShimNodeConfig{CPUID: milan}, []string{`"snpCBitPos": 47`, `"snpReducedPhysBits": 1`, `"accel": "kvm"`}, nil, ""},
+		{"snp cbitpos given", TEESNP, ShimNodeConfig{Config: shimconfig.Config{SNPCBitPos: 51}, CPUID: milan}, []string{`"snpCBitPos": 51`}, nil, ""},
+		{"snp without CPUID", TEESNP, ShimNodeConfig{CPUID: fakeCPUID{}}, []string{`"tees": [`}, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := tc.sc
+			if tc.tee == TEESNP {
+				sc.Config.Accel = "kvm"
+			}
+			r := resolved{Options: Options{TEE: tc.tee, HostRoot: dir, ShimConfig: &sc}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			p, err := prepareShimConfig(r)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("prepareShimConfig: %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !bytes.Contains(p.data, []byte(w)) {
+					t.Errorf("config lacks %s:\n%s", w, p.data)
+				}
+			}
+			if bytes.Contains(p.data, []byte(`"tee":`)) {
+				t.Errorf("config written with the old single tee:\n%s", p.data)
+			}
+			var got []string
+			for _, k := range p.keys {
+				got = append(got, strings.TrimPrefix(k.path, dir))
+			}
+			if !slices.Equal(got, tc.keys) {
+				t.Errorf("keys written %v, want %v", got, tc.keys)
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@ const (
 	TEETDX = tee.TDX
 	TEEPEF = tee.PEF
 	TEESim = tee.Sim
+	// TEESimTDX is the software simulation of TDX (simtee/tdxsim): never detected, only given.
+	TEESimTDX = tee.SimTDX
 )
 
 // TEELabel is the node label the RuntimeClasses select on.

@@ -16,6 +16,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
@@ -41,9 +42,10 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
-// agentClient connects to a booting sim guest as the shim does: it holds the host end of the
-// sim-sp port open (the guest treats the VM as sim when it finds that port) and dials the
-// agent's port. The sim-sp end is closed when the test ends; closeAgent closes the agent's.
+// agentClient connects to a booting sim guest as the shim does: it serves the host end of the
+// sim-sp port (the guest asks it which simulated TEE it plays, simsp.KindTEE, and gets "sim";
+// these tests never attest, so every other request is refused) and dials the agent's port. The
+// sim-sp end is closed when the test ends; closeAgent closes the agent's.
 func agentClient(t *testing.T, ctx context.Context, vm *VM, cfg Config) (agent api.AgentService, closeAgent func()) {
 	t.Helper()
 	sp, err := dialRetry(ctx, vm, cfg.SimSPSocket)
@@ -51,6 +53,21 @@ func agentClient(t *testing.T, ctx context.Context, vm *VM, cfg Config) (agent a
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
+	go func() {
+		for {
+			var req simsp.Request
+			if simsp.ReadFrame(sp, &req) != nil {
+				return
+			}
+			resp := simsp.Response{Error: "boot test: no attestation"}
+			if req.Kind == simsp.KindTEE {
+				resp = simsp.Response{TEE: string(TEESim)}
+			}
+			if simsp.WriteFrame(sp, resp) != nil {
+				return
+			}
+		}
+	}()
 	conn, err := dialRetry(ctx, vm, cfg.AgentSocket)
 	if err != nil {
 		t.Fatal(err)

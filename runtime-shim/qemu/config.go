@@ -6,12 +6,12 @@
 //
 //	g, err := qemu.GuestFromBundle(b)            // b from bundle.Load(rootfs + "/sealpod/guest")
 //	cfg := qemu.Config{
-//	    TEE:         qemu.TEESim,                 // sim | snp | tdx | pef
+//	    TEE:         qemu.TEESim,                 // sim | sim-tdx | snp | tdx | pef
 //	    Accel:       qemu.AccelTCG,               // tcg (sim only) | kvm
 //	    Guest:       g,
 //	    HostData:    envelopeDigest,              // 32 bytes: SNP HOST_DATA / TDX MRCONFIGID
 //	    AgentSocket: dir + "/agent.sock",         // QEMU listens; the shim dials (ttrpc)
-//	    SimSPSocket: dir + "/sim-sp.sock",        // sim only: QEMU listens; the shim serves simsp
+//	    SimSPSocket: dir + "/sim-sp.sock",        // sim, sim-tdx: QEMU listens; the shim serves simsp
 //	    NIC:         &qemu.NIC{TapFile: res.Tap, MAC: res.MAC},   // from runtime-shim/netns
 //	    QMPSocket:   dir + "/qmp.sock",           // optional
 //	    PIDFile:     dir + "/qemu.pid",           // optional
@@ -37,6 +37,7 @@ import (
 	"strings"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/tee"
 )
@@ -46,12 +47,14 @@ import (
 type TEE = tee.TEE
 
 // TEEs. Sim runs under software emulation with the shim acting as the AMD-SP over the
-// sealpod.sim-sp port; the others need KVM on a host with that hardware.
+// sealpod.sim-sp port; SimTDX is the same VM with the shim answering TDX quote requests on
+// that port (simtee/tdxsim); the others need KVM on a host with that hardware.
 const (
-	TEESim = tee.Sim
-	TEESNP = tee.SNP
-	TEETDX = tee.TDX
-	TEEPEF = tee.PEF
+	TEESim    = tee.Sim
+	TEESimTDX = tee.SimTDX
+	TEESNP    = tee.SNP
+	TEETDX    = tee.TDX
+	TEEPEF    = tee.PEF
 )
 
 // Accel is the QEMU accelerator.
@@ -83,8 +86,16 @@ const (
 	MRConfigIDSize   = tee.TDXMRConfigIDSize
 	DefaultSNPCBit   = 51
 	DefaultSNPRPB    = 1
-	DefaultSNPPolicy = 0x30000 // bit 17 reserved-must-be-1, bit 16 SMT allowed; debug (bit 19) off
+	DefaultSNPPolicy = SNPPolicyReserved | SNPPolicySMT // debug (bit 19) off
+	// SNP guest policy bits.
+	SNPPolicySMT      = 1 << 16 // SMT allowed (a host with SMT on refuses a guest without it)
+	SNPPolicyReserved = 1 << 17 // reserved, must be 1
+	SNPPolicyDebug    = 1 << 19 // debugging allowed: never
 )
+
+// emulated reports whether t's VM is an ordinary emulated one whose TEE is played by the shim
+// over the sealpod.sim-sp port (sim, sim-tdx).
+func emulated(t TEE) bool { return t == TEESim || t == TEESimTDX }
 
 // MaxSocketPath is the longest unix socket path QEMU accepts (sun_path is 108 bytes with NUL).
 const MaxSocketPath = 107
@@ -121,17 +132,24 @@ type Guest struct {
 }
 
 // GuestFromBundle returns the Guest for a loaded guest bundle (bundle.Load): file paths under
-// b.Dir, firmware only when the bundle has one.
+// b.Dir, firmware only when the bundle has one, initrd only when it is not empty.
+//
+// The boot parameters come from measure.BundleInputs, the inputs of the launch digest that
+// guest-image computes and the simulated TEEs report: the VM is launched from exactly what
+// was measured (vCPU count and type, firmware, kernel, initrd, command line).
 func GuestFromBundle(b *bundle.Bundle) Guest {
+	in := measure.BundleInputs(b)
 	g := Guest{
 		Kernel:    filepath.Join(b.Dir, bundle.KernelFile),
-		Initrd:    filepath.Join(b.Dir, bundle.InitrdFile),
-		Cmdline:   b.Config.Cmdline,
-		VCPUs:     b.Config.VCPUs,
-		MemoryMiB: b.Config.MemoryMiB,
-		VCPUType:  b.Config.VCPUType,
+		Cmdline:   in.Boot.Cmdline,
+		VCPUs:     in.VCPUs,
+		MemoryMiB: b.Config.MemoryMiB, // not measured: sized by the pod (docs/runtime.md)
+		VCPUType:  in.VCPUType,
 	}
-	if b.Firmware != nil {
+	if len(in.Boot.Initrd) > 0 {
+		g.Initrd = filepath.Join(b.Dir, bundle.InitrdFile)
+	}
+	if in.Firmware != nil {
 		g.Firmware = filepath.Join(b.Dir, bundle.FirmwareFile)
 	}
 	return g
@@ -247,7 +265,7 @@ type Config struct {
 	SNP SNPOptions
 	TDX TDXOptions
 	// AgentSocket is the unix socket of the sealpod.agent port (required); SimSPSocket the one
-	// of sealpod.sim-sp (required for sim, refused otherwise). QEMU listens on both
+	// of sealpod.sim-sp (required for sim and sim-tdx, refused otherwise). QEMU listens on both
 	// (server=on,wait=off); they must not exist yet.
 	AgentSocket, SimSPSocket string
 	// AgentListener and SimSPListener, if set, are listening unix sockets (bound at
@@ -317,7 +335,7 @@ func (c *Config) Validate() error {
 func (c *Config) Command() (*Command, error) {
 	accel := c.Accel
 	switch c.TEE {
-	case TEESim:
+	case TEESim, TEESimTDX:
 		if accel == "" {
 			accel = AccelTCG
 		}
@@ -329,7 +347,7 @@ func (c *Config) Command() (*Command, error) {
 			return nil, invalid("Accel", "%s needs kvm, got %q", c.TEE, accel)
 		}
 	default:
-		return nil, invalid("TEE", "%q is not one of sim, snp, tdx, pef", c.TEE)
+		return nil, invalid("TEE", "%q is not one of sim, sim-tdx, snp, tdx, pef", c.TEE)
 	}
 	if accel != AccelTCG && accel != AccelKVM {
 		return nil, invalid("Accel", "%q is not tcg or kvm", accel)
@@ -381,7 +399,7 @@ func (c *Config) Command() (*Command, error) {
 		case c.TEE == TEESNP:
 			cpu = g.VCPUType
 			if cpu == "" {
-				cpu = "EPYC-v4"
+				cpu = measure.DefaultVCPUType // what the launch digest assumed
 			}
 		case accel == AccelKVM:
 			cpu = "host"
@@ -417,7 +435,7 @@ func (c *Config) Command() (*Command, error) {
 	// Machine and TEE objects.
 	mem := strconv.Itoa(g.MemoryMiB)
 	switch c.TEE {
-	case TEESim:
+	case TEESim, TEESimTDX:
 		if accel == AccelTCG {
 			// Emulation only: a bounded translation cache (QEMU refuses -accel next to
 			// -machine accel=).
@@ -436,7 +454,7 @@ func (c *Config) Command() (*Command, error) {
 		if o.Policy == 0 {
 			o.Policy = DefaultSNPPolicy
 		}
-		if o.Policy&(1<<19) != 0 {
+		if o.Policy&SNPPolicyDebug != 0 {
 			return nil, invalid("SNP.Policy", "%#x allows debugging (bit 19): refused", o.Policy)
 		}
 		if o.CBitPos < 32 || o.CBitPos > 63 || o.ReducedPhysBits < 1 || o.ReducedPhysBits > 63 {
@@ -490,7 +508,7 @@ func (c *Config) Command() (*Command, error) {
 	// shared memory): Linux refuses a device without VIRTIO_F_ACCESS_PLATFORM under SEV-SNP,
 	// TDX and PEF. Modern-only (disable-legacy) + iommu_platform=on give it that feature.
 	vio := ""
-	if c.TEE != TEESim {
+	if !emulated(c.TEE) {
 		vio = ",disable-legacy=on,iommu_platform=on"
 	}
 
@@ -500,13 +518,13 @@ func (c *Config) Command() (*Command, error) {
 		file *os.File
 	}
 	ports := []port{{Port{Name: AgentPortName, Socket: c.AgentSocket}, c.AgentListener}}
-	if c.TEE == TEESim {
+	if emulated(c.TEE) {
 		if c.SimSPSocket == "" {
-			return nil, invalid("SimSPSocket", "required for the sim TEE")
+			return nil, invalid("SimSPSocket", "required for the %s TEE", c.TEE)
 		}
 		ports = append(ports, port{Port{Name: SimSPPortName, Socket: c.SimSPSocket}, c.SimSPListener})
 	} else if c.SimSPSocket != "" || c.SimSPListener != nil {
-		return nil, invalid("SimSPSocket", "only the sim TEE has a simulated AMD-SP, not %s", c.TEE)
+		return nil, invalid("SimSPSocket", "only the simulated TEEs (sim, sim-tdx) have the sim-sp port, not %s", c.TEE)
 	}
 	for _, p := range c.Ports {
 		ports = append(ports, port{Port: p})
@@ -520,7 +538,7 @@ func (c *Config) Command() (*Command, error) {
 		case 0:
 			field = "AgentSocket"
 		case 1:
-			if c.TEE == TEESim {
+			if emulated(c.TEE) {
 				field = "SimSPSocket"
 			}
 		}
@@ -550,7 +568,7 @@ func (c *Config) Command() (*Command, error) {
 
 	// Entropy: the agent waits for the CRNG; virtio-rng feeds it.
 	args = append(args, "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"+vio)
-	if c.TEE == TEESim {
+	if emulated(c.TEE) {
 		args = append(args, "-device", Balloon)
 	}
 

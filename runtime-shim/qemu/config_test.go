@@ -81,6 +81,20 @@ func goldenCases(t *testing.T) map[string]Config {
 			TEE: TEETDX, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"), HostData: digest,
 			AgentSocket: dir + "/agent.sock", NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
 		},
+		// As the shim launches a pod on an snp node (runtime-shim/shim TestHardwareNodeLaunch
+		// compares its argv with this file): node config snpCBitPos 47, snpSMT false; the agent
+		// socket and the tap passed as descriptors.
+		"snp-node": {
+			TEE: TEESNP, Accel: AccelKVM, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"), HostData: digest,
+			AgentSocket: dir + "/agent.sock", AgentListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
+			Name: "sealpod-p1", SNP: SNPOptions{CBitPos: 47, ReducedPhysBits: 1, Policy: SNPPolicyReserved},
+		},
+		// As the shim launches a pod on a tdx node: node config qgsSocket (default).
+		"tdx-node": {
+			TEE: TEETDX, Accel: AccelKVM, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"), HostData: digest,
+			AgentSocket: dir + "/agent.sock", AgentListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
+			Name: "sealpod-p1", TDX: TDXOptions{QGS: "unix:/var/run/tdx-qgs/qgs.socket"},
+		},
 		"pef": {
 			TEE: TEEPEF, Guest: guest(""), AgentSocket: dir + "/agent.sock",
 			NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
@@ -226,11 +240,16 @@ func TestPortNamesMatchAgent(t *testing.T) {
 }
 
 func TestGuestFromBundle(t *testing.T) {
-	b := &bundle.Bundle{Dir: "/x/guest", Config: bundle.Config{Cmdline: "c", VCPUs: 1, MemoryMiB: 512, VCPUType: "EPYC-Genoa"}}
+	b := &bundle.Bundle{Dir: "/x/guest", Config: bundle.Config{Cmdline: "c", VCPUs: 1, MemoryMiB: 512, VCPUType: "EPYC-Genoa"}, Initrd: []byte("i")}
 	g := GuestFromBundle(b)
 	want := Guest{Kernel: "/x/guest/vmlinuz", Initrd: "/x/guest/initrd.img", Cmdline: "c", VCPUs: 1, MemoryMiB: 512, VCPUType: "EPYC-Genoa"}
 	if g != want {
 		t.Fatalf("got %+v, want %+v", g, want)
+	}
+	// An empty initrd is no initrd, as the measurement counts it (measure.BundleInputs).
+	b.Initrd = nil
+	if g := GuestFromBundle(b); g.Initrd != "" {
+		t.Fatalf("empty initrd booted as %q", g.Initrd)
 	}
 	b.Firmware = []byte{1}
 	if g := GuestFromBundle(b); g.Firmware != "/x/guest/firmware.fd" {
@@ -264,6 +283,11 @@ func TestRefusals(t *testing.T) {
 		{"long agent socket", "AgentSocket", func(c *Config) { c.AgentSocket = long }},
 		{"comma in socket", "AgentSocket", func(c *Config) { c.AgentSocket = "/r/a,server=off" }},
 		{"sim without sim-sp", "SimSPSocket", func(c *Config) { c.SimSPSocket = "" }},
+		{"sim-tdx without sim-sp", "SimSPSocket", func(c *Config) { c.TEE, c.SimSPSocket = TEESimTDX, "" }},
+		{"tdx with sim-sp", "SimSPSocket", func(c *Config) { c.TEE, c.HostData, c.Guest.Firmware = TEETDX, digest, "/fw" }},
+		{"tdx on tcg", "Accel", func(c *Config) {
+			c.TEE, c.Accel, c.SimSPSocket, c.HostData, c.Guest.Firmware = TEETDX, AccelTCG, "", digest, "/fw"
+		}},
 		{"same socket twice", "SimSPSocket", func(c *Config) { c.SimSPSocket = c.AgentSocket }},
 		{"snp with sim-sp", "SimSPSocket", func(c *Config) { c.TEE, c.Accel, c.HostData, c.Guest.Firmware = TEESNP, "", digest, "/fw" }},
 		{"snp without host data", "HostData", func(c *Config) { c.TEE, c.SimSPSocket, c.Guest.Firmware = TEESNP, "", "/fw" }},

@@ -363,10 +363,11 @@ func TestQAPIGoldenObjects(t *testing.T) {
 	// wantTypes are the -object types each TEE's command line must contain (so the check
 	// cannot pass on a command line that lost its TEE object).
 	wantTypes := map[string][]string{
-		"snp": {"sev-snp-guest", "memory-backend-memfd", "rng-random"},
-		"tdx": {"tdx-guest", "rng-random"},
-		"pef": {"pef-guest", "rng-random"},
-		"sim": {"rng-random"},
+		"snp":     {"sev-snp-guest", "memory-backend-memfd", "rng-random"},
+		"tdx":     {"tdx-guest", "rng-random"},
+		"pef":     {"pef-guest", "rng-random"},
+		"sim":     {"rng-random"},
+		"sim-tdx": {"rng-random"},
 	}
 	for name, cfg := range goldenCases(t) {
 		t.Run(name, func(t *testing.T) {

@@ -42,6 +42,8 @@ type StartOptions struct {
 	// just before the fork (cgroup v1: the caller writes the tid to the controllers' tasks
 	// files, so QEMU inherits them). That thread ends once QEMU has exited.
 	JoinCgroup func(tid int) error
+	// Host says where the hardware-boundary check (CheckHost) looks; zero = the real host.
+	Host HostOptions
 }
 
 // VM is a running QEMU.
@@ -62,10 +64,16 @@ type VM struct {
 // Start builds cfg's command and starts QEMU in its own process group. The VM outlives the
 // caller's request: nothing but Stop, Kill or the guest powering off ends it (there is no
 // context: a shim's RPC context ends long before the pod does).
+//
+// Before QEMU runs, CheckHost checks the hardware boundary: a host without /dev/kvm (accel
+// kvm) or whose QEMU lacks the TEE's object fails with a *HostLacksError naming it.
 func Start(cfg Config, opts StartOptions) (*VM, error) {
 	c, err := cfg.Command()
 	if err != nil {
 		return nil, err
+	}
+	if err := CheckHost(cfg, opts.Host); err != nil {
+		return nil, fmt.Errorf("qemu start %s: %w", c.Path, err)
 	}
 	return StartCommand(c, opts)
 }

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,8 +21,6 @@ import (
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
-	"github.com/sealpod/sealpod/simtee/amdsp"
-	"github.com/sealpod/sealpod/simtee/spserver"
 )
 
 func validWorkload(w string) bool {
@@ -54,9 +53,6 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	if !validWorkload(workload) {
 		return fmt.Errorf("sandbox %s: annotation %s %q: missing or not a file name (seal the pod with sealctl): %w", s.sandboxID, annotationWorkload, workload, errdefs.ErrInvalidArgument)
 	}
-	if s.cfg.TEE != "sim" {
-		return fmt.Errorf("tee %s: %w: this shim boots sim guests only until runtime-shim/qemu lands", s.cfg.TEE, errdefs.ErrNotImplemented)
-	}
 	dir := filepath.Join(s.cfg.StateDir, s.sandboxID)
 	killStale(dir)
 	_ = os.RemoveAll(dir)
@@ -74,6 +70,11 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	if err != nil {
 		return err
 	}
+	t, err := podTEE(s.sandboxID, s.cfg, env)
+	if err != nil {
+		return err
+	}
+	setLaunch(spec, t, s.cfg, env)
 	if spec.Guest, err = bundle.Load(guestDir); err != nil {
 		return fmt.Errorf("secure image guest bundle: %w", err)
 	}
@@ -88,11 +89,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 			spec.Cgroup.remove() // QEMU did not start
 		}
 	}()
-	signer, err := amdsp.LoadSigner(s.cfg.SimKey)
-	if err != nil {
-		return fmt.Errorf("sim key %s: %w", s.cfg.SimKey, err)
-	}
-	launch, err := spserver.LaunchFromBundle(spec.Guest, env)
+	sim, err := simService(t, s.cfg, spec.Guest, env)
 	if err != nil {
 		return err
 	}
@@ -117,6 +114,9 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 		if netnsWired != "" {
 			_ = netns.Teardown(netns.Options{NetNSPath: netnsWired, Logger: s.log})
 		}
+		if errors.Is(err, qemu.ErrHostLacks) { // the hardware boundary: a node problem, named
+			return fmt.Errorf("sandbox %s: tee %s: %w: %w", s.sandboxID, spec.TEE, err, errdefs.ErrFailedPrecondition)
+		}
 		return err
 	}
 	vctx, cancel := context.WithCancel(context.Background())
@@ -130,15 +130,17 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	}()
 	bctx, bcancel := context.WithTimeout(ctx, time.Duration(s.cfg.BootTimeout))
 	defer bcancel()
-	spConn, err := dialUnix(bctx, spec.spSocket())
-	if err != nil {
-		return fmt.Errorf("simulated AMD-SP port: %w", err)
-	}
-	go func() {
-		if err := spserver.Serve(vctx, spConn, signer, launch, s.log); err != nil && vctx.Err() == nil {
-			s.log.Warn("simulated AMD-SP", "err", err)
+	if sim != nil {
+		spConn, err := dialUnix(bctx, spec.spSocket())
+		if err != nil {
+			return fmt.Errorf("%s port: %w", sim.name, err)
 		}
-	}()
+		go func() {
+			if err := sim.serve(vctx, spConn, s.log); err != nil && vctx.Err() == nil {
+				s.log.Warn(sim.name, "err", err)
+			}
+		}()
+	}
 	conn, err := dialUnix(bctx, spec.agentSocket())
 	if err != nil {
 		return fmt.Errorf("agent port: %w", err)
@@ -163,7 +165,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	vm.unsealed = u
 	rss, _ := q.RSS()
 	tm := u.Times
-	s.log.Info("sealpod phase", "phase", "boot+unseal", "workload", workload, "boot_ms", ms(boot), "unseal_ms", ms(time.Since(tu)),
+	s.log.Info("sealpod phase", "phase", "boot+unseal", "workload", workload, "tee", string(spec.TEE), "boot_ms", ms(boot), "unseal_ms", ms(time.Since(tu)),
 		"attest_ms", (tm.GetEvidenceUs()+tm.GetAttestUs())/1000, "key_ms", tm.GetKeyUs()/1000, "guest_unseal_ms", tm.GetTotalUs()/1000,
 		"qemu_pid", q.PID(), "qemu_rss_kib", rss/1024)
 	return nil

@@ -84,7 +84,7 @@ func startBootingPod(t *testing.T, bootTimeout time.Duration, ids ...string) *bo
 		}
 	})
 	for i, id := range ids {
-		secure := secureRootfs(t, testWorkload, []byte(`{}`))
+		secure := secureRootfs(t, testWorkload, sealedEnvelope(t, "sim"))
 		writeSpec(t, secure, specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationContainerType: "container",
 			AnnotationSandboxID: "sb1", AnnotationContainerName: "app" + strconv.Itoa(i)}})
 		go func() {

@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/simtee/amdsp"
@@ -107,7 +108,7 @@ func TestCreateRefusesGuestLargerThanPod(t *testing.T) {
 			s, _, _ := newTestService(t)
 			s.cfg.Network = config.NetworkUser
 			setNodeMaxima(s.cfg, tc.maxMem, tc.maxV)
-			secure := secureRootfs(t, testWorkload, []byte(`{}`))
+			secure := secureRootfs(t, testWorkload, sealedEnvelope(t, "sim"))
 			setGuestSize(t, secure, tc.vcpus, tc.mem)
 			err := createPod(t, s, sandboxBundle(t, "sb1", "/kubepods/pod1/sb1", tc.ann), secure)
 			if err == nil {
@@ -185,7 +186,7 @@ func TestLoadSecureImageRefusesSpecialFiles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := secureRootfs(t, testWorkload, []byte(`{}`))
+			b := secureRootfs(t, testWorkload, sealedEnvelope(t, "sim"))
 			tc.make(t, filepath.Join(b, tc.path))
 			err := withTimeout(t, 5*time.Second, "loadSecureImage", func() error {
 				_, err := loadSecureImage(&taskAPI.CreateTaskRequest{Bundle: b}, testWorkload, filepath.Join(t.TempDir(), "g"))
@@ -211,7 +212,7 @@ func TestLoadSecureImageBoundsSizes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := secureRootfs(t, testWorkload, []byte(`{}`))
+			b := secureRootfs(t, testWorkload, sealedEnvelope(t, "sim"))
 			p := filepath.Join(b, "rootfs", "sealpod", "guest", tc.name)
 			if err := os.Truncate(p, tc.size); err != nil && !os.IsNotExist(err) {
 				t.Fatal(err)
@@ -323,7 +324,7 @@ func TestBootConfinesQEMU(t *testing.T) {
 	parent := fmt.Sprintf("/sealpod-test-%d", os.Getpid())
 	cgPath := parent + "/sb1"
 	t.Cleanup(func() { removeTestCgroup(parent) })
-	secure := secureRootfs(t, testWorkload, []byte(`{}`))
+	secure := secureRootfs(t, testWorkload, sealedEnvelope(t, "sim"))
 	err := createPod(t, s, sandboxBundle(t, "sb1", cgPath, map[string]string{AnnotationSandboxMemory: strconv.Itoa(gib)}), secure)
 	if err == nil {
 		t.Fatal("boot with a stand-in QEMU succeeded")
@@ -434,7 +435,7 @@ func TestConsoleLogBounded(t *testing.T) {
 
 // secureGuest is a stand-in guest bundle directory.
 func secureGuest(t *testing.T) string {
-	return filepath.Join(secureRootfs(t, testWorkload, []byte(`{}`)), "rootfs", "sealpod", "guest")
+	return filepath.Join(secureRootfs(t, testWorkload, sealedEnvelope(t, "sim")), "rootfs", "sealpod", "guest")
 }
 
 // setNodeMaxima sets the node config's guest caps (0 keeps the default).
@@ -449,7 +450,7 @@ func setNodeMaxima(c *config.Config, mem, vcpus int) {
 
 // testVMSpec is a pod VM spec on the stand-in QEMU binary, as the default unprivileged user.
 func testVMSpec(bin, dir string, g *bundle.Bundle) *vmSpec {
-	return &vmSpec{QEMU: bin, Accel: "tcg", Name: "sealpod-t", Dir: dir, Guest: g, Network: config.NetworkUser,
+	return &vmSpec{QEMU: bin, Accel: "tcg", TEE: tee.Sim, Name: "sealpod-t", Dir: dir, Guest: g, Network: config.NetworkUser,
 		UID: config.DefaultQEMUID, GID: config.DefaultQEMUID}
 }
 

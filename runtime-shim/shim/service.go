@@ -1,8 +1,9 @@
 // Package shim is the containerd shim v2 of Sealpod (docs/design.md#run, docs/runtime.md): one shim process and one
 // confidential VM per Kubernetes pod. The sandbox (pause) container only records the pod's
 // network namespace and annotations; the first placeholder container, whose rootfs is the
-// secure image, boots the guest from /sealpod/guest/*, serves the simulated AMD-SP on sim
-// nodes, and calls the agent's Unseal with the envelope /sealpod/sealed/<workload>.json; every
+// secure image, boots the guest from /sealpod/guest/* in the TEE the node offers that the pod
+// was sealed for (serving the simulated AMD-SP or TDX quote service under sim and sim-tdx),
+// and calls the agent's Unseal with the envelope /sealpod/sealed/<workload>.json; every
 // container is then forwarded by name to the agent (create/start/wait/signal/exec/stdio/remove).
 // The host never sends a container definition.
 package shim
@@ -35,6 +36,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
@@ -131,8 +133,8 @@ type podVM struct {
 func NewService(ctx context.Context, pub shimv2.Publisher, sd shutdown.Service, log *slog.Logger) *Service {
 	s := &Service{ctx: ctx, pub: pub, sd: sd, log: log, tasks: map[string]*task{}, creating: map[string]bool{}}
 	s.cfg, s.cfgErr = config.Load(config.Path())
-	if s.cfgErr == nil && s.cfg.TEE == "sim" {
-		log.Warn("INSECURE: this node runs the simulated AMD-SP (tee sim): attestation proves nothing about the hardware; for development and CI only", "config", config.Path())
+	if s.cfgErr == nil {
+		warnSimulated(log, s.cfg, config.Path())
 	}
 	sd.RegisterCallback(func(context.Context) error {
 		s.mu.Lock()
@@ -225,6 +227,25 @@ func (s *Service) pid() uint32 {
 	return uint32(os.Getpid())
 }
 
+// simulatedWarnings are the loud warnings of the simulated TEEs a node may offer.
+var simulatedWarnings = map[tee.TEE]string{
+	tee.Sim:    "INSECURE: this node offers the simulated AMD-SP (tee sim): attestation proves nothing about the hardware; for development and CI only",
+	tee.SimTDX: "INSECURE: this node offers the simulated TDX module and quoting enclave (tee sim-tdx, a node-local fake Intel PCK chain): attestation proves nothing about the hardware; for development and CI only",
+}
+
+// warnSimulated logs one INSECURE warning per simulated TEE the node config offers.
+func warnSimulated(log *slog.Logger, cfg *config.Config, path string) {
+	for _, t := range cfg.Offers() {
+		if t.Simulated() {
+			msg := simulatedWarnings[t]
+			if msg == "" {
+				msg = fmt.Sprintf("INSECURE: this node offers the simulated TEE %s: attestation proves nothing about the hardware; for development and CI only", t)
+			}
+			log.Warn(msg, "config", path)
+		}
+	}
+}
+
 // ConfigPathFile, in a task's bundle, records the node config the runtime options named, so
 // that Manager.Stop (a fresh process) cleans up the right state directory.
 const ConfigPathFile = "sealpod-shim-config"
@@ -252,8 +273,8 @@ func (s *Service) configFromOptions(r *taskAPI.CreateTaskRequest) error {
 	if s.cfgErr == nil && s.cfg != nil && s.cfgPath != "" && s.cfgPath != o.ConfigPath {
 		return fmt.Errorf("%w: task %s names node config %s, the pod's tasks use %s", errdefs.ErrInvalidArgument, r.ID, o.ConfigPath, s.cfgPath)
 	}
-	if s.cfgPath != o.ConfigPath && cfg.TEE == "sim" {
-		s.log.Warn("INSECURE: this node runs the simulated AMD-SP (tee sim): attestation proves nothing about the hardware; for development and CI only", "config", o.ConfigPath)
+	if s.cfgPath != o.ConfigPath {
+		warnSimulated(s.log, cfg, o.ConfigPath)
 	}
 	s.cfg, s.cfgErr, s.cfgPath = cfg, nil, o.ConfigPath
 	if err := os.WriteFile(filepath.Join(r.Bundle, ConfigPathFile), []byte(o.ConfigPath), 0o600); err != nil {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/bundletest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
@@ -270,7 +271,7 @@ func TestVMArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &vmSpec{QEMU: "qemu-system-x86_64", Accel: "tcg", Name: "sealpod-sb1", Dir: "/run/sealpod/sb1", Guest: g, Network: config.NetworkUser}
+	v := &vmSpec{QEMU: "qemu-system-x86_64", Accel: "tcg", TEE: tee.Sim, Name: "sealpod-sb1", Dir: "/run/sealpod/sb1", Guest: g, Network: config.NetworkUser}
 	cfg, err := v.qemuConfig()
 	if err != nil {
 		t.Fatal(err)

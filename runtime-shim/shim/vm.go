@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
@@ -19,11 +20,20 @@ import (
 // vmSpec is what one pod VM boots and where its host-side files live.
 type vmSpec struct {
 	QEMU, Accel string
-	Name        string // -name, visible in ps: sealpod-<sandbox id prefix>
-	Dir         string // per-pod state directory: sockets, pidfile, console log
-	Guest       *bundle.Bundle
-	Network     string
-	NIC         *qemu.NIC // network "tap": the tap from runtime-shim/netns
+	// TEE is the one the node offers that the pod was sealed for (chooseTEE).
+	TEE tee.TEE
+	// HostData is the envelope digest: SNP HOST_DATA, TDX MRCONFIGID (padded by qemu).
+	HostData []byte
+	// SNP and TDX are the node's launch parameters of those TEEs (node config).
+	SNP qemu.SNPOptions
+	TDX qemu.TDXOptions
+	// Host is where the hardware-boundary check looks (zero: the real host; tests).
+	Host    qemu.HostOptions
+	Name    string // -name, visible in ps: sealpod-<sandbox id prefix>
+	Dir     string // per-pod state directory: sockets, pidfile, console log
+	Guest   *bundle.Bundle
+	Network string
+	NIC     *qemu.NIC // network "tap": the tap from runtime-shim/netns
 	// UID and GID are QEMU's unprivileged user (node config qemuUID/qemuGID; never 0).
 	UID, GID uint32
 	// Cgroup is the pod's cgroup QEMU runs in (the sandbox's linux.cgroupsPath).
@@ -37,12 +47,31 @@ func (v *vmSpec) spSocket() string    { return filepath.Join(v.Dir, "sp.sock") }
 func (v *vmSpec) pidFile() string     { return filepath.Join(v.Dir, "qemu.pid") }
 func (v *vmSpec) consoleLog() string  { return filepath.Join(v.Dir, "console.log") }
 
-// qemuConfig is the runtime-shim/qemu configuration of the pod VM (sim TEE). QEMU writes
+// qemuConfig is the runtime-shim/qemu configuration of the pod VM for its TEE. QEMU writes
 // nothing in the state directory: the shim writes the pid file and passes listening sockets.
+// Kernel, initrd, firmware, command line and vCPUs are the guest bundle's as measured
+// (qemu.GuestFromBundle reads them where measure.BundleInputs does).
 func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	c := qemu.Config{
-		Binary: v.QEMU, TEE: qemu.TEESim, Accel: qemu.Accel(v.Accel), Guest: qemu.GuestFromBundle(v.Guest),
-		AgentSocket: v.agentSocket(), SimSPSocket: v.spSocket(), Name: v.Name,
+		Binary: v.QEMU, TEE: v.TEE, Accel: qemu.Accel(v.Accel), Guest: qemu.GuestFromBundle(v.Guest),
+		AgentSocket: v.agentSocket(), Name: v.Name,
+	}
+	switch v.TEE {
+	case tee.Sim, tee.SimTDX:
+		// Emulated: the shim plays the TEE on the sealpod.sim-sp port.
+		c.SimSPSocket = v.spSocket()
+	case tee.SNP:
+		if v.Guest.Firmware == nil {
+			return c, fmt.Errorf("tee snp: the guest bundle has no %s (the AmdSev OVMF build with the kernel-hashes table; docs/hardware.md)", bundle.FirmwareFile)
+		}
+		c.HostData, c.SNP = v.HostData, v.SNP
+	case tee.TDX:
+		if v.Guest.Firmware == nil {
+			return c, fmt.Errorf("tee tdx: the guest bundle has no %s (a TDVF build; docs/hardware.md)", bundle.FirmwareFile)
+		}
+		c.HostData, c.TDX = v.HostData, v.TDX
+	default:
+		return c, fmt.Errorf("tee %q: this shim launches sim, sim-tdx, snp and tdx guests", v.TEE)
 	}
 	switch v.Network {
 	case config.NetworkUser:
@@ -61,7 +90,8 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 }
 
 // startQEMU starts the VM as spec's unprivileged user, in spec's cgroup, under QEMU's seccomp
-// sandbox. The shim (root) binds the agent and sim-sp sockets and passes them listening, so
+// sandbox; a host without what the TEE needs (KVM, QEMU's TEE object) fails here with a
+// *qemu.HostLacksError naming it. The shim (root) binds the agent and sim-sp sockets and passes them listening, so
 // QEMU needs no write access anywhere; it gets read access (group) to the guest files only.
 // The guest console goes to a bounded console.log in the state directory.
 func startQEMU(spec *vmSpec, log *slog.Logger) (*qemu.VM, error) {
@@ -81,10 +111,15 @@ func startQEMU(spec *vmSpec, log *slog.Logger) (*qemu.VM, error) {
 			f.Close() // QEMU holds its own copies
 		}
 	}()
-	for _, l := range []struct {
+	type listener struct {
 		path string
 		dst  **os.File
-	}{{spec.agentSocket(), &cfg.AgentListener}, {spec.spSocket(), &cfg.SimSPListener}} {
+	}
+	socks := []listener{{spec.agentSocket(), &cfg.AgentListener}}
+	if cfg.SimSPSocket != "" { // emulated TEEs: the shim serves the sim-sp port
+		socks = append(socks, listener{spec.spSocket(), &cfg.SimSPListener})
+	}
+	for _, l := range socks {
 		f, err := listenUnix(l.path)
 		if err != nil {
 			return nil, err
@@ -96,7 +131,7 @@ func startQEMU(spec *vmSpec, log *slog.Logger) (*qemu.VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := qemu.StartOptions{Console: console, Logger: log, Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID}}
+	opts := qemu.StartOptions{Console: console, Logger: log, Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID}, Host: spec.Host}
 	if cg := spec.Cgroup; cg != nil {
 		if cg.v2 != nil {
 			opts.Cgroup = cg.v2

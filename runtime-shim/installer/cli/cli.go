@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -115,6 +116,10 @@ type installFlags struct {
 	configVersion  int
 	wait           bool
 	simKey         string
+	simTDXKey      string
+	snpCBitPos     int
+	snpSMT         bool
+	qgsSocket      string
 	qemu           string
 	accel          string
 	network        string
@@ -139,26 +144,52 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 			if err != nil {
 				return err
 			}
-			tee, err := resolveTEE(f.tee, f.hostRoot)
+			tees, err := resolveTEEs(f.tee, f.hostRoot)
 			if err != nil {
 				return err
 			}
+			// The node is labelled, and checked, for its first (preferred) TEE.
+			tee := tees[0]
 			o.TEE = tee
 			o.ShimSource = f.shim
 			accel := f.accel
 			if accel == "" {
-				accel = "kvm" // hardware TEEs need KVM
-				if tee == installer.TEESim {
-					accel = "tcg"
+				accel = "tcg"
+				for _, t := range tees {
+					if !t.Simulated() {
+						accel = "kvm" // hardware TEEs need KVM
+					}
 				}
 			}
-			if tee != installer.TEESim && f.simKey != "" {
-				return fmt.Errorf("--sim-key is only for --tee sim (tee %s)", tee)
+			offers := func(t installer.TEE) bool { return slices.Contains(tees, t) }
+			if !offers(installer.TEESim) && f.simKey != "" {
+				return fmt.Errorf("--sim-key is only for --tee sim (tee %s)", f.tee)
+			}
+			if !offers(installer.TEESimTDX) && f.simTDXKey != "" {
+				return fmt.Errorf("--sim-tdx-key is only for --tee sim-tdx (tee %s)", f.tee)
+			}
+			nc := shimconfig.Config{QEMU: f.qemu, Accel: accel, Network: f.network}
+			for _, t := range tees {
+				nc.TEEs = append(nc.TEEs, string(t))
+			}
+			if offers(installer.TEESNP) {
+				nc.SNPCBitPos = f.snpCBitPos // 0: read from CPUID
+				if !f.snpSMT {
+					nc.SNPSMT = &f.snpSMT
+				}
+			} else if f.snpCBitPos != 0 || !f.snpSMT {
+				return fmt.Errorf("--snp-cbitpos and --snp-smt are only for --tee snp (tee %s)", f.tee)
+			}
+			if offers(installer.TEETDX) {
+				nc.QGSSocket = f.qgsSocket
+			} else if f.qgsSocket != "" {
+				return fmt.Errorf("--qgs-socket is only for --tee tdx (tee %s)", f.tee)
 			}
 			o.ShimConfig = &installer.ShimNodeConfig{
-				Config:       shimconfig.Config{TEE: string(tee), QEMU: f.qemu, Accel: accel, Network: f.network},
-				SimKeySource: f.simKey,
-				Path:         f.nodeConfig,
+				Config:          nc,
+				SimKeySource:    f.simKey,
+				SimTDXKeySource: f.simTDXKey,
+				Path:            f.nodeConfig,
 			}
 			o.Runtime = installer.RuntimeOptions{
 				Handler:        f.handler,
@@ -197,18 +228,45 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&f.shim, "shim", "/opt/sealpod/bin/"+installer.ShimBinaryName, "shim binary to copy onto the host (empty: do not copy)")
-	fl.StringVar(&f.tee, "tee", "auto", "node TEE: auto|snp|tdx|pef|sim (sim is insecure and never auto-detected)")
+	fl.StringVar(&f.tee, "tee", "auto", "node TEE: auto|snp|tdx|pef|sim|sim-tdx, or a comma-separated list in order of preference (e.g. sim,sim-tdx; the node is labelled with the first); the simulated TEEs are insecure and never auto-detected")
 	fl.StringVar(&f.handler, "handler", installer.HandlerName, "CRI runtime handler name (RuntimeClass .handler)")
 	fl.StringVar(&f.runtimePath, "runtime-path", "", "write runtime_path (absolute shim path; honoured by containerd 1.7+, ignored by 1.6)")
 	fl.StringVar(&f.shimConfigPath, "shim-config", "", "write options.ConfigPath: the shim's node config file handed to the shim by containerd")
 	fl.IntVar(&f.configVersion, "config-version", 2, "version of a NEW containerd config (2 for containerd 1.x, 3 for 2.x); an existing file keeps its own")
 	fl.BoolVar(&f.wait, "wait", false, "after installing, stay running until SIGTERM (DaemonSet)")
 	fl.StringVar(&f.simKey, "sim-key", "", "tee sim: the simulated VCEK private key (sealpod-kbs sim-roots --key-out) to copy to the host, beside the node config ("+installer.DefaultSimKeyPath+" by default)")
+	fl.StringVar(&f.simTDXKey, "sim-tdx-key", "", "tee sim-tdx: the fake Intel PCK key and chain (sealpod-kbs sim-roots --tdx-key-out) to copy to the host, beside the node config ("+installer.DefaultSimTDXKeyPath+" by default)")
+	fl.IntVar(&f.snpCBitPos, "snp-cbitpos", 0, "tee snp: QEMU's cbitpos (default: read from the host's CPUID 0x8000001F)")
+	fl.BoolVar(&f.snpSMT, "snp-smt", true, "tee snp: allow SMT in the guest policy (a host with SMT on refuses guests without it)")
+	fl.StringVar(&f.qgsSocket, "qgs-socket", "", "tee tdx: the host's Quote Generation Service socket QEMU forwards quote requests to (default "+shimconfig.DefaultQGSSocket+")")
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary the shim runs (default: qemu-system-x86_64 on the shim's PATH)")
-	fl.StringVar(&f.accel, "accel", "", "QEMU accelerator tcg|kvm (default kvm for snp/tdx/pef, tcg for sim)")
+	fl.StringVar(&f.accel, "accel", "", "QEMU accelerator tcg|kvm (default kvm for snp/tdx/pef, tcg for sim and sim-tdx)")
 	fl.StringVar(&f.network, "network", "", "VM networking user|tap (default: the shim's)")
 	f.check.register(fl)
 	return cmd
+}
+
+// resolveTEEs reads --tee: auto (detected), one TEE or a comma-separated list.
+func resolveTEEs(flag, hostRoot string) ([]installer.TEE, error) {
+	if flag == "" || flag == "auto" {
+		t, err := resolveTEE(flag, hostRoot)
+		return []installer.TEE{t}, err
+	}
+	var out []installer.TEE
+	for _, name := range strings.Split(flag, ",") {
+		if name == "auto" {
+			return nil, fmt.Errorf("--tee %q: auto stands alone", flag)
+		}
+		t, err := resolveTEE(name, hostRoot)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out, t) {
+			return nil, fmt.Errorf("--tee %q: %s listed twice", flag, t)
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 func resolveTEE(flag, hostRoot string) (installer.TEE, error) {
@@ -223,8 +281,8 @@ func resolveTEE(flag, hostRoot string) (installer.TEE, error) {
 	if err != nil {
 		return "", err
 	}
-	if tee == installer.TEESim {
-		slog.Warn("INSECURE: node labelled sealpod.io/tee=sim — pods get a SIMULATED TEE; the host sees guest memory and signs the attestation itself; for CI and demos only")
+	if tee.Simulated() {
+		slog.Warn("INSECURE: node offers the simulated TEE " + string(tee) + " — pods get a SIMULATED TEE; the host sees guest memory and signs the attestation itself; for CI and demos only")
 	}
 	return tee, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,7 +44,7 @@ func TestInstallUninstallCommands(t *testing.T) {
 		t.Fatalf("install: %v\n%s", err, out)
 	}
 	sc, err := shimconfig.Load(filepath.Join(host, shimconfig.DefaultPath))
-	if err != nil || sc.TEE != "sim" || sc.Accel != "tcg" || sc.SimKey != installer.DefaultSimKeyPath {
+	if err != nil || !slices.Equal(sc.TEEs, []string{"sim"}) || sc.Accel != "tcg" || sc.SimKey != installer.DefaultSimKeyPath {
 		t.Fatalf("shim node config %+v %v", sc, err)
 	}
 	if !strings.Contains(out, "tee=sim") || !strings.Contains(out, "restarted=true") {
@@ -91,6 +92,11 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"install", "--no-restart", "--tee", "snp", "--shim", "/nonexistent/shim"}, "not a regular file"},
 		{[]string{"uninstall", "--restart-cmd", "true", "--no-restart"}, "exclude each other"},
 		{[]string{"detect-tee"}, "no hardware TEE"},
+		{[]string{"install", "--no-restart", "--tee", "sim,sim"}, "listed twice"},
+		{[]string{"install", "--no-restart", "--tee", "sim,auto"}, "auto stands alone"},
+		{[]string{"install", "--no-restart", "--tee", "sim", "--sim-tdx-key", "/x"}, "only for --tee sim-tdx"},
+		{[]string{"install", "--no-restart", "--tee", "sim", "--snp-cbitpos", "47"}, "only for --tee snp"},
+		{[]string{"install", "--no-restart", "--tee", "snp", "--qgs-socket", "/q.sock"}, "only for --tee tdx"},
 	}
 	for _, tc := range tests {
 		args := append([]string{tc.args[0]}, base...)
@@ -195,6 +201,40 @@ func TestCheckCommand(t *testing.T) {
 	} {
 		if _, err := run(t, "", args...); err == nil || errors.Is(err, installer.ErrNotReady) {
 			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// Issue 14 item 1: install writes the TEEs the node offers (sim and sim-tdx with their keys;
+// snp's launch parameters; tdx's quote socket) into the shim's node config.
+func TestInstallNodeTEEs(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key.pem")
+	os.WriteFile(key, []byte("-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n"), 0o600)
+	smtOff := false
+	tests := []struct {
+		args  []string
+		check func(*shimconfig.Config) bool
+	}{
+		{[]string{"--tee", "sim,sim-tdx", "--sim-key", key, "--sim-tdx-key", key}, func(c *shimconfig.Config) bool {
+			return slices.Equal(c.TEEs, []string{"sim", "sim-tdx"}) && c.SimKey == installer.DefaultSimKeyPath &&
+				c.SimTDXKey == installer.DefaultSimTDXKeyPath && c.Accel == "tcg"
+		}},
+		{[]string{"--tee", "snp", "--snp-cbitpos", "47", "--snp-smt=false"}, func(c *shimconfig.Config) bool {
+			return slices.Equal(c.TEEs, []string{"snp"}) && c.SNPCBitPos == 47 && c.SNPSMT != nil && *c.SNPSMT == smtOff && c.Accel == "kvm"
+		}},
+		{[]string{"--tee", "tdx", "--qgs-socket", "/run/qgs.sock"}, func(c *shimconfig.Config) bool {
+			return slices.Equal(c.TEEs, []string{"tdx"}) && c.QGSSocket == "/run/qgs.sock" && c.Accel == "kvm"
+		}},
+	}
+	for _, tc := range tests {
+		host := t.TempDir()
+		args := append([]string{"install", "--host-root", host, "--node-name", "", "--shim", "", "--no-restart"}, tc.args...)
+		if out, err := run(t, "", args...); err != nil && !errors.Is(err, installer.ErrNotReady) {
+			t.Fatalf("%v: %v\n%s", tc.args, err, out)
+		}
+		c, err := shimconfig.Load(filepath.Join(host, shimconfig.DefaultPath))
+		if err != nil || !tc.check(c) {
+			t.Errorf("%v: node config %+v %v", tc.args, c, err)
 		}
 	}
 }
