@@ -101,12 +101,13 @@ func emulated(t TEE) bool { return t == TEESim || t == TEESimTDX }
 const MaxSocketPath = 107
 
 // DefaultTBSizeMiB bounds the TCG translation cache (emulation only): QEMU 7.2's default is
-// 1 GiB, which a long-running guest fills, page by page, into QEMU's RSS. Booting Debian's
-// kernel and the agent fills 64 MiB. At 32 MiB boots were within noise, but four sealed VMs
-// running exec probes (a Go binary started per probe) flushed and retranslated so often
-// that 1 s probe timeouts failed in tests/e2e: 128 MiB holds the working set
-// (docs/runtime.md#qemu-memory).
-const DefaultTBSizeMiB = 128
+// 1 GiB, which a long-running guest fills, page by page, into QEMU's RSS. Booting the minimal
+// kernel and the agent fills ~54 MiB. 32 MiB once made four sealed VMs' exec probes time out in
+// tests/e2e, because every exec ran runc init from a fresh copy of the agent binary (fresh
+// pages, so QEMU retranslated it each time); since the agent runs from one sealed copy
+// (agent/boot RunFromSealedCopy) execs reuse their translations and 32 MiB holds the working
+// set: QEMU's steady RSS 168 -> 126 MiB (docs/runtime.md#qemu-memory).
+const DefaultTBSizeMiB = 32
 
 // Balloon is the virtio-balloon device of emulated (sim) guests: the guest reports the pages
 // it frees (free page reporting) and QEMU returns them to the host, so QEMU's RSS follows the

@@ -419,7 +419,7 @@ func TestMemoryOptions(t *testing.T) {
 			}
 			args := strings.Join(cmd.Args, " ")
 			tcg := cfg.TEE == TEESim && (cfg.Accel == "" || cfg.Accel == AccelTCG)
-			if got, want := strings.Contains(args, "-accel tcg,tb-size=128"), tcg; got != want {
+			if got, want := strings.Contains(args, "-accel tcg,tb-size=32"), tcg; got != want {
 				t.Errorf("tb-size on the command line: %v, want %v: %s", got, want, args)
 			}
 			if !tcg && strings.Contains(args, "tb-size") {

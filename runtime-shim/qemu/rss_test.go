@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,6 +100,7 @@ func TestMeasureRSS(t *testing.T) {
 						(st["stat-total-memory"]-st["stat-available-memory"])/(1<<20))
 				}
 			}
+			t.Logf("QEMU RSS by mapping after settling: %s", rssByMapping(vm))
 			t.Logf("guest %d MiB, args %q: agent ready %v, QEMU RSS %.1f MiB at ready, %.1f MiB after %v; %s",
 				mem, strings.Join(mustArgs(t, &cfg), " "), ready.Round(time.Millisecond), float64(rss0)/(1<<20), float64(rss1)/(1<<20), settle, stats)
 		})
@@ -172,4 +174,49 @@ func (q *qmp) do(cmd string, args map[string]any) (json.RawMessage, error) {
 			return resp.Return, nil
 		}
 	}
+}
+
+// rssByMapping sums QEMU's resident memory per mapping (/proc/<pid>/smaps) and names the five
+// largest: guest RAM (the mapping of the memory size), the TCG cache (rwx, tb-size), arenas,
+// the mapped initrd, QEMU's binary.
+func rssByMapping(vm *VM) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", vm.PID()))
+	if err != nil {
+		return err.Error()
+	}
+	type m struct {
+		name      string
+		size, rss int
+	}
+	var maps []m
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			name := "[anon " + f[1] + "]"
+			if len(f) >= 6 {
+				name = f[5]
+			}
+			maps = append(maps, m{name: name})
+			continue
+		}
+		if len(f) == 3 && len(maps) > 0 {
+			n, _ := strconv.Atoi(f[1])
+			switch f[0] {
+			case "Size:":
+				maps[len(maps)-1].size = n
+			case "Rss:":
+				maps[len(maps)-1].rss = n
+			}
+		}
+	}
+	sort.Slice(maps, func(i, j int) bool { return maps[i].rss > maps[j].rss })
+	var out []string
+	total := 0
+	for i, x := range maps {
+		total += x.rss
+		if i < 5 {
+			out = append(out, fmt.Sprintf("%s %dM rss %.1f", x.name, x.size>>10, float64(x.rss)/1024))
+		}
+	}
+	return fmt.Sprintf("total %.1f MiB; %s", float64(total)/1024, strings.Join(out, "; "))
 }
