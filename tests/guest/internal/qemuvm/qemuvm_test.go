@@ -31,7 +31,7 @@ func fakeQEMU(t *testing.T, body string) (bin, argv string) {
 
 // testConfig is SimConfig for a bundle that needs no files (the fake QEMU opens none).
 func testConfig(bin string) qemu.Config {
-	b := &bundle.Bundle{Dir: "/b/guest", Config: bundle.Config{Cmdline: "console=ttyS0 quiet", VCPUs: 1, MemoryMiB: 512}}
+	b := &bundle.Bundle{Dir: "/b/guest", Initrd: []byte("initrd"), Config: bundle.Config{Cmdline: "console=ttyS0 quiet", VCPUs: 1, MemoryMiB: 512}}
 	cfg := SimConfig(b, "/tmp/sp1")
 	cfg.Binary = bin
 	return cfg
