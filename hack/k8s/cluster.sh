@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hack/k8s/cluster.sh up|down|status|env — a local single-node Kubernetes cluster with the
-# Sealpod node runtime (docs/cluster.md). Everything lives under one state dir
+# Sealpod node runtime (docs/cluster.md), the node offering the simulated TEEs sim and sim-tdx. Everything lives under one state dir
 # ($SEALPOD_CLUSTER_DIR, default out/cluster): binaries, configs, PKI, data, logs, PID files.
 # Needs root and Debian's containerd, runc, containernetworking-plugins, etcd-server,
 # qemu-system-x86 and busybox-static (`make cluster-up` installs what is missing).
@@ -31,6 +31,10 @@ KBS_PORT=8443
 ETCD_CLIENT=127.0.0.1:23790
 ETCD_PEER=127.0.0.1:23800
 TOOLS=$STATE/tools
+# The node's TEEs (installer --tee, in order of preference) and the labels the installer sets for
+# them when they are ready: one per TEE, so that the node matches each TEE's RuntimeClass.
+TEES=sim,sim-tdx
+TEE_SELECTOR=sealpod.io/tee.sim=true,sealpod.io/tee.sim-tdx=true
 export GOFLAGS=-buildvcs=false
 
 T0=$(date +%s.%N)
@@ -110,7 +114,10 @@ registry_and_kbs() {
 	# devregistry binds loopback only; pods and sealed guests reach it through the gateway
 	start_bg registry-forward "$TOOLS/clusterkit" forward --listen $GW:5000 --to $REGISTRY
 	local kbs=$TOOLS/sealpod-kbs
-	"$kbs" sim-roots --out "$STATE/kbs-sim-roots.pem" --key-out "$STATE/sim-vcek.pem" --rsa-bits 2048 >/dev/null
+	# The simulated TEEs' roots (sim: the fake AMD ARK/ASK; sim-tdx: the fake Intel root the
+	# broker appends) and the node's keys: the VCEK key (sim), the PCK key and chain (sim-tdx).
+	"$kbs" sim-roots --out "$STATE/kbs-sim-roots.pem" --key-out "$STATE/sim-vcek.pem" \
+		--tdx-key-out "$STATE/sim-tdx-pck.pem" --rsa-bits 2048 >/dev/null
 	"$kbs" init --dir "$STATE/kbs" --host $GW --host 127.0.0.1 --url https://$GW:$KBS_PORT >/dev/null
 	# The broker listens on the bridge gateway: reachable from this host and from pods (the
 	# guest of a sealed pod is on the pod network with the shim's tap networking), not from
@@ -147,8 +154,8 @@ EOF
 install_direct() { # the node installer run on the host, before containerd starts
 	say "install the node runtime with sealpod-node-installer on the host (SEALPOD_CLUSTER_INSTALL=direct)"
 	"$TOOLS/sealpod-node-installer" install --host-root / --containerd-config "$STATE/etc/containerd/config.toml" \
-		--shim-dir "$STATE/bin" --shim "$TOOLS/containerd-shim-sealpod-v2" --tee sim --sim-key "$STATE/sim-vcek.pem" \
-		--network tap --no-restart --node-name "" >"$STATE/logs/installer.log" 2>&1 ||
+		--shim-dir "$STATE/bin" --shim "$TOOLS/containerd-shim-sealpod-v2" --tee $TEES --sim-key "$STATE/sim-vcek.pem" \
+		--sim-tdx-key "$STATE/sim-tdx-pck.pem" --network tap --no-restart --node-name "" >"$STATE/logs/installer.log" 2>&1 ||
 		{ cat "$STATE/logs/installer.log" >&2; die "node installer failed"; }
 }
 
@@ -276,18 +283,18 @@ install_daemonset() {
 		--file /bin/busybox:/opt/sealpod/bin/busybox)
 	kubectl apply -f runtime-shim/deploy/namespace.yaml -f runtime-shim/deploy/rbac.yaml >/dev/null
 	kubectl -n sealpod-system create secret generic sealpod-sim-key --from-file=vcek.pem="$STATE/sim-vcek.pem" \
-		--dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	# The DaemonSet of runtime-shim/deploy with: this image; tee sim; tap networking; the
+		--from-file=tdx-pck.pem="$STATE/sim-tdx-pck.pem" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	# The DaemonSet of runtime-shim/deploy with: this image; tees sim and sim-tdx; tap networking; the
 	# cluster's containerd config and shim dir (state dir) as /host/etc/containerd and
 	# /host/usr/local/bin; containerd restarted through its supervisor; the apiserver at the
 	# gateway (no kube-proxy: the kubernetes Service IP is not routed).
 	"$TOOLS/clusterkit" installer-manifest --image "$image" \
 		--relocate /etc/containerd="$STATE/etc/containerd" --relocate /usr/local/bin="$STATE/bin" \
-		--args "install,--host-root,/host,--tee,sim,--sim-key,/var/run/sealpod/sim/vcek.pem,--network,tap,--shim,/opt/sealpod/bin/containerd-shim-sealpod-v2,--restart-cmd,/opt/sealpod/bin/busybox sh /host/etc/containerd/restart-containerd.sh,--wait" \
+		--args "install,--host-root,/host,--tee,\"$TEES\",--sim-key,/var/run/sealpod/sim/vcek.pem,--sim-tdx-key,/var/run/sealpod/sim/tdx-pck.pem,--network,tap,--shim,/opt/sealpod/bin/containerd-shim-sealpod-v2,--restart-cmd,/opt/sealpod/bin/busybox sh /host/etc/containerd/restart-containerd.sh,--wait" \
 		--env KUBERNETES_SERVICE_HOST=$GW --env KUBERNETES_SERVICE_PORT=6443 >"$STATE/installer-daemonset.yaml"
 	kubectl apply -f "$STATE/installer-daemonset.yaml" >/dev/null
-	waitfor "the node label sealpod.io/tee=sim (installer DaemonSet; kubectl -n sealpod-system logs ds/sealpod-node-installer)" 180 \
-		sh -c "'$KBIN/kubectl' --kubeconfig '$STATE/kubeconfig' get node $NODE -o jsonpath='{.metadata.labels.sealpod\.io/tee}' | grep -qx sim"
+	waitfor "the node labels $TEE_SELECTOR (installer DaemonSet; kubectl -n sealpod-system logs ds/sealpod-node-installer)" 180 \
+		sh -c "'$KBIN/kubectl' --kubeconfig '$STATE/kubeconfig' get nodes -l '$TEE_SELECTOR' -o name | grep -qx node/$NODE"
 }
 
 up() {
@@ -310,7 +317,7 @@ up() {
 	kubelet
 	kube_proxy
 	if [ "$INSTALL" = direct ]; then
-		kubectl label node $NODE sealpod.io/tee=sim --overwrite >/dev/null
+		kubectl label node $NODE ${TEE_SELECTOR//,/ } --overwrite >/dev/null
 	else
 		install_daemonset
 	fi

@@ -110,8 +110,9 @@ func TestRuntimeClasses(t *testing.T) {
 		if _, err := installer.ParseTEE(tee); err != nil {
 			t.Errorf("%s: %v", rc.Name, err)
 		}
-		if rc.Scheduling == nil || len(rc.Scheduling.NodeSelector) != 1 || rc.Scheduling.NodeSelector[installer.TEELabel] != tee {
-			t.Errorf("%s: scheduling %+v, want nodeSelector %s=%s", rc.Name, rc.Scheduling, installer.TEELabel, tee)
+		// One label per TEE (a node offering several TEEs matches each of their RuntimeClasses).
+		if key := installer.TEELabel(installer.TEE(tee)); rc.Scheduling == nil || len(rc.Scheduling.NodeSelector) != 1 || rc.Scheduling.NodeSelector[key] != "true" {
+			t.Errorf("%s: scheduling %+v, want nodeSelector %s=true", rc.Name, rc.Scheduling, key)
 		}
 		if rc.Overhead == nil {
 			t.Fatalf("%s: no overhead", rc.Name)

@@ -228,7 +228,7 @@ func TestInstallLabelsOnlyWhenReady(t *testing.T) {
 		ro := h.opts
 		ro.HostRoot, ro.TEE, ro.RuntimeClasses = "", "", rc // taken from Install's options
 		res, err := Install(context.Background(), Options{
-			HostRoot: h.root, TEE: TEESNP, Labeler: lab, Readiness: &ro,
+			HostRoot: h.root, TEEs: []TEE{TEESNP}, Labeler: lab, Readiness: &ro,
 			ShimConfig: &ShimNodeConfig{Config: shimconfig.Config{QEMU: h.qemu, Accel: "kvm"}},
 		})
 		return res, lab, err
@@ -236,7 +236,7 @@ func TestInstallLabelsOnlyWhenReady(t *testing.T) {
 	t.Run("ready", func(t *testing.T) {
 		h := newFakeHost(t, TEESNP)
 		res, lab, err := install(t, h, fakeRuntimeClasses{"sealpod-snp": HandlerName})
-		if err != nil || !res.Labeled || !slices.Equal(lab.calls, []string{"set snp"}) || res.Check == nil || !res.Check.Ready {
+		if err != nil || !res.Labeled || !slices.Equal(lab.calls, []string{"set snp"}) || len(res.Checks) != 1 || !res.Checks[0].Ready {
 			t.Fatalf("install: %v labeled=%v calls=%v", err, res.Labeled, lab.calls)
 		}
 	})
@@ -258,8 +258,8 @@ func TestInstallLabelsOnlyWhenReady(t *testing.T) {
 		if err != nil || !res.Labeled || !slices.Equal(lab.calls, []string{"set snp"}) {
 			t.Fatalf("install: %v labeled=%v calls=%v", err, res.Labeled, lab.calls)
 		}
-		if res.Check.Ready || !res.Check.NodeReady || !slices.Equal(res.Check.Failed(""), []string{ItemRuntimeClass}) {
-			t.Fatalf("report %+v", res.Check)
+		if rep := res.Checks[0]; rep.Ready || !rep.NodeReady || !slices.Equal(rep.Failed(""), []string{ItemRuntimeClass}) {
+			t.Fatalf("report %+v", rep)
 		}
 	})
 }

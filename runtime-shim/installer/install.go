@@ -56,14 +56,16 @@ type Options struct {
 	// Restarter restarts containerd after the config changed; nil: no restart (the caller
 	// restarts, e.g. a test that starts containerd itself).
 	Restarter Restarter
-	// TEE is the node's TEE, written as the sealpod.io/tee label when Labeler is set.
-	TEE TEE
+	// TEEs are the TEEs the node offers, in order of preference; each gets its node label
+	// TEELabel(t) when Labeler is set (and, with Readiness, only when its check passes).
+	TEEs []TEE
 	// Labeler labels the node; nil: no label.
 	Labeler NodeLabeler
-	// Readiness, when set, makes Install run the readiness check (Check) before labelling:
-	// a node whose node-scope items fail gets no label (an existing one is removed) and
-	// Install returns a NotReadyError. Zero fields default to Install's own (host root, TEE,
-	// containerd config, shim dir, node config, handler).
+	// Readiness, when set, makes Install run the readiness check (Check) once per TEE of TEEs
+	// before labelling: only the TEEs whose node-scope items pass are labelled (the labels of
+	// the others are removed); when none passes Install returns the NotReadyErrors joined.
+	// Zero fields default to Install's own (host root, containerd config, shim dir, node
+	// config, handler); its TEE field must be empty.
 	Readiness *CheckOptions
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
@@ -80,12 +82,16 @@ type Result struct {
 	// ShimConfigChanged: the shim's node config (or the sim key) was written or removed.
 	ShimConfigChanged bool
 	Restarted         bool
-	Labeled           bool
+	// Labeled: Install labelled the node for at least one TEE (LabeledTEEs); Uninstall removed
+	// the node's TEE labels.
+	Labeled bool
+	// LabeledTEEs are the TEEs the node is labelled for: those of Options.TEEs that are ready.
+	LabeledTEEs []TEE
 	// Restored: Uninstall put back the original bytes from the backup (false: it only removed
 	// the managed block, because the config was edited after Install, or there was no backup).
 	Restored bool
-	// Check is the readiness report (Options.Readiness set).
-	Check *CheckReport
+	// Checks are the readiness reports, one per TEE of Options.TEEs (Options.Readiness set).
+	Checks []*CheckReport
 }
 
 type resolved struct {
@@ -205,7 +211,7 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	}
 	res.ShimConfigChanged = changed
 	if changed {
-		r.log.Info("wrote shim node config", "path", r.shimConfig, "tee", string(r.TEE), "tees", r.ShimConfig.Config.TEEs)
+		r.log.Info("wrote shim node config", "path", r.shimConfig, "tees", r.TEEs)
 	}
 
 	// 2. The config, with a backup of the original.
@@ -252,35 +258,43 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("install: %w", err)
 	}
 
-	// 4. The readiness check: only a node that can run its TEE's pods is labelled.
+	// 4. The readiness check, per TEE: only the TEEs whose pods can run here are labelled.
+	ready := r.TEEs
+	var notReady error
 	if r.Readiness != nil {
-		rep, err := checkBeforeLabel(ctx, r)
-		res.Check = rep
+		ready, res.Checks, notReady, err = checkBeforeLabel(ctx, r)
 		if err != nil {
 			return res, fmt.Errorf("install: %w", err)
 		}
 	}
 
-	// 5. The label last: the scheduler sends pods only once the handler works.
-	if r.Labeler != nil && r.TEE != "" {
-		if err := r.Labeler.SetTEELabel(ctx, r.TEE); err != nil {
+	// 5. The labels last: the scheduler sends pods only once the handler works.
+	if r.Labeler != nil && len(r.TEEs) > 0 {
+		if err := r.Labeler.SetTEELabels(ctx, ready); err != nil {
+			if notReady != nil {
+				return res, fmt.Errorf("install: %w; and removing the labels: %v", notReady, err)
+			}
 			return res, fmt.Errorf("install: %w", err)
 		}
-		res.Labeled = true
-		r.log.Info("labelled node", "label", TEELabel, "tee", string(r.TEE))
+		res.Labeled, res.LabeledTEEs = len(ready) > 0, ready
+		r.log.Info("labelled node", "labels", TEELabelPrefix+"<tee>=true", "tees", ready)
+	}
+	if notReady != nil {
+		return res, fmt.Errorf("install: %w", notReady)
 	}
 	return res, nil
 }
 
-// checkBeforeLabel runs the readiness check with Install's paths; on a node that is not ready
-// it removes the TEE label (a node that was ready before must stop attracting pods).
-func checkBeforeLabel(ctx context.Context, r resolved) (*CheckReport, error) {
+// checkBeforeLabel runs the readiness check with Install's paths for each of the node's TEEs.
+// It returns the TEEs that are ready, the reports, and, when none is, the TEEs' NotReadyErrors
+// joined (err is for bad options).
+func checkBeforeLabel(ctx context.Context, r resolved) (ready []TEE, reps []*CheckReport, notReady, err error) {
 	co := *r.Readiness
+	if co.TEE != "" {
+		return nil, nil, nil, fmt.Errorf("readiness check: TEE %s set: Install checks each of its TEEs %q", co.TEE, r.TEEs)
+	}
 	if co.HostRoot == "" {
 		co.HostRoot = r.HostRoot
-	}
-	if co.TEE == "" {
-		co.TEE = r.TEE
 	}
 	if co.ContainerdConfig == "" {
 		co.ContainerdConfig = r.ConfigPath
@@ -294,31 +308,37 @@ func checkBeforeLabel(ctx context.Context, r resolved) (*CheckReport, error) {
 	if co.Handler == "" {
 		co.Handler = handlerOf(r.Runtime)
 	}
-	rep, err := Check(ctx, co)
-	if err != nil {
-		return nil, fmt.Errorf("readiness check: %w", err)
+	if len(r.TEEs) == 0 {
+		return nil, nil, nil, errors.New("readiness check: no TEE to check (Options.TEEs is empty)")
 	}
-	for _, it := range rep.Items {
-		if it.Status == CheckFail && it.Scope == ScopeCluster {
-			r.log.Warn("readiness: cluster item failed (does not hold back the node label)", "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+	var fails []error
+	for _, t := range r.TEEs {
+		co.TEE = t
+		rep, err := Check(ctx, co)
+		if err != nil {
+			return nil, reps, nil, fmt.Errorf("readiness check for TEE %s: %w", t, err)
 		}
-	}
-	notReady := rep.Err(ScopeNode)
-	if notReady == nil {
-		return rep, nil
-	}
-	for _, it := range rep.Items {
-		if it.Status == CheckFail && it.Scope == ScopeNode {
-			r.log.Error("readiness: node not ready", "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+		reps = append(reps, rep)
+		for _, it := range rep.Items {
+			switch {
+			case it.Status != CheckFail:
+			case it.Scope == ScopeCluster:
+				r.log.Warn("readiness: cluster item failed (does not hold back the node label)", "tee", string(t), "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+			default:
+				r.log.Error("readiness: node not ready", "tee", string(t), "item", it.Name, "detail", it.Detail, "fix", it.Fix)
+			}
 		}
-	}
-	if r.Labeler != nil {
-		if err := r.Labeler.RemoveTEELabel(ctx); err != nil {
-			return rep, fmt.Errorf("%w; and removing the label: %v", notReady, err)
+		if e := rep.Err(ScopeNode); e != nil {
+			fails = append(fails, e)
+			r.log.Warn("node not ready for TEE: not labelled for it", "tee", string(t), "label", TEELabel(t))
+			continue
 		}
-		r.log.Warn("node not ready: label removed", "label", TEELabel)
+		ready = append(ready, t)
 	}
-	return rep, notReady
+	if len(ready) == 0 {
+		return nil, reps, errors.Join(fails...), nil
+	}
+	return ready, reps, nil, nil
 }
 
 // markPending records that containerd must be restarted (only when the installer restarts it).
@@ -422,7 +442,7 @@ func Uninstall(ctx context.Context, opts Options) (Result, error) {
 	res := Result{ConfigPath: r.config, BackupPath: r.backup, ShimPath: r.shim}
 
 	if r.Labeler != nil {
-		if err := r.Labeler.RemoveTEELabel(ctx); err != nil {
+		if err := r.Labeler.SetTEELabels(ctx, nil); err != nil {
 			return res, fmt.Errorf("uninstall: %w", err)
 		}
 		res.Labeled = true

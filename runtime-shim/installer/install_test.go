@@ -14,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -37,12 +38,17 @@ func (c *countingRestarter) Restart(context.Context) error { c.n++; return nil }
 // recordingLabeler records label calls.
 type recordingLabeler struct{ calls []string }
 
-func (r *recordingLabeler) SetTEELabel(_ context.Context, tee TEE) error {
-	r.calls = append(r.calls, "set "+string(tee))
-	return nil
-}
-func (r *recordingLabeler) RemoveTEELabel(context.Context) error {
-	r.calls = append(r.calls, "remove")
+// SetTEELabels records "set t1,t2" (or "remove" for none).
+func (r *recordingLabeler) SetTEELabels(_ context.Context, tees []TEE) error {
+	if len(tees) == 0 {
+		r.calls = append(r.calls, "remove")
+		return nil
+	}
+	s := make([]string, len(tees))
+	for i, t := range tees {
+		s[i] = string(t)
+	}
+	r.calls = append(r.calls, "set "+strings.Join(s, ","))
 	return nil
 }
 
@@ -111,7 +117,7 @@ func TestInstallUninstallRoundTrip(t *testing.T) {
 				ShimConfig: &ShimNodeConfig{SimKeySource: keySrc},
 				RemoveShim: true,
 				Restarter:  rs,
-				TEE:        TEESim,
+				TEEs:       []TEE{TEESim},
 				Labeler:    lb,
 			}
 			res, err := Install(context.Background(), opts)
@@ -459,33 +465,42 @@ func TestKubeNodeLabeler(t *testing.T) {
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 
 	k := &KubeNodeLabeler{Server: srv.URL, Token: "tok", CAPEM: caPEM, NodeName: "node-a"}
-	if err := k.SetTEELabel(context.Background(), TEESNP); err != nil {
-		t.Fatal(err)
+	labels["sealpod.io/tee"] = "snp" // an earlier installer's single label: removed
+	steps := []struct {
+		tees []TEE
+		want map[string]string
+	}{
+		{[]TEE{TEESNP}, map[string]string{"kubernetes.io/hostname": "node-a", "sealpod.io/tee.snp": "true"}},
+		{[]TEE{TEESim, TEESimTDX}, map[string]string{"kubernetes.io/hostname": "node-a", "sealpod.io/tee.sim": "true", "sealpod.io/tee.sim-tdx": "true"}},
+		{[]TEE{TEESimTDX}, map[string]string{"kubernetes.io/hostname": "node-a", "sealpod.io/tee.sim-tdx": "true"}},
+		{nil, map[string]string{"kubernetes.io/hostname": "node-a"}},
 	}
-	if labels[TEELabel] != "snp" || labels["kubernetes.io/hostname"] != "node-a" {
-		t.Fatalf("labels after set: %v", labels)
+	for i, st := range steps {
+		if err := k.SetTEELabels(context.Background(), st.tees); err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(labels, st.want) {
+			t.Fatalf("step %d (%v): labels %v, want %v\npatch %s", i, st.tees, labels, st.want, bodies[len(bodies)-1])
+		}
 	}
-	if err := k.RemoveTEELabel(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := labels[TEELabel]; ok || len(labels) != 1 {
-		t.Fatalf("labels after remove: %v", labels)
-	}
-	if bodies[0] != `{"metadata":{"labels":{"sealpod.io/tee":"snp"}}}` || bodies[1] != `{"metadata":{"labels":{"sealpod.io/tee":null}}}` {
-		t.Fatalf("patch bodies %q", bodies)
+	// One merge patch naming every known TEE's label and the legacy one.
+	want := `{"metadata":{"labels":{"sealpod.io/tee":null,"sealpod.io/tee.pef":null,"sealpod.io/tee.sim":"true","sealpod.io/tee.sim-tdx":"true","sealpod.io/tee.snp":null,"sealpod.io/tee.tdx":null}}}`
+	if len(bodies) != len(steps) || bodies[1] != want {
+		t.Fatalf("patch bodies %q\nwant [1] %s", bodies, want)
 	}
 	// Wrong token: the API's refusal is surfaced.
 	bad := &KubeNodeLabeler{Server: srv.URL, Token: "nope", CAPEM: caPEM, NodeName: "node-a"}
-	if err := bad.SetTEELabel(context.Background(), TEESNP); err == nil || !strings.Contains(err.Error(), "401") {
+	if err := bad.SetTEELabels(context.Background(), []TEE{TEESNP}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("unauthorized patch: %v", err)
 	}
 	// A CA the server's certificate does not chain to is refused.
 	wrongCA := &KubeNodeLabeler{Server: srv.URL, Token: "tok", CAPEM: otherCA(t), NodeName: "node-a"}
-	if err := wrongCA.SetTEELabel(context.Background(), TEESNP); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := wrongCA.SetTEELabels(context.Background(), []TEE{TEESNP}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted server accepted: %v", err)
 	}
-	if err := k.SetTEELabel(context.Background(), TEE("sev")); err == nil {
-		t.Fatal("invalid TEE label accepted")
+	n := len(bodies)
+	if err := k.SetTEELabels(context.Background(), []TEE{TEESim, "sev"}); err == nil || len(bodies) != n {
+		t.Fatalf("invalid TEE label accepted (%v) or a patch sent", err)
 	}
 }
 
@@ -511,7 +526,7 @@ func TestShimConfigErrors(t *testing.T) {
 			host := t.TempDir()
 			sc := tc.sc
 			rs := &countingRestarter{}
-			_, err := Install(context.Background(), Options{HostRoot: host, TEE: tc.tee, ShimConfig: &sc, Restarter: rs})
+			_, err := Install(context.Background(), Options{HostRoot: host, TEEs: []TEE{tc.tee}, ShimConfig: &sc, Restarter: rs})
 			if err == nil {
 				t.Fatal("Install accepted a bad shim config")
 			}
@@ -573,7 +588,7 @@ func TestSimKeyBesideNodeConfig(t *testing.T) {
 		{"", DefaultSimKeyPath},
 		{"/srv/node/sealpod/shim.json", "/srv/node/sealpod/sim-vcek.pem"},
 	} {
-		r := resolved{Options: Options{TEE: TEESim, HostRoot: dir, ShimConfig: &ShimNodeConfig{SimKeySource: src, Path: tc.path}}}
+		r := resolved{Options: Options{TEEs: []TEE{TEESim}, HostRoot: dir, ShimConfig: &ShimNodeConfig{SimKeySource: src, Path: tc.path}}}
 		p, err := prepareShimConfig(r)
 		if err != nil {
 			t.Fatal(err)
@@ -618,7 +633,7 @@ func TestShimConfigTEEs(t *testing.T) {
 			if tc.tee == TEESNP {
 				sc.Config.Accel = "kvm"
 			}
-			r := resolved{Options: Options{TEE: tc.tee, HostRoot: dir, ShimConfig: &sc}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			r := resolved{Options: Options{TEEs: []TEE{tc.tee}, HostRoot: dir, ShimConfig: &sc}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			p, err := prepareShimConfig(r)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

@@ -15,12 +15,15 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
-// NodeLabeler sets or removes the TEE label on this node.
+// NodeLabeler sets this node's TEE labels.
 type NodeLabeler interface {
-	SetTEELabel(ctx context.Context, tee TEE) error
-	RemoveTEELabel(ctx context.Context) error
+	// SetTEELabels makes the node carry TEELabel(t)="true" for exactly the TEEs given: the
+	// label of every other known TEE is removed (nil removes them all).
+	SetTEELabels(ctx context.Context, tees []TEE) error
 }
 
 // In-cluster service-account files (the kubelet mounts them into every pod).
@@ -71,24 +74,38 @@ func InClusterNodeLabeler(nodeName string) (*KubeNodeLabeler, error) {
 	}, nil
 }
 
-// SetTEELabel sets sealpod.io/tee=<tee> on the node.
-func (k *KubeNodeLabeler) SetTEELabel(ctx context.Context, tee TEE) error {
-	if _, err := ParseTEE(string(tee)); err != nil {
+// SetTEELabels sets sealpod.io/tee.<tee>=true for each of tees and removes the label of every
+// other known TEE (and the single-valued sealpod.io/tee of earlier installers) in one JSON merge
+// patch.
+func (k *KubeNodeLabeler) SetTEELabels(ctx context.Context, tees []TEE) error {
+	labels, err := teeLabelPatch(tees)
+	if err != nil {
 		return fmt.Errorf("label node %s: %w", k.NodeName, err)
 	}
-	return k.patchLabel(ctx, string(tee))
+	return k.patchLabels(ctx, labels)
 }
 
-// RemoveTEELabel removes sealpod.io/tee from the node (a merge patch with null).
-func (k *KubeNodeLabeler) RemoveTEELabel(ctx context.Context) error {
-	return k.patchLabel(ctx, nil)
+// teeLabelPatch is the metadata.labels of the merge patch SetTEELabels sends: "true" for the
+// TEEs given, null (remove) for the other known TEEs and LegacyTEELabel.
+func teeLabelPatch(tees []TEE) (map[string]any, error) {
+	labels := map[string]any{LegacyTEELabel: nil}
+	for _, t := range tee.Known {
+		labels[TEELabel(t)] = nil
+	}
+	for _, t := range tees {
+		if _, err := ParseTEE(string(t)); err != nil {
+			return nil, err
+		}
+		labels[TEELabel(t)] = "true"
+	}
+	return labels, nil
 }
 
-func (k *KubeNodeLabeler) patchLabel(ctx context.Context, value any) error {
+func (k *KubeNodeLabeler) patchLabels(ctx context.Context, labels map[string]any) error {
 	if k.NodeName == "" || k.Server == "" {
 		return errors.New("label node: server and node name are required")
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{TEELabel: value}}})
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
 	if err != nil {
 		return err
 	}
@@ -111,7 +128,7 @@ func (k *KubeNodeLabeler) patchLabel(ctx context.Context, value any) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("label node %s: PATCH %s: %s: %s", k.NodeName, u, resp.Status, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("label node %s: PATCH %s: %s: %s", k.NodeName, u, resp.Status, printable(strings.TrimSpace(string(msg))))
 	}
 	return nil
 }

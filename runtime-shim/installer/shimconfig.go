@@ -26,7 +26,7 @@ const DefaultSimTDXKeyPath = "/etc/sealpod/sim-tdx-pck.pem"
 // host path shimconfig.DefaultPath): the TEEs the node offers and how the shim starts QEMU.
 type ShimNodeConfig struct {
 	// Config is written as JSON after validation by shimconfig.Parse. Its TEEs default to
-	// Options.TEE (a single Config.TEE is written as tees). Its SimKey and SimTDXKey are host
+	// Options.TEEs (a single Config.TEE is written as tees). Its SimKey and SimTDXKey are host
 	// paths (when the sources below are set, default sim-vcek.pem and sim-tdx-pck.pem beside
 	// Path). For snp without SNPCBitPos, Install reads cbitpos from the host's CPUID.
 	Config shimconfig.Config
@@ -68,11 +68,15 @@ func prepareShimConfig(r resolved) (*preparedShimConfig, error) {
 		}
 		cfg.TEEs, cfg.TEE = []string{cfg.TEE}, ""
 	}
-	if len(cfg.TEEs) == 0 && r.TEE != "" {
-		cfg.TEEs = []string{string(r.TEE)}
+	if len(cfg.TEEs) == 0 {
+		for _, t := range r.TEEs {
+			cfg.TEEs = append(cfg.TEEs, string(t))
+		}
 	}
-	if r.TEE != "" && !slices.Contains(cfg.TEEs, string(r.TEE)) {
-		return nil, fmt.Errorf("shim config: tees %q do not include the node's tee %q", cfg.TEEs, r.TEE)
+	for _, t := range r.TEEs {
+		if !slices.Contains(cfg.TEEs, string(t)) {
+			return nil, fmt.Errorf("shim config: tees %q do not include the node's tee %q", cfg.TEEs, t)
+		}
 	}
 	p := &preparedShimConfig{}
 	for _, k := range []struct {

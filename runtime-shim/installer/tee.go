@@ -24,8 +24,17 @@ const (
 	TEESimTDX = tee.SimTDX
 )
 
-// TEELabel is the node label the RuntimeClasses select on.
-const TEELabel = "sealpod.io/tee"
+// TEELabelPrefix starts the node labels the RuntimeClasses select on: a node ready for TEE t
+// carries TEELabelPrefix+t = "true", one label per TEE (a label holds one value, and a node may
+// offer several TEEs: each RuntimeClass must match it).
+const TEELabelPrefix = "sealpod.io/tee."
+
+// LegacyTEELabel is the single-valued node label of earlier installers (sealpod.io/tee=<tee>):
+// no RuntimeClass selects on it; the installer removes it.
+const LegacyTEELabel = "sealpod.io/tee"
+
+// TEELabel is the node label of TEE t the RuntimeClass sealpod-<t> selects on (value "true").
+func TEELabel(t TEE) string { return TEELabelPrefix + string(t) }
 
 // ErrNoTEE: detection found no hardware TEE; give `--tee sim` explicitly to run simulated.
 var ErrNoTEE = errors.New("no hardware TEE detected on this node")

@@ -134,12 +134,15 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	// The installer DaemonSet ran and labelled the node; the RuntimeClasses exist.
-	if got := c.kubectl(t, "get", "node", "localhost", "-o", `jsonpath={.metadata.labels.sealpod\.io/tee}`); got != "sim" {
-		t.Fatalf("node label sealpod.io/tee = %q, want sim", got)
-	}
-	if got := c.kubectl(t, "get", "runtimeclass", "sealpod-sim", "-o", "jsonpath={.handler}"); got != "sealpod" {
-		t.Fatalf("RuntimeClass sealpod-sim handler %q", got)
+	// The installer DaemonSet ran and labelled the node for each of its TEEs (sim, sim-tdx);
+	// the RuntimeClasses exist and select it.
+	for _, tee := range []string{"sim", "sim-tdx"} {
+		if got := c.kubectl(t, "get", "node", "localhost", "-o", `jsonpath={.metadata.labels.sealpod\.io/tee\.`+tee+`}`); got != "true" {
+			t.Fatalf("node label sealpod.io/tee.%s = %q, want true", tee, got)
+		}
+		if got := c.kubectl(t, "get", "runtimeclass", "sealpod-"+tee, "-o", "jsonpath={.handler}"); got != "sealpod" {
+			t.Fatalf("RuntimeClass sealpod-%s handler %q", tee, got)
+		}
 	}
 	if os.Getenv("SEALPOD_CLUSTER_INSTALL") != "direct" {
 		// The installer DaemonSet's pod runs (--wait) and restarted containerd once.
@@ -308,6 +311,7 @@ spec:
 		}
 	})
 
+	t.Run("sim-tdx", c.simTDX)
 	t.Run("hostile-node", c.hostileNode)
 	t.Run("workloads", c.workloads)
 	t.Run("faults", c.faults)

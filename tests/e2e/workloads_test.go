@@ -41,9 +41,15 @@ func newCanary(prefix string) string {
 // are appended. It returns the sealed manifests' path.
 func (c *cluster) seal(t *testing.T, in, image string, extra ...string) string {
 	t.Helper()
+	return c.sealFor(t, "sim", c.guest, in, image, extra...)
+}
+
+// sealFor seals for tee with the guest bundle guest (seal: sim and the suite's bundle).
+func (c *cluster) sealFor(t *testing.T, tee, guest, in, image string, extra ...string) string {
+	t.Helper()
 	out := strings.TrimSuffix(in, ".yaml") + ".sealed.yaml"
 	kbsDir := c.env["SEALPOD_KBS_DIR"]
-	args := append([]string{"image", "create", "-f", in, "--guest", c.guest, "--tee", "sim",
+	args := append([]string{"image", "create", "-f", in, "--guest", guest, "--tee", tee,
 		"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
 		"--kbs-config", filepath.Join(kbsDir, "admin", "sealctl-kbs.json"),
 		"--push", c.env["SEALPOD_REGISTRY"] + "/sealpod/" + image, "--insecure-registry", "-o", out}, extra...)

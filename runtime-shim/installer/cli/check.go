@@ -101,7 +101,7 @@ else the one detected. The RuntimeClass is looked up only in a pod (in-cluster A
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.tee, "tee", "", "TEE to check for: snp|tdx|pef|sim (default: the node config's, else detected)")
+	fl.StringVar(&f.tee, "tee", "", "TEE to check for: snp|tdx|pef|sim|sim-tdx (default: the node config's first, else detected; install checks each TEE it offers)")
 	fl.StringVar(&f.hostRoot, "host-root", "/", "where the host's root filesystem is mounted (the DaemonSet uses /host)")
 	fl.StringVar(&f.containerdConfig, "containerd-config", installer.DefaultConfigPath, "containerd config file (host path)")
 	fl.StringVar(&f.shimDir, "shim-dir", installer.DefaultShimDir, "host directory holding "+installer.ShimBinaryName)

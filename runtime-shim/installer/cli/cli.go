@@ -66,7 +66,7 @@ func (f *commonFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.config, "containerd-config", installer.DefaultConfigPath, "containerd config file (host path)")
 	fl.StringVar(&f.backup, "backup", "", "backup of the original config (host path; default <containerd-config>"+installer.BackupSuffix+")")
 	fl.StringVar(&f.shimDir, "shim-dir", installer.DefaultShimDir, "host directory on containerd's PATH for "+installer.ShimBinaryName)
-	fl.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "Node to label "+installer.TEELabel+" through the in-cluster API (default $NODE_NAME; empty: no label)")
+	fl.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "Node to label "+installer.TEELabelPrefix+"<tee>=true through the in-cluster API (default $NODE_NAME; empty: no label)")
 	fl.StringVar(&f.restartCmd, "restart-cmd", "", "command that restarts containerd (split on spaces; default: systemctl, through nsenter when --host-root is not /)")
 	fl.BoolVar(&f.noRestart, "no-restart", false, "do not restart containerd (the handler takes effect at its next start)")
 	fl.StringVar(&f.systemdUnit, "systemd-unit", "containerd", "systemd unit of containerd")
@@ -148,9 +148,8 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 			if err != nil {
 				return err
 			}
-			// The node is labelled, and checked, for its first (preferred) TEE.
-			tee := tees[0]
-			o.TEE = tee
+			// The readiness check runs per TEE; the node is labelled for each one that is ready.
+			o.TEEs = tees
 			o.ShimSource = f.shim
 			accel := f.accel
 			if accel == "" {
@@ -208,16 +207,20 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 			}
 			o.Readiness = &co
 			res, err := installer.Install(ctx, o)
-			if res.Check != nil {
-				if werr := res.Check.WriteText(cmd.OutOrStdout()); werr != nil && err == nil {
+			for _, rep := range res.Checks {
+				if werr := rep.WriteText(cmd.OutOrStdout()); werr != nil && err == nil {
 					err = werr
 				}
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sealpod installed: tee=%s config=%s changed=%v shim=%s changed=%v restarted=%v labelled=%v\n",
-				tee, res.ConfigPath, res.ConfigChanged, res.ShimPath, res.ShimChanged, res.Restarted, res.Labeled)
+			labelled := "none"
+			if res.Labeled {
+				labelled = teeList(res.LabeledTEEs)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sealpod installed: tees=%s config=%s changed=%v shim=%s changed=%v restarted=%v labelled=%s\n",
+				teeList(tees), res.ConfigPath, res.ConfigChanged, res.ShimPath, res.ShimChanged, res.Restarted, labelled)
 			if f.wait {
 				slog.Info("installed; waiting for termination (uninstall is a separate command)")
 				<-ctx.Done()
@@ -228,7 +231,7 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&f.shim, "shim", "/opt/sealpod/bin/"+installer.ShimBinaryName, "shim binary to copy onto the host (empty: do not copy)")
-	fl.StringVar(&f.tee, "tee", "auto", "node TEE: auto|snp|tdx|pef|sim|sim-tdx, or a comma-separated list in order of preference (e.g. sim,sim-tdx; the node is labelled with the first); the simulated TEEs are insecure and never auto-detected")
+	fl.StringVar(&f.tee, "tee", "auto", "node TEE: auto|snp|tdx|pef|sim|sim-tdx, or a comma-separated list in order of preference (e.g. sim,sim-tdx); each is checked and labelled "+installer.TEELabelPrefix+"<tee>=true when ready; the simulated TEEs are insecure and never auto-detected")
 	fl.StringVar(&f.handler, "handler", installer.HandlerName, "CRI runtime handler name (RuntimeClass .handler)")
 	fl.StringVar(&f.runtimePath, "runtime-path", "", "write runtime_path (absolute shim path; honoured by containerd 1.7+, ignored by 1.6)")
 	fl.StringVar(&f.shimConfigPath, "shim-config", "", "write options.ConfigPath: the shim's node config file handed to the shim by containerd")
@@ -244,6 +247,18 @@ the simulated TEE (sim) is never detected, only given with --tee sim, and is ins
 	fl.StringVar(&f.network, "network", "", "VM networking user|tap (default: the shim's)")
 	f.check.register(fl)
 	return cmd
+}
+
+// teeList joins TEEs with commas ("none" for none).
+func teeList(tees []installer.TEE) string {
+	if len(tees) == 0 {
+		return "none"
+	}
+	s := make([]string, len(tees))
+	for i, t := range tees {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ",")
 }
 
 // resolveTEEs reads --tee: auto (detected), one TEE or a comma-separated list.

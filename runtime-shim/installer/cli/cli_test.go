@@ -47,7 +47,7 @@ func TestInstallUninstallCommands(t *testing.T) {
 	if err != nil || !slices.Equal(sc.TEEs, []string{"sim"}) || sc.Accel != "tcg" || sc.SimKey != installer.DefaultSimKeyPath {
 		t.Fatalf("shim node config %+v %v", sc, err)
 	}
-	if !strings.Contains(out, "tee=sim") || !strings.Contains(out, "restarted=true") {
+	if !strings.Contains(out, "tees=sim ") || !strings.Contains(out, "restarted=true") {
 		t.Fatalf("install output %q", out)
 	}
 	got, _ := os.ReadFile(cfg)
@@ -229,8 +229,15 @@ func TestInstallNodeTEEs(t *testing.T) {
 	for _, tc := range tests {
 		host := t.TempDir()
 		args := append([]string{"install", "--host-root", host, "--node-name", "", "--shim", "", "--no-restart"}, tc.args...)
-		if out, err := run(t, "", args...); err != nil && !errors.Is(err, installer.ErrNotReady) {
+		out, err := run(t, "", args...)
+		if err != nil && !errors.Is(err, installer.ErrNotReady) {
 			t.Fatalf("%v: %v\n%s", tc.args, err, out)
+		}
+		// One readiness report per TEE of --tee (here each fails: --shim "" copies no shim).
+		for _, tee := range strings.Split(tc.args[1], ",") {
+			if !strings.Contains(out, "node not ready for TEE "+tee+":") {
+				t.Errorf("%v: no readiness report for TEE %s:\n%s", tc.args, tee, out)
+			}
 		}
 		c, err := shimconfig.Load(filepath.Join(host, shimconfig.DefaultPath))
 		if err != nil || !tc.check(c) {
