@@ -1,7 +1,6 @@
 package installer
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
+	"github.com/sealpod/sealpod/runtime-shim/internal/qemuhelp"
 )
 
 // The host-side items of the readiness check: KVM, the TEE in the host kernel, QEMU, firmware,
@@ -123,20 +123,7 @@ func ParseQEMUVersion(out []byte) (major, minor int, version string, err error) 
 }
 
 // QEMUObjects lists the object types of `qemu-system-* -object help`.
-func QEMUObjects(out []byte) []string {
-	var objs []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, " ") {
-			continue // "List of user creatable objects:"
-		}
-		if f := strings.Fields(line); len(f) > 0 {
-			objs = append(objs, f[0])
-		}
-	}
-	return objs
-}
+func QEMUObjects(out []byte) []string { return qemuhelp.Objects(out) }
 
 func (o CheckOptions) runQEMU(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)

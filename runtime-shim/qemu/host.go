@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sealpod/sealpod/runtime-shim/internal/qemuhelp"
 )
 
 // The hardware boundary: what a VM needs from the host beyond its command line. CheckHost
@@ -122,20 +123,7 @@ func checkKVMDevice(path string) error {
 }
 
 // ParseObjectHelp lists the object types of `qemu-system-* -object help` output.
-func ParseObjectHelp(out []byte) []string {
-	var objs []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, " ") {
-			continue // "List of user creatable objects:"
-		}
-		if f := strings.Fields(line); len(f) > 0 {
-			objs = append(objs, f[0])
-		}
-	}
-	return objs
-}
+func ParseObjectHelp(out []byte) []string { return qemuhelp.Objects(out) }
 
 // QEMUObjects runs `binary -object help` (bounded in time and output) and lists the types.
 func QEMUObjects(binary string) ([]string, error) {
