@@ -124,25 +124,25 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 			caps = append(caps, "CAP_"+strings.ToUpper(c.String()))
 		}
 	}
-	for _, c := range sctx.CapAdd {
-		n := capName(c)
-		if n == "CAP_ALL" {
-			caps = nil
-			for _, k := range capability.ListKnown() {
-				caps = append(caps, "CAP_"+strings.ToUpper(k.String()))
-			}
-			continue
+	// As containerd's CRI plugin: add ALL, then drop ALL, then the single adds, then the
+	// single drops, so drop [ALL] add [NET_BIND_SERVICE] keeps NET_BIND_SERVICE.
+	isAll := func(c string) bool { return capName(c) == "CAP_ALL" }
+	if slices.ContainsFunc(sctx.CapAdd, isAll) {
+		caps = nil
+		for _, k := range capability.ListKnown() {
+			caps = append(caps, "CAP_"+strings.ToUpper(k.String()))
 		}
-		if !slices.Contains(caps, n) {
+	}
+	if slices.ContainsFunc(sctx.CapDrop, isAll) {
+		caps = nil
+	}
+	for _, c := range sctx.CapAdd {
+		if n := capName(c); !isAll(c) && !slices.Contains(caps, n) {
 			caps = append(caps, n)
 		}
 	}
 	for _, c := range sctx.CapDrop {
 		n := capName(c)
-		if n == "CAP_ALL" {
-			caps = nil
-			continue
-		}
 		caps = slices.DeleteFunc(caps, func(x string) bool { return x == n })
 	}
 	noNewPrivs := sctx.AllowPrivilegeEscalate != nil && !*sctx.AllowPrivilegeEscalate

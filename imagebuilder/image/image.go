@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/imagebuilder/pefseal"
 )
 
 // Paths inside the secure image.
@@ -32,7 +33,17 @@ const (
 	// bundle's, kept for images without one.
 	WorkloadGuestDir = "sealpod/workload-guest"
 	ExplainPath      = "sealpod/bin/explain"
+	// PEFDir holds <workload>.cpio: the workload's ESM blob in the cpio archive svm-tools'
+	// `svm add` prepends to the initrd; a pef guest boots with this file followed by
+	// GuestDir/initrd.img as its initrd (docs/pef.md#sealing).
+	PEFDir = "sealpod/pef"
 )
+
+// User is the secure image's USER: numeric and non-root, so the kubelet's runAsNonRoot check
+// passes for a placeholder that sets runAsNonRoot without runAsUser (it refuses uid 0 and
+// names it cannot verify). The explain entrypoint runs as anyone. The containers' real user
+// is the sealed one, enforced by the agent inside the guest.
+const User = "65532:65532"
 
 // Labels set on the image config.
 const (
@@ -54,6 +65,8 @@ type Input struct {
 	// WorkloadGuests maps workload id to the guest.json it boots with (sized for its pod,
 	// docs/formats.md#guest-size); a workload without one boots the bundle's guest.json.
 	WorkloadGuests map[string]*bundle.Config
+	// PEF maps workload id to its ESM cpio (pefseal.Sealed.CPIO), for images sealed for pef.
+	PEF map[string][]byte
 }
 
 // Build assembles the secure image. It reads nothing from disk and uses no clock, so equal
@@ -100,6 +113,17 @@ func Build(in Input) (v1.Image, error) {
 		}
 		sealedFiles = append(sealedFiles, file{path: path.Join(WorkloadGuestDir, id+".json"), data: data, mode: 0o444})
 	}
+	for id, cpio := range in.PEF {
+		if _, ok := in.Envelopes[id]; !ok {
+			return nil, fmt.Errorf("build secure image: ESM cpio for workload %q, which has no envelope", id)
+		}
+		if _, rest, err := pefseal.SplitInitrd(cpio); err != nil {
+			return nil, fmt.Errorf("build secure image: workload %s: ESM cpio: %w", id, err)
+		} else if len(rest) != 0 {
+			return nil, fmt.Errorf("build secure image: workload %s: ESM cpio: %d bytes after the archive", id, len(rest))
+		}
+		sealedFiles = append(sealedFiles, file{path: path.Join(PEFDir, id+".cpio"), data: cpio, mode: 0o444})
+	}
 	sort.Strings(ids)
 
 	// Two layers: the guest (shared by every image built from the same bundle, so
@@ -125,6 +149,7 @@ func Build(in Input) (v1.Image, error) {
 	cfg.Architecture = "amd64"
 	cfg.OS = "linux"
 	cfg.Config.Entrypoint = []string{"/" + ExplainPath}
+	cfg.Config.User = User
 	cfg.Config.Labels = map[string]string{
 		LabelFormat:    FormatV1,
 		LabelWorkloads: strings.Join(ids, ","),

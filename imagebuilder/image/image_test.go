@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -231,5 +232,28 @@ func TestExplainEntrypoint(t *testing.T) {
 	}
 	if stderr.String() != ExplainMessage {
 		t.Fatalf("stderr = %q", stderr.String())
+	}
+}
+
+// The secure image runs as a numeric non-root user, so the kubelet's runAsNonRoot check
+// passes for a placeholder without runAsUser (it refuses root and non-numeric users).
+func TestNumericNonRootUser(t *testing.T) {
+	img, err := Build(testInput(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid, ok := strings.Cut(cfg.Config.User, ":")
+	if !ok {
+		t.Fatalf("USER %q: want UID:GID", cfg.Config.User)
+	}
+	for _, id := range []string{uid, gid} {
+		n, err := strconv.ParseUint(id, 10, 32)
+		if err != nil || n == 0 {
+			t.Errorf("USER %q: %q is not a numeric non-root id", cfg.Config.User, id)
+		}
 	}
 }

@@ -228,7 +228,11 @@ func (p *pod) securityContext(field string, c *corev1.SecurityContext, podSC *co
 	out := &spec.SecurityContext{}
 	if podSC != nil {
 		out.RunAsUser, out.RunAsGroup, out.RunAsNonRoot = podSC.RunAsUser, podSC.RunAsGroup, podSC.RunAsNonRoot
-		out.SupplementalGroups = podSC.SupplementalGroups
+		out.SupplementalGroups = slices.Clone(podSC.SupplementalGroups)
+		if podSC.FSGroup != nil && !slices.Contains(out.SupplementalGroups, *podSC.FSGroup) {
+			// The kubelet makes fsGroup a supplemental group of every container.
+			out.SupplementalGroups = append(out.SupplementalGroups, *podSC.FSGroup)
+		}
 	}
 	if c != nil {
 		if c.Privileged != nil && *c.Privileged {
@@ -329,7 +333,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	ps.RuntimeClassName = &rc
 	no := false
 	ps.AutomountServiceAccountToken = &no
-	ps.SecurityContext = nil
+	ps.SecurityContext = placeholderPodSecurity(in.Spec.SecurityContext)
 	ps.Overhead = nil
 	ps.ImagePullSecrets = p.pullSecrets
 	ps.Volumes = nil
@@ -359,7 +363,7 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 		}
 	}
 	c.EnvFrom = envFrom
-	c.SecurityContext = nil
+	c.SecurityContext = placeholderContainerSecurity(c.SecurityContext)
 	c.Lifecycle = nil
 	c.TerminationMessagePath, c.TerminationMessagePolicy = "", ""
 	stubProbes(c)
