@@ -57,11 +57,16 @@ type TDXMeasurement struct {
 	RTMRs []string `json:"rtmrs,omitempty"`
 }
 
-// PEFMeasurement lists the SHA-256 digests of kernel, initrd and cmdline for a PEF ESM blob.
+// PEFMeasurement lists the digests of a PEF ESM blob, lowercase hex. sealctl (package
+// imagebuilder/pefseal) writes svm-tools' digests: SHA-512 of the objcopy'd vmlinux (and its
+// size), of the initrd without the ESM cpio, of the command line and svm-tools' RTAS digest.
+// Values without RTAS are the older SHA-256 stand-in of guest-image/measure.
 type PEFMeasurement struct {
-	Kernel  string `json:"kernel"`
-	Initrd  string `json:"initrd"`
-	Cmdline string `json:"cmdline"`
+	Kernel     string `json:"kernel"`
+	KernelSize uint32 `json:"kernelSize,omitempty"`
+	Initrd     string `json:"initrd"`
+	Cmdline    string `json:"cmdline"`
+	RTAS       string `json:"rtas,omitempty"`
 }
 
 // Bundle is a guest bundle loaded from disk.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
+	"github.com/sealpod/sealpod/imagebuilder/pefseal"
 )
 
 // Info describes a secure image without any plaintext of its sealed specs.
@@ -55,6 +56,8 @@ type WorkloadInfo struct {
 	// Guest is the workload's own guest size and measurements (WorkloadGuestDir); nil =
 	// the image's guest.json.
 	Guest *WorkloadGuestInfo `json:"guest,omitempty"`
+	// PEFESM is the workload's ESM cpio (PEFDir/<id>.cpio); nil when not sealed for pef.
+	PEFESM *FileInfo `json:"pefEsm,omitempty"`
 }
 
 // WorkloadGuestInfo is a workload's guest.json: the size it boots with and the measurements
@@ -90,6 +93,7 @@ func Inspect(img v1.Image) (*Info, error) {
 	tr := tar.NewReader(rc)
 	var guestJSON []byte
 	workloadGuests := map[string]*WorkloadGuestInfo{}
+	pefFiles := map[string]*FileInfo{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -131,6 +135,13 @@ func Inspect(img v1.Image) (*Info, error) {
 				return nil, fmt.Errorf("inspect image %s: %s: %w", d, p, err)
 			}
 			workloadGuests[strings.TrimSuffix(path.Base(p), ".json")] = &WorkloadGuestInfo{VCPUs: gc.VCPUs, MemoryMiB: gc.MemoryMiB, Measurements: gc.Measurements}
+		case path.Dir(p) == PEFDir && strings.HasSuffix(p, ".cpio"):
+			sum := sha256.New()
+			n, err := io.Copy(sum, io.LimitReader(tr, pefseal.MaxCPIO+1))
+			if err != nil {
+				return nil, fmt.Errorf("inspect image %s: %s: %w", d, p, err)
+			}
+			pefFiles[strings.TrimSuffix(path.Base(p), ".cpio")] = &FileInfo{Path: "/" + p, Size: n, SHA256: hex.EncodeToString(sum.Sum(nil))}
 		case path.Dir(p) == SealedDir && strings.HasSuffix(p, ".json"):
 			env, err := io.ReadAll(io.LimitReader(tr, envelope.MaxSize+1))
 			if err != nil {
@@ -163,6 +174,11 @@ func Inspect(img v1.Image) (*Info, error) {
 	for i := range info.Workloads {
 		info.Workloads[i].Guest = workloadGuests[info.Workloads[i].ID]
 		delete(workloadGuests, info.Workloads[i].ID)
+		info.Workloads[i].PEFESM = pefFiles[info.Workloads[i].ID]
+		delete(pefFiles, info.Workloads[i].ID)
+	}
+	for id := range pefFiles {
+		return nil, fmt.Errorf("inspect image %s: /%s/%s.cpio: no envelope for workload %q", d, PEFDir, id, id)
 	}
 	for id := range workloadGuests {
 		return nil, fmt.Errorf("inspect image %s: /%s/%s.json: no envelope for workload %q", d, WorkloadGuestDir, id, id)

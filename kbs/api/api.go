@@ -114,10 +114,11 @@ type TDXEvidence struct {
 }
 
 // Evidence is one TEE's evidence; exactly the field matching the session's TEE must be set
-// (sim uses SNP).
+// (sim uses SNP, sim-tdx TDX).
 type Evidence struct {
 	SNP *SNPEvidence `json:"snp,omitempty"`
 	TDX *TDXEvidence `json:"tdx,omitempty"`
+	PEF *PEFEvidence `json:"pef,omitempty"` // pef.go
 }
 
 // AttestRequest is the body of POST /kbs/v1/attest.
@@ -244,11 +245,11 @@ func (r *AttestRequest) Validate() error {
 	if len(r.TEEPubKey) != TEEPubKeySize {
 		return fmt.Errorf("attest request field teePubKey: %d bytes, want %d", len(r.TEEPubKey), TEEPubKeySize)
 	}
-	if r.Evidence.SNP == nil && r.Evidence.TDX == nil {
+	switch n := btoi(r.Evidence.SNP != nil) + btoi(r.Evidence.TDX != nil) + btoi(r.Evidence.PEF != nil); {
+	case n == 0:
 		return errors.New("attest request field evidence: empty")
-	}
-	if r.Evidence.SNP != nil && r.Evidence.TDX != nil {
-		return errors.New("attest request field evidence: both snp and tdx set")
+	case n > 1:
+		return errors.New("attest request field evidence: more than one of snp, tdx and pef set")
 	}
 	if r.CSR != nil && len(r.CSR) == 0 {
 		return errors.New("attest request field csr: empty")
@@ -257,6 +258,13 @@ func (r *AttestRequest) Validate() error {
 		return fmt.Errorf("attest request field csr: %d bytes, at most %d", len(r.CSR), MaxCSRSize)
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Validate checks a certificate request's fields.

@@ -53,8 +53,11 @@ type Workload struct {
 	MinTCB         TCB                 `json:"minTcb"`
 	SANs           []string            `json:"sans"`              // DNS names / IPs / URIs allowed in the workload certificate
 	DataKey        []byte              `json:"dataKey,omitempty"` // 32 bytes; never returned by list/get over the admin API
-	Generation     uint64              `json:"generation"`        // set by the registry: 1 on first Put, +1 on every update
-	UpdatedAt      time.Time           `json:"updatedAt"`         // set by the registry
+	// PEFCredential is the hex Ed25519 public key of the broker credential sealed in the
+	// workload's ESM blob (pef.go); required when tees lists pef, empty otherwise.
+	PEFCredential string    `json:"pefCredential,omitempty"`
+	Generation    uint64    `json:"generation"` // set by the registry: 1 on first Put, +1 on every update
+	UpdatedAt     time.Time `json:"updatedAt"`  // set by the registry
 }
 
 // Public returns a deep copy of w without its data key (what list/get/manifest expose).
@@ -168,6 +171,9 @@ func (w *Workload) Validate() error {
 				return fieldErr(fmt.Sprintf("%s[%d]", f, i), "%v", err)
 			}
 		}
+	}
+	if err := validatePEFCredential(w.PEFCredential, seen[TEEPEF]); err != nil {
+		return err
 	}
 	if !isLowerHex(w.EnvelopeDigest, envelopeDigestHexLen) {
 		return fieldErr("envelopeDigest", "must be %d lowercase hex characters (SHA-256 of the sealed envelope)", envelopeDigestHexLen)

@@ -96,6 +96,7 @@ func TestValidateNamesField(t *testing.T) {
 	}
 	w := validWorkload("app.v1-x")
 	w.TEEs = append(w.TEEs, "tdx", "pef")
+	w.PEFCredential = strings.Repeat("ef", 32) // an Ed25519 public key (any 32 bytes pass Validate)
 	w.Measurements["tdx"] = []string{tdxPinned, hex96 + "::" + hex96 + ":" + hex96 + ":" + hex96}
 	if err := w.Validate(); err != nil {
 		t.Fatalf("valid workload: %v", err)

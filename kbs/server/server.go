@@ -421,9 +421,6 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) (auditEvent,
 }
 
 func (s *Server) teeEnabled(tee string) *httpError {
-	if tee == api.TEEPEF {
-		return fail(http.StatusNotImplemented, api.ReasonUnsupported, "tee pef: key release is not supported by this broker (PEF keys are wrapped to host keys in the ESM blob)")
-	}
 	if v := s.cfg.Verifiers[tee]; v == nil {
 		if tee == api.TEESim {
 			return fail(http.StatusForbidden, api.ReasonUnsupported, "tee sim is not enabled on this broker (start it with --insecure-sim-roots)")
@@ -451,6 +448,13 @@ func policyFor(wl *registry.Workload, tee string, reportData []byte) (verify.Pol
 		return verify.Policy{}, fmt.Errorf("workload %s field envelopeDigest: not 32 bytes of hex", wl.ID)
 	}
 	p := verify.Policy{Measurements: wl.Measurements[tee], HostData: hd, ReportData: reportData}
+	if tee == api.TEEPEF {
+		// No report: the guest signs with the credential sealed in its ESM blob (kbs/verify/pef).
+		if p.PEFCredential, err = hex.DecodeString(wl.PEFCredential); err != nil || len(p.PEFCredential) != 32 {
+			return p, fmt.Errorf("workload %s field pefCredential: not 32 bytes of hex", wl.ID)
+		}
+		return p, nil
+	}
 	if len(p.Measurements) == 0 {
 		return p, fmt.Errorf("workload %s field measurements: none for tee %s", wl.ID, tee)
 	}

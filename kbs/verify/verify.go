@@ -41,6 +41,8 @@ type Policy struct {
 	MinSNPTCB *SNPTCB
 	// MinTDXTeeTCBSVN is the component-wise minimum TEE_TCB_SVN (16 bytes) for tdx; nil = none.
 	MinTDXTeeTCBSVN []byte
+	// PEFCredential is the workload's registered Ed25519 broker-credential public key (pef).
+	PEFCredential []byte
 }
 
 // Result describes accepted evidence.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sealpod/sealpod/guest-image/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/imagebuilder/pefseal"
 	"github.com/sealpod/sealpod/internal/tee"
 )
 
@@ -181,6 +182,18 @@ func (f *guestMeasureFlags) run(cmd *cobra.Command, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if m.PEF != nil {
+		// svm-tools' digests (what the ESM blob carries), not measure's SHA-256 stand-in.
+		d, err := pefseal.Measure(in.Boot.Kernel, in.Boot.Initrd, in.Boot.Cmdline)
+		switch {
+		case err == nil:
+			m.PEF = pefMeasurement(d)
+		case slices.Contains(in.TEEs, tee.PEF):
+			return fmt.Errorf("measure pef: %w", err)
+		default:
+			m.PEF = nil // not asked for, and the kernel is not a ppc64le vmlinux
+		}
+	}
 	return writeMeasurements(out, f.output, m)
 }
 
@@ -211,7 +224,8 @@ func writeMeasurements(out io.Writer, format string, m bundle.Measurements) erro
 			}
 		}
 		if m.PEF != nil {
-			fmt.Fprintf(&sb, "pef.kernel   %s\npef.initrd   %s\npef.cmdline  %s\n", m.PEF.Kernel, m.PEF.Initrd, m.PEF.Cmdline)
+			fmt.Fprintf(&sb, "pef.rtas     %s\npef.kernel   %s (%d bytes)\npef.initrd   %s\npef.cmdline  %s\n",
+				m.PEF.RTAS, m.PEF.Kernel, m.PEF.KernelSize, m.PEF.Initrd, m.PEF.Cmdline)
 		}
 		_, err := io.WriteString(out, sb.String())
 		return err

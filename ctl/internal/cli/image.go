@@ -66,6 +66,8 @@ type imageCreateFlags struct {
 	logs         string
 	output       string
 
+	pefHostKeys []string // PEM public keys of the hosts a pef blob opens on
+
 	defaultGuestMemoryMiB int // guest memory of pods without a memory limit
 	defaultGuestVCPUs     int // vCPUs of pods without a CPU limit
 
@@ -131,6 +133,7 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.StringVar(&f.kbsCA, "kbs-ca", "", "PEM file of the key broker's TLS CA certificate (pinned by the guest)")
 	fl.StringVar(&f.kbsConfig, "kbs-config", os.Getenv("SEALPOD_KBS_CONFIG"), "sealctl-kbs.json: broker URL, CA and admin identity used to register the workloads")
 	fl.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
+	fl.StringArrayVar(&f.pefHostKeys, "pef-host-key", nil, "with --tee pef: PEM public key (RSA, `openssl pkey -pubout`) of a host whose ultravisor may open the workloads' ESM blob; repeatable (docs/pef.md)")
 	fl.StringVar(&f.snpMinTCB, "snp-min-tcb", "", "minimum SEV-SNP TCB the broker accepts: bootloader,tee,snp,microcode (e.g. 3,0,8,115)")
 	fl.StringVar(&f.tdxMinTCB, "tdx-min-tcb", "", "minimum TDX TEE_TCB_SVN the broker accepts (32 hex characters)")
 	fl.StringVar(&f.keys, "keys", "", "also (or, without a broker config, only) write the workloads' data keys to this file (mode 0600)")
@@ -193,6 +196,9 @@ func (f *imageCreateFlags) validate() error {
 		if _, err := tee.Parse(t); err != nil {
 			return fmt.Errorf("--tee: %w", err)
 		}
+	}
+	if err := f.validatePEF(); err != nil {
+		return err
 	}
 	if m := f.defaultGuestMemoryMiB; m < bundle.MinMemoryMiB || m > 1<<20 {
 		return fmt.Errorf("--default-guest-memory-mib %d: want %d..1048576", m, bundle.MinMemoryMiB)
@@ -271,7 +277,14 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
+	pef, err := newPEFSealer(f, guest, stderr)
+	if err != nil {
+		return err
+	}
 	for _, t := range f.tees {
+		if tee.TEE(t) == tee.PEF {
+			continue // computed from the bundle's files for each workload's blob (pefSealer)
+		}
 		if _, err := guest.Config.Measurement(tee.TEE(t)); err != nil {
 			return fmt.Errorf("guest bundle %s: %w", f.guest, err)
 		}
@@ -329,12 +342,21 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 			continue
 		}
 		guests[w.ID], measurements[w.ID] = g.config, g.measurements
+		if pef != nil {
+			if err := pef.seal(w, g.config); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(stderr, "guest of %s: %d vCPU(s), %d MiB\n", w.ID, g.config.VCPUs, g.config.MemoryMiB)
 	}
 	if len(sizeErrs) > 0 {
 		return errors.Join(sizeErrs...)
 	}
-	img, err := image.Build(image.Input{Guest: guest, Envelopes: envs, WorkloadGuests: guests})
+	in := image.Input{Guest: guest, Envelopes: envs, WorkloadGuests: guests}
+	if pef != nil {
+		in.PEF = pef.cpio
+	}
+	img, err := image.Build(in)
 	if err != nil {
 		return err
 	}
@@ -355,6 +377,9 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 			rw := api.Workload{
 				ID: w.ID, TEEs: f.tees, Measurements: measurements[w.ID], EnvelopeDigest: w.Digest.String(),
 				MinTCB: minTCB, SANs: w.Spec.Identity.SANs, DataKey: w.Key,
+			}
+			if pef != nil {
+				rw.PEFCredential = pef.cred[w.ID]
 			}
 			if err := rw.Validate(); err != nil {
 				return fmt.Errorf("%s (workload %s): %w", w.Object, w.ID, err)
@@ -390,7 +415,13 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		}
 	}
 	if f.keys != "" {
-		kb, err := json.MarshalIndent(newKeyFile(f.kbsURL, res.Workloads, measurements), "", "  ")
+		kf := newKeyFile(f.kbsURL, res.Workloads, measurements)
+		if pef != nil {
+			for i := range kf.Workloads {
+				kf.Workloads[i].PEFCredential = pef.cred[kf.Workloads[i].ID]
+			}
+		}
+		kb, err := json.MarshalIndent(kf, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -473,6 +504,7 @@ type keyFileRecord struct {
 	EnvelopeDigest string              `json:"envelopeDigest"`
 	Measurements   map[string][]string `json:"measurements"`
 	SANs           []string            `json:"sans"`
+	PEFCredential  string              `json:"pefCredential,omitempty"` // hex Ed25519 public key (tee pef)
 }
 
 func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string]map[string][]string) keyFile {

@@ -50,6 +50,8 @@ func TestMinTCB(t *testing.T) {
 				w.Measurements[tee] = []string{hex96}
 			case "tdx":
 				w.Measurements[tee] = []string{tdxPinned}
+			case "pef":
+				w.PEFCredential = strings.Repeat("ef", 32)
 			}
 		}
 		if _, err := kb.Registry.Put(ctx, w, "test"); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/sealpod/sealpod/kbs/server"
 	"github.com/sealpod/sealpod/kbs/setup"
 	"github.com/sealpod/sealpod/kbs/verify"
+	"github.com/sealpod/sealpod/kbs/verify/pef"
 	"github.com/sealpod/sealpod/kbs/verify/sim"
 	"github.com/sealpod/sealpod/kbs/verify/snp"
 	"github.com/sealpod/sealpod/kbs/verify/tdx"
@@ -218,6 +219,7 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 	verifiers := map[string]verify.Verifier{
 		api.TEESNP: snp.New(snp.Config{CertCacheDir: f.SNPCertCache}),
 		api.TEETDX: tdx.New(tdx.Config{}),
+		api.TEEPEF: pef.Verifier{}, // the credential sealed in the ESM blob (docs/pef.md)
 	}
 	if f.InsecureSimRoots != "" {
 		vs, err := sim.LoadVerifiers(f.InsecureSimRoots)

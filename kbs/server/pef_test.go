@@ -1,0 +1,123 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"testing"
+
+	"github.com/sealpod/sealpod/kbs/api"
+	"github.com/sealpod/sealpod/kbs/client"
+	"github.com/sealpod/sealpod/kbs/registry"
+	"github.com/sealpod/sealpod/kbs/verify"
+	"github.com/sealpod/sealpod/kbs/verify/pef"
+)
+
+// TestPEF: a workload registered for pef gets its token and key for a challenge signed with
+// the credential registered for it (the one sealed in its ESM blob), bound to the session's
+// nonce and TEE key; a wrong credential, a replayed nonce, a different TEE key and a
+// workload registered for snp/sim are refused.
+func TestPEF(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.srv.cfg.Verifiers[api.TEEPEF] = pef.Verifier{}
+	ctx := context.Background()
+	pub, cred, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := e.workload
+	wl.ID, wl.TEEs, wl.Measurements, wl.MinTCB = "pef-app", []string{api.TEEPEF}, nil, registry.TCB{}
+	wl.PEFCredential = hex.EncodeToString(pub)
+	if _, err := e.reg.Put(ctx, wl, "test"); err != nil {
+		t.Fatalf("register pef workload: %v", err)
+	}
+	auth := func(t *testing.T, tee, id string) *client.Session {
+		t.Helper()
+		s, err := e.client.Auth(ctx, tee, id)
+		if err != nil {
+			t.Fatalf("auth %s %s: %v", tee, id, err)
+		}
+		return s
+	}
+	otherTEEKey := func(t *testing.T) []byte {
+		k, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.PublicKey().Bytes()
+	}
+
+	t.Run("signed by the registered credential", func(t *testing.T) {
+		s := auth(t, api.TEEPEF, wl.ID)
+		if err := s.Attest(ctx, api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())); err != nil {
+			t.Fatalf("attest: %v", err)
+		}
+		c, err := e.srv.tokens.verify(s.Token, e.clock.now())
+		if err != nil || c.TEE != api.TEEPEF || c.Workload != wl.ID {
+			t.Fatalf("token claims %+v, %v; want tee=pef workload=%s", c, err, wl.ID)
+		}
+		key, err := s.Key(ctx)
+		if err != nil || hex.EncodeToString(key) != hex.EncodeToString(wl.DataKey) {
+			t.Fatalf("key: %x, %v; want the workload's data key", key, err)
+		}
+	})
+	t.Run("replayed nonce", func(t *testing.T) {
+		s := auth(t, api.TEEPEF, wl.ID)
+		ev := api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())
+		if err := s.Attest(ctx, ev); err != nil {
+			t.Fatalf("first attest: %v", err)
+		}
+		// The same session again: its nonce is spent.
+		wantAPIError(t, s.Attest(ctx, ev), http.StatusUnauthorized, api.ReasonNonce, "")
+		// The old signature in a new session (new nonce).
+		s2 := auth(t, api.TEEPEF, wl.ID)
+		wantAPIError(t, s2.Attest(ctx, ev), http.StatusForbidden, api.ReasonEvidence, verify.FieldSignature)
+	})
+	tests := []struct {
+		name     string
+		tee, id  string
+		evidence func(t *testing.T, s *client.Session) *api.Evidence
+		status   int
+		reason   string
+		field    string
+	}{
+		{"wrong credential", api.TEEPEF, wl.ID, func(t *testing.T, s *client.Session) *api.Evidence {
+			return api.SignPEFChallenge(other, s.Nonce, s.PublicKey())
+		}, http.StatusForbidden, api.ReasonEvidence, verify.FieldSignature},
+		{"different TEE key", api.TEEPEF, wl.ID, func(t *testing.T, s *client.Session) *api.Evidence {
+			return api.SignPEFChallenge(cred, s.Nonce, otherTEEKey(t))
+		}, http.StatusForbidden, api.ReasonEvidence, verify.FieldSignature},
+		{"short signature", api.TEEPEF, wl.ID, func(t *testing.T, s *client.Session) *api.Evidence {
+			ev := api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())
+			ev.PEF.Signature = ev.PEF.Signature[:63]
+			return ev
+		}, http.StatusForbidden, api.ReasonEvidence, verify.FieldSignature},
+		{"snp evidence in a pef session", api.TEEPEF, wl.ID, func(t *testing.T, s *client.Session) *api.Evidence {
+			return e.evidence(t, s, nil)
+		}, http.StatusForbidden, api.ReasonEvidence, verify.FieldEvidence},
+		{"pef evidence for a sim workload", api.TEESim, e.workload.ID, func(t *testing.T, s *client.Session) *api.Evidence {
+			return api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())
+		}, http.StatusForbidden, api.ReasonEvidence, verify.FieldEvidence},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := auth(t, tc.tee, tc.id)
+			wantAPIError(t, s.Attest(ctx, tc.evidence(t, s)), tc.status, tc.reason, tc.field)
+		})
+	}
+	t.Run("pef session for a workload registered for snp/sim", func(t *testing.T) {
+		_, err := e.client.Auth(ctx, api.TEEPEF, e.workload.ID)
+		wantAPIError(t, err, http.StatusForbidden, api.ReasonPolicy, "")
+	})
+	t.Run("sim session for the pef workload", func(t *testing.T) {
+		_, err := e.client.Auth(ctx, api.TEESim, wl.ID)
+		wantAPIError(t, err, http.StatusForbidden, api.ReasonPolicy, "")
+	})
+}
