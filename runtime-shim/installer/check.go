@@ -146,8 +146,8 @@ type CheckOptions struct {
 	// Firmware is the firmware (host path) to check for snp/tdx; "" skips the item (each pod's
 	// guest bundle brings its own firmware.fd).
 	Firmware string
-	// QGS is the TDX Quote Generation Service: "unix:<path>" (default unix:DefaultQGSSocket)
-	// or "vsock:<cid>:<port>".
+	// QGS is the TDX Quote Generation Service: "unix:<path>" or "vsock:<cid>:<port>"; default
+	// the node config's qgsSocket, else unix:DefaultQGSSocket.
 	QGS string
 	// KVMProbe checks that a /dev/kvm path is usable; nil: ProbeKVM.
 	KVMProbe func(path string) (string, error)
@@ -190,12 +190,14 @@ func Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
 	if o.CPUID == nil {
 		o.CPUID = DevCPUID{Path: o.host("/dev/cpu/0/cpuid")}
 	}
+	nodeCfg, nodeCfgErr := shimconfig.Load(o.host(o.ShimConfigPath))
+	if o.QGS == "" && nodeCfgErr == nil && nodeCfg.QGSSocket != "" {
+		o.QGS = "unix:" + nodeCfg.QGSSocket // the socket the shim will hand QEMU
+	}
 	qgs, err := parseQGS(o.QGS)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-
-	nodeCfg, nodeCfgErr := shimconfig.Load(o.host(o.ShimConfigPath))
 	t := o.TEE
 	if t == "" {
 		switch {

@@ -131,11 +131,27 @@ func TestCheckFakeTDXHost(t *testing.T) {
 			write(t, h.path(firmwareHostPath), sharedFirmware(t, "ovmf_AmdSev_suffix.bin"), 0o644)
 		}, []string{ItemFirmware}},
 		{"QGS not listening", func(t *testing.T, h *fakeHost) { h.opts.QGS = "unix:/run/none/qgs.socket" }, []string{ItemQGS}},
+		// install --qgs-socket writes the node config; check reads it without --qgs.
+		{"QGS at the node config's socket", func(t *testing.T, h *fakeHost) {
+			cfg, err := shimconfig.Load(h.path(shimconfig.DefaultPath))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.QGSSocket = "/run/other-qgs/qgs.socket"
+			data, err := jsonConfig(*cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, h.path(shimconfig.DefaultPath), data, 0o644)
+			h.listenQGSAt(t, cfg.QGSSocket)
+		}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHost(t, TEETDX)
-			h.listenQGS(t)
+			if tc.name != "QGS at the node config's socket" {
+				h.listenQGS(t)
+			}
 			tc.break_(t, h)
 			rep := checkFails(t, h.opts, tc.want...)
 			if st := statusOf(rep); st[ItemCBitPos] != CheckSkip || tc.want == nil && st[ItemQGS] != CheckOK {

@@ -172,9 +172,12 @@ func newFakeHost(t *testing.T, tee TEE) *fakeHost {
 func (h *fakeHost) path(p string) string { return filepath.Join(h.root, p) }
 
 // listenQGS serves a unix socket at the default QGS path under the fake root.
-func (h *fakeHost) listenQGS(t *testing.T) {
+func (h *fakeHost) listenQGS(t *testing.T) { t.Helper(); h.listenQGSAt(t, DefaultQGSSocket) }
+
+// listenQGSAt serves a unix socket at the host path qgs under the fake root.
+func (h *fakeHost) listenQGSAt(t *testing.T, qgs string) {
 	t.Helper()
-	p := h.path(DefaultQGSSocket)
+	p := h.path(qgs)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}
