@@ -34,7 +34,9 @@ and verifies a deployment.`,
       --kbs-key signing.pub.pem --expect app.sealed.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionInfo().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	for _, sub := range subcommands {
 		root.AddCommand(sub())
 	}
@@ -47,6 +49,7 @@ var subcommands = []func() *cobra.Command{
 	NewGuestCmd,
 	NewKBSCmd,
 	NewVerifyCmd,
+	NewVersionCmd,
 }
 
 // Execute runs sealctl with a context that is cancelled on Ctrl-C / SIGTERM and returns the
