@@ -416,8 +416,10 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	}
 	if f.keys != "" {
 		kf := newKeyFile(f.kbsURL, res.Workloads, measurements)
-		if pef != nil {
-			for i := range kf.Workloads {
+		for i := range kf.Workloads {
+			kf.Workloads[i].TEEs = f.tees
+			kf.Workloads[i].MinTCB = &minTCB
+			if pef != nil {
 				kf.Workloads[i].PEFCredential = pef.cred[kf.Workloads[i].ID]
 			}
 		}
@@ -502,9 +504,28 @@ type keyFileRecord struct {
 	KeyID          string              `json:"keyID"`
 	DataKey        []byte              `json:"dataKey"`
 	EnvelopeDigest string              `json:"envelopeDigest"`
+	TEEs           []string            `json:"tees,omitempty"` // the --tee list (older files: the measurements' TEEs)
 	Measurements   map[string][]string `json:"measurements"`
+	MinTCB         *api.TCB            `json:"minTcb,omitempty"`
 	SANs           []string            `json:"sans"`
 	PEFCredential  string              `json:"pefCredential,omitempty"` // hex Ed25519 public key (tee pef)
+}
+
+// workload is the registration `sealctl kbs register` makes of a keys-file record: what
+// image create would have registered with a broker config.
+func (r keyFileRecord) workload() api.Workload {
+	w := api.Workload{ID: r.ID, TEEs: r.TEEs, Measurements: r.Measurements, EnvelopeDigest: r.EnvelopeDigest,
+		SANs: r.SANs, DataKey: r.DataKey, PEFCredential: r.PEFCredential}
+	if r.MinTCB != nil {
+		w.MinTCB = *r.MinTCB
+	}
+	if len(w.TEEs) == 0 {
+		for t := range r.Measurements {
+			w.TEEs = append(w.TEEs, t)
+		}
+		slices.Sort(w.TEEs)
+	}
+	return w
 }
 
 func newKeyFile(kbs string, ws []*manifests.Workload, measurements map[string]map[string][]string) keyFile {

@@ -80,7 +80,7 @@ that 'sealpod-kbs init' created). The connection settings come from a sealctl-kb
 	pf.StringVar(&f.config, "config", defaultKBSConfig(), "sealctl-kbs.json with the broker URL, CA and admin client certificate")
 	pf.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.AddCommand(newKBSWorkloadCmd(f), newKBSAuditCmd(f), newKBSHistoryCmd(f), newKBSCACmd(f), newKBSStatusCmd(f), newKBSAdminCmd(f))
+	cmd.AddCommand(newKBSWorkloadCmd(f), newKBSRegisterCmd(f), newKBSAuditCmd(f), newKBSHistoryCmd(f), newKBSCACmd(f), newKBSStatusCmd(f), newKBSAdminCmd(f))
 	return cmd
 }
 
