@@ -442,27 +442,40 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	return nil
 }
 
-// registerWorkloads puts each workload at the broker. The admin API takes one workload per
-// request; on a failure the error says which were registered already (sealing again
-// replaces them).
+// registerWorkloads puts each workload at the broker named by the admin config at cfgPath,
+// logging each registration.
 func registerWorkloads(ctx context.Context, cfgPath string, regs []api.Workload, log io.Writer) error {
 	c, err := adminclient.NewClientFromConfig(cfgPath)
 	if err != nil {
 		return err
 	}
-	var done []string
+	_, err = putWorkloads(ctx, c, regs, func(h api.HistoryEntry) {
+		fmt.Fprintf(log, "registered %s at %s (history #%d)\n", h.WorkloadID, c.URL(), h.Seq)
+	})
+	return err
+}
+
+// putWorkloads registers regs in order, calling done after each. The admin API takes one
+// workload per request; on a failure the error says which were registered already
+// (registering them again makes a new generation).
+func putWorkloads(ctx context.Context, c *adminclient.Client, regs []api.Workload, done func(api.HistoryEntry)) ([]api.HistoryEntry, error) {
+	var entries []api.HistoryEntry
+	var ids []string
 	for _, w := range regs {
 		h, err := c.PutWorkload(ctx, w)
 		if err != nil {
-			if len(done) > 0 {
-				return fmt.Errorf("register workload %s at %s: %w (already registered: %s)", w.ID, c.URL(), err, strings.Join(done, ", "))
+			if len(ids) > 0 {
+				return entries, fmt.Errorf("register workload %s at %s: %w (already registered: %s)", w.ID, c.URL(), err, strings.Join(ids, ", "))
 			}
-			return fmt.Errorf("register workload %s at %s: %w", w.ID, c.URL(), err)
+			return entries, fmt.Errorf("register workload %s at %s: %w", w.ID, c.URL(), err)
 		}
-		done = append(done, w.ID)
-		fmt.Fprintf(log, "registered %s at %s (history #%d)\n", w.ID, c.URL(), h.Seq)
+		entries = append(entries, h)
+		ids = append(ids, w.ID)
+		if done != nil {
+			done(h)
+		}
 	}
-	return nil
+	return entries, nil
 }
 
 func shortDigest(hex string) string { return "sealed-" + hex[:12] }

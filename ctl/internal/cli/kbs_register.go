@@ -43,13 +43,9 @@ exists gets a new generation. The keys file holds the data keys: keep it like th
 			if err != nil {
 				return err
 			}
-			var entries []api.HistoryEntry
-			for _, w := range regs {
-				e, err := c.PutWorkload(cmd.Context(), w)
-				if err != nil {
-					return fmt.Errorf("register workload %s from %s: %w (%d of %d registered before it)", w.ID, file, err, len(entries), len(regs))
-				}
-				entries = append(entries, e)
+			entries, err := putWorkloads(cmd.Context(), c, regs, nil)
+			if err != nil {
+				return fmt.Errorf("keys file %s: %w", file, err)
 			}
 			return printObject(cmd.OutOrStdout(), f.output, entries, func(out io.Writer) error {
 				for _, e := range entries {
