@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -35,18 +36,11 @@ func tunePageReporting(path string) error {
 	if err != nil {
 		return fmt.Errorf("page reporting order: %w", err)
 	}
-	if n, err := strconv.Atoi(string(trimNewline(cur))); err == nil && n <= PageReportingOrder {
+	if n, err := strconv.Atoi(string(bytes.TrimSpace(cur))); err == nil && n <= PageReportingOrder {
 		return nil
 	}
 	if err := os.WriteFile(path, []byte(strconv.Itoa(PageReportingOrder)), 0); err != nil {
 		return fmt.Errorf("page reporting order: %w", err)
 	}
 	return nil
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -43,7 +43,7 @@ func TestPauseProcess(t *testing.T) {
 		t.Fatalf("pause: %q %v", line, err)
 	}
 	pid := cmd.Process.Pid
-	status, err := os.ReadFile("/proc/" + itoa(pid) + "/status")
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestPauseProcess(t *testing.T) {
 	if pauseInC && threads != "1" {
 		t.Errorf("pause has %s threads: the Go runtime started (want the C pause: 1 thread)", threads)
 	}
-	if got, err := os.Readlink("/proc/" + itoa(pid) + "/root"); err != nil || got != root {
+	if got, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/root"); err != nil || got != root {
 		t.Errorf("pause root %q (%v), want %q", got, err, root)
 	}
 	if host := utsHostname(t, pid); host != "pause-test" {
@@ -88,7 +88,7 @@ func utsHostname(t *testing.T, pid int) string {
 	out := make(chan string, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/proc/" + itoa(pid) + "/ns/uts")
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/uts")
 		if err != nil {
 			out <- "open: " + err.Error()
 			return
@@ -107,5 +107,3 @@ func utsHostname(t *testing.T, pid int) string {
 	}()
 	return <-out
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

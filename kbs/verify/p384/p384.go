@@ -18,7 +18,6 @@
 package p384
 
 import (
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"errors"
@@ -55,9 +54,6 @@ func NewTable(pub *ecdsa.PublicKey) (*Table, error) {
 	ek, err := pub.ECDH()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
-	}
-	if ek.Curve() != ecdh.P384() {
-		return nil, ErrKey
 	}
 	q, err := nistec.NewP384Point().SetBytes(ek.Bytes())
 	if err != nil {
@@ -136,5 +132,3 @@ func hashToInt(digest []byte) *big.Int {
 	}
 	return new(big.Int).SetBytes(digest)
 }
-
-func newIdentity() *nistec.P384Point { return nistec.NewP384Point() }
