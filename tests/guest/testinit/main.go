@@ -28,28 +28,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sealpod/sealpod/internal/guestinit"
+
 	"github.com/sealpod/sealpod/agent/kmod"
 )
 
-const prefix = "sealpod-testinit: "
+// console prints the lines above.
+const console = guestinit.Console("sealpod-testinit: ")
 
-func say(format string, args ...any) {
-	fmt.Fprintf(os.Stdout, prefix+format+"\n", args...)
-}
+var say = console.Say
 
-func main() {
-	if err := run(); err != nil {
-		say("FAIL %v", err)
-	} else {
-		say("done")
-	}
-	unix.Sync()
-	// As PID 1, returning would panic the kernel; power off instead (QEMU exits with -no-reboot).
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("FAIL reboot: %v", err)
-	}
-	select {}
-}
+func main() { console.Main(run) }
 
 func uptime() string {
 	b, err := os.ReadFile("/proc/uptime")
@@ -64,17 +53,8 @@ func uptime() string {
 }
 
 func run() error {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := guestinit.MountEarly(unix.MS_NOSUID | unix.MS_NOEXEC); err != nil {
+		return err
 	}
 	say("started uptime=%s", uptime())
 

@@ -40,6 +40,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sealpod/sealpod/internal/guestinit"
+
 	"github.com/sealpod/sealpod/agent/volume"
 )
 
@@ -64,35 +66,13 @@ func opts() volume.Options {
 	return volume.Options{Name: "data", MountPoint: mnt, AllowFormat: true}
 }
 
-func say(format string, args ...any) {
-	fmt.Fprintf(os.Stdout, prefix+format+"\n", args...)
-}
+var say = guestinit.Console(prefix).Say
 
-func main() {
-	if err := run(); err != nil {
-		say("FAIL %v", err)
-	} else {
-		say("done")
-	}
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("FAIL reboot: %v", err)
-	}
-	select {}
-}
+func main() { guestinit.Console(prefix).Main(run) }
 
 func run() error {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := guestinit.MountEarly(unix.MS_NOSUID | unix.MS_NOEXEC); err != nil {
+		return err
 	}
 	canary := os.Getenv("SEALPOD_VOLTEST_CANARY")
 	if !canaryRE.MatchString(canary) {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealpod/sealpod/internal/guestinit"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealpod/sealpod/agent/api"
@@ -32,29 +34,13 @@ import (
 
 const prefix = "sealpod-netguest: "
 
-func say(format string, a ...any) { fmt.Fprintf(os.Stdout, prefix+format+"\n", a...) }
+var say = guestinit.Console(prefix).Say
 
-func main() {
-	if err := run(); err != nil {
-		say("FAIL %v", err)
-	} else {
-		say("done")
-	}
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		say("FAIL power off: %v", err)
-		select {}
-	}
-}
+func main() { guestinit.Console(prefix).Main(run) }
 
 func run() error {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := guestinit.MountEarly(unix.MS_NOSUID); err != nil {
+		return err
 	}
 	dir, err := kmod.DefaultDir()
 	if err != nil {
