@@ -266,12 +266,9 @@ func TestValidWorkload(t *testing.T) {
 	}
 }
 
-func TestVMArgs(t *testing.T) {
-	g, err := bundle.Load(bundletest.Write(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := &vmSpec{QEMU: "qemu-system-x86_64", Accel: "tcg", TEE: tee.Sim, Name: "sealpod-sb1", Dir: "/run/sealpod/sb1", Guest: g, Network: config.NetworkUser}
+// qemuArgv is the QEMU command the shim would run for v.
+func qemuArgv(t *testing.T, v *vmSpec) *qemu.Command {
+	t.Helper()
 	cfg, err := v.qemuConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +277,16 @@ func TestVMArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := strings.Join(cmd.Args, " ")
+	return cmd
+}
+
+func TestVMArgs(t *testing.T) {
+	g, err := bundle.Load(bundletest.Write(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &vmSpec{QEMU: "qemu-system-x86_64", Accel: "tcg", TEE: tee.Sim, Name: "sealpod-sb1", Dir: "/run/sealpod/sb1", Guest: g, Network: config.NetworkUser}
+	line := strings.Join(qemuArgv(t, v).Args, " ")
 	for _, want := range []string{
 		"-accel tcg", "-no-reboot", "-kernel " + filepath.Join(g.Dir, bundle.KernelFile),
 		"-append console=hvc0 quiet", "-sandbox " + qemu.Sandbox,
@@ -317,14 +323,7 @@ func TestVMArgs(t *testing.T) {
 	defer f.Close()
 	mac, _ := net.ParseMAC("02:42:0a:58:00:07")
 	tap.NIC = &qemu.NIC{TapFile: f, MAC: mac, VNetHdr: true}
-	tcfg, err := tap.qemuConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcmd, err := tcfg.Command()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tcmd := qemuArgv(t, &tap)
 	tline := strings.Join(tcmd.Args, " ")
 	if strings.Contains(tline, "user,id=net0") || !strings.Contains(tline, "02:42:0a:58:00:07") || len(tcmd.ExtraFiles) != 1 {
 		t.Errorf("tap QEMU args (%d extra files):\n%s", len(tcmd.ExtraFiles), tline)

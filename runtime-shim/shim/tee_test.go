@@ -54,6 +54,13 @@ func sealedEnvelope(t *testing.T, tees ...string) []byte {
 // and returns c1's Create error.
 func createPlaceholder(t *testing.T, s *Service, env []byte) error {
 	t.Helper()
+	return createPlaceholderWith(t, s, env, nil)
+}
+
+// createPlaceholderWith is createPlaceholder with prepare run on the secure image's bundle
+// directory before c1 is created (nil: nothing).
+func createPlaceholderWith(t *testing.T, s *Service, env []byte, prepare func(secure string)) error {
+	t.Helper()
 	ctx := context.Background()
 	parent := fmt.Sprintf("/sealpod-test-%d", os.Getpid())
 	t.Cleanup(func() { removeTestCgroup(parent) })
@@ -62,6 +69,9 @@ func createPlaceholder(t *testing.T, s *Service, env []byte) error {
 		t.Fatalf("create sandbox: %v", err)
 	}
 	secure := secureRootfs(t, testWorkload, env)
+	if prepare != nil {
+		prepare(secure)
+	}
 	writeSpec(t, secure, specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationContainerType: "container",
 		AnnotationSandboxID: "sb1", AnnotationContainerName: "app"}})
 	_, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: secure})
@@ -179,21 +189,11 @@ func TestCreateBootsTheNodesTEE(t *testing.T) {
 // createPlaceholderFirmware is createPlaceholder with a firmware.fd in the secure image.
 func createPlaceholderFirmware(t *testing.T, s *Service, env []byte) error {
 	t.Helper()
-	ctx := context.Background()
-	parent := fmt.Sprintf("/sealpod-test-%d", os.Getpid())
-	t.Cleanup(func() { removeTestCgroup(parent) })
-	sb := sandboxBundle(t, "sb1", parent+"/sb1", nil)
-	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "sb1", Bundle: sb}); err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	secure := secureRootfs(t, testWorkload, env)
-	if err := os.WriteFile(filepath.Join(secure, "rootfs", "sealpod", "guest", bundle.FirmwareFile), []byte("firmware"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	writeSpec(t, secure, specs.Spec{Version: "1.0.2", Annotations: map[string]string{AnnotationContainerType: "container",
-		AnnotationSandboxID: "sb1", AnnotationContainerName: "app"}})
-	_, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: secure})
-	return err
+	return createPlaceholderWith(t, s, env, func(secure string) {
+		if err := os.WriteFile(filepath.Join(secure, "rootfs", "sealpod", "guest", bundle.FirmwareFile), []byte("firmware"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // testGuest is an in-memory guest bundle as the qemu package's golden files describe it.
@@ -234,15 +234,7 @@ func TestQEMUConfigPerTEE(t *testing.T) {
 		t.Run(string(tc.tee), func(t *testing.T) {
 			v := &vmSpec{QEMU: "qemu-system-x86_64", Accel: node.Accel, Name: "sealpod-sb1", Dir: "/run/sealpod/sb1", Guest: testGuest("/g", true), Network: config.NetworkUser}
 			setLaunch(v, tc.tee, node, env)
-			cfg, err := v.qemuConfig()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd, err := cfg.Command()
-			if err != nil {
-				t.Fatal(err)
-			}
-			line := strings.Join(cmd.Args, " ")
+			line := strings.Join(qemuArgv(t, v).Args, " ")
 			for _, w := range append(tc.want, "-append console=ttyS0 quiet panic=-1", "-smp 2", "-kernel /g/vmlinuz", "-initrd /g/initrd.img") {
 				if !strings.Contains(line, w) {
 					t.Errorf("%s argv lacks %q:\n%s", tc.tee, w, line)
