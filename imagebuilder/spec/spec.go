@@ -37,9 +37,11 @@ type Container struct {
 	WorkingDir      string           `json:"workingDir,omitempty"`
 	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
 	Mounts          []Mount          `json:"mounts,omitempty"`
-	RestartAlways   bool             `json:"restartAlways,omitempty"` // native sidecar init container
-	TTY             bool             `json:"tty,omitempty"`
-	Stdin           bool             `json:"stdin,omitempty"`
+	// Devices are the Block encrypted volumes the container maps (volumeDevices).
+	Devices       []Device `json:"devices,omitempty"`
+	RestartAlways bool     `json:"restartAlways,omitempty"` // native sidecar init container
+	TTY           bool     `json:"tty,omitempty"`
+	Stdin         bool     `json:"stdin,omitempty"`
 	// Probes run inside the guest; the placeholder carries ProbeStub(name, kind) instead.
 	Probes []Probe `json:"probes,omitempty"`
 }
@@ -141,6 +143,8 @@ type Volume struct {
 	// Objects are the host-provided Secrets/ConfigMaps of a VolumeHostObject volume, in the
 	// order of the volume's sources.
 	Objects []ObjectRef `json:"objects,omitempty"`
+	// Claim is set for VolumeEncrypted volumes only (volume.go).
+	Claim *Claim `json:"claim,omitempty"`
 }
 
 // File is one sealed file inside a sealed volume.
@@ -272,6 +276,9 @@ func Unmarshal(data []byte) (*Spec, error) {
 		}
 	}
 	if err := s.validateProbes(); err != nil {
+		return nil, err
+	}
+	if err := s.validateVolumes(); err != nil {
 		return nil, err
 	}
 	if s.Policy.Logs != LogsAllow && s.Policy.Logs != LogsDeny {
