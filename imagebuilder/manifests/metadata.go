@@ -93,7 +93,7 @@ func (s *sealer) addSealed(w *Workload, written []string) {
 }
 
 // ownAnnotations are written by sealctl and hold nothing sealed.
-var ownAnnotations = map[string]bool{AnnotationImage: true, AnnotationWorkload: true, AnnotationKBS: true}
+var ownAnnotations = map[string]bool{AnnotationImage: true, AnnotationWorkload: true, AnnotationKBS: true, spec.AnnotationVolumes: true}
 
 // checkMetadata refuses every label or annotation of an output object whose value contains
 // a sealed string.

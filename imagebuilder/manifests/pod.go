@@ -23,7 +23,7 @@ type pod struct {
 	o              *object
 	path           string // field path of the PodSpec, e.g. "spec.template.spec"
 	tmpl           *corev1.PodTemplateSpec
-	claimTemplates []string
+	claimTemplates []corev1.PersistentVolumeClaim // a StatefulSet's volumeClaimTemplates
 
 	errs        []error
 	volumes     map[string]spec.Volume // by name
@@ -74,13 +74,14 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 		p.fail("ephemeralContainers", "not supported by sealed pods")
 	}
 	for i := range ps.Volumes {
-		p.volume(i, &ps.Volumes[i])
-	}
-	for _, name := range p.claimTemplates {
-		if !p.declaredVolume(name) {
-			p.hostVolume(fmt.Sprintf("volumeClaimTemplates[%s]", name), name, "persistentVolumeClaim (volumeClaimTemplates)")
+		if !p.isTemplate(ps.Volumes[i].Name) { // else the StatefulSet controller replaces it
+			p.volume(i, &ps.Volumes[i])
 		}
 	}
+	for i := range p.claimTemplates {
+		p.templateVolume(i)
+	}
+	p.countEncrypted()
 	p.pullSecrets = p.registryCredentials(ps.ImagePullSecrets)
 	for i := range ps.InitContainers {
 		c := &ps.InitContainers[i]
@@ -108,6 +109,9 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 
 	plain, err := p.sealed.Marshal()
 	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p.o.where(), err)
+	}
+	if _, err := spec.Unmarshal(plain); err != nil { // what the agent checks
 		return nil, nil, fmt.Errorf("%s: %w", p.o.where(), err)
 	}
 	key, err := envelope.NewKey()
@@ -141,6 +145,10 @@ func (p *pod) volume(i int, v *corev1.Volume) {
 		p.objectVolume(field+".secret", v.Name, vs.Secret.DefaultMode, []objectSource{{field: field + ".secret", kind: "Secret", name: vs.Secret.SecretName, items: vs.Secret.Items, optional: vs.Secret.Optional}})
 	case vs.ConfigMap != nil:
 		p.objectVolume(field+".configMap", v.Name, vs.ConfigMap.DefaultMode, []objectSource{{field: field + ".configMap", kind: "ConfigMap", name: vs.ConfigMap.Name, items: vs.ConfigMap.Items, optional: vs.ConfigMap.Optional}})
+	case vs.PersistentVolumeClaim != nil:
+		p.claimVolume(field, v)
+	case vs.Ephemeral != nil:
+		p.ephemeralVolume(field, v)
 	case vs.Projected != nil:
 		srcs, ok := projectedObjects(field+".projected", vs.Projected)
 		if !ok {
@@ -166,7 +174,7 @@ func volumeKind(vs *corev1.VolumeSource) string {
 
 func (p *pod) hostVolume(field, name, kind string) {
 	if !p.s.opts.AllowHostVolumes {
-		p.fail(field, "volume %q is a host volume (%s): its contents are neither confidential nor integrity-protected; refused (pass --allow-host-volumes to accept, or use emptyDir / sealed Secrets)", name, kind)
+		p.fail(field, "volume %q is a host volume (%s): its contents are neither confidential nor integrity-protected; refused (pass --allow-host-volumes to accept, or use emptyDir, a PersistentVolumeClaim (an encrypted volume) or sealed Secrets)", name, kind)
 		return
 	}
 	p.warn(field, "host volume %q (%s) allowed by --allow-host-volumes: the node can read and change it", name, kind)
@@ -189,18 +197,7 @@ func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecu
 	sc.Env = p.env(field, c)
 	p.refuseOpaqueArgv(field, &sc)
 	sc.SecurityContext = p.securityContext(field+".securityContext", c.SecurityContext, podSC)
-	for i, m := range c.VolumeMounts {
-		if _, ok := p.volumes[m.Name]; !ok {
-			if !p.isVolume(m.Name) {
-				p.fail(fmt.Sprintf("%s.volumeMounts[%d].name", field, i), "no volume named %q", m.Name)
-			}
-			continue
-		}
-		sc.Mounts = append(sc.Mounts, spec.Mount{Volume: m.Name, Path: m.MountPath, SubPath: m.SubPath, ReadOnly: m.ReadOnly})
-	}
-	if len(c.VolumeDevices) > 0 {
-		p.fail(field+".volumeDevices", "block devices are not supported by sealed pods")
-	}
+	p.containerVolumes(field, c, &sc)
 	if c.Lifecycle != nil {
 		p.fail(field+".lifecycle", "lifecycle hooks are not supported by sealed pods")
 	}
@@ -221,7 +218,7 @@ func (p *pod) declaredVolume(name string) bool {
 // isVolume reports whether a name is a volume (declared or claim template), even one
 // already refused.
 func (p *pod) isVolume(name string) bool {
-	return p.declaredVolume(name) || slices.Contains(p.claimTemplates, name)
+	return p.declaredVolume(name) || p.isTemplate(name)
 }
 
 func (p *pod) securityContext(field string, c *corev1.SecurityContext, podSC *corev1.PodSecurityContext) *spec.SecurityContext {
@@ -314,7 +311,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	out := &corev1.PodTemplateSpec{ObjectMeta: in.ObjectMeta}
 	out.Annotations = map[string]string{}
 	for k, v := range in.Annotations {
-		if !isOwnerAnnotation(k) {
+		if !isOwnerAnnotation(k) && k != spec.AnnotationVolumes {
 			out.Annotations[k] = v
 		}
 	}
@@ -323,6 +320,9 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	out.Annotations[AnnotationKBS] = p.s.opts.KBS.URL
 	if p.s.opts.MinTCB != "" {
 		out.Annotations[AnnotationMinTCB] = p.s.opts.MinTCB
+	}
+	if vols := p.placeholderVolumes(); vols != "" {
+		out.Annotations[spec.AnnotationVolumes] = vols
 	}
 
 	ps := in.Spec.DeepCopy()
@@ -338,7 +338,7 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	ps.ImagePullSecrets = p.pullSecrets
 	ps.Volumes = nil
 	for _, v := range in.Spec.Volumes {
-		if k := p.volumes[v.Name].Kind; k == spec.VolumeHost || k == spec.VolumeHostObject {
+		if k := p.volumes[v.Name].Kind; k == spec.VolumeHost || k == spec.VolumeHostObject || k == spec.VolumeEncrypted {
 			ps.Volumes = append(ps.Volumes, v)
 		}
 	}
@@ -377,13 +377,7 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 		}
 	}
 	c.Env = env
-	var mounts []corev1.VolumeMount
-	for _, m := range c.VolumeMounts {
-		if k := p.volumes[m.Name].Kind; k == spec.VolumeHost || k == spec.VolumeHostObject {
-			mounts = append(mounts, m)
-		}
-	}
-	c.VolumeMounts = mounts
+	c.VolumeMounts, c.VolumeDevices = p.placeholderMounts(c)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -135,6 +135,10 @@ func TestPodSecurityLevelKept(t *testing.T) {
 `)},
 		{name: "restricted with a sealed Localhost seccomp profile", opts: Options{SeccompProfiles: local}, level: psapi.LevelRestricted,
 			input: deployment(strings.Replace(restrictedPod, "{type: RuntimeDefault}", "{type: Localhost, localhostProfile: profiles/deny-keys.json}", 1))},
+		{name: "restricted with an encrypted ephemeral volume and a Block device", level: psapi.LevelRestricted,
+			input: deployment(strings.Replace(restrictedPod, "          readOnlyRootFilesystem: true\n", "          readOnlyRootFilesystem: true\n        volumeMounts: [{name: e, mountPath: /e}]\n        volumeDevices: [{name: r, devicePath: /dev/r}]\n", 1) +
+				"      volumes:\n      - {name: e, ephemeral: {volumeClaimTemplate: {spec: {resources: {requests: {storage: 1Gi}}}}}}\n" +
+				"      - {name: r, ephemeral: {volumeClaimTemplate: {spec: {volumeMode: Block, resources: {requests: {storage: 1Gi}}}}}}\n")},
 		{name: "baseline: no securityContext", input: deployment("      containers: [{name: c, image: " + pinned + "}]\n"), level: psapi.LevelBaseline},
 		{name: "baseline: restricted but for allowPrivilegeEscalation", level: psapi.LevelBaseline,
 			input: deployment(strings.Replace(restrictedPod, "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true", 1))},

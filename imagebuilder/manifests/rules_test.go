@@ -33,6 +33,13 @@ data:
   app.conf: "listen=CANARY-CONFIG-LINE-91b2"
 ---
 apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: web-data}
+spec:
+  accessModes: [ReadWriteOncePod]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
@@ -72,7 +79,10 @@ spec:
         volumeMounts:
         - {name: config, mountPath: /etc/app}
         - {name: scratch, mountPath: /tmp}
+        - {name: data, mountPath: /canary/pvc-mount-path, subPath: canary-subpath-5e}
       volumes:
+      - name: data
+        persistentVolumeClaim: {claimName: web-data}
       - name: config
         configMap: {name: app-config}
       - name: scratch
@@ -83,6 +93,7 @@ var canaries = []string{
 	"CANARY-SECRET-PASSWORD-7f3a", "CANARY-CONFIG-LINE-91b2", "canary-init-image", "canary-server-image",
 	"canary-registry.test", "/bin/canary-init-command", "--canary-init-flag", "/usr/bin/canary-server-command",
 	"s3cr3t-arg-value", "/canary/workdir", "CANARY-ENV-VALUE-0c1d", "/etc/app", "/bin/check",
+	"/canary/pvc-mount-path", "canary-subpath-5e",
 }
 
 func TestCanaryNeverInOutput(t *testing.T) {
@@ -143,8 +154,11 @@ func TestCanaryNeverInOutput(t *testing.T) {
 	if len(s.Files) != 1 || s.Files[0].Path != "app.conf" || s.Files[0].Volume != "config" {
 		t.Errorf("files %+v", s.Files)
 	}
-	if len(s.Volumes) != 2 || s.Volumes[1].Kind != spec.VolumeTmpfs || s.Volumes[1].SizeLimit != 64<<20 {
+	if len(s.Volumes) != 3 || s.Volumes[2].Kind != spec.VolumeTmpfs || s.Volumes[2].SizeLimit != 64<<20 {
 		t.Errorf("volumes %+v", s.Volumes)
+	}
+	if v := s.Volumes[1]; v.Kind != spec.VolumeEncrypted || v.Claim == nil || v.Claim.ClaimName != "web-data" || v.Claim.Namespace != "default" {
+		t.Errorf("encrypted volume %+v", v)
 	}
 	if s.Identity.SANs[0] != "web" || s.Identity.TLSDir != spec.DefaultTLSDir {
 		t.Errorf("identity %+v", s.Identity)
@@ -159,7 +173,8 @@ func TestCanaryNeverInOutput(t *testing.T) {
 		t.Errorf("warnings %q", w)
 	}
 	// Host-visible parts that Kubernetes needs are kept.
-	for _, keep := range []string{"containerPort: 8080", "path: /healthz", "fieldPath: metadata.name", "name: POD_NAME", "runtimeClassName: sealpod-sim", "replicas: 2", "name: setup"} {
+	for _, keep := range []string{"containerPort: 8080", "path: /healthz", "fieldPath: metadata.name", "name: POD_NAME", "runtimeClassName: sealpod-sim", "replicas: 2", "name: setup",
+		"kind: PersistentVolumeClaim", "claimName: web-data", "mountPath: " + spec.PlaceholderVolumePath("data"), spec.AnnotationVolumes + `: "{\"data\":{\"mode\":\"Filesystem\",\"sizeBytes\":1073741824}}"`} {
 		if !bytes.Contains(out, []byte(keep)) {
 			t.Errorf("output lacks %q:\n%s", keep, out)
 		}
@@ -388,6 +403,12 @@ func FuzzSeal(f *testing.F) {
 	f.Add([]byte("---\n---\n"))
 	// Typed lists, host-provided references and a malformed Secret (issue #16 items 1 and 4).
 	f.Add([]byte("apiVersion: v1\nkind: SecretList\nitems: [{metadata: {name: s}, data: {k: '%%'}}]\n---\napiVersion: v1\nkind: PodList\nitems: [{metadata: {name: a}, spec: {containers: [{name: c, image: " + pinned + ", envFrom: [{secretRef: {name: s}}, {prefix: P_, configMapRef: {name: rt}}], env: [{name: X, valueFrom: {secretKeyRef: {name: rt2, key: k, optional: true}}}]}], volumes: [{name: v, projected: {sources: [{secret: {name: rt3}}]}}]}}]\n"))
+	// Encrypted volumes: claim templates, a Block PVC, an ephemeral claim (issue #15 item 1).
+	f.Add([]byte("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: raw}\nspec: {volumeMode: Block, accessModes: [ReadWriteOncePod], resources: {requests: {storage: 1Gi}}}\n---\n" +
+		"apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n" +
+		"      containers: [{name: c, image: " + pinned + ", volumeMounts: [{name: data, mountPath: /d, subPath: s}, {name: e, mountPath: /e}], volumeDevices: [{name: raw, devicePath: /dev/r}]}]\n" +
+		"      volumes: [{name: raw, persistentVolumeClaim: {claimName: raw}}, {name: e, ephemeral: {volumeClaimTemplate: {spec: {resources: {requests: {storage: 100Mi}}}}}}]\n" +
+		"  volumeClaimTemplates: [{metadata: {name: data}, spec: {resources: {requests: {storage: 2Gi}}}}]\n"))
 	kbs := envelope.KBS{URL: "https://kbs.test", CASHA256: strings.Repeat("c", 64)}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Seal(context.Background(), []Source{{Name: "fuzz.yaml", Data: data}}, Options{TEEs: []string{"sim"}, KBS: kbs, SealSecrets: true})

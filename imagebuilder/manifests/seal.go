@@ -205,15 +205,17 @@ type sealer struct {
 	res      *Result
 	resolved map[string]string // image ref -> pinned ref
 
-	secrets    map[string]*corev1.Secret    // ns/name
-	sourceObj  map[string]*object           // "Secret ns/name" -> input object
-	sourceData map[string]map[string][]byte // "Secret ns/name" -> its data (keys to bytes)
-	badSource  map[string]error             // "Secret ns/name" -> why it is malformed
-	reported   map[string]bool              // malformed objects already reported
-	warnedObj  map[string]bool              // host-provided objects already warned about
-	services   map[string][]service         // by namespace
-	removed    map[*object]bool             // sealed Secrets/ConfigMaps left out of the output
-	pullKeep   map[*object]*pullKeep        // pull secrets the kubelet still needs
+	secrets    map[string]*corev1.Secret                // ns/name
+	sourceObj  map[string]*object                       // "Secret ns/name" -> input object
+	sourceData map[string]map[string][]byte             // "Secret ns/name" -> its data (keys to bytes)
+	badSource  map[string]error                         // "Secret ns/name" -> why it is malformed
+	claims     map[string]*corev1.PersistentVolumeClaim // PersistentVolumeClaims of the input, by ns/name
+	badClaims  map[string]error                         // ns/name -> why it does not decode
+	reported   map[string]bool                          // malformed objects already reported
+	warnedObj  map[string]bool                          // host-provided objects already warned about
+	services   map[string][]service                     // by namespace
+	removed    map[*object]bool                         // sealed Secrets/ConfigMaps left out of the output
+	pullKeep   map[*object]*pullKeep                    // pull secrets the kubelet still needs
 	// nodePullUsed: --node-pull-secret names some sealed pod uses.
 	nodePullUsed map[string]bool
 	// sealedStrs: sealed strings (>= minSealedLen) that clear metadata may not contain,
@@ -235,6 +237,7 @@ func (s *sealer) index(objs []*object) {
 	s.sourceData, s.badSource, s.reported, s.warnedObj = map[string]map[string][]byte{}, map[string]error{}, map[string]bool{}, map[string]bool{}
 	s.pullKeep, s.nodePullUsed, s.sealedStrs = map[*object]*pullKeep{}, map[string]bool{}, map[string]string{}
 	s.services = map[string][]service{}
+	s.claims, s.badClaims = map[string]*corev1.PersistentVolumeClaim{}, map[string]error{}
 	for _, o := range objs {
 		if o.apiVersion != "v1" {
 			continue
@@ -257,6 +260,8 @@ func (s *sealer) index(objs []*object) {
 					s.secrets[key] = &sec
 				}
 			}
+		case "PersistentVolumeClaim":
+			s.indexClaim(o)
 		case "Service":
 			var svc corev1.Service
 			if json.Unmarshal(o.json, &svc) == nil && len(svc.Spec.Selector) > 0 {
@@ -349,23 +354,14 @@ func (s *sealer) object(o *object) error {
 			sp["selector"] = map[string]any{"matchLabels": labels}
 		}
 	}
-	var claimTemplates []string
+	var templates []corev1.PersistentVolumeClaim
 	if o.kind == "StatefulSet" {
-		if sp, ok := o.raw["spec"].(map[string]any); ok {
-			if vcts, ok := sp["volumeClaimTemplates"].([]any); ok {
-				for _, v := range vcts {
-					if m, ok := v.(map[string]any); ok {
-						if md, ok := m["metadata"].(map[string]any); ok {
-							if n, ok := md["name"].(string); ok {
-								claimTemplates = append(claimTemplates, n)
-							}
-						}
-					}
-				}
-			}
+		var err error
+		if templates, err = claimTemplates(o); err != nil {
+			return err
 		}
 	}
-	p := &pod{s: s, o: o, path: fieldPath(ki.path, "spec"), tmpl: &tmpl, claimTemplates: claimTemplates}
+	p := &pod{s: s, o: o, path: fieldPath(ki.path, "spec"), tmpl: &tmpl, claimTemplates: templates}
 	w, placeholder, err := p.seal()
 	if err != nil {
 		return err

@@ -117,7 +117,7 @@ const (
 	VolumeTmpfs VolumeKind = "tmpfs"
 	// VolumeSealed holds sealed files (from Secrets/ConfigMaps given at seal time).
 	VolumeSealed VolumeKind = "sealed"
-	// VolumeHost is a host-provided volume (PVC, hostPath, ...) allowed by
+	// VolumeHost is a host-provided volume (hostPath, nfs, ...; not a PVC: VolumeEncrypted) allowed by
 	// --allow-host-volumes: neither confidential nor integrity protected.
 	VolumeHost VolumeKind = "host"
 	// VolumeHostObject holds host-provided Secrets/ConfigMaps (Volume.Objects): a secret,

@@ -155,7 +155,7 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.IntVar(&f.defaultGuestVCPUs, "default-guest-vcpus", bundle.DefaultVCPUs, "vCPUs of pods without a CPU limit (pods with one get the limit rounded up)")
 	fl.BoolVar(&f.sealSecrets, "seal-secrets", false, "embed the Secrets and ConfigMaps the pods reference (from the input) into the sealed specs and drop them from the output")
 	fl.BoolVar(&f.strict, "strict", false, "refuse references to Secrets and ConfigMaps that are not in the input (by default they are host-provided, with a warning: created at run time, visible to the node)")
-	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, PVC, ...), which the node can read and change")
+	fl.BoolVar(&f.allowHostVolumes, "allow-host-volumes", false, "accept host volumes (hostPath, nfs, ...), which the node can read and change (PersistentVolumeClaims are always sealed as encrypted volumes)")
 	fl.BoolVar(&f.allowHostNamespaces, "allow-host-namespaces", false, "accept hostNetwork, hostPID and hostIPC")
 	fl.BoolVar(&f.allowPrivileged, "allow-privileged", false, "accept privileged containers (privileged inside the guest)")
 	_ = cmd.RegisterFlagCompletionFunc("tee", cobra.FixedCompletions(tee.Strings(), cobra.ShellCompDirectiveNoFileComp))
