@@ -16,6 +16,9 @@ const (
 	// AuditKindRelease is an attest of the two-request flow (with a CSR): when ok, the
 	// token, the data key and the workload certificate were released in one answer.
 	AuditKindRelease = "release"
+	// AuditKindVolume is a volume generation call (begin or commit; the reason names the
+	// call, the volume identity and the generations, never a key).
+	AuditKindVolume = "volume"
 )
 
 // Audit event results (AuditEvent.Result).
@@ -35,7 +38,7 @@ var ErrInvalidAuditEvent = errors.New("invalid audit event")
 // returns it (GET /kbs/v1/admin/audit). The broker's kbs/audit names it audit.Event.
 type AuditEvent struct {
 	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"` // auth|attest|release|key|certificate|admin
+	Kind     string    `json:"kind"` // auth|attest|release|key|certificate|admin|volume
 	Workload string    `json:"workload,omitempty"`
 	TEE      string    `json:"tee,omitempty"`
 	Result   string    `json:"result"` // ok|denied|error
@@ -46,9 +49,9 @@ type AuditEvent struct {
 // Validate checks the kind, the result and field lengths.
 func (e *AuditEvent) Validate() error {
 	switch e.Kind {
-	case AuditKindAuth, AuditKindAttest, AuditKindRelease, AuditKindKey, AuditKindCertificate, AuditKindAdmin:
+	case AuditKindAuth, AuditKindAttest, AuditKindRelease, AuditKindKey, AuditKindCertificate, AuditKindAdmin, AuditKindVolume:
 	default:
-		return fmt.Errorf("%w: kind %q (want auth, attest, release, key, certificate or admin)", ErrInvalidAuditEvent, e.Kind)
+		return fmt.Errorf("%w: kind %q (want auth, attest, release, key, certificate, admin or volume)", ErrInvalidAuditEvent, e.Kind)
 	}
 	switch e.Result {
 	case AuditResultOK, AuditResultDenied, AuditResultError:

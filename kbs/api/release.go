@@ -61,9 +61,11 @@ const VolumeSecretSize = 32
 // 32-byte data key, followed by the 32-byte volume secret when there is one; nothing else.
 type Keys struct {
 	DataKey []byte
-	// VolumeSecret is reserved for encrypted volumes (DESIGN §3.3 "and volume secret";
-	// issue 15): this broker holds no volume secrets and never sets it, and today's agent
-	// only zeroes it. Nil when absent.
+	// VolumeSecret is the workload's volume secret (DESIGN §3.3 "and volume secret"; issue
+	// 15): 32 random bytes the broker generates at the workload's first registration and
+	// keeps across its updates; the guest derives each encrypted volume's keys from it and
+	// the claim identity. Nil when absent: a workload registered by a broker before volume
+	// support has none until its next update.
 	VolumeSecret []byte
 }
 

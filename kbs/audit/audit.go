@@ -32,6 +32,7 @@ const (
 	KindCertificate = api.AuditKindCertificate
 	KindRelease     = api.AuditKindRelease
 	KindAdmin       = api.AuditKindAdmin
+	KindVolume      = api.AuditKindVolume
 )
 
 // Event results.

@@ -1,8 +1,9 @@
 // Package client is the Go client of the Sealpod key broker: the attestation flow the agent
 // runs (auth → attest with a CSR, whose answer carries the token, the sealed keys and the
 // workload certificate, docs/kbs.md#the-attestation-sequence; the deprecated auth → attest →
-// key → certificate flow remains for one release) and the public endpoints sealctl uses
-// (mesh CA, signed manifest). TLS is pinned: either to a CA certificate or to the SHA-256 of
+// key → certificate flow remains for one release), the volume generation calls of encrypted
+// volumes (VolumeBegin, VolumeCommit, with the attest answer's token) and the public
+// endpoints sealctl uses (mesh CA, signed manifest). TLS is pinned: either to a CA certificate or to the SHA-256 of
 // the broker's TLS CA certificate, as carried by the sealed envelope header.
 package client
 
@@ -357,4 +358,47 @@ func (s *Session) Certificate(ctx context.Context, csrDER []byte) (*api.Certific
 		return nil, errors.New("kbs certificate: empty chain")
 	}
 	return &out, nil
+}
+
+// VolumeBegin starts the generation bump of an encrypted volume (identity
+// "<namespace>/<claim>", api.ValidateVolumeIdentity) for the workload token (the attest
+// answer's, Session.Token) names: the committed generation (0 for a volume the broker has not
+// seen) and the pending one (committed+1; the same until it is committed).
+func (c *Client) VolumeBegin(ctx context.Context, token, volume string) (committed, pending uint64, err error) {
+	req := api.VolumeBeginRequest{Volume: volume}
+	if err := req.Validate(); err != nil {
+		return 0, 0, fmt.Errorf("kbs volume begin: %w", err)
+	}
+	var out api.VolumeBeginResponse
+	if _, err := c.do(ctx, http.MethodPost, api.PathVolumeBegin, req, bearer(token), &out); err != nil {
+		return 0, 0, err
+	}
+	if out.Pending != out.Committed+1 {
+		return 0, 0, fmt.Errorf("kbs volume begin %s: answer committed %d, pending %d: pending is not committed+1", volume, out.Committed, out.Pending)
+	}
+	return out.Committed, out.Pending, nil
+}
+
+// VolumeCommit commits generation gen (the pending generation VolumeBegin returned) of the
+// volume. A generation that is not the pending one is refused with an *APIError, status 409,
+// reason api.ReasonVolumeConflict.
+func (c *Client) VolumeCommit(ctx context.Context, token, volume string, gen uint64) error {
+	req := api.VolumeCommitRequest{Volume: volume, Generation: gen}
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("kbs volume commit: %w", err)
+	}
+	var out api.VolumeCommitResponse
+	if _, err := c.do(ctx, http.MethodPost, api.PathVolumeCommit, req, bearer(token), &out); err != nil {
+		return err
+	}
+	if out.Committed != gen {
+		return fmt.Errorf("kbs volume commit %s: broker committed %d, asked %d", volume, out.Committed, gen)
+	}
+	return nil
+}
+
+func bearer(token string) http.Header {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	return h
 }

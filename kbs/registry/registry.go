@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -18,7 +19,7 @@ import (
 
 // Store buckets used by the registry.
 const (
-	BucketWorkloads = "workloads"     // id -> JSON Workload (with DataKey; encrypted at rest by the store)
+	BucketWorkloads = "workloads"     // id -> JSON record: Workload with DataKey and volume secret (encrypted at rest by the store)
 	BucketHistory   = "history"       // %020d seq -> JSON HistoryEntry
 	BucketMeta      = "registry-meta" // "head" -> JSON ChainHead
 	metaHeadKey     = "head"
@@ -31,7 +32,8 @@ type Registry struct {
 	signer crypto.Signer
 	now    func() time.Time
 	cache  decodeCache
-	idx    *chainIndex // the verified history every record read is compared with (bind.go)
+	idx    *chainIndex  // the verified history every record read is compared with (bind.go)
+	vols   volumeAnchor // committed volume generations seen (volume.go)
 }
 
 // decodeCache maps the SHA-256 of a stored workload's JSON to the decoded workload. Every Get
@@ -44,26 +46,37 @@ type decodeCache struct {
 }
 
 type decoded struct {
-	w   *Workload
-	sum [32]byte // recordSum(w)
+	w      *Workload
+	secret []byte   // the record's volume secret
+	sum    [32]byte // recordSum(w)
+}
+
+// record is what BucketWorkloads holds for a workload: the workload with its data key, and
+// its volume secret (issue 15), which no kbs/api type carries, so that no admin answer,
+// history entry or manifest can hold it. The secret is sealed by the store with the rest of
+// the record and bound to the history through the record (checkRecord), as the data key is.
+type record struct {
+	Workload
+	VolumeSecret []byte `json:"volumeSecret,omitempty"` // api.VolumeSecretSize bytes; nil for a workload registered before volume support
 }
 
 // maxDecodeCache bounds the cache; it is emptied when full.
 const maxDecodeCache = 1024
 
-func (c *decodeCache) decode(id string, b []byte) (*Workload, [32]byte, error) {
+func (c *decodeCache) decode(id string, b []byte) (*Workload, []byte, [32]byte, error) {
 	k := sha256.Sum256(b)
 	c.mu.Lock()
 	d, ok := c.m[k]
 	c.mu.Unlock()
 	if !ok {
-		d.w = new(Workload)
-		if err := json.Unmarshal(b, d.w); err != nil {
-			return nil, [32]byte{}, fmt.Errorf("decode workload %s: %w", id, err)
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, nil, [32]byte{}, fmt.Errorf("decode workload %s: %w", id, err)
 		}
+		d.w, d.secret = &rec.Workload, rec.VolumeSecret
 		var err error
 		if d.sum, err = recordSum(d.w); err != nil {
-			return nil, [32]byte{}, fmt.Errorf("hash workload %s: %w", id, err)
+			return nil, nil, [32]byte{}, fmt.Errorf("hash workload %s: %w", id, err)
 		}
 		c.mu.Lock()
 		if c.m == nil || len(c.m) >= maxDecodeCache {
@@ -74,7 +87,7 @@ func (c *decodeCache) decode(id string, b []byte) (*Workload, [32]byte, error) {
 	}
 	// Callers own what Get returns.
 	cp := d.w.Clone()
-	return &cp, d.sum, nil
+	return &cp, bytes.Clone(d.secret), d.sum, nil
 }
 
 // New returns a registry over st; signer signs history entries and manifests (ECDSA or Ed25519).
@@ -102,7 +115,7 @@ func readHead(tx store.Tx) (ChainHead, error) {
 	return h, nil
 }
 
-func readWorkload(tx store.Tx, id string) (*Workload, [32]byte, error) {
+func readWorkload(tx store.Tx, id string) (*record, [32]byte, error) {
 	b, err := tx.Get(BucketWorkloads, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, [32]byte{}, fmt.Errorf("workload %s: %w", id, ErrNotFound)
@@ -110,15 +123,15 @@ func readWorkload(tx store.Tx, id string) (*Workload, [32]byte, error) {
 	if err != nil {
 		return nil, [32]byte{}, fmt.Errorf("read workload %s: %w", id, err)
 	}
-	var w Workload
-	if err := json.Unmarshal(b, &w); err != nil {
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, [32]byte{}, fmt.Errorf("decode workload %s: %w", id, err)
 	}
-	sum, err := recordSum(&w)
+	sum, err := recordSum(&rec.Workload)
 	if err != nil {
 		return nil, [32]byte{}, fmt.Errorf("hash workload %s: %w", id, err)
 	}
-	return &w, sum, nil
+	return &rec, sum, nil
 }
 
 // maxStaleRetries bounds the re-runs of a transaction that read an older snapshot than the
@@ -177,7 +190,10 @@ func (r *Registry) appendHistory(tx store.Tx, e *HistoryEntry) error {
 
 // Put adds or replaces a workload and appends the history entry in the same transaction.
 // Generation and UpdatedAt are set by the registry. An update with an empty DataKey keeps the
-// stored key. The returned entry is durable when Put returns nil.
+// stored key. The volume secret is the registry's: a first registration (also the first after
+// a removal) gets 32 fresh random bytes, an update keeps the stored secret (a record without
+// one, written before volume support, gets one). The returned entry is durable when Put
+// returns nil.
 func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEntry, error) {
 	if err := ValidateID(w.ID); err != nil {
 		return HistoryEntry{}, err
@@ -187,19 +203,26 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 	update := func(fn func(tx store.Tx) error) error { return r.st.Update(ctx, fn) }
 	err := r.withIndex(update, func(tx store.Tx, byID map[string]indexEntry) error {
 		nw := w.Clone()
+		var secret []byte
 		old, sum, err := readWorkload(tx, nw.ID)
 		switch {
 		case err == nil:
-			// The stored key is kept only from the record the history registered last.
-			if err := checkRecord(nw.ID, old, sum, byID); err != nil {
+			// The stored keys are kept only from the record the history registered last.
+			if err := checkRecord(nw.ID, &old.Workload, sum, byID); err != nil {
 				return err
 			}
 			if len(nw.DataKey) == 0 {
 				nw.DataKey = old.DataKey
 			}
+			secret = old.VolumeSecret
 		case errors.Is(err, ErrNotFound):
 		default:
 			return err
+		}
+		if len(secret) != api.VolumeSecretSize {
+			if secret, err = newVolumeSecret(); err != nil {
+				return err
+			}
 		}
 		// Generations never repeat for an id, not even after a removal: tokens are bound to
 		// (workload, generation), so one serves a single registration.
@@ -208,7 +231,8 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 		if err := nw.Validate(); err != nil {
 			return err
 		}
-		b, err := json.Marshal(nw)
+		b, err := json.Marshal(record{Workload: nw, VolumeSecret: secret})
+		clear(secret)
 		if err != nil {
 			return fmt.Errorf("encode workload %s: %w", nw.ID, err)
 		}
@@ -237,14 +261,23 @@ func (r *Registry) Put(ctx context.Context, w Workload, actor string) (HistoryEn
 // Get returns the workload including its DataKey (for the key-release path); ErrNotFound
 // (wrapped) when absent.
 func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
+	w, secret, err := r.GetForRelease(ctx, id)
+	clear(secret)
+	return w, err
+}
+
+// GetForRelease is Get plus the workload's volume secret (nil for a workload registered
+// before volume support that was not updated since): what the attest answer releases.
+func (r *Registry) GetForRelease(ctx context.Context, id string) (*Workload, []byte, error) {
 	if err := ValidateID(id); err != nil {
 		// No workload can have an invalid id: it is both invalid and not found.
-		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var w *Workload
+	var secret []byte
 	view := func(fn func(tx store.Tx) error) error { return r.st.View(ctx, fn) }
 	err := r.withIndex(view, func(tx store.Tx, byID map[string]indexEntry) error {
-		w = nil
+		w, secret = nil, nil
 		b, err := tx.Get(BucketWorkloads, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("workload %s: %w", id, ErrNotFound)
@@ -252,20 +285,20 @@ func (r *Registry) Get(ctx context.Context, id string) (*Workload, error) {
 		if err != nil {
 			return fmt.Errorf("read workload %s: %w", id, err)
 		}
-		got, sum, err := r.cache.decode(id, b)
+		got, sec, sum, err := r.cache.decode(id, b)
 		if err != nil {
 			return err
 		}
 		if err := checkRecord(id, got, sum, byID); err != nil {
 			return err
 		}
-		w = got
+		w, secret = got, sec
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return w, nil
+	return w, secret, nil
 }
 
 // List returns every workload, including data keys, sorted by ID. Use Workload.Public before
@@ -321,11 +354,18 @@ func (r *Registry) Remove(ctx context.Context, id, actor string) (HistoryEntry, 
 		if err != nil {
 			return err
 		}
-		if err := checkRecord(id, old, sum, byID); err != nil {
+		clear(old.VolumeSecret)
+		if err := checkRecord(id, &old.Workload, sum, byID); err != nil {
 			return err
 		}
+		// The volume secret goes with the record: the workload's encrypted volumes cannot be
+		// opened any more (a later registration of the id gets a new secret), so their
+		// generations go too.
 		if err := tx.Delete(BucketWorkloads, id); err != nil {
 			return fmt.Errorf("delete workload %s: %w", id, err)
+		}
+		if err := tx.Delete(BucketVolumes, id); err != nil {
+			return fmt.Errorf("delete volume generations of workload %s: %w", id, err)
 		}
 		e := HistoryEntry{Time: r.now().UTC().Round(0), Actor: actor, Op: OpRemove, WorkloadID: id}
 		if err := r.appendHistory(tx, &e); err != nil {

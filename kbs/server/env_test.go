@@ -70,6 +70,8 @@ type env struct {
 	digest   [32]byte
 	cancel   context.CancelFunc
 	done     chan error
+	dir      string // state directory
+	opts     envOptions
 }
 
 type envOptions struct {
@@ -92,7 +94,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatalf("open bolt store: %v", err)
 	}
-	e := &env{state: st, store: kv, reg: registry.New(kv, st.Signer), audit: audit.New(kv), clock: &clock{}}
+	e := &env{state: st, store: kv, reg: registry.New(kv, st.Signer), audit: audit.New(kv), clock: &clock{}, dir: dir, opts: o}
+	t.Cleanup(func() {
+		e.stop(t)
+		e.audit.Flush(context.Background()) // queued auth/refusal events, before the store closes
+		e.store.Close()
+	})
 	chain := testChain(t)
 	e.signer, err = amdsp.NewSigner(chain)
 	if err != nil {
@@ -114,10 +121,19 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if _, err := e.reg.Put(context.Background(), e.workload, "test"); err != nil {
 		t.Fatalf("registry put: %v", err)
 	}
+	e.start(t)
+	return e
+}
+
+// start serves the env's registry and audit log on a new listener with a new client.
+func (e *env) start(t testing.TB) {
+	t.Helper()
+	o, st := e.opts, e.state
 	verifiers := map[string]verify.Verifier{api.TEESNP: snp.New(snp.Config{})}
 	if !o.noSim {
-		verifiers[api.TEESim] = sim.New(chain.Roots())
+		verifiers[api.TEESim] = sim.New(testChain(t).Roots())
 	}
+	var err error
 	logger := o.logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -147,12 +163,25 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		e.stop(t)
-		e.audit.Flush(context.Background()) // queued auth/refusal events, before the store closes
-		kv.Close()
-	})
-	return e
+}
+
+// restart stops the server, closes the store and opens everything again from the state
+// directory (a broker restart: only what the store holds survives).
+func (e *env) restart(t testing.TB) {
+	t.Helper()
+	e.stop(t)
+	if err := e.audit.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := setup.OpenStore("bolt://"+filepath.Join(e.dir, "kbs.db"), e.state.StoreKey)
+	if err != nil {
+		t.Fatalf("reopen bolt store: %v", err)
+	}
+	e.store, e.reg, e.audit = kv, registry.New(kv, e.state.Signer), audit.New(kv)
+	e.start(t)
 }
 
 func (e *env) stop(t testing.TB) {

@@ -11,7 +11,8 @@ import (
 )
 
 // FuzzHandlers sends arbitrary bodies, cookies and tokens to every protocol endpoint of a real
-// server (registry and audit on bbolt): no panic, never a 2xx for attest/key/certificate.
+// server (registry and audit on bbolt): no panic, never a 2xx for attest/key/certificate or
+// the volume calls (no token verifies).
 func FuzzHandlers(f *testing.F) {
 	e := newEnv(f, envOptions{})
 	h := e.srv.Handler()
@@ -20,12 +21,16 @@ func FuzzHandlers(f *testing.F) {
 	f.Add(uint8(2), []byte(nil), "abc", "sp2.e30.AAAA")
 	f.Add(uint8(3), []byte(`{"csr":"MIIB"}`), "abc", "sp2.x.y")
 	f.Add(uint8(1), []byte(`{"teePubKey":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","evidence":{"snp":{"report":"AAAA"}},"csr":"MIIB"}`), "abc", "")
+	f.Add(uint8(4), []byte(`{"volume":"default/data-0"}`), "", "sp2.e30.AAAA")
+	f.Add(uint8(5), []byte(`{"volume":"default/data-0","generation":1}`), "", "sp2.x.y")
 	f.Fuzz(func(t *testing.T, which uint8, body []byte, cookie, token string) {
 		paths := []struct{ method, path string }{
 			{http.MethodPost, api.PathAuth},
 			{http.MethodPost, api.PathAttest},
 			{http.MethodGet, api.ResourceKeyPath("web-frontend")},
 			{http.MethodPost, api.PathCertificate},
+			{http.MethodPost, api.PathVolumeBegin},
+			{http.MethodPost, api.PathVolumeCommit},
 		}
 		p := paths[int(which)%len(paths)]
 		req := httptest.NewRequest(p.method, "https://127.0.0.1"+p.path, bytes.NewReader(body))

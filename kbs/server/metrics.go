@@ -17,6 +17,7 @@ type metrics struct {
 	latency       *prometheus.HistogramVec
 	verifications *prometheus.CounterVec
 	verifyLatency *prometheus.HistogramVec
+	volumeCalls   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -26,7 +27,8 @@ func newMetrics() *metrics {
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sealpod_kbs_request_duration_seconds", Help: "Request latency by endpoint.", Buckets: buckets}, []string{"endpoint"})
 	m.verifications = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sealpod_kbs_verifications_total", Help: "Evidence verifications by TEE and result (ok, or the rejected field)."}, []string{"tee", "result"})
 	m.verifyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sealpod_kbs_verification_duration_seconds", Help: "Evidence verification latency by TEE.", Buckets: buckets}, []string{"tee"})
-	m.reg.MustRegister(m.requests, m.latency, m.verifications, m.verifyLatency,
+	m.volumeCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sealpod_kbs_volume_calls_total", Help: "Volume generation calls by op (begin, commit) and result (ok, or the refusal's reason)."}, []string{"op", "result"})
+	m.reg.MustRegister(m.requests, m.latency, m.verifications, m.verifyLatency, m.volumeCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -47,6 +49,15 @@ func (m *metrics) verified(tee string, err error, d time.Duration) {
 	}
 	m.verifications.WithLabelValues(tee, result).Inc()
 	m.verifyLatency.WithLabelValues(tee).Observe(d.Seconds())
+}
+
+// volume counts a volume generation call: result "ok" or the refusal's reason (api.Reason*).
+func (m *metrics) volume(op string, herr *httpError) {
+	result := "ok"
+	if herr != nil {
+		result = herr.body.Reason
+	}
+	m.volumeCalls.WithLabelValues(op, result).Inc()
 }
 
 func decodeB64Header(v string) ([]byte, error) {

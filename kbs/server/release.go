@@ -56,10 +56,11 @@ func checkCSR(der []byte, rd [api.ReportDataSize]byte) (*x509.CertificateRequest
 	return csr, nil
 }
 
-// release fills the two-request flow's part of the attest answer: the data key sealed to
-// the TEE key and the workload certificate for the CSR's key with the registered SANs.
-func (s *Server) release(resp *api.AttestResponse, wl *registry.Workload, csr *x509.CertificateRequest, teePub []byte) *httpError {
-	plain, err := api.Keys{DataKey: wl.DataKey}.Marshal()
+// release fills the two-request flow's part of the attest answer: the data key and the
+// volume secret (when the workload has one) sealed to the TEE key, and the workload
+// certificate for the CSR's key with the registered SANs.
+func (s *Server) release(resp *api.AttestResponse, wl *registry.Workload, volumeSecret []byte, csr *x509.CertificateRequest, teePub []byte) *httpError {
+	plain, err := api.Keys{DataKey: wl.DataKey, VolumeSecret: volumeSecret}.Marshal()
 	if err != nil {
 		return fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s: %v", wl.ID, err)
 	}

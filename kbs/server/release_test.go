@@ -102,6 +102,7 @@ func TestTwoRequestFlow(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ctx := context.Background()
 	const flows = 3
+	var volumeSecret []byte
 	for range flows {
 		s, err := e.client.Auth(ctx, api.TEESim, e.workload.ID)
 		if err != nil {
@@ -112,9 +113,14 @@ func TestTwoRequestFlow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("attest: %v", err)
 		}
-		if !bytes.Equal(rel.Keys.DataKey, e.workload.DataKey) || rel.Keys.VolumeSecret != nil {
-			t.Fatalf("released keys %+v, want the registered data key and no volume secret", rel.Keys)
+		if !bytes.Equal(rel.Keys.DataKey, e.workload.DataKey) || len(rel.Keys.VolumeSecret) != api.VolumeSecretSize {
+			t.Fatalf("released a data key (registered: %v) and a %d-byte volume secret, want the registered data key and a %d-byte volume secret",
+				bytes.Equal(rel.Keys.DataKey, e.workload.DataKey), len(rel.Keys.VolumeSecret), api.VolumeSecretSize)
 		}
+		if volumeSecret != nil && !bytes.Equal(volumeSecret, rel.Keys.VolumeSecret) {
+			t.Fatal("two attestations of one workload released different volume secrets")
+		}
+		volumeSecret = rel.Keys.VolumeSecret
 		e.checkChain(t, rel.Chain, rel.RootPEM, &priv.PublicKey)
 		claims, err := e.srv.tokens.verify(s.Token, time.Now())
 		if err != nil || claims.TEE != api.TEESim || claims.Workload != e.workload.ID || !claims.Released {

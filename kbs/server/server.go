@@ -1,7 +1,7 @@
 // Package server is the HTTPS server of the Sealpod key broker (docs/kbs.md#protocol): auth (nonce +
 // session), attest (evidence verification and appraisal against the registered workload,
 // signed token), key release (nacl anonymous box to the TEE key), workload certificates, the
-// public CA and manifest, the admin API of package admin, /metrics, /healthz and /readyz.
+// volume generation calls of encrypted volumes (volume.go), the public CA and manifest, the admin API of package admin, /metrics, /healthz and /readyz.
 package server
 
 import (
@@ -139,6 +139,8 @@ func New(cfg Config) (*Server, error) {
 	// and the certificate when the request carries a CSR.
 	mux.Handle("GET "+api.PathResource+"{workload}/key", s.instrument("key", s.handleKey))
 	mux.Handle("POST "+api.PathCertificate, s.instrument("certificate", s.handleCertificate))
+	mux.Handle("POST "+api.PathVolumeBegin, s.instrument("volume-begin", s.handleVolumeBegin))
+	mux.Handle("POST "+api.PathVolumeCommit, s.instrument("volume-commit", s.handleVolumeCommit))
 	mux.Handle("GET "+api.PathCA, s.instrument("ca", s.handleCA))
 	mux.Handle("GET "+api.PathManifest, s.instrument("manifest", s.handleManifest))
 	if cfg.Admin != nil {
@@ -237,6 +239,9 @@ type auditEvent struct {
 	kind, workload, tee string
 	// mustAudit: the response is withheld when the audit record cannot be written.
 	mustAudit bool
+	// detail is the reason recorded for a success (public values only; a refusal records
+	// its error).
+	detail string
 }
 
 func (s *Server) instrument(name string, h handlerFunc) http.Handler {
@@ -259,7 +264,7 @@ func (s *Server) instrument(name string, h handlerFunc) http.Handler {
 			if !api.ValidTEE(ev.tee) {
 				ev.tee = ""
 			}
-			e := audit.Event{Time: s.cfg.Now().UTC(), Kind: ev.kind, Workload: ev.workload, TEE: ev.tee, Remote: r.RemoteAddr, Result: audit.ResultOK}
+			e := audit.Event{Time: s.cfg.Now().UTC(), Kind: ev.kind, Workload: ev.workload, TEE: ev.tee, Remote: r.RemoteAddr, Result: audit.ResultOK, Reason: ev.detail}
 			if herr != nil {
 				e.Result = audit.ResultDenied
 				if status == http.StatusInternalServerError || status == http.StatusServiceUnavailable {
@@ -365,21 +370,28 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *htt
 }
 
 func (s *Server) lookup(ctx context.Context, id string) (*registry.Workload, *httpError) {
-	wl, err := s.cfg.Registry.Get(ctx, id)
+	wl, secret, herr := s.lookupForRelease(ctx, id)
+	clear(secret)
+	return wl, herr
+}
+
+// lookupForRelease is lookup plus the workload's volume secret (nil when it has none).
+func (s *Server) lookupForRelease(ctx context.Context, id string) (*registry.Workload, []byte, *httpError) {
+	wl, secret, err := s.cfg.Registry.GetForRelease(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
-		return nil, fail(http.StatusNotFound, api.ReasonNotFound, "workload %q is not registered", id)
+		return nil, nil, fail(http.StatusNotFound, api.ReasonNotFound, "workload %q is not registered", id)
 	}
 	if errors.Is(err, registry.ErrTampered) || errors.Is(err, registry.ErrRollback) {
 		// A record that does not match the signed history is refused; the message reaches the
 		// audit record of the request.
 		s.log.Error("registry record refused", "workload", id, "err", err)
-		return nil, fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s refused: %v", id, err)
+		return nil, nil, fail(http.StatusInternalServerError, api.ReasonInternal, "workload %s refused: %v", id, err)
 	}
 	if err != nil {
 		s.log.Error("registry get", "workload", id, "err", err)
-		return nil, fail(http.StatusInternalServerError, api.ReasonInternal, "registry unavailable")
+		return nil, nil, fail(http.StatusInternalServerError, api.ReasonInternal, "registry unavailable")
 	}
-	return wl, nil
+	return wl, secret, nil
 }
 
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) (auditEvent, *httpError) {
@@ -501,7 +513,8 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEven
 	if herr := s.teeEnabled(sess.tee); herr != nil {
 		return ev, herr
 	}
-	wl, herr := s.lookup(r.Context(), sess.workload)
+	wl, volumeSecret, herr := s.lookupForRelease(r.Context(), sess.workload)
+	defer clear(volumeSecret)
 	if herr != nil {
 		return ev, herr
 	}
@@ -542,7 +555,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) (auditEven
 	exp := now.Add(s.cfg.TokenTTL)
 	resp := api.AttestResponse{ExpiresAt: exp.Unix(), TEE: res.TEE}
 	if release {
-		if herr := s.release(&resp, wl, csr, req.TEEPubKey); herr != nil {
+		if herr := s.release(&resp, wl, volumeSecret, csr, req.TEEPubKey); herr != nil {
 			return ev, herr
 		}
 	}
