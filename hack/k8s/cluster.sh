@@ -31,6 +31,9 @@ KBS_PORT=8443
 ETCD_CLIENT=127.0.0.1:23790
 ETCD_PEER=127.0.0.1:23800
 TOOLS=$STATE/tools
+# The host-path provisioner's fixed parent of PV directories (k8s.io/kubernetes
+# pkg/volume/hostpath: /tmp/hostpath_pv/<uuid>); up links it to $STATE/volumes.
+PV_LINK=/tmp/hostpath_pv
 # The node's TEEs (installer --tee, in order of preference) and the labels the installer sets for
 # them when they are ready: one per TEE, so that the node matches each TEE's RuntimeClass.
 TEES=sim,sim-tdx
@@ -80,6 +83,12 @@ preflight() {
 	if [ -e /run/sealpod-cluster.lock ] && [ "$(cat /run/sealpod-cluster.lock)" != "$STATE" ]; then
 		die "another cluster runs from $(cat /run/sealpod-cluster.lock) (global paths: only one at a time)"
 	fi
+	# $PV_LINK: absent, or a link left by a cluster (ours, or one whose state dir is gone)
+	if [ -e "$PV_LINK" ] || [ -L "$PV_LINK" ]; then
+		[ -L "$PV_LINK" ] || die "$PV_LINK exists and is not the cluster's link to its PV directories: move it away"
+		local to; to=$(readlink "$PV_LINK")
+		[ "$to" = "$STATE/volumes" ] || [ ! -e "$to" ] || die "$PV_LINK links to $to, another cluster's PV directories"
+	fi
 }
 file_static() { file -L "$1" | grep -q 'statically linked'; }
 
@@ -107,6 +116,15 @@ network() {
   {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
 EOF
+}
+
+# Persistent volumes: kube-controller-manager's host-path provisioner creates each claim's PV
+# directory under the fixed $PV_LINK, a link to $STATE/volumes (so the data stays in the state
+# dir and down removes it); the default StorageClass is applied once the apiserver is up.
+pv_dir() {
+	mkdir -p "$STATE/volumes"
+	chmod 0700 "$STATE/volumes"
+	ln -sfn "$STATE/volumes" "$PV_LINK"
 }
 
 registry_and_kbs() {
@@ -215,7 +233,7 @@ control_plane() {
 		--bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
 		--service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
 		--cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
-		--service-cluster-ip-range=$SVC_CIDR --controllers='*,-nodeipam' --v=1
+		--service-cluster-ip-range=$SVC_CIDR --controllers='*,-nodeipam' --enable-hostpath-provisioner --v=1
 	start_bg kube-scheduler "$KBIN/kube-scheduler" --kubeconfig="$P/scheduler.kubeconfig" \
 		--authentication-kubeconfig="$P/scheduler.kubeconfig" --authorization-kubeconfig="$P/scheduler.kubeconfig" \
 		--bind-address=127.0.0.1 --leader-elect=false --v=1
@@ -306,6 +324,7 @@ up() {
 	build
 	say "built"
 	network
+	pv_dir
 	registry_and_kbs
 	say "devregistry on $REGISTRY (pods: $GW:5000), sealpod-kbs on https://$GW:$KBS_PORT"
 	containerd_config
@@ -316,6 +335,7 @@ up() {
 	control_plane
 	kubelet
 	kube_proxy
+	kubectl apply -f hack/k8s/storageclass.yaml >/dev/null
 	if [ "$INSTALL" = direct ]; then
 		kubectl label node $NODE ${TEE_SELECTOR//,/ } --overwrite >/dev/null
 	else
@@ -397,6 +417,8 @@ down() {
 	rm -f /var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/device-plugins/DEPRECATION
 	rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers 2>/dev/null || true
 	rm -f /var/lib/cni/results/sealpod-cluster-* 2>/dev/null || true
+	# the PV directories are under $STATE/volumes; the provisioner's link to them goes
+	[ "$(readlink "$PV_LINK" 2>/dev/null)" = "$STATE/volumes" ] && rm -f "$PV_LINK"
 	rm -f /run/sealpod-cluster.lock
 	rm -rf "$STATE"
 	echo "cluster: stopped and removed $STATE"
