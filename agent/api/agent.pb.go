@@ -755,6 +755,105 @@ func (x *CreateContainerResponse) GetCreateUs() int64 {
 	return 0
 }
 
+type AttachVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A volume of kind "encrypted" in the sealed spec.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The virtio-blk serial of the hot-plugged device: "sealpod-<N>", N = 0..99.
+	Serial        string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachVolumeRequest) Reset() {
+	*x = AttachVolumeRequest{}
+	mi := &file_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachVolumeRequest) ProtoMessage() {}
+
+func (x *AttachVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachVolumeRequest.ProtoReflect.Descriptor instead.
+func (*AttachVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AttachVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AttachVolumeRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+type AttachVolumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Device wait + open (integrity, crypt, rollback check) + mount, in microseconds.
+	OpenUs        int64 `protobuf:"varint,1,opt,name=open_us,json=openUs,proto3" json:"open_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachVolumeResponse) Reset() {
+	*x = AttachVolumeResponse{}
+	mi := &file_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachVolumeResponse) ProtoMessage() {}
+
+func (x *AttachVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachVolumeResponse.ProtoReflect.Descriptor instead.
+func (*AttachVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AttachVolumeResponse) GetOpenUs() int64 {
+	if x != nil {
+		return x.OpenUs
+	}
+	return 0
+}
+
 type ContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -764,7 +863,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +875,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +888,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerRequest) GetName() string {
@@ -810,7 +909,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +921,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +934,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProcessRequest) GetName() string {
@@ -862,7 +961,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +973,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +986,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -915,7 +1014,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1026,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1039,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignalProcessRequest) GetName() string {
@@ -977,7 +1076,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1088,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1101,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecProcessRequest) GetName() string {
@@ -1051,7 +1150,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1162,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1175,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadStreamRequest) GetName() string {
@@ -1111,7 +1210,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1222,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1235,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1171,7 +1270,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1282,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1295,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WriteStdinRequest) GetName() string {
@@ -1229,7 +1328,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1340,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1353,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -1276,7 +1375,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1387,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1400,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsContainerResponse) GetCpuUsageNs() uint64 {
@@ -1340,7 +1439,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1451,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1464,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1435,7 +1534,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x17CreateContainerResponse\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x10\n" +
 	"\x03tty\x18\x02 \x01(\bR\x03tty\x12\x1b\n" +
-	"\tcreate_us\x18\x03 \x01(\x03R\bcreateUs\"&\n" +
+	"\tcreate_us\x18\x03 \x01(\x03R\bcreateUs\"A\n" +
+	"\x13AttachVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\"/\n" +
+	"\x14AttachVolumeResponse\x12\x17\n" +
+	"\aopen_us\x18\x01 \x01(\x03R\x06openUs\"&\n" +
 	"\x10ContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
 	"\x0eProcessRequest\x12\x12\n" +
@@ -1475,11 +1579,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_usage_bytes\x18\x02 \x01(\x04R\x10memoryUsageBytes\x12,\n" +
 	"\x12memory_limit_bytes\x18\x03 \x01(\x04R\x10memoryLimitBytes\x12\x12\n" +
 	"\x04pids\x18\x04 \x01(\x04R\x04pids\"\x11\n" +
-	"\x0fShutdownRequest2\x96\t\n" +
+	"\x0fShutdownRequest2\xf5\t\n" +
 	"\x05Agent\x12E\n" +
 	"\x04Ping\x12\x1d.sealpod.agent.v1.PingRequest\x1a\x1e.sealpod.agent.v1.PingResponse\x12K\n" +
 	"\x06Unseal\x12\x1f.sealpod.agent.v1.UnsealRequest\x1a .sealpod.agent.v1.UnsealResponse\x12f\n" +
-	"\x0fCreateContainer\x12(.sealpod.agent.v1.CreateContainerRequest\x1a).sealpod.agent.v1.CreateContainerResponse\x12M\n" +
+	"\x0fCreateContainer\x12(.sealpod.agent.v1.CreateContainerRequest\x1a).sealpod.agent.v1.CreateContainerResponse\x12]\n" +
+	"\fAttachVolume\x12%.sealpod.agent.v1.AttachVolumeRequest\x1a&.sealpod.agent.v1.AttachVolumeResponse\x12M\n" +
 	"\x0eStartContainer\x12\".sealpod.agent.v1.ContainerRequest\x1a\x17.sealpod.agent.v1.Empty\x12V\n" +
 	"\vWaitProcess\x12 .sealpod.agent.v1.ProcessRequest\x1a%.sealpod.agent.v1.WaitProcessResponse\x12P\n" +
 	"\rSignalProcess\x12&.sealpod.agent.v1.SignalProcessRequest\x1a\x17.sealpod.agent.v1.Empty\x12L\n" +
@@ -1508,7 +1613,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: sealpod.agent.v1.Empty
 	(*PingRequest)(nil),             // 1: sealpod.agent.v1.PingRequest
@@ -1521,55 +1626,59 @@ var file_agent_proto_goTypes = []any{
 	(*UnsealResponse)(nil),          // 8: sealpod.agent.v1.UnsealResponse
 	(*CreateContainerRequest)(nil),  // 9: sealpod.agent.v1.CreateContainerRequest
 	(*CreateContainerResponse)(nil), // 10: sealpod.agent.v1.CreateContainerResponse
-	(*ContainerRequest)(nil),        // 11: sealpod.agent.v1.ContainerRequest
-	(*ProcessRequest)(nil),          // 12: sealpod.agent.v1.ProcessRequest
-	(*WaitProcessResponse)(nil),     // 13: sealpod.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 14: sealpod.agent.v1.SignalProcessRequest
-	(*ExecProcessRequest)(nil),      // 15: sealpod.agent.v1.ExecProcessRequest
-	(*ReadStreamRequest)(nil),       // 16: sealpod.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 17: sealpod.agent.v1.ReadStreamResponse
-	(*WriteStdinRequest)(nil),       // 18: sealpod.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 19: sealpod.agent.v1.WriteStdinResponse
-	(*StatsContainerResponse)(nil),  // 20: sealpod.agent.v1.StatsContainerResponse
-	(*ShutdownRequest)(nil),         // 21: sealpod.agent.v1.ShutdownRequest
-	nil,                             // 22: sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	(*AttachVolumeRequest)(nil),     // 11: sealpod.agent.v1.AttachVolumeRequest
+	(*AttachVolumeResponse)(nil),    // 12: sealpod.agent.v1.AttachVolumeResponse
+	(*ContainerRequest)(nil),        // 13: sealpod.agent.v1.ContainerRequest
+	(*ProcessRequest)(nil),          // 14: sealpod.agent.v1.ProcessRequest
+	(*WaitProcessResponse)(nil),     // 15: sealpod.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 16: sealpod.agent.v1.SignalProcessRequest
+	(*ExecProcessRequest)(nil),      // 17: sealpod.agent.v1.ExecProcessRequest
+	(*ReadStreamRequest)(nil),       // 18: sealpod.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 19: sealpod.agent.v1.ReadStreamResponse
+	(*WriteStdinRequest)(nil),       // 20: sealpod.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 21: sealpod.agent.v1.WriteStdinResponse
+	(*StatsContainerResponse)(nil),  // 22: sealpod.agent.v1.StatsContainerResponse
+	(*ShutdownRequest)(nil),         // 23: sealpod.agent.v1.ShutdownRequest
+	nil,                             // 24: sealpod.agent.v1.UnsealRequest.HostValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: sealpod.agent.v1.NetworkConfig.interfaces:type_name -> sealpod.agent.v1.Interface
 	5,  // 1: sealpod.agent.v1.NetworkConfig.routes:type_name -> sealpod.agent.v1.Route
 	3,  // 2: sealpod.agent.v1.UnsealRequest.network:type_name -> sealpod.agent.v1.NetworkConfig
-	22, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	24, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
 	7,  // 4: sealpod.agent.v1.UnsealResponse.times:type_name -> sealpod.agent.v1.PhaseTimes
 	1,  // 5: sealpod.agent.v1.Agent.Ping:input_type -> sealpod.agent.v1.PingRequest
 	6,  // 6: sealpod.agent.v1.Agent.Unseal:input_type -> sealpod.agent.v1.UnsealRequest
 	9,  // 7: sealpod.agent.v1.Agent.CreateContainer:input_type -> sealpod.agent.v1.CreateContainerRequest
-	11, // 8: sealpod.agent.v1.Agent.StartContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	12, // 9: sealpod.agent.v1.Agent.WaitProcess:input_type -> sealpod.agent.v1.ProcessRequest
-	14, // 10: sealpod.agent.v1.Agent.SignalProcess:input_type -> sealpod.agent.v1.SignalProcessRequest
-	15, // 11: sealpod.agent.v1.Agent.ExecProcess:input_type -> sealpod.agent.v1.ExecProcessRequest
-	16, // 12: sealpod.agent.v1.Agent.ReadStdout:input_type -> sealpod.agent.v1.ReadStreamRequest
-	16, // 13: sealpod.agent.v1.Agent.ReadStderr:input_type -> sealpod.agent.v1.ReadStreamRequest
-	18, // 14: sealpod.agent.v1.Agent.WriteStdin:input_type -> sealpod.agent.v1.WriteStdinRequest
-	12, // 15: sealpod.agent.v1.Agent.CloseStdin:input_type -> sealpod.agent.v1.ProcessRequest
-	11, // 16: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	11, // 17: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	21, // 18: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
-	2,  // 19: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
-	8,  // 20: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
-	10, // 21: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
-	0,  // 22: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
-	13, // 23: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
-	0,  // 24: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
-	0,  // 25: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
-	17, // 26: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
-	17, // 27: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
-	19, // 28: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
-	0,  // 29: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
-	0,  // 30: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
-	20, // 31: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
-	0,  // 32: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
-	19, // [19:33] is the sub-list for method output_type
-	5,  // [5:19] is the sub-list for method input_type
+	11, // 8: sealpod.agent.v1.Agent.AttachVolume:input_type -> sealpod.agent.v1.AttachVolumeRequest
+	13, // 9: sealpod.agent.v1.Agent.StartContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	14, // 10: sealpod.agent.v1.Agent.WaitProcess:input_type -> sealpod.agent.v1.ProcessRequest
+	16, // 11: sealpod.agent.v1.Agent.SignalProcess:input_type -> sealpod.agent.v1.SignalProcessRequest
+	17, // 12: sealpod.agent.v1.Agent.ExecProcess:input_type -> sealpod.agent.v1.ExecProcessRequest
+	18, // 13: sealpod.agent.v1.Agent.ReadStdout:input_type -> sealpod.agent.v1.ReadStreamRequest
+	18, // 14: sealpod.agent.v1.Agent.ReadStderr:input_type -> sealpod.agent.v1.ReadStreamRequest
+	20, // 15: sealpod.agent.v1.Agent.WriteStdin:input_type -> sealpod.agent.v1.WriteStdinRequest
+	14, // 16: sealpod.agent.v1.Agent.CloseStdin:input_type -> sealpod.agent.v1.ProcessRequest
+	13, // 17: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	13, // 18: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	23, // 19: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
+	2,  // 20: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
+	8,  // 21: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
+	10, // 22: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
+	12, // 23: sealpod.agent.v1.Agent.AttachVolume:output_type -> sealpod.agent.v1.AttachVolumeResponse
+	0,  // 24: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
+	15, // 25: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
+	0,  // 26: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
+	0,  // 27: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
+	19, // 28: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
+	19, // 29: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
+	21, // 30: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
+	0,  // 31: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
+	0,  // 32: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
+	22, // 33: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
+	0,  // 34: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
+	20, // [20:35] is the sub-list for method output_type
+	5,  // [5:20] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1586,7 +1695,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -11,6 +11,7 @@ type AgentService interface {
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
 	Unseal(context.Context, *UnsealRequest) (*UnsealResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
+	AttachVolume(context.Context, *AttachVolumeRequest) (*AttachVolumeResponse, error)
 	StartContainer(context.Context, *ContainerRequest) (*Empty, error)
 	WaitProcess(context.Context, *ProcessRequest) (*WaitProcessResponse, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*Empty, error)
@@ -47,6 +48,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.CreateContainer(ctx, &req)
+			},
+			"AttachVolume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AttachVolumeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.AttachVolume(ctx, &req)
 			},
 			"StartContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ContainerRequest
@@ -158,6 +166,14 @@ func (c *agentClient) Unseal(ctx context.Context, req *UnsealRequest) (*UnsealRe
 func (c *agentClient) CreateContainer(ctx context.Context, req *CreateContainerRequest) (*CreateContainerResponse, error) {
 	var resp CreateContainerResponse
 	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "CreateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) AttachVolume(ctx context.Context, req *AttachVolumeRequest) (*AttachVolumeResponse, error) {
+	var resp AttachVolumeResponse
+	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "AttachVolume", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -27,7 +27,16 @@ const PortName = "sealpod.agent"
 var (
 	nameRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	execIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	serialRe = regexp.MustCompile(`^sealpod-[0-9]{1,2}$`)
 )
+
+// VolumeSerialPrefix starts the virtio-blk serial of a hot-plugged sealed volume
+// (AttachVolumeRequest.serial): "sealpod-<N>".
+const VolumeSerialPrefix = "sealpod-"
+
+// ValidVolumeSerial reports whether s is a well-formed AttachVolumeRequest.serial:
+// "sealpod-" and one or two decimal digits.
+func ValidVolumeSerial(s string) bool { return serialRe.MatchString(s) }
 
 // ValidContainerName reports whether s is a Kubernetes container name (DNS-1123 label).
 func ValidContainerName(s string) bool { return nameRe.MatchString(s) }

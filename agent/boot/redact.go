@@ -112,6 +112,7 @@ func errorKind(v slog.Value) (slog.Value, bool) {
 // durations are not sealed; errors show as their kind.
 var ConsoleKeys = map[string]valueRule{
 	"container":  stringMatching(dnsLabel),
+	"volume":     stringMatching(dnsLabel), // encrypted volume names are in the placeholder pod
 	"workload":   stringMatching(workloadID),
 	"tee":        oneOf("snp", "tdx", "sim", "pef", "sim-tdx"),
 	"evidence":   oneOf(attest.Sources...), // where the TEE evidence comes from
@@ -120,7 +121,7 @@ var ConsoleKeys = map[string]valueRule{
 	"port":       stringMatching(devPath),
 	"registries": stringMatching(hostPorts),
 	"op": oneOf("start pod", "create container", "delete container", "close pod", "wait", "signal",
-		"start container", "exec in", "stats"),
+		"start container", "exec in", "stats", "attach volume"),
 	"err":        errorKind,
 	"code":       number,
 	"count":      number,

@@ -46,6 +46,10 @@ func TestConsoleHandler(t *testing.T) {
 			l.With("container", "app").Info("a")
 			l.Info("b", "container", "Not A Label "+secret)
 		}, []string{"container=app", "container=[withheld]"}, nil, false},
+		{"volume name checked", func(l *slog.Logger) {
+			l.Info("a", "volume", "data")
+			l.Info("b", "volume", "db/"+secret)
+		}, []string{"volume=data", "volume=[withheld]"}, nil, false},
 		{"tee enum", func(l *slog.Logger) { l.Info("x", "tee", "sim"); l.Info("y", "tee", secret) }, []string{"tee=sim", "tee=[withheld]"}, nil, false},
 		{"groups dropped", func(l *slog.Logger) {
 			l.Info("x", slog.Group("container", "name", secret))

@@ -177,12 +177,17 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		if !path.IsAbs(mt.Path) || path.Clean(mt.Path) != mt.Path || mt.Path == "/" {
 			return nil, nil, fmt.Errorf("%w: mount of volume %s: path %q", ErrInvalid, mt.Volume, mt.Path)
 		}
-		v, ok := p.volumes[mt.Volume]
+		v, ok := p.volume(mt.Volume)
 		if !ok {
 			return nil, nil, fmt.Errorf("%w: mount at %s: unknown volume %q", ErrInvalid, mt.Path, mt.Volume)
 		}
 		if v.kind == spec.VolumeHost {
 			return nil, nil, fmt.Errorf("%w: mount at %s: host volume %q is not available inside the guest", ErrInvalid, mt.Path, mt.Volume)
+		}
+		if v.kind == spec.VolumeEncrypted {
+			if err := encryptedSource(mt.Volume, v); err != nil {
+				return nil, nil, fmt.Errorf("mount at %s: %w", mt.Path, err)
+			}
 		}
 		src := v.path
 		if mt.SubPath != "" {
@@ -190,24 +195,41 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: mount at %s: subPath %q", ErrInvalid, mt.Path, mt.SubPath)
 			}
+			// As the kubelet: a missing subPath directory is created (resolved inside the
+			// volume: a symlink in it cannot lead out).
+			if v.kind == spec.VolumeEncrypted && !v.readOnly {
+				if err := pathrs.MkdirAll(v.path, rel, 0o755); err != nil {
+					return nil, nil, fmt.Errorf("mount at %s: subPath %q: %w", mt.Path, mt.SubPath, err)
+				}
+			}
 			if v.kind == spec.VolumeTmpfs {
 				if err := pathrs.MkdirAll(v.path, rel, 0o777); err != nil {
 					return nil, nil, fmt.Errorf("mount at %s: subPath %q: %w", mt.Path, mt.SubPath, err)
 				}
 			}
-			src, err = securejoin.SecureJoin(v.path, rel)
-			if err != nil {
-				return nil, nil, fmt.Errorf("mount at %s: subPath %q: %w", mt.Path, mt.SubPath, err)
+			if v.kind == spec.VolumeSealed {
+				// Read-only for containers: nothing can swap a component after the check.
+				src, err = securejoin.SecureJoin(v.path, rel)
+				if err == nil {
+					_, err = os.Lstat(src)
+				}
+			} else {
+				src, err = stageSubPath(filepath.Join(filepath.Dir(rootfs), "subpaths"), len(mounts), v.path, rel)
 			}
-			if _, err := os.Lstat(src); err != nil {
+			if err != nil {
 				return nil, nil, fmt.Errorf("mount at %s: subPath %q: %w", mt.Path, mt.SubPath, err)
 			}
 		}
 		opts := []string{"rbind", "rprivate", "nosuid", "nodev"}
-		if mt.ReadOnly || v.kind == spec.VolumeSealed {
+		if mt.ReadOnly || v.kind == spec.VolumeSealed || v.readOnly {
 			opts = append(opts, "ro")
 		}
 		mounts = append(mounts, specs.Mount{Destination: mt.Path, Type: "bind", Source: src, Options: opts})
+	}
+
+	devices, deviceRules, err := blockDevices(p, sc)
+	if err != nil {
+		return nil, nil, err
 	}
 
 	rs := &specs.Spec{
@@ -229,8 +251,9 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		Linux: &specs.Linux{
 			CgroupsPath: path.Join(m.opts.CgroupParent, sc.Name),
 			Resources: &specs.LinuxResources{
-				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+				Devices: append([]specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}, deviceRules...),
 			},
+			Devices: devices,
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.MountNamespace},
 				{Type: specs.PIDNamespace, Path: p.nsPath("pid")},

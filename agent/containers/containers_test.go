@@ -51,7 +51,7 @@ func newPodWith(t *testing.T, reg *testRegistry, hostValues map[string]string, c
 	return f
 }
 
-// startSpec starts a pod of s's containers (s's other fields are filled in: two volumes, a
+// startSpec starts a pod of s's containers (s's other fields are filled in: two more volumes, a
 // sealed file, the TLS dir, logs allowed) with a fresh state dir and cgroup parent, and
 // closes it when the test ends. opts gives the registries and any other option.
 func startSpec(t testing.TB, s *spec.Spec, hostValues map[string]string, opts Options) *podFixture {
@@ -63,10 +63,10 @@ func startSpec(t testing.TB, s *spec.Spec, hostValues map[string]string, opts Op
 		t.Fatal(err)
 	}
 	s.Version, s.Workload, s.Pod = spec.Version, "wl", "default/test-pod"
-	s.Volumes = []spec.Volume{
+	s.Volumes = append([]spec.Volume{
 		{Name: "scratch", Kind: spec.VolumeTmpfs, SizeLimit: 1 << 20},
 		{Name: "config", Kind: spec.VolumeSealed},
-	}
+	}, s.Volumes...) // and the test's own
 	s.Files = []spec.File{
 		{Volume: "config", Path: "app/config.txt", Mode: 0o640, Data: []byte("sealed-content\n")},
 	}

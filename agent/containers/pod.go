@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sealpod/sealpod/internal/atomicfile"
@@ -25,7 +26,23 @@ import (
 
 type podVolume struct {
 	kind spec.VolumeKind
-	path string // guest path of the volume's root ("" for host volumes: unsupported here)
+	// path is the guest path of the volume's root ("" for host volumes: unsupported here;
+	// "" for an encrypted volume until AttachVolume), or for an attached Block volume its
+	// decrypted device node.
+	path string
+	// Encrypted volumes: the sealed claim's mode and read-only flag; dev is the Block
+	// device's number once attached.
+	mode     string
+	readOnly bool
+	dev      uint64
+}
+
+func newPodVolume(v spec.Volume, path string) podVolume {
+	pv := podVolume{kind: v.Kind, path: path}
+	if v.Claim != nil {
+		pv.mode, pv.readOnly = v.Claim.Mode, v.Claim.ReadOnly
+	}
+	return pv
 }
 
 type pod struct {
@@ -41,6 +58,18 @@ type pod struct {
 
 	pause     *exec.Cmd
 	pauseDone chan struct{}
+
+	// volMu guards the encrypted entries of volumes, which AttachVolume fills while
+	// containers are created.
+	volMu sync.Mutex
+}
+
+// volume returns the pod volume name.
+func (p *pod) volume(name string) (podVolume, bool) {
+	p.volMu.Lock()
+	defer p.volMu.Unlock()
+	v, ok := p.volumes[name]
+	return v, ok
 }
 
 var (
@@ -119,6 +148,13 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 		case spec.VolumeHost:
 			// Host volumes need a host→guest file share, which this guest does not have.
 			p.volumes[v.Name] = podVolume{kind: v.Kind}
+			continue
+		case spec.VolumeEncrypted:
+			// Opened by the agent at AttachVolume (agent/server), then Manager.AttachVolume.
+			if v.Claim == nil {
+				return nil, fmt.Errorf("volume %s: %w: encrypted volume without claim", v.Name, ErrInvalid)
+			}
+			p.volumes[v.Name] = newPodVolume(v, "")
 			continue
 		default:
 			return nil, fmt.Errorf("volume %s: %w: kind %q", v.Name, ErrInvalid, v.Kind)

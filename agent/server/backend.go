@@ -30,6 +30,9 @@ type Pod interface {
 	Create(ctx context.Context, name string) (Container, error)
 	// Delete kills, waits for and removes a created container.
 	Delete(ctx context.Context, name string) error
+	// AttachVolume makes an opened encrypted volume available to the containers created
+	// after it (AttachVolume calls it once per volume, before any container uses it).
+	AttachVolume(ctx context.Context, name string, v AttachedVolume) error
 	// Close kills and removes everything.
 	Close(ctx context.Context) error
 }

@@ -21,6 +21,7 @@ type fakeBackend struct {
 	mu      sync.Mutex
 	pods    int
 	lastOpt PodOptions
+	lastPod *fakePod
 }
 
 func (b *fakeBackend) StartPod(_ context.Context, s *spec.Spec, o PodOptions) (Pod, error) {
@@ -28,13 +29,33 @@ func (b *fakeBackend) StartPod(_ context.Context, s *spec.Spec, o PodOptions) (P
 	defer b.mu.Unlock()
 	b.pods++
 	b.lastOpt = o
-	return &fakePod{spec: s, ctrs: map[string]*fakeProc{}}, nil
+	b.lastPod = &fakePod{spec: s, ctrs: map[string]*fakeProc{}}
+	return b.lastPod, nil
 }
 
 type fakePod struct {
 	mu   sync.Mutex
 	spec *spec.Spec
 	ctrs map[string]*fakeProc
+	// volumes records AttachVolume; attachErr, if set, fails it.
+	volumes   map[string]AttachedVolume
+	attachErr error
+}
+
+func (p *fakePod) AttachVolume(_ context.Context, name string, v AttachedVolume) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.attachErr != nil {
+		return p.attachErr
+	}
+	if p.volumes == nil {
+		p.volumes = map[string]AttachedVolume{}
+	}
+	if _, dup := p.volumes[name]; dup {
+		return fmt.Errorf("fake: volume %s attached twice", name)
+	}
+	p.volumes[name] = v
+	return nil
 }
 
 type fakeProc struct {

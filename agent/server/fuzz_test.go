@@ -27,7 +27,12 @@ func (failingAttester) Evidence(context.Context, [64]byte) (*unseal.Evidence, er
 
 // fuzzServer returns an unsealed server over the fake backend whose containers run `true`.
 func fuzzServer(f *testing.F) *Server {
-	srv, err := New(Config{Attester: failingAttester{}, Backend: &fakeBackend{}, TLSDir: f.TempDir(), Logger: quiet})
+	srv, err := New(Config{Attester: failingAttester{}, Backend: &fakeBackend{}, TLSDir: f.TempDir(), Logger: quiet,
+		SysBlock: f.TempDir(), DevDir: f.TempDir(), DeviceWait: time.Millisecond, // no disk: AttachVolume waits briefly
+		OpenVolume: func(context.Context, VolumeRequest) (*OpenedVolume, error) {
+			return nil, errors.New("fuzz: no volumes")
+		},
+		Generations: func(*unseal.VolumeAccess) (Generations, error) { return fakeGenerations{}, nil }})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -37,10 +42,13 @@ func fuzzServer(f *testing.F) *Server {
 			{Name: "app", Image: "r/app@sha256:" + strings.Repeat("a", 64), Command: []string{"true"}},
 			{Name: "in", Image: "r/in@sha256:" + strings.Repeat("b", 64), Command: []string{"true"}, Stdin: true},
 		},
+		Volumes: []spec.Volume{{Name: "data", Kind: spec.VolumeEncrypted, Claim: &spec.Claim{Namespace: "ns",
+			Template: "data", StatefulSet: "web", Mode: spec.VolumeModeFilesystem, SizeBytes: spec.MinVolumeBytes}}},
 		Policy: spec.Policy{Logs: spec.LogsAllow, Exec: []spec.ExecRule{{Container: "app", Argv: []string{"true"}}}},
 	}
 	pod, _ := srv.cfg.Backend.StartPod(context.Background(), sp, PodOptions{})
-	srv.res = &unseal.Result{Spec: sp}
+	srv.res = &unseal.Result{Spec: sp, Volumes: &unseal.VolumeAccess{Secret: make([]byte, 32), Token: "t"}}
+	srv.podName = "web-0"
 	srv.pod = pod
 	return srv
 }
@@ -161,6 +169,15 @@ func FuzzPingShutdownRequest(f *testing.F) {
 			if proto.Unmarshal(b, &sr) == nil {
 				_, _ = (&Server{cfg: s.cfg, log: s.log, ctrs: map[string]*ctr{}}).Shutdown(ctx, &sr)
 			}
+			return err
+		})
+}
+
+func FuzzAttachVolumeRequest(f *testing.F) {
+	fuzzRequest(f, func() *api.AttachVolumeRequest { return &api.AttachVolumeRequest{} },
+		[]*api.AttachVolumeRequest{{Name: "data", Serial: "sealpod-0"}, {Name: "data", Serial: "sealpod-99"}, {Name: "nope", Serial: "sealpod-1"}},
+		func(s *Server, ctx context.Context, r *api.AttachVolumeRequest) error {
+			_, err := s.AttachVolume(ctx, r)
 			return err
 		})
 }

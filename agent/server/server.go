@@ -5,13 +5,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -22,7 +21,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealpod/sealpod/agent/api"
-	"github.com/sealpod/sealpod/agent/hostvalue"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -51,7 +49,17 @@ type Config struct {
 	// ExecGrace is how long an exited exec stays when the host neither waits for it nor
 	// reads its output to the end; default DefaultExecGrace.
 	ExecGrace time.Duration
-	Logger    *slog.Logger
+	// Encrypted volumes (volume.go): SysBlock (default DefaultSysBlock) and DevDir (default
+	// DefaultDevDir) are where AttachVolume looks for the device with the host's serial, for
+	// at most DeviceWait (default DefaultDeviceWait); Filesystem volumes are mounted under
+	// VolumeDir (default DefaultVolumeDir); OpenVolume opens one (default OpenVolume, over
+	// agent/volume) with the broker generations Generations returns (default
+	// BrokerGenerations).
+	SysBlock, DevDir, VolumeDir string
+	DeviceWait                  time.Duration
+	OpenVolume                  VolumeOpener
+	Generations                 func(*unseal.VolumeAccess) (Generations, error)
+	Logger                      *slog.Logger
 }
 
 // Server is the agent service.
@@ -70,6 +78,10 @@ type Server struct {
 	// appStarted: an app container has started; no init container runs again.
 	appStarted bool
 	shutdown   bool
+	// podName is the host's (validated) "fieldRef:metadata.name": encrypted volumes' claim
+	// identities depend on it.
+	podName string
+	volumes map[string]*attachment // by sealed volume name
 }
 
 type ctr struct {
@@ -115,7 +127,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ExecGrace <= 0 {
 		cfg.ExecGrace = DefaultExecGrace
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}, initDone: map[string]bool{}}, nil
+	cfg.SysBlock = cmp.Or(cfg.SysBlock, DefaultSysBlock)
+	cfg.DevDir = cmp.Or(cfg.DevDir, DefaultDevDir)
+	cfg.VolumeDir = cmp.Or(cfg.VolumeDir, DefaultVolumeDir)
+	if cfg.DeviceWait <= 0 {
+		cfg.DeviceWait = DefaultDeviceWait
+	}
+	if cfg.OpenVolume == nil {
+		cfg.OpenVolume = OpenVolume
+	}
+	if cfg.Generations == nil {
+		cfg.Generations = BrokerGenerations
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}, initDone: map[string]bool{}, volumes: map[string]*attachment{}}, nil
 }
 
 // Serve serves the API on ln (ttrpc) until ctx is done.
@@ -160,6 +184,8 @@ func unsealError(err error) error {
 	case errors.Is(err, unseal.ErrHostData), errors.Is(err, unseal.ErrTEE), errors.Is(err, envelope.ErrAuthentication),
 		errors.Is(err, unseal.ErrSpec), errors.Is(err, unseal.ErrCertificate):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, unseal.ErrNoVolumeSecret):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.As(err, &ae) && ae.Status == 404: // the workload is not (or no longer) registered
 		return status.Error(codes.NotFound, err.Error())
 	case errors.As(err, &ae) && ae.Status/100 == 4 && !unseal.Transient(err):
@@ -225,19 +251,12 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 		s.log.Warn("unseal refused", "err", err)
 		return nil, unsealError(err)
 	}
-	hv := hostValues(res.Spec, req.GetHostValues())
 	tPod := time.Now()
-	if err := unseal.WriteIdentity(s.cfg.TLSDir, res.Identity); err != nil {
-		return nil, status.Errorf(codes.Internal, "unseal: %v", err)
-	}
-	pod, err := s.cfg.Backend.StartPod(ctx, res.Spec, PodOptions{TLSDir: s.cfg.TLSDir, HostValues: hv})
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "unseal: start pod: %v", err)
+	if err := s.startPod(ctx, res, req.GetHostValues()); err != nil {
+		res.Volumes.Wipe()
+		return nil, err
 	}
 	times.PodUs = time.Since(tPod).Microseconds()
-	s.mu.Lock()
-	s.res, s.pod = res, pod
-	s.mu.Unlock()
 	t := res.Times
 	times.AuthUs = t.Auth.Microseconds()
 	times.EvidenceUs, times.AttestUs, times.KeyUs = t.Evidence.Microseconds(), t.Attest.Microseconds(), t.Key.Microseconds()
@@ -254,46 +273,21 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 	return out, nil
 }
 
-// checkHostValues refuses, before anything else happens, host values whose key is not a
-// downward-API field of the table in agent/hostvalue or whose value does not have the
-// syntax Kubernetes guarantees for that field: host values are data, never code.
-func checkHostValues(in map[string]string) error {
-	if len(in) > api.MaxHostValues {
-		return invalid("unseal: host_values: %d entries (max %d)", len(in), api.MaxHostValues)
+// startPod writes the workload identity, starts the pod of an opened envelope and makes the
+// server unsealed. hostValues were checked by checkHostValues.
+func (s *Server) startPod(ctx context.Context, res *unseal.Result, in map[string]string) error {
+	hv := hostValues(res.Spec, in)
+	if err := unseal.WriteIdentity(s.cfg.TLSDir, res.Identity); err != nil {
+		return status.Errorf(codes.Internal, "unseal: %v", err)
 	}
-	for _, k := range slices.Sorted(maps.Keys(in)) {
-		if v := in[k]; len(k) > 256 || len(v) > api.MaxHostValueLen {
-			return invalid("unseal: host_values[%.64q]: too long", k)
-		}
-		if err := hostvalue.Check(k, in[k]); err != nil {
-			return invalid("unseal: host_values: %v", err)
-		}
+	pod, err := s.cfg.Backend.StartPod(ctx, res.Spec, PodOptions{TLSDir: s.cfg.TLSDir, HostValues: hv})
+	if err != nil {
+		return status.Errorf(codes.Internal, "unseal: start pod: %v", err)
 	}
+	s.mu.Lock()
+	s.res, s.pod, s.podName = res, pod, in[podNameKey]
+	s.mu.Unlock()
 	return nil
-}
-
-// hostValues keeps the host values the sealed spec references and drops the rest: the host
-// offers every downward-API field it knows (it cannot see which ones the sealed spec uses),
-// and a value nothing references is never used. The values stay untrusted: they are host
-// facts (pod name, namespace, IPs), never secrets; checkHostValues checked their syntax.
-func hostValues(sp *spec.Spec, in map[string]string) map[string]string {
-	wanted := map[string]bool{}
-	for _, cs := range [][]spec.Container{sp.InitContainers, sp.Containers} {
-		for _, c := range cs {
-			for _, e := range c.Env {
-				if e.FromHost != "" {
-					wanted[hostvalue.Key(c.Name, e)] = true
-				}
-			}
-		}
-	}
-	out := map[string]string{}
-	for k, v := range in {
-		if wanted[k] {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // sealed returns the opened spec and pod, or FailedPrecondition.
@@ -410,6 +404,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		return nil, status.Errorf(codes.AlreadyExists, "container %s: already created", name)
 	}
 	if err := s.checkRerun(name); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	if err := s.checkVolumesAttached(sp, sc); err != nil {
 		s.mu.Unlock()
 		return nil, err
 	}
@@ -638,6 +636,12 @@ func (s *Server) Shutdown(ctx context.Context, _ *api.ShutdownRequest) (*api.Emp
 			s.log.Warn("shutdown: closing the pod", "err", err)
 		}
 	}
+	s.closeVolumes() // after the containers, whose mounts use them
+	s.mu.Lock()
+	if s.res != nil {
+		s.res.Volumes.Wipe() // no volume opens after Shutdown
+	}
+	s.mu.Unlock()
 	if s.cfg.PowerOff != nil {
 		go func() {
 			time.Sleep(100 * time.Millisecond) // let the answer leave

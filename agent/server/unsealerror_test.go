@@ -23,6 +23,7 @@ func TestUnsealErrorCodes(t *testing.T) {
 	}{
 		{fmt.Errorf("x: %w", envelope.ErrMalformed), codes.InvalidArgument},
 		{fmt.Errorf("x: %w", unseal.ErrHostData), codes.PermissionDenied},
+		{fmt.Errorf("x: %w", unseal.ErrNoVolumeSecret), codes.FailedPrecondition},
 		{&client.APIError{Status: 403}, codes.PermissionDenied},
 		{&client.APIError{Status: 404}, codes.NotFound},
 		{&client.APIError{Status: 400}, codes.PermissionDenied},

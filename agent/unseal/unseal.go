@@ -34,6 +34,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/tee"
+	kbsapi "github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/client"
 )
 
@@ -51,6 +52,9 @@ var (
 	ErrSpecInvalid error = errkind.New("sealed spec invalid")
 	// ErrCertificate: the broker's certificate answer is not for our key or does not chain.
 	ErrCertificate error = errkind.New("workload certificate invalid")
+	// ErrNoVolumeSecret: the sealed spec has encrypted volumes but the broker released no
+	// volume secret (a broker without volume support).
+	ErrNoVolumeSecret error = errkind.New("sealed spec has encrypted volumes but the key broker released no volume secret")
 )
 
 // Times are the durations of the phases of one Unseal. Attest is the request that returns
@@ -74,7 +78,55 @@ type Result struct {
 	Digest   envelope.Digest // SHA-256 of the envelope = HOST_DATA/MRCONFIGID
 	Spec     *spec.Spec
 	Identity *Identity
-	Times    Times
+	// Volumes is what opening the sealed encrypted volumes needs later (AttachVolume): nil
+	// when the sealed spec has none.
+	Volumes *VolumeAccess
+	Times   Times
+}
+
+// VolumeAccess is kept from the attest answer for the sealed encrypted volumes: the
+// workload's volume secret (guest memory only; docs/volumes.md) and the broker session
+// token that authenticates the volume generation calls (VolumeBegin/VolumeCommit).
+type VolumeAccess struct {
+	Secret    []byte
+	Token     string
+	ExpiresAt time.Time
+	Broker    *client.Client
+}
+
+// Wipe zeroes the secret.
+func (v *VolumeAccess) Wipe() {
+	if v != nil {
+		clear(v.Secret)
+		v.Secret = nil
+	}
+}
+
+// hasEncryptedVolumes reports whether sp has a volume of kind VolumeEncrypted.
+func hasEncryptedVolumes(sp *spec.Spec) bool {
+	for _, v := range sp.Volumes {
+		if v.Kind == spec.VolumeEncrypted {
+			return true
+		}
+	}
+	return false
+}
+
+// volumeAccess keeps what the encrypted volumes of sp need from the attest answer: the
+// volume secret (a copy; the caller clears the release's) and the session's token. A spec
+// without encrypted volumes keeps nothing; one with encrypted volumes and no volume secret
+// of the right size is ErrNoVolumeSecret.
+func volumeAccess(sp *spec.Spec, secret []byte, token string, expires time.Time, c *client.Client) (*VolumeAccess, error) {
+	if !hasEncryptedVolumes(sp) {
+		return nil, nil
+	}
+	if len(secret) != kbsapi.VolumeSecretSize {
+		return nil, fmt.Errorf("%w (got %d bytes)", ErrNoVolumeSecret, len(secret))
+	}
+	if token == "" {
+		return nil, fmt.Errorf("%w: no session token for the volume generation calls", ErrNoVolumeSecret)
+	}
+	return &VolumeAccess{Secret: bytes.Clone(secret), Token: token, ExpiresAt: expires, Broker: c}, nil
 }
 
 // Options tune the flow.
@@ -143,6 +195,8 @@ func Unseal(ctx context.Context, env []byte, att Attester, o Options) (*Result, 
 			res.Times.Total = time.Since(start)
 			return res, nil
 		}
+		res.Volumes.Wipe()
+		res.Volumes = nil
 		if !Transient(err) || time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
 			if attempt > 1 {
 				return nil, fmt.Errorf("%w (after %d attempts in %v)", err, attempt, time.Since(start).Round(time.Millisecond))
@@ -211,9 +265,9 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	res.Times.Attest = time.Since(t)
 	res.Times.Key = 0 // the key came with the attest answer
 	t = time.Now()
+	defer clear(rel.Keys.VolumeSecret) // volumeAccess keeps a copy when the spec needs it
 	_, plain, err := envelope.Open(env, rel.Keys.DataKey)
 	clear(rel.Keys.DataKey)
-	clear(rel.Keys.VolumeSecret) // reserved: no encrypted volumes yet (issue 15)
 	if err != nil {
 		return fmt.Errorf("unseal %s: %w", h.Workload, err)
 	}
@@ -226,7 +280,12 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	if sp.Workload != h.Workload {
 		return fmt.Errorf("unseal %s: %w", h.Workload, ErrSpec)
 	}
-	res.Spec = sp
+	va, err := volumeAccess(sp, rel.Keys.VolumeSecret, s.Token, s.ExpiresAt, c)
+	if err != nil {
+		return fmt.Errorf("unseal %s: %w", h.Workload, err)
+	}
+	res.Volumes.Wipe() // an earlier attempt's
+	res.Spec, res.Volumes = sp, va
 	res.Times.Open = time.Since(t)
 	t = time.Now()
 	id, err := identity(b.key, rel)

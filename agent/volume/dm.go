@@ -178,10 +178,15 @@ func (c *control) create(name, uuid string) error {
 	return err
 }
 
-// load loads targets as the device's inactive table. The kernel runs the targets'
-// constructors now (dm-integrity reads, and for a new volume writes, its superblock here).
-func (c *control) load(name string, targets []target) error {
-	b, err := c.do("load table", dmTableLoad, name, "", dmSecureDataFlag, targets)
+// load loads targets as the device's inactive table (read-only: the device refuses writes).
+// The kernel runs the targets' constructors now (dm-integrity reads, and for a new volume
+// writes, its superblock here).
+func (c *control) load(name string, targets []target, readOnly bool) error {
+	flags := uint32(dmSecureDataFlag)
+	if readOnly {
+		flags |= unix.DM_READONLY_FLAG
+	}
+	b, err := c.do("load table", dmTableLoad, name, "", flags, targets)
 	clear(b)
 	return err
 }

@@ -25,13 +25,11 @@ func testSecret() []byte {
 // TestDeriveKeysSpec recomputes the documented construction (docs/volumes.md) with another
 // HKDF implementation (golang.org/x/crypto/hkdf) and the info bytes written out literally.
 func TestDeriveKeysSpec(t *testing.T) {
-	id := ClaimID{Namespace: "db", Claim: "data", Ordinal: 3}
-	k, err := DeriveKeys(testSecret(), id)
+	k, err := DeriveKeys(testSecret(), "db/data-web-3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// u16be 2 "db" u16be 4 "data" 0x01 u32be 3
-	ident := []byte("\x00\x02db\x00\x04data\x01\x00\x00\x00\x03")
+	ident := []byte("db/data-web-3")
 	for _, c := range []struct {
 		purpose string
 		got     []byte
@@ -59,9 +57,7 @@ func TestDeriveKeysSpec(t *testing.T) {
 // format version changes); TestDeriveKeysSpec cross-checks the construction independently.
 type kdfVector struct {
 	Secret     string `json:"secret"`
-	Namespace  string `json:"namespace"`
-	Claim      string `json:"claim"`
-	Ordinal    int    `json:"ordinal"`
+	Identity   string `json:"identity"`
 	Crypt      string `json:"crypt"`
 	Integrity  string `json:"integrity"`
 	JournalMAC string `json:"journal_mac"`
@@ -85,7 +81,7 @@ func TestDeriveKeysVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := DeriveKeys(secret, ClaimID{v.Namespace, v.Claim, v.Ordinal})
+		k, err := DeriveKeys(secret, v.Identity)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,28 +91,26 @@ func TestDeriveKeysVectors(t *testing.T) {
 			{"journal_mac", hex.EncodeToString(k.JournalMAC), v.JournalMAC},
 		} {
 			if c.got != c.want {
-				t.Errorf("%s/%s/%d %s = %s, want %s", v.Namespace, v.Claim, v.Ordinal, c.name, c.got, c.want)
+				t.Errorf("%s %s = %s, want %s", v.Identity, c.name, c.got, c.want)
 			}
 		}
 	}
 }
 
-// TestDeriveKeysSeparation: every identity field and the secret change every key, and the
-// three purposes never share a key.
+// TestDeriveKeysSeparation: every part of the identity and the secret change every key, and
+// the three purposes never share a key.
 func TestDeriveKeysSeparation(t *testing.T) {
-	base := ClaimID{Namespace: "db", Claim: "data", Ordinal: 0}
+	const base = "db/data-web-0"
 	other := append(testSecret()[:31:31], 0xff)
 	cases := []struct {
-		name   string
-		secret []byte
-		id     ClaimID
+		name     string
+		secret   []byte
+		identity string
 	}{
-		{"namespace", testSecret(), ClaimID{"db2", "data", 0}},
-		{"claim", testSecret(), ClaimID{"db", "data2", 0}},
-		{"ordinal", testSecret(), ClaimID{"db", "data", 1}},
-		{"no ordinal", testSecret(), ClaimID{"db", "data", NoOrdinal}},
-		// Length prefixes: moving a byte between namespace and claim is another identity.
-		{"boundary", testSecret(), ClaimID{"d", "bdata", 0}},
+		{"namespace", testSecret(), "db2/data-web-0"},
+		{"claim", testSecret(), "db/logs-web-0"},
+		{"ordinal", testSecret(), "db/data-web-1"},
+		{"boundary", testSecret(), "d/bdata-web-0"},
 		{"secret", other, base},
 	}
 	k0, err := DeriveKeys(testSecret(), base)
@@ -128,12 +122,12 @@ func TestDeriveKeysSeparation(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			k, err := DeriveKeys(c.secret, c.id)
+			k, err := DeriveKeys(c.secret, c.identity)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if bytes.Equal(k.Crypt, k0.Crypt) || bytes.Equal(k.Integrity, k0.Integrity) || bytes.Equal(k.JournalMAC, k0.JournalMAC) {
-				t.Errorf("%+v derives a key of %+v", c.id, base)
+				t.Errorf("%s derives a key of %s", c.identity, base)
 			}
 		})
 	}
@@ -141,24 +135,27 @@ func TestDeriveKeysSeparation(t *testing.T) {
 
 func TestDeriveKeysRejects(t *testing.T) {
 	cases := []struct {
-		name   string
-		secret []byte
-		id     ClaimID
-		want   string
+		name     string
+		secret   []byte
+		identity string
+		want     string
 	}{
-		{"short secret", make([]byte, 31), ClaimID{"db", "data", 0}, "volume secret: 31 bytes"},
-		{"long secret", make([]byte, 65), ClaimID{"db", "data", 0}, "volume secret: 65 bytes"},
-		{"empty namespace", testSecret(), ClaimID{"", "data", 0}, `namespace ""`},
-		{"namespace syntax", testSecret(), ClaimID{"Db", "data", 0}, `namespace "Db"`},
-		{"namespace too long", testSecret(), ClaimID{strings.Repeat("a", 64), "data", 0}, "namespace"},
-		{"claim syntax", testSecret(), ClaimID{"db", "data/../x", 0}, `claim "data/../x"`},
-		{"claim too long", testSecret(), ClaimID{"db", strings.Repeat("a", 254), 0}, "claim"},
-		{"ordinal", testSecret(), ClaimID{"db", "data", -2}, "ordinal -2"},
-		{"ordinal too big", testSecret(), ClaimID{"db", "data", MaxOrdinal + 1}, "ordinal"},
+		{"short secret", make([]byte, 31), "db/data", "volume secret: 31 bytes"},
+		{"long secret", make([]byte, 65), "db/data", "volume secret: 65 bytes"},
+		{"no slash", testSecret(), "data", "want <namespace>/<claim>"},
+		{"empty", testSecret(), "", "want <namespace>/<claim>"},
+		{"empty namespace", testSecret(), "/data", `namespace ""`},
+		{"namespace syntax", testSecret(), "Db/data", `namespace "Db"`},
+		{"namespace dot", testSecret(), "a.b/data", `namespace "a.b"`},
+		{"namespace too long", testSecret(), strings.Repeat("a", 64) + "/data", "namespace"},
+		{"empty claim", testSecret(), "db/", `claim ""`},
+		{"claim path", testSecret(), "db/data/../x", `claim "data/../x"`},
+		{"claim too long", testSecret(), "db/" + strings.Repeat("a", 254), "claim"},
+		{"claim NUL", testSecret(), "db/data\x00", "claim"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := DeriveKeys(c.secret, c.id)
+			_, err := DeriveKeys(c.secret, c.identity)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want one containing %q", err, c.want)
 			}
@@ -166,8 +163,23 @@ func TestDeriveKeysRejects(t *testing.T) {
 	}
 }
 
+func FuzzValidateIdentity(f *testing.F) {
+	for _, s := range []string{"db/data", "db/data-web-0", "a/b.c", "/", "db//x", "Db/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if ValidateIdentity(s) != nil {
+			return
+		}
+		// Accepted identities are exactly namespace "/" claim, within the Kubernetes limits.
+		if len(s) > 63+1+253 || strings.Count(s, "/") != 1 || strings.ContainsAny(s, "\x00 \n") || strings.ToLower(s) != s {
+			t.Fatalf("accepted %q", s)
+		}
+	})
+}
+
 func TestKeysWipe(t *testing.T) {
-	k, err := DeriveKeys(testSecret(), ClaimID{"db", "data", 0})
+	k, err := DeriveKeys(testSecret(), "db/data")
 	if err != nil {
 		t.Fatal(err)
 	}

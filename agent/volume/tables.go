@@ -58,3 +58,11 @@ func cryptTarget(devNum string, length uint64, k *Keys) target {
 	p = fmt.Appendf(p, " 0 %s 0", devNum)
 	return target{Length: length, Type: "crypt", Params: p}
 }
+
+// linearTarget maps length sectors of the device devNum from sector offset on: the user
+// device after the volume header.
+//
+//	<dev> <offset>
+func linearTarget(devNum string, offset, length uint64) target {
+	return target{Length: length, Type: "linear", Params: fmt.Appendf(nil, "%s %d", devNum, offset)}
+}

@@ -28,6 +28,7 @@ func TestTargets(t *testing.T) {
 				" journal_mac:hmac(sha256):" + strings.Repeat("33", 32) + " fix_padding fix_hmac"},
 		{"crypt", cryptTarget("253:0", 1000, k), "crypt",
 			"aes-xts-plain64 " + strings.Repeat("11", 64) + " 0 253:0 0"},
+		{"linear", linearTarget("253:1", 8, 1000), "linear", "253:1 8"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

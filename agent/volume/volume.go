@@ -1,23 +1,23 @@
 // Package volume opens sealed persistent volumes inside the guest: dm-crypt (AES-XTS) over
 // dm-integrity (HMAC-SHA256 per sector, data journal, MAC'd superblock), driven through the
 // device-mapper ioctls, with keys derived from the workload's volume secret and the claim's
-// identity (DeriveKeys). A device whose first 4096 bytes are zero is formatted on first use
-// (ext4, or left as a zeroed block device for volumeMode Block); a device with a dm-integrity
-// superblock is opened; anything else is refused. The format and key derivation are in
-// docs/volumes.md.
+// identity (DeriveKeys). The first 4 KiB of the decrypted device are Sealpod's volume header
+// (Header: claim identity digest, mode, generation); the user data (ext4, or the raw device
+// for volumeMode Block) is a dm-linear device after it. Every open runs the broker's two-phase
+// generation protocol (Generations), which refuses an older copy of the volume (ErrRollback).
+// A device whose first 4096 bytes are zero is formatted on first use; a device with a
+// dm-integrity superblock is opened; anything else is refused. The format, key derivation and
+// rollback protocol are in docs/volumes.md.
 //
-//	v, err := volume.Open(ctx, "/dev/vdb", secret, volume.ClaimID{Namespace: "db", Claim: "data", Ordinal: 0},
-//		volume.Options{Name: "data", MountPoint: "/run/sealpod/volumes/data", AllowFormat: true})
-//	... v.Path is the mounted file system ...
+//	v, err := volume.Open(ctx, "/dev/vdb", secret, "db/data-web-0", volume.Options{
+//		Name: "data", AllowFormat: true, Generations: broker, MountPoint: "/run/sealpod/volumes/data"})
+//	... v.MountPoint holds the file system (v.Device is the ext4 device) ...
 //	err = v.Close()
-//
-// Open is the whole guest side of one volume; sealing, attaching the disk (the shim) and
-// rollback detection (the broker's generations, which decide AllowFormat and read and write
-// a generation record under v.Path) are separate layers.
 package volume
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -46,17 +46,24 @@ const MinDeviceSize = 16 << 20
 
 // Options tune Open.
 type Options struct {
-	// Name names the device-mapper devices (sealpod-<Name>-integrity, sealpod-<Name>-crypt):
-	// 1..40 of [a-z0-9-]. Names are unique among open volumes.
+	// Name names the device-mapper devices (sealpod-<Name>-integrity, sealpod-<Name>-crypt and
+	// the user device sealpod-<Name>-volume): 1..40 of [a-z0-9-]. Unique among open volumes.
 	Name string
-	// Mode is the claim's volumeMode.
+	// Mode is the claim's volumeMode; it is recorded in the header at format and must match.
 	Mode Mode
-	// MountPoint is where ModeFilesystem mounts (created 0700 if missing). Absolute.
-	MountPoint string
-	// AllowFormat lets Open format an empty device (first use). Without it an empty device
-	// is ErrNotFormatted: a caller that knows the volume was used before (the broker's
-	// generation > 0) must not format a device the host has zeroed.
+	// AllowFormat lets Open format a device without a volume (first use). Formatting also
+	// needs the broker's committed generation to be 0: an empty device for a claim that was
+	// used before is ErrRollback, never formatted. Without AllowFormat an empty device is
+	// ErrNotFormatted.
 	AllowFormat bool
+	// ReadOnly: ModeFilesystem mounts read-only (when MountPoint is set); ModeBlock makes the
+	// user device read-only. The header's generation is written either way.
+	ReadOnly bool
+	// MountPoint, for ModeFilesystem only, is optional: when set (a clean absolute path,
+	// created 0700 if missing) Open mounts the ext4 file system there and Close unmounts it.
+	MountPoint string
+	// Generations is the broker's generation counter for rollback detection. Required.
+	Generations Generations
 }
 
 // Errors callers branch on (errors.Is), besides ErrUnknownContent and ErrBadSuperblock.
@@ -70,17 +77,19 @@ var (
 
 // Volume is an open sealed volume.
 type Volume struct {
-	// Path is the mount point (ModeFilesystem) or the decrypted block device (ModeBlock).
-	Path string
-	// Device is the decrypted block device node (dm-crypt).
+	// Device is the user device node: the ext4 file system (ModeFilesystem) or the decrypted
+	// block device (ModeBlock), a dm-linear mapping after the header.
 	Device string
+	// MountPoint is where Open mounted the file system ("" unless Options.MountPoint).
+	MountPoint string
 	// Formatted is true when Open formatted the device (first use).
 	Formatted bool
-	// Sectors is the usable size in 512-byte sectors.
+	// Generation is the generation the broker has committed and the header holds.
+	Generation uint64
+	// Sectors is the user device's size in 512-byte sectors.
 	Sectors uint64
 
-	name    string
-	mounted bool
+	name string
 }
 
 func validName(s string) bool {
@@ -102,7 +111,7 @@ func (o Options) validate() error {
 	}
 	switch o.Mode {
 	case ModeFilesystem:
-		if !filepath.IsAbs(o.MountPoint) || filepath.Clean(o.MountPoint) != o.MountPoint {
+		if o.MountPoint != "" && (!filepath.IsAbs(o.MountPoint) || filepath.Clean(o.MountPoint) != o.MountPoint) {
 			return fmt.Errorf("volume %s: mount point %q is not a clean absolute path", o.Name, o.MountPoint)
 		}
 	case ModeBlock:
@@ -112,31 +121,38 @@ func (o Options) validate() error {
 	default:
 		return fmt.Errorf("volume %s: unknown mode %d", o.Name, o.Mode)
 	}
+	if o.Generations == nil {
+		return fmt.Errorf("volume %s: no generations (rollback detection is required)", o.Name)
+	}
 	return nil
 }
 
 func integrityName(name string) string { return "sealpod-" + name + "-integrity" }
 func cryptName(name string) string     { return "sealpod-" + name + "-crypt" }
+func userName(name string) string      { return "sealpod-" + name + "-volume" }
 
 // Open opens (and on first use formats) the sealed volume on the block device dev for the
-// claim id, with keys derived from the workload's volume secret.
-func Open(ctx context.Context, dev string, secret []byte, id ClaimID, opts Options) (*Volume, error) {
+// claim identity ("<namespace>/<claim>", ValidateIdentity), with keys derived from the
+// workload's volume secret, and advances its generation with opts.Generations: Begin, check
+// the header's generation against the broker's (ErrRollback), write the pending generation
+// into the header (O_DIRECT, flushed), Commit.
+func Open(ctx context.Context, dev string, secret []byte, identity string, opts Options) (*Volume, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	keys, err := DeriveKeys(secret, id)
+	keys, err := DeriveKeys(secret, identity)
 	if err != nil {
 		return nil, fmt.Errorf("open volume %s: %w", opts.Name, err)
 	}
 	defer keys.Wipe()
-	v, err := open(ctx, dev, keys, opts)
+	v, err := open(ctx, dev, keys, identity, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open volume %s on %s: %w", opts.Name, dev, err)
+		return nil, fmt.Errorf("open volume %s (%s) on %s: %w", opts.Name, identity, dev, err)
 	}
 	return v, nil
 }
 
-func open(ctx context.Context, dev string, keys *Keys, opts Options) (v *Volume, err error) {
+func open(ctx context.Context, dev string, keys *Keys, identity string, opts Options) (v *Volume, err error) {
 	devNum, size, head, err := inspect(dev)
 	if err != nil {
 		return nil, err
@@ -148,8 +164,14 @@ func open(ctx context.Context, dev string, keys *Keys, opts Options) (v *Volume,
 	if err != nil {
 		return nil, err
 	}
-	if state == StateEmpty && !opts.AllowFormat {
-		return nil, ErrNotFormatted
+	committed, pending, err := begin(ctx, opts.Generations, identity)
+	if err != nil {
+		return nil, err
+	}
+	if state == StateEmpty {
+		if err := planFormat(identity, committed, opts.AllowFormat); err != nil {
+			return nil, err
+		}
 	}
 	c, err := openControl()
 	if err != nil {
@@ -157,86 +179,144 @@ func open(ctx context.Context, dev string, keys *Keys, opts Options) (v *Volume,
 	}
 	defer c.Close()
 
-	v = &Volume{name: opts.Name, Formatted: state == StateEmpty}
-	iname, cname := integrityName(opts.Name), cryptName(opts.Name)
-	if err := c.create(iname, "SEALPOD-VOLUME-"+iname); err != nil {
-		return nil, err
-	}
+	v = &Volume{name: opts.Name}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, v.teardown(c))
 		}
 	}()
-	if state == StateEmpty {
-		// The kernel initializes the superblock and journal when it constructs the target on
-		// a zeroed device; a one-sector table is enough for that. Then read the size it chose.
-		t := integrityTarget(devNum, 1, keys)
-		err := c.load(iname, []target{t})
-		t.wipe()
-		if err != nil {
-			return v, fmt.Errorf("initialize dm-integrity: %w", err)
-		}
-		if _, _, head, err = inspect(dev); err != nil {
-			return v, err
-		}
-		if _, sb, err = Probe(head); err != nil {
-			return v, fmt.Errorf("after initializing dm-integrity: %w", err)
-		}
-		if sb == nil {
-			return v, errors.New("dm-integrity did not write its superblock")
-		}
-	}
-	v.Sectors = sb.ProvidedDataSectors
-	t := integrityTarget(devNum, v.Sectors, keys)
-	err = c.load(iname, []target{t})
-	t.wipe()
-	if errors.Is(err, unix.EILSEQ) {
-		return v, fmt.Errorf("%w: %w", ErrWrongIdentity, err)
-	}
+	cryptDev, sectors, err := activate(ctx, c, dev, devNum, state == StateEmpty, sb, keys, opts.Name)
 	if err != nil {
 		return v, err
 	}
-	inum, err := c.resume(iname)
+	if sectors <= HeaderSectors {
+		return v, fmt.Errorf("device provides %d sectors, no room after the header", sectors)
+	}
+	v.Sectors = sectors - HeaderSectors
+	if err := c.create(userName(opts.Name), "SEALPOD-VOLUME-"+userName(opts.Name)); err != nil {
+		return v, err
+	}
+	t := linearTarget(cryptDev.num, HeaderSectors, v.Sectors)
+	if err := c.load(userName(opts.Name), []target{t}, opts.Mode == ModeBlock && opts.ReadOnly); err != nil {
+		return v, err
+	}
+	unum, err := c.resume(userName(opts.Name))
 	if err != nil {
 		return v, err
 	}
-	if err := c.create(cname, "SEALPOD-VOLUME-"+cname); err != nil {
+	if v.Device, err = waitNode(ctx, unum); err != nil {
 		return v, err
 	}
-	t = cryptTarget(fmt.Sprintf("%d:%d", unix.Major(inum), unix.Minor(inum)), v.Sectors, keys)
-	err = c.load(cname, []target{t})
-	t.wipe()
-	if err != nil {
-		return v, err
-	}
-	cnum, err := c.resume(cname)
-	if err != nil {
-		return v, err
-	}
-	if v.Device, err = waitNode(ctx, cnum); err != nil {
-		return v, err
+
+	// A new device, or one whose first format did not finish (no header, or a header sector
+	// that was never written): format, if the broker never committed this claim.
+	hio := devHeader(cryptDev.path)
+	v.Formatted = state == StateEmpty
+	if !v.Formatted {
+		raw, err := hio.readHeader()
+		_, herr := decodeHeader(raw)
+		if errors.Is(err, unix.EIO) || (err == nil && errors.Is(herr, errNoHeader)) {
+			v.Formatted = planFormat(identity, committed, opts.AllowFormat) == nil
+		}
 	}
 	if v.Formatted {
-		if err := format(ctx, v.Device, int64(v.Sectors)*sectorSize, opts.Mode); err != nil {
+		if err := format(ctx, cryptDev.path, v.Device, int64(sectors)*sectorSize, opts.Mode); err != nil {
 			return v, err
 		}
+		h := Header{IdentityDigest: sha256.Sum256([]byte(identity)), Mode: opts.Mode, DataOffset: HeaderSectors, DataSectors: v.Sectors}
+		if err := hio.writeHeader(h.encode()); err != nil {
+			return v, fmt.Errorf("write volume header: %w", err)
+		}
 	}
-	if opts.Mode == ModeBlock {
-		v.Path = v.Device
+	if v.Generation, err = advance(ctx, opts.Generations, identity, committed, pending, hio, opts.Mode, sectors); err != nil {
+		return v, err
+	}
+
+	if opts.Mode == ModeBlock || opts.MountPoint == "" {
 		return v, nil
 	}
 	if err := os.MkdirAll(opts.MountPoint, 0o700); err != nil {
 		return v, err
 	}
-	if err := unix.Mount(v.Device, opts.MountPoint, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "errors=remount-ro"); err != nil {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if opts.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(v.Device, opts.MountPoint, "ext4", flags, "errors=remount-ro"); err != nil {
 		return v, fmt.Errorf("mount ext4 at %s: %w", opts.MountPoint, err)
 	}
-	v.Path, v.mounted = opts.MountPoint, true
+	v.MountPoint = opts.MountPoint
 	return v, nil
 }
 
-// Close unmounts the volume and removes its device-mapper devices (dm-integrity flushes its
-// journal on the way).
+// dmDevice is an active device-mapper device: "major:minor" and its node.
+type dmDevice struct{ num, path string }
+
+// activate loads dm-integrity (initializing it on an empty device) and dm-crypt over dev
+// (devNum "major:minor") and returns the dm-crypt device and its size in sectors.
+func activate(ctx context.Context, c *control, dev, devNum string, empty bool, sb *Superblock, keys *Keys, name string) (dmDevice, uint64, error) {
+	iname, cname := integrityName(name), cryptName(name)
+	if err := c.create(iname, "SEALPOD-VOLUME-"+iname); err != nil {
+		return dmDevice{}, 0, err
+	}
+	if empty {
+		// The kernel initializes the superblock and journal when it constructs the target on
+		// a zeroed device; a one-sector table is enough for that. Then read the size it chose.
+		t := integrityTarget(devNum, 1, keys)
+		err := c.load(iname, []target{t}, false)
+		t.wipe()
+		if err != nil {
+			return dmDevice{}, 0, fmt.Errorf("initialize dm-integrity: %w", err)
+		}
+		_, _, head, err := inspect(dev)
+		if err != nil {
+			return dmDevice{}, 0, err
+		}
+		if _, sb, err = Probe(head); err != nil {
+			return dmDevice{}, 0, fmt.Errorf("after initializing dm-integrity: %w", err)
+		}
+		if sb == nil {
+			return dmDevice{}, 0, errors.New("dm-integrity did not write its superblock")
+		}
+	}
+	sectors := sb.ProvidedDataSectors
+	t := integrityTarget(devNum, sectors, keys)
+	err := c.load(iname, []target{t}, false)
+	t.wipe()
+	if errors.Is(err, unix.EILSEQ) {
+		return dmDevice{}, 0, fmt.Errorf("%w: %w", ErrWrongIdentity, err)
+	}
+	if err != nil {
+		return dmDevice{}, 0, err
+	}
+	inum, err := c.resume(iname)
+	if err != nil {
+		return dmDevice{}, 0, err
+	}
+	if err := c.create(cname, "SEALPOD-VOLUME-"+cname); err != nil {
+		return dmDevice{}, 0, err
+	}
+	t = cryptTarget(devString(inum), sectors, keys)
+	err = c.load(cname, []target{t}, false)
+	t.wipe()
+	if err != nil {
+		return dmDevice{}, 0, err
+	}
+	cnum, err := c.resume(cname)
+	if err != nil {
+		return dmDevice{}, 0, err
+	}
+	p, err := waitNode(ctx, cnum)
+	if err != nil {
+		return dmDevice{}, 0, err
+	}
+	return dmDevice{num: devString(cnum), path: p}, sectors, nil
+}
+
+func devString(num uint64) string { return fmt.Sprintf("%d:%d", unix.Major(num), unix.Minor(num)) }
+
+// Close unmounts the volume (if Open mounted it) and removes its device-mapper devices
+// (dm-integrity flushes its journal on the way).
 func (v *Volume) Close() error {
 	c, err := openControl()
 	if err != nil {
@@ -250,14 +330,14 @@ func (v *Volume) Close() error {
 }
 
 func (v *Volume) teardown(c *control) error {
-	if v.mounted {
-		if err := unix.Unmount(v.Path, 0); err != nil {
-			return fmt.Errorf("unmount %s: %w", v.Path, err)
+	if v.MountPoint != "" {
+		if err := unix.Unmount(v.MountPoint, 0); err != nil {
+			return fmt.Errorf("unmount %s: %w", v.MountPoint, err)
 		}
-		v.mounted = false
+		v.MountPoint = ""
 	}
 	var errs []error
-	for _, n := range []string{cryptName(v.name), integrityName(v.name)} {
+	for _, n := range []string{userName(v.name), cryptName(v.name), integrityName(v.name)} {
 		errs = append(errs, removeRetry(c, n))
 	}
 	return errors.Join(errs...)
@@ -334,11 +414,22 @@ func waitNode(ctx context.Context, num uint64) (string, error) {
 	}
 }
 
-// format prepares a new volume: every sector is written once through dm-crypt (zeros), so
-// every sector has a valid tag and reads back as zeros (dm-integrity refuses to recalculate
-// tags with a keyed hash); then ext4 for ModeFilesystem.
-func format(ctx context.Context, devPath string, size int64, mode Mode) error {
-	f, err := os.OpenFile(devPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+// format prepares a new volume: every sector of the dm-crypt device cryptPath (size bytes) is
+// written once (zeros), so every sector has a valid tag and reads back as zeros (dm-integrity
+// refuses to recalculate tags with a keyed hash); then ext4 on the user device userPath for
+// ModeFilesystem. The caller writes the header afterwards.
+func format(ctx context.Context, cryptPath, userPath string, size int64, mode Mode) error {
+	if err := wipe(ctx, cryptPath, size); err != nil {
+		return err
+	}
+	if mode == ModeBlock {
+		return nil
+	}
+	return mkfs(userPath, size-HeaderSize)
+}
+
+func wipe(ctx context.Context, path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -356,9 +447,16 @@ func format(ctx context.Context, devPath string, size int64, mode Mode) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
-	if mode == ModeBlock {
-		return nil
+	return nil
+}
+
+// mkfs makes the ext4 file system (size bytes) on path.
+func mkfs(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
 	}
+	defer f.Close()
 	if _, err := ext4.Create(file.New(f, false), size, 0, sectorSize, ext4Params()); err != nil {
 		return fmt.Errorf("mkfs ext4: %w", err)
 	}
@@ -366,6 +464,42 @@ func format(ctx context.Context, devPath string, size int64, mode Mode) error {
 		return fmt.Errorf("mkfs ext4: %w", err)
 	}
 	return nil
+}
+
+// devHeader is the header block at the start of a dm-crypt device node, read and written
+// with O_DIRECT (no page cache: what is read is what the device holds) and flushed on write
+// (the flush passes through dm-crypt and commits dm-integrity's journal).
+type devHeader string
+
+func (d devHeader) readHeader() ([]byte, error) {
+	f, err := os.OpenFile(string(d), os.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := alignedBuffer(HeaderSize)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+func (d devHeader) writeHeader(b []byte) error {
+	f, err := os.OpenFile(string(d), os.O_WRONLY|unix.O_DIRECT|unix.O_DSYNC|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	buf := alignedBuffer(HeaderSize)
+	copy(buf, b)
+	if _, err := f.WriteAt(buf, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // ext4Params: 4 KiB blocks, journal, no resize inode (volumes are not resized in place).

@@ -13,22 +13,25 @@ import (
 )
 
 func TestOpenRejectsBeforeTouchingTheDevice(t *testing.T) {
-	good := Options{Name: "data", MountPoint: "/run/v/data", AllowFormat: true}
-	id := ClaimID{"db", "data", 0}
+	g := &fakeBroker{}
+	good := Options{Name: "data", MountPoint: "/run/v/data", AllowFormat: true, Generations: g}
+	const id = "db/data"
 	cases := []struct {
 		name string
-		id   ClaimID
+		id   string
 		opts Options
 		want string
 	}{
-		{"empty name", id, Options{MountPoint: "/m"}, "name"},
-		{"name syntax", id, Options{Name: "Data", MountPoint: "/m"}, "name"},
-		{"name too long", id, Options{Name: strings.Repeat("a", 41), MountPoint: "/m"}, "name"},
-		{"relative mount", id, Options{Name: "data", MountPoint: "m"}, "mount point"},
-		{"unclean mount", id, Options{Name: "data", MountPoint: "/m/../etc"}, "mount point"},
-		{"block with mount", id, Options{Name: "data", Mode: ModeBlock, MountPoint: "/m"}, "mount point"},
-		{"mode", id, Options{Name: "data", Mode: 7}, "mode"},
-		{"identity", ClaimID{"db", "", 0}, good, "claim"},
+		{"empty name", id, Options{MountPoint: "/m", Generations: g}, "name"},
+		{"name syntax", id, Options{Name: "Data", MountPoint: "/m", Generations: g}, "name"},
+		{"name too long", id, Options{Name: strings.Repeat("a", 41), MountPoint: "/m", Generations: g}, "name"},
+		{"relative mount", id, Options{Name: "data", MountPoint: "m", Generations: g}, "mount point"},
+		{"unclean mount", id, Options{Name: "data", MountPoint: "/m/../etc", Generations: g}, "mount point"},
+		{"block with mount", id, Options{Name: "data", Mode: ModeBlock, MountPoint: "/m", Generations: g}, "mount point"},
+		{"mode", id, Options{Name: "data", Mode: 7, Generations: g}, "mode"},
+		{"no generations", id, Options{Name: "data"}, "no generations"},
+		{"identity", "db/", good, "claim"},
+		{"identity without namespace", "data", good, "<namespace>/<claim>"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -39,6 +42,9 @@ func TestOpenRejectsBeforeTouchingTheDevice(t *testing.T) {
 			}
 		})
 	}
+	if g.begins != 0 {
+		t.Fatalf("Begin called %d times for refused options", g.begins)
+	}
 }
 
 func TestOpenRefusesNonBlockDevice(t *testing.T) {
@@ -46,13 +52,17 @@ func TestOpenRefusesNonBlockDevice(t *testing.T) {
 	if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(context.Background(), p, testSecret(), ClaimID{"db", "data", 0}, Options{Name: "data", MountPoint: "/run/v"})
-	if err == nil || !strings.Contains(err.Error(), "not a block device") || !strings.Contains(err.Error(), "open volume data on "+p) {
+	g := &fakeBroker{}
+	_, err := Open(context.Background(), p, testSecret(), "db/data", Options{Name: "data", Generations: g})
+	if err == nil || !strings.Contains(err.Error(), "not a block device") || !strings.Contains(err.Error(), "open volume data (db/data) on "+p) {
 		t.Fatalf("err = %v", err)
+	}
+	if g.begins != 0 {
+		t.Fatal("Begin called for a device that is refused")
 	}
 }
 
-// TestFormatExt4 runs the first-use format on an image file and checks it with e2fsck.
+// TestFormatExt4 runs the first-use mkfs on an image file and checks it with e2fsck.
 func TestFormatExt4(t *testing.T) {
 	e2fsck := testdeps.Binary(t, "e2fsck", "apt-get install -y e2fsprogs")
 	for _, size := range []int64{14 << 20, 31<<20 + 7*512, 1 << 30} {
@@ -65,8 +75,8 @@ func TestFormatExt4(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Close()
-		if err := format(context.Background(), p, size, ModeFilesystem); err != nil {
-			t.Fatalf("format %d bytes: %v", size, err)
+		if err := mkfs(p, size); err != nil {
+			t.Fatalf("mkfs %d bytes: %v", size, err)
 		}
 		out, err := exec.Command(e2fsck, "-f", "-n", p).CombinedOutput()
 		if err != nil {
@@ -91,7 +101,7 @@ func TestFormatCancelled(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := format(ctx, p, MinDeviceSize, ModeBlock); !errors.Is(err, context.Canceled) {
+	if err := format(ctx, p, p, MinDeviceSize, ModeBlock); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }

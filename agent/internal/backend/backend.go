@@ -59,6 +59,11 @@ func (p *pod) Delete(ctx context.Context, name string) error {
 	return Redact(p.log, "delete container", name, p.m.Delete(ctx, name))
 }
 
+func (p *pod) AttachVolume(_ context.Context, name string, v server.AttachedVolume) error {
+	err := p.m.AttachVolume(name, containers.AttachedVolume{Mode: v.Mode, Path: v.Path, ReadOnly: v.ReadOnly})
+	return Redact(p.log, "attach volume", name, err)
+}
+
 func (p *pod) Close(ctx context.Context) error {
 	return Redact(p.log, "close pod", p.spec.Workload, p.m.Close(ctx))
 }
