@@ -6,6 +6,10 @@
 //	pause   the sandbox image's entrypoint: waits for SIGTERM/SIGINT, exits 0
 //	probe   prints "probe ok" (exec target; the sealed policy does not allow it)
 //	job     prints "job: $SEALPOD_GREETING" and exits 0 (a Job's container)
+//	store   DIR: keeps $SEALPOD_CANARY in DIR/canary (a sealed volume): prints "store: canary written"
+//	        when the file is new, "store: canary kept" when it holds the canary, "store: canary
+//	        differs" otherwise and "store: read failed: ERR" when reading fails (never the value);
+//	        then waits for SIGTERM and exits 0
 //	args    prints "args: " and its further arguments (host values expanded by the agent), then
 //	        serves HTTP on :8080 where /healthz answers 200 only to the request header
 //	        "Authorization: Bearer $SEALPOD_PROBE_TOKEN" (a sealed httpGet probe), 401 otherwise
@@ -65,8 +69,43 @@ func main() {
 		<-sig
 	case "job":
 		fmt.Println("job: " + os.Getenv("SEALPOD_GREETING"))
+	case "store":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "podapp: store DIR")
+			os.Exit(2)
+		}
+		fmt.Println("store: " + store(os.Args[2], os.Getenv("SEALPOD_CANARY")))
+		<-sig
 	default:
 		fmt.Fprintln(os.Stderr, "podapp: unknown mode", mode)
 		os.Exit(2)
 	}
+}
+
+// store keeps canary in dir/canary and says what it found, never the value itself.
+func store(dir, canary string) string {
+	p := dir + "/canary"
+	b, err := os.ReadFile(p)
+	switch {
+	case os.IsNotExist(err):
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "write failed: " + err.Error()
+		}
+		if _, err := f.WriteString(canary); err != nil {
+			return "write failed: " + err.Error()
+		}
+		if err := f.Sync(); err != nil {
+			return "write failed: " + err.Error()
+		}
+		if err := f.Close(); err != nil {
+			return "write failed: " + err.Error()
+		}
+		return "canary written"
+	case err != nil:
+		return "read failed: " + err.Error()
+	case string(b) == canary:
+		return "canary kept"
+	}
+	return "canary differs"
 }
