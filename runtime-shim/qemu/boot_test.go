@@ -246,9 +246,9 @@ func buildGuest(t *testing.T) string {
 }
 
 // buildGuestWith builds initPkg as a static /init (with cgo and a static link when cgo is set,
-// as the agent needs for runc's nsenter) and wraps it with mkguest. It skips when the kernel
-// package cannot be had (no apt index or network), as the guest-image tests do.
-func buildGuestWith(t *testing.T, initPkg string, cgo bool) string {
+// as the agent needs for runc's nsenter) and wraps it with mkguest (plus mkguestArgs). It skips
+// when the kernel package cannot be had (no apt index or network), as the guest-image tests do.
+func buildGuestWith(t *testing.T, initPkg string, cgo bool, mkguestArgs ...string) string {
 	t.Helper()
 	root, dir := moduleRoot(t), t.TempDir()
 	run := func(env []string, name string, args ...string) ([]byte, error) {
@@ -272,7 +272,7 @@ func buildGuestWith(t *testing.T, initPkg string, cgo bool) string {
 		t.Fatalf("build mkguest: %v\n%s", err, out)
 	}
 	gdir := filepath.Join(dir, "guest")
-	if out, err := run(nil, filepath.Join(dir, "mkguest"), "--init", initBin, "--out", gdir); err != nil {
+	if out, err := run(nil, filepath.Join(dir, "mkguest"), append([]string{"--init", initBin, "--out", gdir}, mkguestArgs...)...); err != nil {
 		if strings.Contains(string(out), "apt") {
 			testdeps.Missing(t, "mkguest cannot get the kernel package here: %v\n%s", err, out)
 		}

@@ -279,6 +279,12 @@ type Config struct {
 	NIC *NIC
 	// QMPSocket, if set, gets a QMP monitor (server=on,wait=off).
 	QMPSocket string
+	// QMPListener, if set, is a listening unix socket bound at QMPSocket by the caller, which
+	// QEMU inherits (fd=N, after the tap) and serves QMP on.
+	QMPListener *os.File
+	// HotplugSlots is the number of empty PCIe root ports for disks hot-plugged over QMP
+	// (hotplug.go: sealed volumes; 0..MaxHotplugSlots; not on pef).
+	HotplugSlots int
 	// PIDFile, if set, is written by QEMU with its pid.
 	PIDFile string
 	// Name is the VM name (-name; visible in ps). Optional, e.g. "sealpod-<sandbox id>".
@@ -607,11 +613,24 @@ func (c *Config) Command() (*Command, error) {
 		// romfile= : no iPXE option ROM (nothing runs before the kernel; less to measure).
 		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,mac="+n.MAC.String()+",romfile="+vio)
 	}
+	hotplug, err := c.hotplugArgs()
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, hotplug...)
 	if c.QMPSocket != "" {
 		if err := checkSocket("QMPSocket", c.QMPSocket); err != nil {
 			return nil, err
 		}
-		args = append(args, "-qmp", "unix:"+c.QMPSocket+",server=on,wait=off")
+		if c.QMPListener != nil {
+			args = append(args, "-chardev", "socket,id=qmp0,fd="+strconv.Itoa(3+len(cmd.ExtraFiles))+",server=on,wait=off",
+				"-mon", "chardev=qmp0,mode=control")
+			cmd.ExtraFiles = append(cmd.ExtraFiles, c.QMPListener)
+		} else {
+			args = append(args, "-qmp", "unix:"+c.QMPSocket+",server=on,wait=off")
+		}
+	} else if c.QMPListener != nil {
+		return nil, invalid("QMPListener", "without QMPSocket")
 	}
 	if c.PIDFile != "" {
 		args = append(args, "-pidfile", c.PIDFile)

@@ -95,6 +95,25 @@ func goldenCases(t *testing.T) map[string]Config {
 			AgentSocket: dir + "/agent.sock", AgentListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
 			Name: "sealpod-p1", TDX: TDXOptions{QGS: "unix:/var/run/tdx-qgs/qgs.socket"},
 		},
+		// As the shim launches a pod with two sealed volumes (sealpod.io/volumes): the QMP
+		// socket passed as a descriptor after the tap, two empty root ports (hotplug.go).
+		"sim-tcg-volumes": {
+			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
+			AgentListener: tap, SimSPListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true}, Name: "sealpod-p1",
+			QMPSocket: dir + "/qmp.sock", QMPListener: tap, HotplugSlots: 2,
+		},
+		"snp-node-volumes": {
+			TEE: TEESNP, Accel: AccelKVM, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"), HostData: digest,
+			AgentSocket: dir + "/agent.sock", AgentListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
+			Name: "sealpod-p1", SNP: SNPOptions{CBitPos: 47, ReducedPhysBits: 1, Policy: SNPPolicyReserved},
+			QMPSocket: dir + "/qmp.sock", QMPListener: tap, HotplugSlots: 2,
+		},
+		"tdx-node-volumes": {
+			TEE: TEETDX, Accel: AccelKVM, Guest: guest(dir + "/rootfs/sealpod/guest/firmware.fd"), HostData: digest,
+			AgentSocket: dir + "/agent.sock", AgentListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
+			Name: "sealpod-p1", TDX: TDXOptions{QGS: "unix:/var/run/tdx-qgs/qgs.socket"},
+			QMPSocket: dir + "/qmp.sock", QMPListener: tap, HotplugSlots: 2,
+		},
 		"pef": {
 			TEE: TEEPEF, Guest: guest(""), AgentSocket: dir + "/agent.sock",
 			NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
@@ -127,7 +146,7 @@ func TestGolden(t *testing.T) {
 			if cfg.NIC != nil && cfg.NIC.TapFile != nil {
 				wantFiles = 1
 			}
-			for _, l := range []*os.File{cfg.AgentListener, cfg.SimSPListener} {
+			for _, l := range []*os.File{cfg.AgentListener, cfg.SimSPListener, cfg.QMPListener} {
 				if l != nil {
 					wantFiles++
 				}

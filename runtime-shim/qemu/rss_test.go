@@ -1,11 +1,8 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,27 +75,25 @@ func TestMeasureRSS(t *testing.T) {
 			}
 			ready := time.Since(vm.Started())
 			rss0, _ := vm.RSS()
-			q, err := dialQMP(cfg.QMPSocket)
+			q, err := DialQMP(ctx, cfg.QMPSocket, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer q.Close()
-			if _, err := q.do("qom-set", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": 2}); err != nil {
+			if err := q.Execute(ctx, "qom-set", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": 2}, nil); err != nil {
 				t.Logf("balloon statistics unavailable: %v", err)
 			}
 			time.Sleep(settle)
 			rss1, _ := vm.RSS()
 			stats := "-"
-			if r, err := q.do("qom-get", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats"}); err == nil {
-				var gs struct {
-					Stats map[string]float64 `json:"stats"`
-				}
-				if json.Unmarshal(r, &gs) == nil {
-					st := gs.Stats
-					stats = fmt.Sprintf("guest total %.1f MiB, available %.1f MiB, free %.1f MiB (in use %.1f MiB)",
-						st["stat-total-memory"]/(1<<20), st["stat-available-memory"]/(1<<20), st["stat-free-memory"]/(1<<20),
-						(st["stat-total-memory"]-st["stat-available-memory"])/(1<<20))
-				}
+			var gs struct {
+				Stats map[string]float64 `json:"stats"`
+			}
+			if err := q.Execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/balloon0", "property": "guest-stats"}, &gs); err == nil {
+				st := gs.Stats
+				stats = fmt.Sprintf("guest total %.1f MiB, available %.1f MiB, free %.1f MiB (in use %.1f MiB)",
+					st["stat-total-memory"]/(1<<20), st["stat-available-memory"]/(1<<20), st["stat-free-memory"]/(1<<20),
+					(st["stat-total-memory"]-st["stat-available-memory"])/(1<<20))
 			}
 			t.Logf("QEMU RSS by mapping after settling: %s", rssByMapping(vm))
 			t.Logf("guest %d MiB, args %q: agent ready %v, QEMU RSS %.1f MiB at ready, %.1f MiB after %v; %s",
@@ -119,61 +114,6 @@ func mustArgs(t *testing.T, c *Config) []string {
 		}
 	}
 	return out
-}
-
-// qmp is a minimal QMP client for the measurement.
-type qmp struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func dialQMP(path string) (*qmp, error) {
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	q := &qmp{Conn: c, r: bufio.NewReader(c)}
-	if _, err := q.r.ReadBytes('\n'); err != nil { // greeting
-		c.Close()
-		return nil, err
-	}
-	if _, err := q.do("qmp_capabilities", nil); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return q, nil
-}
-
-func (q *qmp) do(cmd string, args map[string]any) (json.RawMessage, error) {
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, _ := json.Marshal(req)
-	if _, err := q.Write(append(b, '\n')); err != nil {
-		return nil, err
-	}
-	for {
-		line, err := q.r.ReadBytes('\n')
-		if err != nil {
-			return nil, err
-		}
-		var resp struct {
-			Return json.RawMessage `json:"return"`
-			Error  *struct {
-				Desc string `json:"desc"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(line, &resp); err != nil {
-			return nil, err
-		}
-		if resp.Error != nil {
-			return nil, fmt.Errorf("%s: %s", cmd, resp.Error.Desc)
-		}
-		if resp.Return != nil {
-			return resp.Return, nil
-		}
-	}
 }
 
 // rssByMapping sums QEMU's resident memory per mapping (/proc/<pid>/smaps) and names the five

@@ -53,6 +53,10 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	if !validWorkload(workload) {
 		return fmt.Errorf("sandbox %s: annotation %s %q: missing or not a file name (seal the pod with sealctl): %w", s.sandboxID, annotationWorkload, workload, errdefs.ErrInvalidArgument)
 	}
+	vols, err := parsePodVolumes(s.annotations)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %w", s.sandboxID, err)
+	}
 	dir := filepath.Join(s.cfg.StateDir, s.sandboxID)
 	killStale(dir)
 	_ = os.RemoveAll(dir)
@@ -64,7 +68,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 		name = name[:12]
 	}
 	spec := &vmSpec{QEMU: s.cfg.QEMU, Accel: s.cfg.Accel, Name: "sealpod-" + name, Dir: dir, Network: s.cfg.Network,
-		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID}
+		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID, Volumes: vols}
 	guestDir := filepath.Join(dir, "guest")
 	env, err := loadSecureImage(r, workload, guestDir)
 	if err != nil {
@@ -158,7 +162,14 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 
 	tu := time.Now()
 	// The downward-API values the node knows; the agent keeps those the sealed spec uses.
-	u, err := vm.agent.Unseal(ctx, &api.UnsealRequest{Envelope: env, Network: network, HostValues: s.hostValues(network)})
+	hv := s.hostValues(network)
+	if vols != nil {
+		if err := checkVolumeHostValues(s.sandboxID, hv); err != nil {
+			return err
+		}
+		vm.volumes = newVolumeAttacher(vols, spec.qmpSocket(), !spec.TEE.Simulated(), vm.agent, s.log)
+	}
+	u, err := vm.agent.Unseal(ctx, &api.UnsealRequest{Envelope: env, Network: network, HostValues: hv})
 	if err != nil {
 		return fmt.Errorf("unseal workload %s: the guest refused: %w", workload, err)
 	}
@@ -171,15 +182,34 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	return nil
 }
 
+// The host values of the pod's identity: always offered at Unseal when the CRI annotations
+// carry them (the agent derives sealed volumes' claim identities from them).
+const (
+	hostValuePodName      = "fieldRef:metadata.name"
+	hostValuePodNamespace = "fieldRef:metadata.namespace"
+)
+
+// checkVolumeHostValues: a pod with sealed volumes needs its name and namespace in the host
+// values, from which the guest derives each claim's identity (spec.Claim.Identity).
+func checkVolumeHostValues(sandboxID string, hv map[string]string) error {
+	for _, k := range []string{hostValuePodName, hostValuePodNamespace} {
+		if hv[k] == "" {
+			return fmt.Errorf("sandbox %s: the pod has sealed volumes (%s) but no valid %s to give the guest (CRI annotations %s, %s): %w",
+				sandboxID, annotationVolumes, k, AnnotationSandboxName, AnnotationSandboxNS, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
 // hostValues are the downward-API fields (keyed as the sealed spec's EnvVar.FromHost) that
 // the node can fill: pod identity from the CRI annotations, the node name, and the pod IP
 // when the pod network is wired into the guest. They are host facts, not secrets.
 func (s *podBoot) hostValues(network *api.NetworkConfig) map[string]string {
 	hv := map[string]string{}
 	for key, ann := range map[string]string{
-		"fieldRef:metadata.name":      AnnotationSandboxName,
-		"fieldRef:metadata.namespace": AnnotationSandboxNS,
-		"fieldRef:metadata.uid":       AnnotationSandboxUID,
+		hostValuePodName:        AnnotationSandboxName,
+		hostValuePodNamespace:   AnnotationSandboxNS,
+		"fieldRef:metadata.uid": AnnotationSandboxUID,
 	} {
 		if v := s.annotations[ann]; v != "" {
 			hv[key] = v

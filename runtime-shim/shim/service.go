@@ -127,6 +127,8 @@ type podVM struct {
 	unsealed *api.UnsealResponse
 	stopped  chan struct{} // closed when stopVM is done (set by detachVMLocked)
 	answered bool          // the agent answered Ping: stopVM asks it to shut down first
+	// volumes hot-plugs and attaches the pod's sealed volumes (nil: the pod has none).
+	volumes *volumeAttacher
 }
 
 // NewService is the TTRPC task plugin's constructor.
@@ -332,6 +334,9 @@ func (s *Service) newTaskLocked(r *taskAPI.CreateTaskRequest) (*task, *specs.Spe
 		if s.sandboxID != "" {
 			return nil, nil, fmt.Errorf("sandbox %s: this shim already serves sandbox %s: %w", r.ID, s.sandboxID, errdefs.ErrAlreadyExists)
 		}
+		if _, err := parsePodVolumes(ann); err != nil {
+			return nil, nil, fmt.Errorf("sandbox %s: %w", r.ID, err)
+		}
 		t.sandbox = true
 		s.sandboxID = r.ID
 		s.hostname = sp.Hostname
@@ -386,6 +391,12 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if err != nil {
 		unreserve()
 		s.log.Error("pod VM failed", "container", t.name, "err", err)
+		return nil, err
+	}
+	// Sealed volumes reach the guest as hot-plugged disks the agent opens (AttachVolume), before
+	// the container that uses them; the request below names the container only.
+	if err := vm.volumes.attach(ctx, sp, t.name); err != nil {
+		unreserve()
 		return nil, err
 	}
 	tc := time.Now()

@@ -276,6 +276,9 @@ func TestHardwareNodeLaunch(t *testing.T) {
 	}{
 		{"snp-node", config.Config{TEEs: []string{"snp"}, SNPCBitPos: 47, SNPReducedPhysBits: 1, SNPSMT: &smtOff}, []string{"sev-snp-guest"}},
 		{"tdx-node", config.Config{TEEs: []string{"tdx"}}, []string{"tdx-guest"}},
+		// A pod with two sealed volumes: root ports and the QMP socket as a descriptor.
+		{"snp-node-volumes", config.Config{TEEs: []string{"snp"}, SNPCBitPos: 47, SNPReducedPhysBits: 1, SNPSMT: &smtOff}, []string{"sev-snp-guest"}},
+		{"tdx-node-volumes", config.Config{TEEs: []string{"tdx"}}, []string{"tdx-guest"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.golden, func(t *testing.T) {
@@ -304,6 +307,9 @@ func TestHardwareNodeLaunch(t *testing.T) {
 			spec := &vmSpec{QEMU: node.QEMU, Accel: node.Accel, Name: "sealpod-p1", Dir: dir, Guest: b, Network: config.NetworkTap,
 				NIC: &qemu.NIC{TapFile: tap, MAC: mac, VNetHdr: true}, UID: config.DefaultQEMUID, GID: config.DefaultQEMUID}
 			setLaunch(spec, node.Offers()[0], &node, env)
+			if strings.HasSuffix(tc.golden, "-volumes") {
+				spec.Volumes = testPodVolumes(t)
+			}
 			if d := envelope.Sum(env); !bytes.Equal(spec.HostData, d[:]) {
 				t.Fatalf("launch host data %x, want the envelope digest %x", spec.HostData, d)
 			}
@@ -363,7 +369,7 @@ func TestHardwareNodeLaunch(t *testing.T) {
 // removeStartFiles removes what a start left in dir (the next start binds the sockets again).
 func removeStartFiles(t *testing.T, dir string) {
 	t.Helper()
-	for _, n := range []string{"agent.sock", "sp.sock", "qemu.pid", "console.log"} {
+	for _, n := range []string{"agent.sock", "sp.sock", "qmp.sock", "qemu.pid", "console.log"} {
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}

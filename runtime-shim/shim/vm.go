@@ -38,6 +38,9 @@ type vmSpec struct {
 	UID, GID uint32
 	// Cgroup is the pod's cgroup QEMU runs in (the sandbox's linux.cgroupsPath).
 	Cgroup *podCgroup
+	// Volumes are the pod's sealed volumes (annotation sealpod.io/volumes): one empty PCIe
+	// root port each, and a QMP socket to hot-plug them (volumes.go).
+	Volumes *podVolumes
 
 	console *consoleLog
 }
@@ -46,6 +49,7 @@ func (v *vmSpec) agentSocket() string { return filepath.Join(v.Dir, "agent.sock"
 func (v *vmSpec) spSocket() string    { return filepath.Join(v.Dir, "sp.sock") }
 func (v *vmSpec) pidFile() string     { return filepath.Join(v.Dir, "qemu.pid") }
 func (v *vmSpec) consoleLog() string  { return filepath.Join(v.Dir, "console.log") }
+func (v *vmSpec) qmpSocket() string   { return filepath.Join(v.Dir, "qmp.sock") }
 
 // qemuConfig is the runtime-shim/qemu configuration of the pod VM for its TEE. QEMU writes
 // nothing in the state directory: the shim writes the pid file and passes listening sockets.
@@ -86,6 +90,9 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	default:
 		return c, fmt.Errorf("qemu network %q: want user or tap", v.Network)
 	}
+	if n := v.Volumes.count(); n > 0 {
+		c.QMPSocket, c.HotplugSlots = v.qmpSocket(), n
+	}
 	return c, c.Validate()
 }
 
@@ -118,6 +125,9 @@ func startQEMU(spec *vmSpec, log *slog.Logger) (*qemu.VM, error) {
 	socks := []listener{{spec.agentSocket(), &cfg.AgentListener}}
 	if cfg.SimSPSocket != "" { // emulated TEEs: the shim serves the sim-sp port
 		socks = append(socks, listener{spec.spSocket(), &cfg.SimSPListener})
+	}
+	if cfg.QMPSocket != "" { // sealed volumes: the shim hot-plugs them over QMP
+		socks = append(socks, listener{cfg.QMPSocket, &cfg.QMPListener})
 	}
 	for _, l := range socks {
 		f, err := listenUnix(l.path)
