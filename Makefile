@@ -149,4 +149,5 @@ cluster-down:
 # The cluster smoke test (tests/e2e, build tag e2e; not part of `make test`): its own cluster
 # under out/e2e-cluster, a plain Deployment, a sealed pod Ready with its greeting in kubectl logs.
 e2e-k8s: cluster-packages
+	$(GO) test -tags cluster -count=1 -timeout 10m ./hack/k8s/
 	$(GO) test -tags e2e -count=1 -v -timeout 40m ./tests/e2e/

@@ -315,6 +315,7 @@ spec:
 	t.Run("hostile-node", c.hostileNode)
 	t.Run("workloads", c.workloads)
 	t.Run("faults", c.faults)
+	t.Run("volumes", c.volumes)
 	t.Run("no-plaintext", c.noPlaintext)
 	t.Run("no-leftovers", c.noLeftovers)
 
