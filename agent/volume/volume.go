@@ -457,7 +457,7 @@ func mkfs(path string, size int64) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := ext4.Create(file.New(f, false), size, 0, sectorSize, ext4Params()); err != nil {
+	if _, err := ext4.Create(file.New(f, false), size, 0, sectorSize, ext4Params(size)); err != nil {
 		return fmt.Errorf("mkfs ext4: %w", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -502,10 +502,37 @@ func (d devHeader) writeHeader(b []byte) error {
 	return f.Close()
 }
 
-// ext4Params: 4 KiB blocks, journal, no resize inode (volumes are not resized in place).
-func ext4Params() *ext4.Params {
+// ext4 layout constants: 4 KiB blocks, 8 × 4096 blocks per group, 256-byte inodes (go-diskfs's
+// defaults), one inode per 8 KiB as mke2fs's default ratio.
+const (
+	ext4BlockSize      = 4096
+	ext4BlocksPerGroup = 8 * ext4BlockSize
+	ext4InodeSize      = 256
+	ext4InodeRatio     = 8192
+)
+
+// ext4InodeCount is the inode count for a file system of size bytes such that every block
+// group's inodes fill whole inode-table blocks, as mke2fs rounds them. go-diskfs rounds the
+// per-group count to a multiple of 8 only; with 16 inodes per 4 KiB block that can leave a
+// partial last inode-table block, which Linux's lazy inode-table init reports as "Something
+// is wrong with group 0: used itable blocks" and remounts the volume read-only
+// (TestFormatExt4).
+func ext4InodeCount(size int64) uint32 {
+	const perBlock = ext4BlockSize / ext4InodeSize
+	blocks := size / ext4BlockSize
+	groups := (blocks + ext4BlocksPerGroup - 1) / ext4BlocksPerGroup
+	perGroup := (size/ext4InodeRatio + groups - 1) / groups
+	perGroup = (perGroup + perBlock - 1) / perBlock * perBlock
+	return uint32(perGroup * groups)
+}
+
+// ext4Params: 4 KiB blocks, journal, no resize inode (volumes are not resized in place),
+// inode tables of whole blocks.
+func ext4Params(size int64) *ext4.Params {
 	return &ext4.Params{
-		SectorsPerBlock: 8,
+		SectorsPerBlock: ext4BlockSize / sectorSize,
+		BlocksPerGroup:  ext4BlocksPerGroup,
+		InodeCount:      ext4InodeCount(size),
 		Features:        []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
 	}
 }

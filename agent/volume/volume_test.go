@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,10 +64,13 @@ func TestOpenRefusesNonBlockDevice(t *testing.T) {
 	}
 }
 
-// TestFormatExt4 runs the first-use mkfs on an image file and checks it with e2fsck.
+// TestFormatExt4 runs the first-use mkfs on an image file and checks it with e2fsck, and that
+// every group's inodes fill whole inode-table blocks (the
+// kernel's lazy itable init refuses a partial block and remounts read-only; e2fsck does not
+// mind, the e2e StatefulSet found it).
 func TestFormatExt4(t *testing.T) {
 	e2fsck := testdeps.Binary(t, "e2fsck", "apt-get install -y e2fsprogs")
-	for _, size := range []int64{14 << 20, 31<<20 + 7*512, 1 << 30} {
+	for _, size := range []int64{14 << 20, 31<<20 + 7*512, 11432 * 8192, 1 << 30} { // 11432 inodes: the e2e volume's size
 		p := filepath.Join(t.TempDir(), "disk")
 		f, err := os.Create(p)
 		if err != nil {
@@ -90,6 +95,18 @@ func TestFormatExt4(t *testing.T) {
 			if !strings.Contains(string(dump), want) {
 				t.Errorf("%d bytes: dumpe2fs lacks %q:\n%s", size, want, dump)
 			}
+		}
+		field := func(name string) int {
+			m := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+)$`).FindSubmatch(dump)
+			if m == nil {
+				t.Fatalf("%d bytes: dumpe2fs lacks %q:\n%s", size, name, dump)
+			}
+			n, _ := strconv.Atoi(string(m[1]))
+			return n
+		}
+		perGroup, inodeSize, tableBlocks := field("Inodes per group"), field("Inode size"), field("Inode blocks per group")
+		if perGroup*inodeSize != tableBlocks*4096 {
+			t.Errorf("%d bytes: %d inodes of %d bytes per group do not fill %d inode-table blocks", size, perGroup, inodeSize, tableBlocks)
 		}
 	}
 }
