@@ -56,11 +56,15 @@ type BuildOptions struct {
 	SourcePackage string
 	// Fragment is applied on top of tinyconfig (default MinimalConfig).
 	Fragment []byte
-	// CacheDir holds the built kernels: <CacheDir>/<key>/{bzImage,config,kernel.json}.
+	// CacheDir holds the built kernels: <CacheDir>/<key>/{bzImage,config,kernel.json} and the
+	// kept build tree <CacheDir>/<key>/build (variants are relinked from it: BuildBuiltin).
 	CacheDir string
 	// Jobs is make's -j (default the number of CPUs).
 	Jobs int
-	Log  *slog.Logger
+	// NeedTree rebuilds a cached entry that did not keep its build tree (made before trees
+	// were kept), so that a later BuildBuiltin never waits for a full build (`mkguest kernel`).
+	NeedTree bool
+	Log      *slog.Logger
 }
 
 // Built is a minimal kernel in the cache.
@@ -77,6 +81,8 @@ type Built struct {
 	BzImageSHA256   string `json:"bzImageSHA256"`
 	BuildSeconds    int    `json:"buildSeconds"`
 	FragmentOptions int    `json:"fragmentOptions"`
+	// Tree is set when <Dir>/build holds the kept build tree (see treeBuildDir).
+	Tree bool `json:"tree,omitempty"`
 }
 
 // BzImagePath is the kernel the guest boots.
@@ -125,36 +131,55 @@ func DefaultKernelCacheDir() (string, error) {
 // does not hold it (about 10 minutes on 2 cores). Concurrent callers serialise on a lock, so
 // parallel test binaries build it once.
 func BuildMinimal(ctx context.Context, o BuildOptions) (*Built, error) {
+	b, unlock, err := o.lockedBase(ctx, o.NeedTree)
+	if err != nil {
+		return nil, err
+	}
+	unlock()
+	return b, nil
+}
+
+// lockedBase returns the cache entry for the options, building it when absent (or, with
+// needTree, when it did not keep its build tree), with the cache lock held: the caller calls
+// unlock when done with the entry.
+func (o *BuildOptions) lockedBase(ctx context.Context, needTree bool) (*Built, func(), error) {
 	o.defaults()
 	if o.CacheDir == "" {
 		d, err := DefaultKernelCacheDir()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		o.CacheDir = d
 	}
 	if _, err := ParseKconfig(o.Fragment); err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
+		return nil, nil, fmt.Errorf("minimal kernel: %w", err)
 	}
 	want, err := o.identify(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("kernel cache %s: %w", o.CacheDir, err)
+		return nil, nil, fmt.Errorf("kernel cache %s: %w", o.CacheDir, err)
 	}
 	unlock, err := lock(filepath.Join(o.CacheDir, ".lock"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer unlock()
 	want.Dir = filepath.Join(o.CacheDir, want.Key)
-	if b, err := openBuilt(want.Dir); err == nil {
-		return b, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	b, err := openBuilt(want.Dir)
+	switch {
+	case err == nil && (!needTree || b.HasTree()):
+		return b, unlock, nil
+	case err == nil:
+		o.Log.Warn("kernel cache: the entry has no build tree to derive variants from; building it again", "dir", want.Dir)
+	case !errors.Is(err, os.ErrNotExist):
 		o.Log.Warn("kernel cache: rebuilding an unusable entry", "dir", want.Dir, "err", err)
 	}
-	return o.build(ctx, want)
+	if b, err = o.build(ctx, want); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return b, unlock, nil
 }
 
 // identify computes the cache key from everything that goes into the kernel's bytes.
@@ -211,47 +236,59 @@ func openBuilt(dir string) (*Built, error) {
 	return b, nil
 }
 
-// build unpacks the source into <dir>.work, configures, checks the configuration and builds
-// bzImage; the result is moved into dir and kernel.json written last.
+// The kept build tree of a cache entry: <dir>/build is the O= output directory of the base
+// kernel, kept so that variants (BuildBuiltin) recompile only what their options change and
+// relink; <dir>/src is the unpacked source, which the build tree names by absolute path. The
+// source is removed after each build (1.5 GB; unpacking it again takes ~25 s) and unpacked to
+// the same path when a variant needs it.
+const (
+	treeBuildDir = "build"
+	treeSrcDir   = "src"
+)
+
+// HasTree reports whether the entry kept its build tree (entries built before the tree was
+// kept have only bzImage, config and kernel.json).
+func (b *Built) HasTree() bool {
+	if !b.Tree {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(b.Dir, treeBuildDir, ".config"))
+	return err == nil
+}
+
+// build unpacks the source into <dir>/src, configures <dir>/build, checks the configuration
+// and builds bzImage there; bzImage and config are copied next to them, kernel.json is written
+// last, and the source is removed again (the build tree stays, see treeBuildDir).
 func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	start := time.Now()
-	work := b.Dir + ".work"
-	if err := os.RemoveAll(work); err != nil {
+	if err := os.RemoveAll(b.Dir + ".work"); err != nil { // the layout of older versions
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
 	if err := os.RemoveAll(b.Dir); err != nil {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
-	src, obj := filepath.Join(work, "src"), filepath.Join(work, "build")
+	src, obj := filepath.Join(b.Dir, treeSrcDir), filepath.Join(b.Dir, treeBuildDir)
 	for _, d := range []string{src, obj} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("minimal kernel: %w", err)
 		}
 	}
 	o.Log.Info("minimal kernel: building once (about 10 minutes on 2 cores; cached afterwards)", "key", b.Key, "dir", b.Dir)
-	logPath := filepath.Join(work, "build.log")
+	logPath := filepath.Join(b.Dir, "build.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
 	defer logf.Close()
-	run := func(what string, name string, args ...string) error {
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Env = append(os.Environ(), reproducibleEnv...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("minimal kernel: %s: %w\n%s", what, err, tail(logPath, 20))
-		}
-		return nil
-	}
-	if err := run("unpack "+o.Tarball, "tar", "-xJf", o.Tarball, "-C", src, "--strip-components=1", "--no-same-owner"); err != nil {
+	run := o.runner(ctx, logf, logPath)
+	if err := o.unpack(run, src); err != nil {
 		return nil, err
 	}
-	fragPath := filepath.Join(work, "fragment.config")
+	fragPath := filepath.Join(b.Dir, "fragment.config")
 	if err := os.WriteFile(fragPath, o.Fragment, 0o644); err != nil {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
-	mk := func(args ...string) []string { return append([]string{"-C", src, "O=" + obj}, args...) }
+	mk := makeArgs(src, obj)
 	if err := run("tinyconfig", "make", mk("tinyconfig")...); err != nil {
 		return nil, err
 	}
@@ -261,46 +298,24 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	if err := run("olddefconfig", "make", mk("olddefconfig")...); err != nil {
 		return nil, err
 	}
-	final, err := os.ReadFile(filepath.Join(obj, ".config"))
+	final, err := checkedConfig(obj, o.Fragment)
 	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
-	}
-	bad, err := CheckKconfig(o.Fragment, final)
-	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
-	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("minimal kernel: the configuration lost %d option(s) of the fragment:\n  %s", len(bad), strings.Join(bad, "\n  "))
+		return nil, err
 	}
 	frag, _ := ParseKconfig(o.Fragment)
 	b.FragmentOptions = len(frag)
 
-	stop := o.progress(logPath, start)
-	err = run("make bzImage", "make", mk(fmt.Sprintf("-j%d", o.Jobs), "bzImage")...)
-	stop()
+	img, release, err := o.makeBzImage(ctx, run, src, obj, logPath, start)
 	if err != nil {
 		return nil, err
 	}
-	out, err := exec.CommandContext(ctx, "make", mk("-s", "kernelrelease")...).Output()
-	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: kernelrelease: %w", err)
-	}
-	b.Release = strings.TrimSpace(string(out))
-	if !releaseRE.MatchString(b.Release) {
-		return nil, fmt.Errorf("minimal kernel: kernelrelease %q: not a kernel release", b.Release)
-	}
-	img, err := os.ReadFile(filepath.Join(obj, "arch/x86/boot/bzImage"))
-	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
-	}
+	b.Release = release
 	b.BzImageSHA256 = sha256Hex(img)
 	b.BuildSeconds = int(time.Since(start).Seconds())
+	b.Tree = true
 	meta, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
 	for _, f := range []struct {
 		name string
@@ -311,11 +326,77 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 		}
 	}
 	logf.Close()
-	if err := os.RemoveAll(work); err != nil {
-		o.Log.Warn("minimal kernel: could not remove the build tree", "dir", work, "err", err)
+	if err := os.RemoveAll(src); err != nil {
+		o.Log.Warn("minimal kernel: could not remove the unpacked source", "dir", src, "err", err)
 	}
 	o.Log.Info("minimal kernel built", "release", b.Release, "bzImageBytes", len(img), "sha256", b.BzImageSHA256, "elapsed", time.Since(start).Round(time.Second))
 	return b, nil
+}
+
+// runner returns a function that runs one build step with the reproducible environment,
+// its output appended to the build log (whose tail an error carries).
+func (o *BuildOptions) runner(ctx context.Context, logf io.Writer, logPath string) func(what, name string, args ...string) error {
+	return func(what, name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = append(os.Environ(), reproducibleEnv...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("minimal kernel: %s: %w\n%s", what, err, tail(logPath, 20))
+		}
+		return nil
+	}
+}
+
+// unpack extracts the source tarball into dir (which must exist).
+func (o *BuildOptions) unpack(run func(what, name string, args ...string) error, dir string) error {
+	return run("unpack "+o.Tarball, "tar", "-xJf", o.Tarball, "-C", dir, "--strip-components=1", "--no-same-owner")
+}
+
+func makeArgs(src, obj string) func(args ...string) []string {
+	return func(args ...string) []string { return append([]string{"-C", src, "O=" + obj}, args...) }
+}
+
+// checkedConfig reads obj/.config and checks that every option of the fragment kept its value.
+func checkedConfig(obj string, fragment []byte) ([]byte, error) {
+	final, err := os.ReadFile(filepath.Join(obj, ".config"))
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	bad, err := CheckKconfig(fragment, final)
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("minimal kernel: the configuration lost %d option(s) of the fragment:\n  %s", len(bad), strings.Join(bad, "\n  "))
+	}
+	return final, nil
+}
+
+// makeBzImage runs `make bzImage` in obj (with progress logs) and returns the image and the
+// kernel release.
+func (o *BuildOptions) makeBzImage(ctx context.Context, run func(what, name string, args ...string) error, src, obj, logPath string, start time.Time) ([]byte, string, error) {
+	mk := makeArgs(src, obj)
+	stop := o.progress(logPath, start)
+	err := run("make bzImage", "make", mk(fmt.Sprintf("-j%d", o.Jobs), "bzImage")...)
+	stop()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.CommandContext(ctx, "make", mk("-s", "kernelrelease")...)
+	cmd.Env = append(os.Environ(), reproducibleEnv...)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("minimal kernel: kernelrelease: %w", err)
+	}
+	release := strings.TrimSpace(string(out))
+	if !releaseRE.MatchString(release) {
+		return nil, "", fmt.Errorf("minimal kernel: kernelrelease %q: not a kernel release", release)
+	}
+	img, err := os.ReadFile(filepath.Join(obj, "arch/x86/boot/bzImage"))
+	if err != nil {
+		return nil, "", fmt.Errorf("minimal kernel: %w", err)
+	}
+	return img, release, nil
 }
 
 func sha256Hex(b []byte) string {

@@ -43,6 +43,12 @@ func bootGoBuild(t testing.TB, dir, pkg string, env ...string) string {
 // "debian" (Debian's cached kernel package).
 func bootTestBundle(t testing.TB, kernel string) string {
 	t.Helper()
+	return bootTestBundleArgs(t, kernel)
+}
+
+// bootTestBundleArgs is bootTestBundle with extra mkguest flags.
+func bootTestBundleArgs(t testing.TB, kernel string, extra ...string) string {
+	t.Helper()
 	if _, err := qemuvm.Available(); err != nil {
 		testdeps.Missing(t, "%v", err)
 	}
@@ -54,6 +60,7 @@ func bootTestBundle(t testing.TB, kernel string) string {
 	if kernel == "debian" {
 		args = append(args, "--kernel-package", kerneltest.Tree(t).Package.String())
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(mkguest, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mkguest: %v\n%s", err, b)

@@ -25,6 +25,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/initrd"
 	"github.com/sealpod/sealpod/guest-image/kernel"
 	"github.com/sealpod/sealpod/guest-image/measure"
+	"github.com/sealpod/sealpod/guest-image/measure/tdx"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/tee"
 )
@@ -80,16 +81,31 @@ type Options struct {
 	// Firmware optionally adds firmware.fd (e.g. an AmdSev OVMF); its measurements are then
 	// computed too. Without it the bundle carries sim and pef measurements only.
 	Firmware string
+	// BuiltinInitramfs builds the initramfs (uncompressed) and the command line (with
+	// "noinitrd") into the minimal kernel (kernel.BuildBuiltin): initrd.img is then empty, and
+	// with a TDVF firmware the tdx value binds kernel, agent and command line through RTMR[1].
+	BuiltinInitramfs bool
+	// KernelImage is a prebuilt bzImage used as is (no modules; the initrd holds /init).
+	KernelImage string
+	// KernelOptions are CONFIG_X=value lines added to the minimal kernel's fragment.
+	KernelOptions []string
+	// TDXKernelHeader is how the host's QEMU hands the kernel header to TDVF (measure:
+	// "qemu", the default, or "unmodified"); it changes the tdx value's RTMR[1].
+	TDXKernelHeader string
 	// MaxInitrdSize is the limit on initrd.img; 0 = initrd.MaxSize.
 	MaxInitrdSize int
 	Log           *slog.Logger
+
+	kernelBuild kernel.BuildOptions // the minimal kernel's build, for the built-in variant
 }
 
 // Result summarises a build.
 type Result struct {
 	// Kernel is the Debian package (KernelDebian); Minimal the built kernel (KernelMinimal).
-	Kernel      kernel.Package
-	Minimal     *kernel.Built
+	Kernel  kernel.Package
+	Minimal *kernel.Built
+	// Variant is the minimal kernel with the initramfs and command line built in.
+	Variant     *kernel.Variant
 	Release     string
 	Modules     []string // load order
 	InitrdBytes int
@@ -119,7 +135,7 @@ func (o *Options) defaults() {
 	if o.Compression == "" {
 		o.Compression = DefaultCompression
 	}
-	if o.KernelFlavor == "" {
+	if o.KernelFlavor == "" && o.KernelImage == "" {
 		o.KernelFlavor = KernelMinimal
 		if o.Kernel.Name != "" {
 			o.KernelFlavor = KernelDebian
@@ -140,6 +156,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
 	if o.OutDir == "" {
 		return nil, errors.New("guest build: output directory: required")
+	}
+	if err := checkKernelFlags(&o); err != nil {
+		return nil, fmt.Errorf("guest build: %w", err)
+	}
+	if o.BuiltinInitramfs {
+		if o.Compression != initrd.CompressAuto && o.Compression != initrd.CompressNone {
+			return nil, fmt.Errorf("guest build: --compression %s: %w: the built-in initramfs is not compressed (the bzImage is, as a whole)", o.Compression, ErrBadKernelFlag)
+		}
+		o.Compression = initrd.CompressNone
+		o.Cmdline = builtinCmdline(o.Cmdline)
 	}
 	initBin, err := readInit(o.Init)
 	if err != nil {
@@ -176,6 +202,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			len(img), float64(len(img))/(1<<20), o.MaxInitrdSize, ErrInitrdLarge)
 	}
 	vmlinuz := k.image
+	if o.BuiltinInitramfs {
+		v, err := buildBuiltinKernel(ctx, o.kernelBuild, kernel.Builtin{Initramfs: img, Cmdline: o.Cmdline})
+		if err != nil {
+			return nil, fmt.Errorf("guest build: %w", err)
+		}
+		k.variant, vmlinuz = v, v.Image
+		img = []byte{} // initrd.img stays, empty: no separate initrd (the shim passes no -initrd)
+	}
 	b := &bundle.Bundle{
 		Config:   bundle.Config{Version: bundle.Version, Cmdline: o.Cmdline, VCPUs: o.VCPUs, MemoryMiB: o.MemoryMiB},
 		Kernel:   vmlinuz,
@@ -188,6 +222,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	in := measure.BundleInputs(b, tee.Sim, tee.SimTDX, tee.PEF)
 	if fw != nil {
 		in = measure.BundleInputs(b) // everything the firmware supports, plus sim, sim-tdx and pef
+		in.TDXKernelHeader = o.TDXKernelHeader
 	}
 	if b.Config.Measurements, err = measure.Compute(in); err != nil {
 		return nil, fmt.Errorf("guest build: measurements: %w", err)
@@ -196,9 +231,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if t := b.Config.Measurements.TDX; t != nil && !tdxBindsBoot(t) {
 		// MRTD covers the firmware only; without a pinned RTMR[2] any kernel, initrd (agent)
 		// and command line would match, so a tdx value would not identify this guest.
-		o.Log.Warn("tdx measurement omitted: it would not bind the kernel, initrd and cmdline (RTMR[2] needs a kernel whose EFI stub measures into it, Linux >= 6.9)")
+		o.Log.Warn("tdx measurement omitted: it would not bind the kernel, initrd and cmdline (build them in: --builtin-initramfs; or a kernel >= 6.9 with --tdx-kernel-header unmodified)")
 		b.Config.Measurements.TDX = nil
-		notes = append(notes, "tdx-omitted: RTMR[2] (kernel, initrd, cmdline) cannot be pinned for this kernel")
+		notes = append(notes, "tdx-omitted: RTMR[1]/RTMR[2] (kernel, initrd, cmdline) cannot be pinned for this kernel and initrd")
 	}
 	cfg, err := b.Config.Marshal()
 	if err != nil {
@@ -237,7 +272,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	res := &Result{
-		Release: k.release, Minimal: k.built, InitrdBytes: len(img),
+		Release: k.release, Minimal: k.built, Variant: k.variant, InitrdBytes: len(img),
 		Config: b.Config, Duration: time.Since(start),
 	}
 	if k.tree != nil {
@@ -338,13 +373,25 @@ func sha(b []byte) string {
 func sourcesText(k *guestKernel, initBin []byte, o Options, b *bundle.Bundle, notes []string) []byte {
 	var s strings.Builder
 	fmt.Fprintf(&s, "# Sealpod guest bundle: inputs and outputs (written by mkguest; same inputs, same file)\n")
-	if k.built != nil {
+	switch {
+	case k.built != nil:
 		fmt.Fprintf(&s, "kernel: %s\n", KernelMinimal)
 		fmt.Fprintf(&s, "kernel-source-package: %s=%s\n", k.built.SourcePackage, k.built.SourceVersion)
 		fmt.Fprintf(&s, "kernel-source-sha256: %s\n", k.built.SourceSHA256)
 		fmt.Fprintf(&s, "kernel-config-fragment-sha256: %s\n", k.built.FragmentSHA256)
+		for _, opt := range o.KernelOptions {
+			fmt.Fprintf(&s, "kernel-option: %s\n", opt)
+		}
 		fmt.Fprintf(&s, "kernel-compiler: %s\n", k.built.Compiler)
-	} else {
+		if k.variant != nil {
+			fmt.Fprintf(&s, "kernel-base-sha256: %s\n", k.built.BzImageSHA256)
+			fmt.Fprintf(&s, "kernel-builtin-initramfs-sha256: %s\n", k.variant.InitramfsSHA256)
+			fmt.Fprintf(&s, "kernel-builtin-cmdline: %s\n", k.variant.Cmdline)
+		}
+	case k.tree == nil:
+		fmt.Fprintf(&s, "kernel: image\n")
+		fmt.Fprintf(&s, "kernel-image-version: %s\n", k.imageVersion)
+	default:
 		fmt.Fprintf(&s, "kernel: %s\n", KernelDebian)
 		fmt.Fprintf(&s, "kernel-package: %s\n", k.tree.Package)
 		fmt.Fprintf(&s, "kernel-package-sha256: %s\n", k.tree.Package.SHA256)
@@ -368,6 +415,10 @@ func sourcesText(k *guestKernel, initBin []byte, o Options, b *bundle.Bundle, no
 	fmt.Fprintf(&s, "initrd-sha256: %s\n", sha(b.Initrd))
 	if b.Firmware != nil {
 		fmt.Fprintf(&s, "firmware-sha256: %s\n", sha(b.Firmware))
+		if b.Config.Measurements.TDX != nil || o.TDXKernelHeader != "" {
+			h, _ := tdx.ParseKernelHeader(o.TDXKernelHeader)
+			fmt.Fprintf(&s, "tdx-kernel-header: %s\n", h)
+		}
 	}
 	for _, n := range notes {
 		fmt.Fprintf(&s, "%s\n", n)

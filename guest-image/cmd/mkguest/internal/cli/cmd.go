@@ -31,6 +31,10 @@ type mkguestFlags struct {
 	memoryMiB       int
 	compression     string
 	firmware        string
+	builtin         bool
+	kernelImage     string
+	kernelOptions   []string
+	tdxHeader       string
 }
 
 // NewMkguestCmd builds the mkguest command.
@@ -64,7 +68,18 @@ The same inputs give byte-identical files. See docs/guest.md.`,
   mkguest --init bin/sealpod-agent --kernel-package linux-image-6.1.0-56-amd64=6.1.192-2
 
   # Add an AmdSev OVMF (with a kernel-hashes table) to also get the SNP measurement
-  mkguest --init bin/sealpod-agent --firmware OVMF.amdsev.fd`,
+  mkguest --init bin/sealpod-agent --firmware OVMF.amdsev.fd
+
+  # Agent and command line built into the minimal kernel (no initrd.img): with a TDVF, the
+  # tdx value's RTMR[1] covers kernel, agent and command line
+  mkguest --init bin/sealpod-agent --builtin-initramfs --firmware TDVF.fd
+
+  # A newer kernel source with the TDX quote driver added to the minimal fragment
+  mkguest --init bin/sealpod-agent --kernel-source linux-6.12.tar.xz \
+    --kernel-option CONFIG_TDX_GUEST_DRIVER=y --kernel-option CONFIG_TSM_REPORTS=y
+
+  # A kernel the owner configured and built, measured as is
+  mkguest --init bin/sealpod-agent --kernel-image bzImage --firmware TDVF.fd --tdx-kernel-header unmodified`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runMkguest(cmd.Context(), f)
@@ -88,6 +103,10 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 	fl.IntVar(&f.memoryMiB, "memory-mib", DefaultMemoryMiB, "guest memory in MiB (guest.json)")
 	fl.StringVar(&f.compression, "compression", string(DefaultCompression), "initrd compression: auto (lz4 for the minimal kernel; for debian none if it fits the 32 MiB limit, else gzip), none, lz4 or gzip")
 	fl.StringVar(&f.firmware, "firmware", "", "optional firmware image to ship as firmware.fd and measure")
+	fl.BoolVar(&f.builtin, "builtin-initramfs", false, "minimal kernel: build the initramfs (uncompressed) and the command line (plus \"noinitrd\") into the kernel, derived from the cached build tree; initrd.img is then empty")
+	fl.StringVar(&f.kernelImage, "kernel-image", "", "a prebuilt x86 bzImage used and measured as is (EFI stub required with --firmware); no modules")
+	fl.StringArrayVar(&f.kernelOptions, "kernel-option", nil, "minimal kernel: add CONFIG_NAME=value to the configuration fragment (repeatable; checked after olddefconfig)")
+	fl.StringVar(&f.tdxHeader, "tdx-kernel-header", "", "tdx measurement: how the host's QEMU hands over the kernel header: qemu (default: patched by QEMU's loader) or unmodified")
 	_ = cmd.MarkFlagRequired("init")
 	cmd.AddCommand(newKernelCmd())
 	return cmd
@@ -97,6 +116,7 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 // `make kernel` runs it before the test suites, so no test waits for a kernel build.
 func newKernelCmd() *cobra.Command {
 	var o kernel.BuildOptions
+	var opts []string
 	cmd := &cobra.Command{
 		Use:   "kernel",
 		Short: "Build the minimal guest kernel into the cache (once) and print its path",
@@ -104,6 +124,12 @@ func newKernelCmd() *cobra.Command {
   mkguest kernel`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			frag, err := fragment(opts)
+			if err != nil {
+				return err
+			}
+			o.Fragment = frag
+			o.NeedTree = true // the tree the built-in variant relinks from (docs/guest.md)
 			b, err := kernel.BuildMinimal(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -116,6 +142,7 @@ func newKernelCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Tarball, "kernel-source", "", "source tarball (default "+kernel.DefaultSourceTarball+")")
 	cmd.Flags().StringVar(&o.CacheDir, "kernel-cache-dir", "", "build cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/kernel)")
+	cmd.Flags().StringArrayVar(&opts, "kernel-option", nil, "add CONFIG_NAME=value to the configuration fragment (repeatable)")
 	return cmd
 }
 
@@ -124,6 +151,7 @@ func runMkguest(ctx context.Context, f *mkguestFlags) error {
 		Init: f.init, KernelFlavor: f.kernelFlavor, KernelSource: f.kernelSource, KernelCacheDir: f.kernelCacheDir, OutDir: f.out, CacheDir: f.cacheDir, MetaPackage: f.metaPackage,
 		Modules: f.modules, OptionalModules: f.optionalModules, Cmdline: f.cmdline,
 		VCPUs: f.vcpus, MemoryMiB: f.memoryMiB, Firmware: f.firmware,
+		BuiltinInitramfs: f.builtin, KernelImage: f.kernelImage, KernelOptions: f.kernelOptions, TDXKernelHeader: f.tdxHeader,
 	}
 	var err error
 	if o.Compression, err = initrd.ParseCompression(f.compression); err != nil {
@@ -150,7 +178,10 @@ func runMkguest(ctx context.Context, f *mkguestFlags) error {
 		return err
 	}
 	kdesc := res.Kernel.String()
-	if res.Minimal != nil {
+	switch {
+	case res.Variant != nil:
+		kdesc = res.Variant.Describe()
+	case res.Minimal != nil:
 		kdesc = res.Minimal.Describe()
 	}
 	slog.Info("guest bundle written", "dir", f.out, "kernel", kdesc, "release", res.Release,
