@@ -145,12 +145,29 @@ func (c *cluster) waitStore(t *testing.T, pods []string, want string) {
 		var logs string
 		proc.WaitFor(t, p+": "+want, 300*time.Second, func() bool {
 			logs, _ = c.kubectlErr("logs", p)
-			return strings.Contains(logs, want)
+			return strings.Contains(logs, "store: ")
 		})
-		if strings.Contains(logs, "store: canary differs") {
-			t.Fatalf("%s read other data than it wrote: %q", p, logs)
+		if !strings.Contains(logs, want) {
+			t.Fatalf("%s: %q, want %q (console: %s)", p, logs, want, c.console(p))
 		}
 	}
+}
+
+// console returns the tails of the sealed VMs' consoles (the shim's console.log, allow-listed
+// agent lines and kernel errors), for a failure message.
+func (c *cluster) console(pod string) string {
+	out := []string{"(looking for " + pod + ")"}
+	ents, _ := filepath.Glob("/run/sealpod/*/console.log")
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err == nil && len(b) > 0 {
+			if len(b) > 1500 {
+				b = b[len(b)-1500:]
+			}
+			out = append(out, e+":\n"+string(b))
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // waitRefused waits for an event of pod saying its container could not be created, with the
