@@ -84,7 +84,7 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 // holds s.mu): only an argv the sealed policy lists for that container, and only while the
 // container runs.
 func (s *Server) authorizeExec(c *ctr, argv []string) error {
-	if !s.res.Spec.Policy.AllowsExec(c.name, argv) && sealedProbe(s.res.Spec, c.name, argv) == nil { // probe stubs: probe.go
+	if !s.res.Spec.Policy.AllowsExec(c.name, argv) && sealedStub(s.res.Spec, c.name, argv) == nil { // probe and hook stubs: probe.go
 		s.log.Warn("exec refused by the sealed policy", "container", c.name)
 		return status.Errorf(codes.PermissionDenied, "exec in container %s: argv not allowed by the sealed policy", c.name)
 	}

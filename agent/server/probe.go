@@ -1,10 +1,14 @@
 package server
 
-// Sealed probes (docs/sealing.md#probes-answered-inside-the-guest): an exec probe's argv and an HTTP probe's headers stay in the
-// sealed spec. The placeholder carries the exec probe spec.ProbeStub(container, kind) instead;
-// when the host execs that stub, the agent runs the sealed probe itself, inside the guest,
-// and answers with an exec that has no output and exits 0 (success) or 1 (failure or
-// timeout). Nothing of the sealed probe (argv, headers, output, error) reaches the host.
+// Sealed probes and lifecycle hooks (docs/sealing.md#probes-answered-inside-the-guest,
+// docs/sealing.md#lifecycle-hooks): an exec probe's or hook's argv and an HTTP probe's or
+// hook's request stay in the sealed spec. The placeholder carries the exec stub
+// spec.ProbeStub(container, kind) or spec.HookStub(container, kind) instead; when the host
+// execs that stub, the agent runs the sealed action itself, inside the guest, and answers
+// with an exec that has no output and exits 0 (success) or 1 (failure or timeout). Nothing
+// of the sealed action (argv, path, headers, output, error) reaches the host. The host
+// decides only when a stub runs (the kubelet's probe period, postStart after the start,
+// preStop before SIGTERM).
 
 import (
 	"context"
@@ -22,37 +26,53 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
-// sealedProbe returns the sealed probe that argv stands for in container name, or nil when
-// argv is not the stub of one of that container's sealed probes.
-func sealedProbe(sp *spec.Spec, name string, argv []string) *spec.Probe {
-	ctrName, kind, ok := spec.ParseProbeStub(argv)
-	if !ok || ctrName != name {
-		return nil
-	}
+// maxHookRun bounds one sealed hook. Kubernetes gives hooks no timeout of their own: the
+// kubelet bounds preStop by the grace period (then kills the container, and an exec hook
+// with it), so this only ends a hook that would otherwise outlive every sensible wait.
+const maxHookRun = time.Hour
+
+// sealedAction is what a stub stands for: the action of a sealed probe or hook (exactly one
+// of exec and httpGet), bounded by timeout.
+type sealedAction struct {
+	exec    []string
+	httpGet *spec.HTTPGetAction
+	timeout time.Duration
+}
+
+// sealedStub returns the sealed action argv stands for in container name, or nil when argv
+// is not the stub of one of that container's sealed probes or hooks. With the sealed exec
+// policy it decides what the host may exec (authorizeExec).
+func sealedStub(sp *spec.Spec, name string, argv []string) *sealedAction {
 	sc, ok := sp.Container(name)
 	if !ok {
 		return nil
 	}
-	pr, ok := sc.Probe(kind)
-	if !ok {
-		return nil
+	if ctrName, kind, ok := spec.ParseProbeStub(argv); ok && ctrName == name {
+		if pr, ok := sc.Probe(kind); ok {
+			return &sealedAction{exec: pr.Exec, httpGet: pr.HTTPGet, timeout: time.Duration(pr.Timeout()) * time.Second}
+		}
 	}
-	return pr
+	if ctrName, kind, ok := spec.ParseHookStub(argv); ok && ctrName == name {
+		if h, ok := sc.Hook(kind); ok {
+			return &sealedAction{exec: h.Exec, httpGet: h.HTTPGet, timeout: maxHookRun}
+		}
+	}
+	return nil
 }
 
-// startExec runs argv in c: the agent answers a probe stub itself, anything else is a real
-// exec in the container (authorizeExec has allowed it).
+// startExec runs argv in c: the agent answers a probe or hook stub itself, anything else is
+// a real exec in the container (authorizeExec has allowed it).
 func (s *Server) startExec(ctx context.Context, c *ctr, id string, argv []string, tty, stdin bool) (Process, error) {
 	s.mu.Lock()
-	pr := sealedProbe(s.res.Spec, c.name, argv)
+	act := sealedStub(s.res.Spec, c.name, argv)
 	s.mu.Unlock()
-	if pr == nil {
+	if act == nil {
 		return c.c.Exec(ctx, id, argv, tty, stdin)
 	}
-	return runProbe(c.c, pr), nil
+	return runSealed(c.c, act), nil
 }
 
-// probeProcess is the answer to a probe stub: no stdio, exit status 0 or 1.
+// probeProcess is the answer to a probe or hook stub: no stdio, exit status 0 or 1.
 type probeProcess struct {
 	done   chan struct{}
 	code   int
@@ -74,17 +94,17 @@ func (p *probeProcess) Stdout() io.Reader           { return nil }
 func (p *probeProcess) Stderr() io.Reader           { return nil }
 func (p *probeProcess) Stdin() io.WriteCloser       { return nil }
 
-// runProbe starts the sealed probe, bounded by its timeoutSeconds.
-func runProbe(c Container, pr *spec.Probe) *probeProcess {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(pr.Timeout())*time.Second)
+// runSealed starts the sealed action, bounded by its timeout.
+func runSealed(c Container, act *sealedAction) *probeProcess {
+	ctx, cancel := context.WithTimeout(context.Background(), act.timeout)
 	p := &probeProcess{done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer cancel()
 		var ok bool
-		if pr.HTTPGet != nil {
-			ok = httpProbe(ctx, pr.HTTPGet)
+		if act.httpGet != nil {
+			ok = httpProbe(ctx, act.httpGet)
 		} else {
-			ok = execProbe(ctx, c, pr.Exec)
+			ok = execProbe(ctx, c, act.exec)
 		}
 		if !ok {
 			p.code = 1
@@ -94,8 +114,8 @@ func runProbe(c Container, pr *spec.Probe) *probeProcess {
 	return p
 }
 
-// execProbe runs argv in the container; success is exit status 0 within the timeout. Its
-// output is read and discarded inside the guest.
+// execProbe runs a probe's or hook's argv in the container; success is exit status 0
+// within the timeout. Its output is read and discarded inside the guest.
 func execProbe(ctx context.Context, c Container, argv []string) bool {
 	p, err := c.Exec(ctx, "sealed-probe", slices.Clone(argv), false, false)
 	if err != nil {
@@ -127,7 +147,7 @@ func execProbe(ctx context.Context, c Container, argv []string) bool {
 // maxProbeBody bounds the response body read (as the kubelet does, 10 KiB).
 const maxProbeBody = 10 << 10
 
-// httpProbe sends the sealed request to 127.0.0.1:port inside the guest (the containers
+// httpProbe sends a probe's or hook's sealed request to 127.0.0.1:port inside the guest (the containers
 // share the guest's network namespace); success is a status in 200..399, as for the
 // kubelet. Like the kubelet it does not verify an HTTPS probe's certificate; it follows no
 // redirect (a 3xx is a success, and the request never leaves the guest).

@@ -54,6 +54,9 @@ var (
 	// ErrVolumeContent: the device holds data that is not a sealed volume, or is empty
 	// although the broker says it was used; it is never formatted.
 	ErrVolumeContent error = errkind.New("device is not a sealed volume of this claim")
+	// ErrVolumeIntegrity: reading the volume failed dm-integrity's check (EIO): the host
+	// changed its ciphertext; the guest never sees other data.
+	ErrVolumeIntegrity error = errkind.New("volume data failed its integrity check (I/O error)")
 	// ErrVolumeNotAttached: a container uses an encrypted volume that is not attached yet.
 	ErrVolumeNotAttached error = errkind.New("encrypted volume not attached")
 )
@@ -224,7 +227,7 @@ func volumeError(name string, err error) error {
 		code = codes.NotFound
 	case errors.Is(err, ErrVolumePodName):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrVolumeRollback), errors.Is(err, ErrVolumeIdentity), errors.Is(err, ErrVolumeContent):
+	case errors.Is(err, ErrVolumeRollback), errors.Is(err, ErrVolumeIdentity), errors.Is(err, ErrVolumeContent), errors.Is(err, ErrVolumeIntegrity):
 		code = codes.PermissionDenied
 	case errors.Is(err, unseal.ErrNoVolumeSecret):
 		code = codes.FailedPrecondition

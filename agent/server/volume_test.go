@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"os"
@@ -350,6 +351,7 @@ func TestAttachVolumeErrorCanary(t *testing.T) {
 		{name: "rollback", vol: "data", openErr: volumeKind(fmt.Errorf("%s: %w", volCanary, volume.ErrRollback)), code: codes.PermissionDenied, kind: "rollback"},
 		{name: "wrong identity", vol: "data", openErr: volumeKind(fmt.Errorf("%s: %w", volCanary, volume.ErrWrongIdentity)), code: codes.PermissionDenied, kind: "keys and claim identity"},
 		{name: "foreign content", vol: "data", openErr: volumeKind(fmt.Errorf("%s: %w", volCanary, volume.ErrUnknownContent)), code: codes.PermissionDenied, kind: "not a sealed volume"},
+		{name: "integrity", vol: "data", openErr: volumeKind(fmt.Errorf("read header %s: %w", volCanary, unix.EIO)), code: codes.PermissionDenied, kind: "integrity check"},
 		{name: "broker refuses", vol: "data", openErr: detail(ErrVolumeBroker), code: codes.Unavailable, kind: "key broker"},
 		{name: "broker 403", vol: "data", openErr: fmt.Errorf("begin: %w", errkind.Withhold(ErrVolumeBroker, &client.APIError{Status: 403})), code: codes.PermissionDenied, kind: "key broker"},
 		{name: "unknown failure", vol: "data", openErr: volumeKind(errors.New("mkfs " + volCanary)), code: codes.Internal, kind: "failed"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"hash/fnv"
 
 	"github.com/sealpod/sealpod/agent/errkind"
@@ -44,6 +45,8 @@ func volumeKind(err error) error {
 	case errors.Is(err, volume.ErrNotFormatted), errors.Is(err, volume.ErrUnknownContent), errors.Is(err, volume.ErrBadSuperblock),
 		errors.Is(err, volume.ErrBadHeader):
 		kind = ErrVolumeContent
+	case errors.Is(err, unix.EIO):
+		kind = ErrVolumeIntegrity
 	}
 	return errkind.Withhold(kind, err)
 }

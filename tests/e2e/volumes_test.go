@@ -97,7 +97,8 @@ spec:
 	must0(t, os.Rename(imgs[1], imgs[0]))
 	must0(t, os.Rename(imgs[0]+".swap", imgs[1]))
 	c.scale(t, 2)
-	c.waitRefused(t, "vault-0", "volume data")
+	c.waitRefused(t, "vault-0", "does not open with this workload's keys and claim identity")
+	c.waitRefused(t, "vault-1", "does not open with this workload's keys and claim identity")
 	c.scale(t, 0)
 	must0(t, os.Rename(imgs[0], imgs[0]+".swap"))
 	must0(t, os.Rename(imgs[1], imgs[0]))
@@ -113,7 +114,7 @@ spec:
 	copyFile(imgs[0], latest)
 	copyFile(old, imgs[0])
 	c.scale(t, 2)
-	c.waitRefused(t, "vault-0", "rollback")
+	c.waitRefused(t, "vault-0", "volume rollback detected")
 	c.scale(t, 0)
 	copyFile(latest, imgs[0])
 
@@ -122,15 +123,21 @@ spec:
 	flipFirstDataByte(t, imgs[1])
 	c.scale(t, 2)
 	c.waitStore(t, pods[:1], "store: canary kept")
-	c.waitRefused(t, "vault-1", "volume data")
+	c.waitRefused(t, "vault-1", "volume data failed its integrity check")
 	for _, f := range []string{old, latest} {
 		os.Remove(f)
 	}
 }
 
-// scale sets the vault StatefulSet's replicas and waits until that many pods exist.
+// scale sets the vault StatefulSet's replicas and waits until that many pods exist. Before a
+// scale-up it deletes the pods' old events, so waitRefused reads only the new pods' ones.
 func (c *cluster) scale(t *testing.T, n int) {
 	t.Helper()
+	if n > 0 {
+		for _, p := range []string{"vault-0", "vault-1"} {
+			c.kubectl(t, "delete", "events", "--field-selector", "involvedObject.name="+p)
+		}
+	}
 	c.kubectl(t, "scale", "statefulset", "vault", fmt.Sprintf("--replicas=%d", n))
 	proc.WaitFor(t, fmt.Sprintf("vault at %d pods", n), 180*time.Second, func() bool {
 		out, _ := c.kubectlErr("get", "pods", "-l", "app=vault", "-o", "name")
