@@ -81,6 +81,17 @@ func (s *sealer) addSealed(w *Workload, written []string) {
 				}
 			}
 		}
+		for _, h := range c.Hooks { // hooks.go
+			for _, a := range h.Exec {
+				add(a, "the "+h.Kind+" hook of container "+c.Name)
+			}
+			if h.HTTPGet != nil {
+				add(h.HTTPGet.Path, "the "+h.Kind+" hook path of container "+c.Name)
+				for _, hd := range h.HTTPGet.Headers {
+					add(hd.Value, "a "+h.Kind+" hook header of container "+c.Name)
+				}
+			}
+		}
 	}
 	for _, f := range sp.Files {
 		add(string(f.Data), "sealed file "+f.Path)

@@ -198,9 +198,7 @@ func (p *pod) container(field string, c *corev1.Container, podSC *corev1.PodSecu
 	p.refuseOpaqueArgv(field, &sc)
 	sc.SecurityContext = p.securityContext(field+".securityContext", c.SecurityContext, podSC)
 	p.containerVolumes(field, c, &sc)
-	if c.Lifecycle != nil {
-		p.fail(field+".lifecycle", "lifecycle hooks are not supported by sealed pods")
-	}
+	sc.Hooks = p.hooks(field, c) // hooks.go
 	sc.Probes = p.probes(field, c)
 	return sc
 }
@@ -364,7 +362,7 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 	}
 	c.EnvFrom = envFrom
 	c.SecurityContext = placeholderContainerSecurity(c.SecurityContext)
-	c.Lifecycle = nil
+	c.Lifecycle = placeholderLifecycle(c) // hooks.go
 	c.TerminationMessagePath, c.TerminationMessagePolicy = "", ""
 	stubProbes(c)
 	var env []corev1.EnvVar

@@ -59,30 +59,40 @@ func (p *pod) probes(field string, c *corev1.Container) []spec.Probe {
 			sp.Exec = pr.Exec.Command
 			p.warn(f+".exec", "exec probe sealed: it runs inside the guest and its argv never leaves the TEE; the placeholder carries the agent-answered exec probe %q, and the host cannot exec the sealed argv", spec.ProbeStub(c.Name, pk.kind))
 		} else {
-			h := pr.HTTPGet
-			if h.Host != "" {
-				p.fail(f+".httpGet.host", "%q: a probe with httpHeaders runs inside the guest against 127.0.0.1; a host would send its headers out over the node's network (drop host)", h.Host)
-				continue
-			}
-			port, ok := resolvePort(h.Port, c)
+			sh, ok := p.sealHTTPGet(f+".httpGet", pr.HTTPGet, c, "a probe with httpHeaders")
 			if !ok {
-				p.fail(f+".httpGet.port", "%q is neither a port number nor the name of a port of this container", h.Port.String())
 				continue
-			}
-			sh := &spec.HTTPGetAction{Path: h.Path, Port: port, Scheme: string(h.Scheme)}
-			if sh.Scheme != "" && sh.Scheme != "HTTP" && sh.Scheme != "HTTPS" {
-				p.fail(f+".httpGet.scheme", "%q: want HTTP or HTTPS", sh.Scheme)
-				continue
-			}
-			for _, hd := range h.HTTPHeaders {
-				sh.Headers = append(sh.Headers, spec.HTTPHeader{Name: hd.Name, Value: hd.Value})
 			}
 			sp.HTTPGet = sh
-			p.warn(f+".httpGet", "HTTP probe with httpHeaders sealed: the agent sends it inside the guest to 127.0.0.1:%d, so its headers never leave the TEE; the placeholder carries the agent-answered exec probe %q", port, spec.ProbeStub(c.Name, pk.kind))
+			p.warn(f+".httpGet", "HTTP probe with httpHeaders sealed: the agent sends it inside the guest to 127.0.0.1:%d, so its headers never leave the TEE; the placeholder carries the agent-answered exec probe %q", sh.Port, spec.ProbeStub(c.Name, pk.kind))
 		}
 		out = append(out, sp)
 	}
 	return out
+}
+
+// sealHTTPGet converts a probe's or a hook's HTTP request (field f, what names the sealed
+// action in messages) to the sealed request the agent sends inside the guest to
+// 127.0.0.1:port; failures are recorded.
+func (p *pod) sealHTTPGet(f string, h *corev1.HTTPGetAction, c *corev1.Container, what string) (*spec.HTTPGetAction, bool) {
+	if h.Host != "" {
+		p.fail(f+".host", "%q: %s runs inside the guest against 127.0.0.1; a host would send its path and headers out over the node's network (drop host)", h.Host, what)
+		return nil, false
+	}
+	port, ok := resolvePort(h.Port, c)
+	if !ok {
+		p.fail(f+".port", "%q is neither a port number nor the name of a port of this container", h.Port.String())
+		return nil, false
+	}
+	sh := &spec.HTTPGetAction{Path: h.Path, Port: port, Scheme: string(h.Scheme)}
+	if sh.Scheme != "" && sh.Scheme != "HTTP" && sh.Scheme != "HTTPS" {
+		p.fail(f+".scheme", "%q: want HTTP or HTTPS", sh.Scheme)
+		return nil, false
+	}
+	for _, hd := range h.HTTPHeaders {
+		sh.Headers = append(sh.Headers, spec.HTTPHeader{Name: hd.Name, Value: hd.Value})
+	}
+	return sh, true
 }
 
 // resolvePort returns a probe port as a number (a named port of the container resolved).

@@ -286,9 +286,9 @@ func TestRules(t *testing.T) {
 			wantErr: []string{"spec.template.spec.containers[0].image", `"nginx:1.25" is not pinned by digest`},
 		},
 		{
-			name:    "lifecycle refused",
-			input:   deployment("      containers: [{name: c, image: " + pinned + ", lifecycle: {preStop: {exec: {command: [x]}}}}]\n"),
-			wantErr: []string{"containers[0].lifecycle"},
+			name:    "tcpSocket lifecycle hook refused", // exec, httpGet and sleep hooks: hooks_test.go
+			input:   deployment("      containers: [{name: c, image: " + pinned + ", lifecycle: {preStop: {tcpSocket: {port: 80}}}}]\n"),
+			wantErr: []string{"containers[0].lifecycle.preStop.tcpSocket"},
 		},
 		{
 			name:    "unknown field",

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	policyv1beta1 "k8s.io/api/policy/v1beta1"
+	storagev1 "k8s.io/api/storage/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -131,6 +132,8 @@ func strictDecodeOutput(t *testing.T, out string) []any {
 			o = &policyv1.PodDisruptionBudget{}
 		case "policy/v1beta1 PodDisruptionBudget":
 			o = &policyv1beta1.PodDisruptionBudget{}
+		case "storage.k8s.io/v1 StorageClass": // cassandra's
+			o = &storagev1.StorageClass{}
 		default:
 			t.Fatalf("output document %d: unexpected %s %s", i, tm.APIVersion, tm.Kind)
 		}

@@ -25,7 +25,8 @@ type Probe struct {
 	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
 }
 
-// HTTPGetAction is an HTTP probe sent from inside the guest to 127.0.0.1:Port.
+// HTTPGetAction is an HTTP request (a probe's or a hook's) sent from inside the guest to
+// 127.0.0.1:Port.
 type HTTPGetAction struct {
 	Path    string       `json:"path,omitempty"`
 	Port    int32        `json:"port"`
@@ -33,7 +34,7 @@ type HTTPGetAction struct {
 	Headers []HTTPHeader `json:"headers,omitempty"`
 }
 
-// HTTPHeader is one request header of an HTTP probe.
+// HTTPHeader is one request header of an HTTP probe or hook.
 type HTTPHeader struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
@@ -42,8 +43,8 @@ type HTTPHeader struct {
 // MaxProbeTimeoutSeconds bounds a sealed probe's timeout.
 const MaxProbeTimeoutSeconds = 3600
 
-// ProbeStubPath is argv[0] of every probe stub. It is not a file in any container: the
-// agent answers the exec itself.
+// ProbeStubPath is argv[0] of every probe and hook stub. It is not a file in any container:
+// the agent answers the exec itself.
 const ProbeStubPath = "/sealpod"
 
 // ProbeStub is the argv of the exec probe the placeholder carries for a sealed probe. It
@@ -93,17 +94,25 @@ func (p *Probe) validate() error {
 	if p.TimeoutSeconds < 0 || p.TimeoutSeconds > MaxProbeTimeoutSeconds {
 		return fmt.Errorf("%s: timeoutSeconds %d out of range 0..%d", p.Kind, p.TimeoutSeconds, MaxProbeTimeoutSeconds)
 	}
-	if h := p.HTTPGet; h != nil {
-		if h.Port < 1 || h.Port > 65535 {
-			return fmt.Errorf("%s: httpGet.port %d out of range 1..65535", p.Kind, h.Port)
+	if p.HTTPGet != nil {
+		if err := p.HTTPGet.validate(); err != nil {
+			return fmt.Errorf("%s: %w", p.Kind, err)
 		}
-		if h.Scheme != "" && h.Scheme != "HTTP" && h.Scheme != "HTTPS" {
-			return fmt.Errorf("%s: httpGet.scheme %q: want HTTP or HTTPS", p.Kind, h.Scheme)
-		}
-		for i, hd := range h.Headers {
-			if !validHeaderName(hd.Name) {
-				return fmt.Errorf("%s: httpGet.headers[%d]: invalid name", p.Kind, i)
-			}
+	}
+	return nil
+}
+
+// validate checks a sealed HTTP request (of a probe or a hook).
+func (h *HTTPGetAction) validate() error {
+	if h.Port < 1 || h.Port > 65535 {
+		return fmt.Errorf("httpGet.port %d out of range 1..65535", h.Port)
+	}
+	if h.Scheme != "" && h.Scheme != "HTTP" && h.Scheme != "HTTPS" {
+		return fmt.Errorf("httpGet.scheme %q: want HTTP or HTTPS", h.Scheme)
+	}
+	for i, hd := range h.Headers {
+		if !validHeaderName(hd.Name) {
+			return fmt.Errorf("httpGet.headers[%d]: invalid name", i)
 		}
 	}
 	return nil

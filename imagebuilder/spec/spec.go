@@ -44,6 +44,8 @@ type Container struct {
 	Stdin         bool     `json:"stdin,omitempty"`
 	// Probes run inside the guest; the placeholder carries ProbeStub(name, kind) instead.
 	Probes []Probe `json:"probes,omitempty"`
+	// Hooks run inside the guest; the placeholder carries HookStub(name, kind) instead (hook.go).
+	Hooks []Hook `json:"hooks,omitempty"`
 }
 
 // EnvVar is either a sealed value or, for downward-API fields, the name of a value the host
@@ -276,6 +278,9 @@ func Unmarshal(data []byte) (*Spec, error) {
 		}
 	}
 	if err := s.validateProbes(); err != nil {
+		return nil, err
+	}
+	if err := s.validateHooks(); err != nil {
 		return nil, err
 	}
 	if err := s.validateVolumes(); err != nil {

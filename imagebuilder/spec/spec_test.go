@@ -56,6 +56,7 @@ func TestUnmarshal(t *testing.T) {
 
 func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"version":1,"workload":"w","containers":[{"name":"a","env":[{"name":"x","value":"y"}]}],"policy":{"logs":"allow"}}`))
+	f.Add([]byte(`{"version":1,"workload":"w","containers":[{"name":"a","hooks":[{"kind":"postStart","exec":["/bin/init"]},{"kind":"preStop","httpGet":{"path":"/drain","port":8080,"headers":[{"name":"X-T","value":"v"}]}}]}],"policy":{"logs":"allow"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Unmarshal(data)
 		if err != nil {
@@ -63,6 +64,13 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 		if len(s.Containers) == 0 || (s.Policy.Logs != LogsAllow && s.Policy.Logs != LogsDeny) {
 			t.Fatal("invalid spec accepted")
+		}
+		for _, c := range append(s.InitContainers, s.Containers...) {
+			for _, h := range c.Hooks {
+				if !validHookKind(h.Kind) || (len(h.Exec) > 0) == (h.HTTPGet != nil) || h.HTTPGet != nil && (h.HTTPGet.Port < 1 || h.HTTPGet.Port > 65535) {
+					t.Fatalf("invalid hook accepted: %+v", h)
+				}
+			}
 		}
 	})
 }
