@@ -74,6 +74,10 @@ spec:
 	// Deleted pods come back (new VMs) and find the data.
 	c.kubectl(t, "delete", "pod", "vault-0", "vault-1", "--wait=true")
 	c.waitStore(t, pods, "store: canary kept")
+	// The running VMs' consoles and the shim's state hold no canary either.
+	if hits := scanFor("/run/sealpod", []byte(canary)); len(hits) > 0 {
+		t.Fatalf("canary in the shim's state or a console: %v", hits)
+	}
 
 	imgs := make([]string, len(pods))
 	for i, p := range pods {
