@@ -276,7 +276,7 @@ func lookupSerial(sysBlock, devDir, serial string) (string, error) {
 		if !virtioDiskName(n) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(sysBlock, n, "serial"))
+		b, err := os.ReadFile(filepath.Join(sysBlock, n, "serial")) //nolint:gosec // a sysfs attribute of a vd* entry of the block class
 		if err != nil || strings.TrimRight(string(b), "\n\x00 ") != serial {
 			continue
 		}

@@ -52,14 +52,14 @@ func TDVF(t testing.TB) []byte {
 		typ, attr  uint32
 	}
 	secs := []sec{
-		{0, uint32(len(bfv)), 0xffffe000, uint64(len(bfv)), 0, ovmf.TDXAttrMRExtend},
+		{0, uint32(len(bfv)), 0xffffe000, uint64(len(bfv)), 0, ovmf.TDXAttrMRExtend}, //nolint:gosec // a test image of a few KiB
 		{0, 0, 0x800000, 0x1000, 2, 0},
 		{0, 0, 0x100000000, 16 * 0x1000, 4, ovmf.TDXAttrPageAug},
 	}
 	meta := []byte("TDVF")
-	meta = binary.LittleEndian.AppendUint32(meta, uint32(16+32*len(secs)))
+	meta = binary.LittleEndian.AppendUint32(meta, uint32(16+32*len(secs))) //nolint:gosec // two sections
 	meta = binary.LittleEndian.AppendUint32(meta, 1)
-	meta = binary.LittleEndian.AppendUint32(meta, uint32(len(secs)))
+	meta = binary.LittleEndian.AppendUint32(meta, uint32(len(secs))) //nolint:gosec // two sections
 	for _, s := range secs {
 		meta = binary.LittleEndian.AppendUint32(meta, s.off)
 		meta = binary.LittleEndian.AppendUint32(meta, s.raw)

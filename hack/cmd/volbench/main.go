@@ -139,7 +139,7 @@ func bench(o options, p measure.Params) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer vm.Kill()
+	defer func() { _ = vm.Kill() }()
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	end, err := con.waitEnd(ctx, vm.Exited())
