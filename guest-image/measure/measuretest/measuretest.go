@@ -73,7 +73,7 @@ func TDVF(t testing.TB) []byte {
 	img := append([]byte{}, bfv...)
 	img = append(img, make([]byte, 4096-(len(meta)+72)%4096)...) // 72: the bytes after the metadata
 	img = append(img, meta...)
-	img = binary.LittleEndian.AppendUint32(img, uint32(len(meta)+22+18+32))
+	img = binary.LittleEndian.AppendUint32(img, uint32(len(meta)+22+18+32)) //nolint:gosec // a few hundred bytes
 	img = binary.LittleEndian.AppendUint16(img, 22)
 	img = append(img, ovmf.TDXMetadataGUID[:]...)
 	img = binary.LittleEndian.AppendUint16(img, 22+18)
