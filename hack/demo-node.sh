@@ -96,7 +96,7 @@ up() {
 	"$BIN/sealctl" image create -f examples/demo/app.yaml --seal-secrets \
 		--guest "$STATE/guest" --tee sim --kbs-dir "$STATE/kbs" --kbs "https://10.0.2.2:$KBS_PORT" \
 		--mirror "$GUEST_REGISTRY=$REGISTRY" --insecure-registry \
-		--push "$REGISTRY/sealpod/demo-app" -o "$STATE/app.sealed.yaml"
+		--push "$REGISTRY/sealpod/demo-app" --output-file "$STATE/app.sealed.yaml"
 	"$BIN/sealctl" kbs --kbs-dir "$STATE/kbs" workload list
 	IMAGE=$(grep -m1 'sealpod.io/image:' "$STATE/app.sealed.yaml" | awk '{print $2}')
 	WORKLOAD=$(grep -m1 'sealpod.io/workload:' "$STATE/app.sealed.yaml" | awk '{print $2}')
@@ -175,7 +175,7 @@ EOT
 	say "sealctl verify: the broker's signed manifest and history vs the sealed manifests and the secure image"
 	"$BIN/sealctl" verify --kbs "https://127.0.0.1:$KBS_PORT" --kbs-alias "https://10.0.2.2:$KBS_PORT" \
 		--kbs-ca "$STATE/kbs/tls/ca.pem" --kbs-key "$STATE/kbs/signing.pub.pem" \
-		--expect "$STATE/app.sealed.yaml" --insecure-registry -o "$STATE/verify" | tail -n 20
+		--expect "$STATE/app.sealed.yaml" --insecure-registry --dir "$STATE/verify" | tail -n 20
 	echo "    clients of the sealed pods trust $STATE/verify/mesh-root.pem"
 	mark verify
 

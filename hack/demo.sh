@@ -62,7 +62,7 @@ up() {
 	"$BIN/sealctl" image create -f examples/mesh/app.yaml --seal-secrets --guest "$STATE/guest" --tee sim \
 		--kbs "$SEALPOD_KBS_URL" --kbs-ca "$kbs/tls/ca.pem" --kbs-config "$kbs/admin/sealctl-kbs.json" \
 		--mirror "$SEALPOD_GUEST_REGISTRY=$SEALPOD_REGISTRY" --insecure-registry \
-		--push "$SEALPOD_REGISTRY/sealpod/mesh-app" -o "$STATE/app.sealed.yaml"
+		--push "$SEALPOD_REGISTRY/sealpod/mesh-app" --output-file "$STATE/app.sealed.yaml"
 	"$BIN/sealctl" kbs --kbs-dir "$kbs" workload list
 	mark "seal + push"
 
@@ -89,7 +89,7 @@ up() {
 
 	say "sealctl verify: the broker's signed manifest and history vs the sealed manifests and the secure image"
 	"$BIN/sealctl" verify --kbs "$SEALPOD_KBS_URL" --kbs-ca "$kbs/tls/ca.pem" --kbs-key "$kbs/signing.pub.pem" \
-		--expect "$STATE/app.sealed.yaml" --insecure-registry -o "$STATE/verify" | tail -n 12
+		--expect "$STATE/app.sealed.yaml" --insecure-registry --dir "$STATE/verify" | tail -n 12
 	mark "sealctl verify"
 
 	say "curl --cacert $STATE/verify/mesh-root.pem https://web.default.svc:8443/ (the Service IP through kube-proxy)"

@@ -353,7 +353,7 @@ spec:
 				"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
 				"--keys", filepath.Join(c.work, base+".keys.json"), "--insecure-registry",
 				"--image", reg + "/sealpod/" + strings.ToLower(strings.ReplaceAll(base, "_", "-")),
-				"--oci-layout", filepath.Join(c.work, base+".oci"), "-o", out}
+				"--oci-layout", filepath.Join(c.work, base+".oci"), "--output-file", out}
 			for r := range mirrors {
 				args = append(args, "--mirror", r+"="+reg)
 			}

@@ -52,7 +52,7 @@ func (c *cluster) sealFor(t *testing.T, tee, guest, in, image string, extra ...s
 	args := append([]string{"image", "create", "-f", in, "--guest", guest, "--tee", tee,
 		"--kbs", c.env["SEALPOD_KBS_URL"], "--kbs-ca", filepath.Join(kbsDir, "tls", "ca.pem"),
 		"--kbs-config", filepath.Join(kbsDir, "admin", "sealctl-kbs.json"),
-		"--push", c.env["SEALPOD_REGISTRY"] + "/sealpod/" + image, "--insecure-registry", "-o", out}, extra...)
+		"--push", c.env["SEALPOD_REGISTRY"] + "/sealpod/" + image, "--insecure-registry", "--output-file", out}, extra...)
 	proc.Run(t, c.root, nil, filepath.Join(c.bin, "sealctl"), args...)
 	return out
 }

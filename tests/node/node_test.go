@@ -276,7 +276,7 @@ func (n *node) seal(t *testing.T, name string) *sealedPod {
 	out := filepath.Join(n.work, name+".sealed.yaml")
 	proc.Run(t, n.root, nil, filepath.Join(n.bin, "sealctl"), "image", "create", "-f", in, "--guest", guest, "--tee", "sim",
 		"--kbs", n.kbsURL, "--kbs-ca", filepath.Join(n.kbsDir, "tls", "ca.pem"),
-		"--kbs-config", hostCfg, "--push", reg+"/sealpod/"+name+"-sealed:e2e", "--insecure-registry", "-o", out)
+		"--kbs-config", hostCfg, "--push", reg+"/sealpod/"+name+"-sealed:e2e", "--insecure-registry", "--output-file", out)
 	sb, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

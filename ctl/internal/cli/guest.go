@@ -84,7 +84,7 @@ Without --tee every measurement the inputs support is computed. See docs/measure
 	fl.StringVar(&f.vmm, "vmm", measure.DefaultVMM, "VMM conventions for the SNP VMSAs: qemu, ec2 or gce")
 	fl.StringVar(&f.tdxOrder, "tdx-order", "per-page", "TDX page add/extend order of the host: per-page (upstream KVM) or adds-first")
 	fl.StringSliceVar(&f.tees, "tee", nil, "TEEs to measure: snp, tdx, sim, pef (repeatable or comma-separated; default: all the inputs support)")
-	fl.StringVarP(&f.output, "output", "o", "json", "output format: json, yaml or text")
+	addOutputFlag(cmd, fl, &f.output, "", formatJSON, formatYAML, formatText)
 	return cmd
 }
 

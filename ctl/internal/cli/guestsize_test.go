@@ -87,7 +87,7 @@ func sealToLayout(t *testing.T, yaml, gdir string, tees string, extra ...string)
 	keys, layout := filepath.Join(dir, "keys.json"), filepath.Join(dir, "layout")
 	args := append([]string{"image", "create", "--guest", gdir, "--tee", tees, "--kbs", "https://127.0.0.1:8443",
 		"--kbs-ca", writeCA(t, dir), "--resolve=false", "-f", "-", "--image", "registry.local:5000/app",
-		"--oci-layout", layout, "--keys", keys, "-o", filepath.Join(dir, "sealed.yaml")}, extra...)
+		"--oci-layout", layout, "--keys", keys, "--output-file", filepath.Join(dir, "sealed.yaml")}, extra...)
 	_, stderr, err := runSealctl(t, yaml, args...)
 	if err != nil {
 		for _, p := range []string{keys, layout} {

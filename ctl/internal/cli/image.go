@@ -64,7 +64,8 @@ type imageCreateFlags struct {
 	runtimeClass string
 	namespace    string
 	logs         string
-	output       string
+	output       string // -o: yaml or json
+	outputFile   string // --output-file ("" or - for standard output)
 
 	pefHostKeys []string // PEM public keys of the hosts a pef blob opens on
 
@@ -81,7 +82,7 @@ type imageCreateFlags struct {
 func newImageCreateCmd() *cobra.Command {
 	f := &imageCreateFlags{}
 	cmd := &cobra.Command{
-		Use:   "create (-f FILE|DIR|- | -k DIR) [-f ...] --guest DIR --tee TEE --kbs URL --kbs-ca FILE (--push REF | --oci-layout DIR | --tarball FILE)",
+		Use:   "create (-f FILE|DIR|- | -k DIR) [-f ...] --guest DIR --tee TEE --kbs URL --kbs-ca FILE (--push REF | --oci-layout DIR | --tarball FILE) [-o yaml|json] [--output-file FILE]",
 		Short: "Seal Kubernetes manifests into a secure image and sealed manifests",
 		Long: `Seal every pod template of the given manifests (Pod, Deployment, StatefulSet, DaemonSet,
 ReplicaSet, ReplicationController, Job, CronJob): the confidential part of each pod spec
@@ -104,23 +105,32 @@ that the launch evidence must carry as HOST_DATA/MRCONFIGID, the SANs, the minim
 registered with the key broker over its mTLS admin API, using the admin identity of
 --kbs-dir or --kbs-config (default $SEALPOD_KBS_CONFIG or ~/.config/sealpod/kbs.json when it
 exists); --kbs and --kbs-ca default to that config's broker. For offline sealing, --keys FILE
-writes the data keys to a file (mode 0600) instead, or as well.
+writes the data keys to a file (mode 0600) instead, or as well; 'sealctl kbs register -f FILE'
+registers them later.
 
-Nothing is written and nothing is registered unless every input seals.`,
+The sealed manifests go to standard output (-o yaml, the default, or -o json: the object,
+or a v1 List of several, as kubectl prints them), or to --output-file FILE, replaced
+atomically. Warnings and progress go to standard error. Nothing is written and nothing is
+registered unless every input seals.`,
 		Example: `  # Seal an app for SEV-SNP, register it with the broker and push the secure image
   sealctl image create -f app.yaml --guest out/guest --tee snp --snp-min-tcb 3,0,8,115 \
-      --kbs-dir /var/lib/sealpod-kbs --push registry.example.com/team/app-sealed -o app.sealed.yaml
+      --kbs-dir /var/lib/sealpod-kbs --push registry.example.com/team/app-sealed > app.sealed.yaml
 
   # Seal offline for the simulated TEE into an OCI layout, keys to a file
   sealctl image create -f app.yaml --guest out/guest --tee sim \
       --kbs https://127.0.0.1:8443 --kbs-ca kbs/tls-ca.pem \
       --oci-layout out/app-image --image registry.local:5000/app --keys app.keys.json \
-      -o app.sealed.yaml
+      --output-file app.sealed.yaml
+  sealctl kbs --kbs-dir /var/lib/sealpod-kbs register -f app.keys.json   # later, at the broker
 
   # Seal Helm output, embedding its Secrets, and push to a registry
   helm template my-release ./chart | sealctl image create -f - --seal-secrets \
       --guest out/guest --tee snp --kbs https://kbs.example.com --kbs-ca ca.pem \
-      --push registry.example.com/team/app-sealed:v1 --keys keys.json > sealed.yaml`,
+      --push registry.example.com/team/app-sealed:v1 --keys keys.json > sealed.yaml
+
+  # The sealed manifests as JSON (a v1 List), for jq
+  sealctl image create -f app.yaml --guest out/guest --tee snp --kbs-dir /var/lib/sealpod-kbs \
+      --push registry.example.com/team/app-sealed -o json | jq '.items[].metadata.name'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runImageCreate(cmd, f) },
 	}
@@ -150,7 +160,8 @@ Nothing is written and nothing is registered unless every input seals.`,
 	fl.StringVar(&f.runtimeClass, "runtime-class", "", "runtimeClassName of the sealed pods (default sealpod-<first TEE>)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
-	fl.StringVarP(&f.output, "output", "o", "-", "write the sealed manifests to this file (- for standard output)")
+	addOutputFlag(cmd, fl, &f.output, "-o is the format: write the manifests to a file with --output-file", formatYAML, formatJSON)
+	fl.StringVar(&f.outputFile, "output-file", "", "write the sealed manifests to this file (replaced atomically) instead of standard output")
 	fl.IntVar(&f.defaultGuestMemoryMiB, "default-guest-memory-mib", bundle.DefaultMemoryMiB, "guest memory (MiB) of pods without a memory limit (pods with one get limit + kernel/agent overhead, docs/formats.md#guest-size)")
 	fl.IntVar(&f.defaultGuestVCPUs, "default-guest-vcpus", bundle.DefaultVCPUs, "vCPUs of pods without a CPU limit (pods with one get the limit rounded up)")
 	fl.BoolVar(&f.sealSecrets, "seal-secrets", false, "embed the Secrets and ConfigMaps the pods reference (from the input) into the sealed specs and drop them from the output")
@@ -165,31 +176,30 @@ Nothing is written and nothing is registered unless every input seals.`,
 	return cmd
 }
 
-func (f *imageCreateFlags) validate() error {
-	var missing []string
-	if len(f.files) == 0 && len(f.kustomize) == 0 {
-		missing = append(missing, "-f (or -k)")
-	}
-	if f.guest == "" {
-		missing = append(missing, "--guest")
-	}
-	if len(f.tees) == 0 {
-		missing = append(missing, "--tee")
-	}
-	if f.kbsURL == "" {
-		missing = append(missing, "--kbs (or --kbs-dir/--kbs-config)")
-	}
-	if f.kbsCA == "" {
-		missing = append(missing, "--kbs-ca (or --kbs-dir/--kbs-config)")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
-	}
+// validate checks the flags; broker says whether a broker config registers the workloads.
+// Every missing flag is reported at once.
+func (f *imageCreateFlags) validate(broker bool) error {
+	var req requiredFlags
+	req.need(len(f.files) > 0 || len(f.kustomize) > 0, "-f (or -k)")
+	req.need(f.guest != "", "--guest")
+	req.need(len(f.tees) > 0, "--tee")
+	req.need(f.kbsURL != "", "--kbs (or --kbs-dir/--kbs-config)")
+	req.need(f.kbsCA != "", "--kbs-ca (or --kbs-dir/--kbs-config)")
+	// Where the secure image goes, the repository nodes pull it from, where the keys go.
 	if f.push == "" && f.ociLayout == "" && f.tarball == "" {
-		return errors.New("no destination for the secure image: give --push, --oci-layout or --tarball")
+		req.need(false, "--push (or --oci-layout/--tarball)")
+	} else {
+		req.need(f.imageName != "" || f.push != "", "--image (or --push)")
 	}
-	if f.imageName == "" && f.push == "" {
-		return errors.New("--image: name the repository nodes pull the secure image from (or use --push)")
+	req.need(broker || f.keys != "", "--keys (or --kbs-dir/--kbs-config)")
+	if err := req.err(); err != nil {
+		return err
+	}
+	if err := checkOutputPath("--output-file", f.outputFile); err != nil {
+		return err
+	}
+	if err := checkOutputPath("--keys", f.keys); err != nil {
+		return err
 	}
 
 	for _, t := range f.tees {
@@ -256,11 +266,8 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := f.validate(); err != nil {
+	if err := f.validate(brokerCfg != nil); err != nil {
 		return err
-	}
-	if brokerCfg == nil && f.keys == "" {
-		return errors.New("no place for the workloads' data keys: register them with the key broker (--kbs-dir or --kbs-config) or write them with --keys FILE")
 	}
 	minTCB, err := parseMinTCB(f.snpMinTCB, f.tdxMinTCB)
 	if err != nil {
@@ -365,7 +372,11 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		return err
 	}
 	pinnedRef := ref.Context().Name() + "@" + digest.String()
-	sealed, err := res.Render(pinnedRef)
+	rendered, err := res.Render(pinnedRef)
+	if err != nil {
+		return err
+	}
+	sealed, err := formatSealed(rendered, f.output)
 	if err != nil {
 		return err
 	}
@@ -431,12 +442,12 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 			return err
 		}
 	}
-	if f.output == "-" {
+	if f.outputFile == "" || f.outputFile == "-" {
 		if _, err := cmd.OutOrStdout().Write(sealed); err != nil {
 			return err
 		}
-	} else if err := atomicfile.Write(f.output, sealed, 0o644); err != nil {
-		return err
+	} else if err := atomicfile.Write(f.outputFile, sealed, 0o644); err != nil {
+		return fmt.Errorf("--output-file: %w", err)
 	}
 	fmt.Fprintf(stderr, "sealed %d workload(s) into %s\n", len(res.Workloads), pinnedRef)
 	return nil
@@ -579,9 +590,8 @@ func newImageInspectCmd() *cobra.Command {
 			return printObject(cmd.OutOrStdout(), f.output, info, func(w io.Writer) error { return printImageInfo(w, info) })
 		},
 	}
-	cmd.Flags().StringVarP(&f.output, "output", "o", formatTable, "output format: table, json or yaml")
+	addOutputFlag(cmd, cmd.Flags(), &f.output, "", formatTable, formatJSON, formatYAML)
 	cmd.Flags().BoolVar(&f.insecure, "insecure-registry", false, "allow plain-HTTP registries")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -92,13 +92,13 @@ func TestImageCreateAndInspect(t *testing.T) {
 	dir := t.TempDir()
 	keys, layout, tarball, out := filepath.Join(dir, "keys.json"), filepath.Join(dir, "layout"), filepath.Join(dir, "img.tar"), filepath.Join(dir, "sealed.yaml")
 	args := append(baseArgs(t, dir), "-f", "-", "--seal-secrets", "--image", "registry.local:5000/app",
-		"--oci-layout", layout, "--tarball", tarball, "--keys", keys, "-o", out)
+		"--oci-layout", layout, "--tarball", tarball, "--keys", keys, "--output-file", out)
 	stdout, stderr, err := runSealctl(t, appYAML, args...)
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, stderr)
 	}
 	if stdout != "" {
-		t.Errorf("stdout %q, want empty with -o FILE", stdout)
+		t.Errorf("stdout %q, want empty with --output-file", stdout)
 	}
 	if !strings.Contains(stderr, "WARNING: sealing for the simulated TEE") || !strings.Contains(stderr, "(Secret creds): sealed") {
 		t.Errorf("stderr lacks warnings:\n%s", stderr)
@@ -173,7 +173,7 @@ func TestImageCreateAtomicOnError(t *testing.T) {
 	os.WriteFile(good, []byte(strings.Replace(appYAML, "valueFrom: {secretKeyRef: {name: creds, key: token}}", "value: x", 1)), 0o644)
 	os.WriteFile(bad, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: "+pinnedImage+"}]\n"), 0o644)
 	keys, layout, out := filepath.Join(dir, "keys.json"), filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml")
-	_, _, err := runSealctl(t, "", append(baseArgs(t, dir), "-f", good, "-f", bad, "--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "-o", out)...)
+	_, _, err := runSealctl(t, "", append(baseArgs(t, dir), "-f", good, "-f", bad, "--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "--output-file", out)...)
 	if err == nil {
 		t.Fatal("sealed a pod with hostNetwork")
 	}
@@ -194,8 +194,8 @@ func TestImageCreateFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"image", "create"}, "missing required flags: -f (or -k), --guest, --tee, --kbs (or --kbs-dir/--kbs-config), --kbs-ca"},
-		{append(baseArgs(t, dir), "-f", "x.yaml", "--keys", "k"), "no destination for the secure image"},
-		{append(baseArgs(t, dir), "-f", "x.yaml", "--oci-layout", "l", "--keys", "k"), "--image"},
+		{append(baseArgs(t, dir), "-f", "x.yaml", "--keys", "k"), "missing required flag: --push (or --oci-layout/--tarball)"},
+		{append(baseArgs(t, dir), "-f", "x.yaml", "--oci-layout", "l", "--keys", "k"), "missing required flag: --image (or --push)"},
 		{append(baseArgs(t, dir), "-f", filepath.Join(dir, "nope.yaml"), "--push", "127.0.0.1:1/a", "--keys", "k"), "nope.yaml: no such file"},
 		{[]string{"image", "create", "-f", "x", "--guest", "g", "--tee", "sgx", "--kbs", "https://k", "--kbs-ca", "c", "--push", "r/a", "--keys", "k"}, `unknown TEE "sgx"`},
 	}
@@ -221,7 +221,7 @@ func TestImageCreatePushesAndResolves(t *testing.T) {
 	dir := t.TempDir()
 	// Put a real image in the registry under a tag, and seal a pod that names it by tag.
 	seed := filepath.Join(dir, "seed")
-	if _, _, err := runSealctl(t, appYAML, append(baseArgs(t, dir), "-f", "-", "--seal-secrets", "--push", host+"/library/base:1.0", "--insecure-registry", "--keys", filepath.Join(dir, "k0"), "-o", seed)...); err != nil {
+	if _, _, err := runSealctl(t, appYAML, append(baseArgs(t, dir), "-f", "-", "--seal-secrets", "--push", host+"/library/base:1.0", "--insecure-registry", "--keys", filepath.Join(dir, "k0"), "--output-file", seed)...); err != nil {
 		t.Fatal(err)
 	}
 	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: 'base:1.0'}]}\n"
@@ -265,7 +265,7 @@ func TestImageCreateRegistersWithBroker(t *testing.T) {
 	dir := t.TempDir()
 	layout, out := filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml")
 	args := []string{"image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t), "--tee", "sim",
-		"--resolve=false", "--kbs-dir", kbs.Dir, "--snp-min-tcb", "3,0,8,115", "--image", "r.local/app", "--oci-layout", layout, "-o", out}
+		"--resolve=false", "--kbs-dir", kbs.Dir, "--snp-min-tcb", "3,0,8,115", "--image", "r.local/app", "--oci-layout", layout, "--output-file", out}
 	_, stderr, err := runSealctl(t, appYAML, args...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
@@ -312,7 +312,7 @@ func TestImageCreateRegistersWithBroker(t *testing.T) {
 	// Without a broker config or --keys there is nowhere to put the keys.
 	_, _, err = runSealctl(t, appYAML, "image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t), "--tee", "sim",
 		"--resolve=false", "--kbs", "https://k:1", "--kbs-ca", writeCA(t, dir), "--push", "127.0.0.1:1/a")
-	if err == nil || !strings.Contains(err.Error(), "no place for the workloads' data keys") {
+	if err == nil || !strings.Contains(err.Error(), "missing required flag: --keys (or --kbs-dir/--kbs-config)") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -79,7 +80,7 @@ that 'sealpod-kbs init' created). The connection settings come from a sealctl-kb
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.config, "config", defaultKBSConfig(), "sealctl-kbs.json with the broker URL, CA and admin client certificate")
 	pf.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
+	addOutputFlag(cmd, pf, &f.output, "", formatTable, formatJSON, formatYAML)
 	cmd.AddCommand(newKBSWorkloadCmd(f), newKBSRegisterCmd(f), newKBSAuditCmd(f), newKBSHistoryCmd(f), newKBSCACmd(f), newKBSStatusCmd(f), newKBSAdminCmd(f))
 	return cmd
 }
@@ -216,8 +217,13 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (api.Workload, error) {
 		}
 		w.DataKey = k
 	}
-	if w.ID == "" {
-		return w, errors.New("no workload id: give --id or an id in the file")
+	var req requiredFlags // each from its flag or the file
+	req.need(w.ID != "", "--id (or -f)")
+	req.need(len(w.TEEs) > 0, "--tee (or -f)")
+	req.need(len(w.Measurements) > 0 || onlyPEF(w.TEEs), "--measurement (or -f)")
+	req.need(w.EnvelopeDigest != "", "--envelope-digest (or -f)")
+	if err := req.err(); err != nil {
+		return w, err
 	}
 	// Check everything but the key locally (an update may omit the key); the broker
 	// validates again.
@@ -229,6 +235,12 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (api.Workload, error) {
 		return w, err
 	}
 	return w, nil
+}
+
+// onlyPEF reports whether tees is PEF alone, which needs no reference measurement (the ESM
+// blob's credential stands for it).
+func onlyPEF(tees []string) bool {
+	return len(tees) > 0 && !slices.ContainsFunc(tees, func(t string) bool { return t != api.TEEPEF })
 }
 
 // parseMinTCB parses the --snp-min-tcb (bootloader,tee,snp,microcode) and --tdx-min-tcb

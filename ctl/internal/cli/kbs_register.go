@@ -28,12 +28,14 @@ create would have: TEEs, reference measurements, envelope digest, minimum TCB, S
 exists gets a new generation. The keys file holds the data keys: keep it like them.`,
 		Example: `  # Seal offline, register later
   sealctl image create -f app.yaml --guest out/guest --tee snp --kbs https://kbs.example:8443 \
-      --kbs-ca kbs-ca.pem --oci-layout out/app-image --keys app.keys.json -o app.sealed.yaml
+      --kbs-ca kbs-ca.pem --oci-layout out/app-image --keys app.keys.json > app.sealed.yaml
   sealctl kbs --kbs-dir /var/lib/sealpod-kbs register -f app.keys.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return fmt.Errorf("missing required flag: -f KEYS.json")
+			var req requiredFlags
+			req.need(file != "", "-f")
+			if err := req.err(); err != nil {
+				return err
 			}
 			regs, err := readKeysFile(file)
 			if err != nil {

@@ -18,7 +18,7 @@ func TestKBSRegisterKeysFile(t *testing.T) {
 	dir := t.TempDir()
 	keys, layout, out := filepath.Join(dir, "keys.json"), filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml")
 	args := append(baseArgs(t, dir), "-f", "-", "--seal-secrets", "--image", "registry.local:5000/app",
-		"--oci-layout", layout, "--keys", keys, "--snp-min-tcb", "3,0,8,115", "-o", out)
+		"--oci-layout", layout, "--keys", keys, "--snp-min-tcb", "3,0,8,115", "--output-file", out)
 	if _, stderr, err := runSealctl(t, appYAML, args...); err != nil {
 		t.Fatalf("create: %v\n%s", err, stderr)
 	}

@@ -105,7 +105,7 @@ func TestImageCreatePEF(t *testing.T) {
 	layout, out, keys := filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml"), filepath.Join(dir, "keys.json")
 	args := []string{"image", "create", "-f", "-", "--seal-secrets", "--guest", guestDir, "--tee", "pef",
 		"--pef-host-key", h1Path, "--pef-host-key", h2Path, "--resolve=false", "--kbs-dir", kbs.Dir,
-		"--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "-o", out}
+		"--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "--output-file", out}
 	_, stderr, err := runSealctl(t, appYAML, args...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)

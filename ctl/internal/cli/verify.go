@@ -54,7 +54,7 @@ type verifyFlags struct {
 func NewVerifyCmd() *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
-		Use:   "verify --kbs URL (--kbs-ca FILE | --kbs-ca-sha256 HEX) [--kbs-key FILE | --kbs-key-sha256 HEX] [--expect FILE|DIR|- ...] [-o DIR]",
+		Use:   "verify --kbs URL (--kbs-ca FILE | --kbs-ca-sha256 HEX) [--kbs-key FILE | --kbs-key-sha256 HEX] [--expect FILE|DIR|- ...] [--dir DIR] [-o table|json|yaml]",
 		Short: "Verify a key broker's signed manifest, history and workloads against your sealed manifests",
 		Long: `Verify a Sealpod key broker from the outside, trusting only what you pin:
 
@@ -77,16 +77,17 @@ func NewVerifyCmd() *cobra.Command {
   * workloads registered at the broker that --expect does not mention are warnings (failures
     with --strict).
 
-It writes DIR/report.txt and DIR/report.json and, only when everything verifies,
-DIR/mesh-root.pem (the mesh CA root for clients of the workloads). The exit code is 0 only
-if every check passes, 2 if a check fails, 1 if verification could not run.`,
+It writes DIR/report.txt and DIR/report.json (--dir, default verify) and, only when
+everything verifies, DIR/mesh-root.pem (the mesh CA root for clients of the workloads), and
+prints the report on standard output (-o table, json or yaml). The exit code is 0 only if
+every check passes, 2 if a check fails, 1 if verification could not run.`,
 		Example: `  # Verify the broker and the sealed manifests it serves; pin TLS and the signing key
   sealctl verify --kbs https://kbs.example:8443 --kbs-ca kbs-ca.pem \
       --kbs-key signing.pub.pem --expect app.sealed.yaml
 
   # Pin by fingerprints only, fail on workloads nobody expects, JSON on stdout
   sealctl verify --kbs https://kbs.example:8443 --kbs-ca-sha256 3f1c... \
-      --kbs-key-sha256 9a0b... --expect deploy/ --strict --output-format json -o out/verify`,
+      --kbs-key-sha256 9a0b... --expect deploy/ --strict -o json --dir out/verify`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, f) },
 	}
@@ -103,28 +104,25 @@ if every check passes, 2 if a check fails, 1 if verification could not run.`,
 	fl.StringArrayVar(&f.aliases, "kbs-alias", nil, "another URL of the same broker that sealed manifests and envelopes may name (e.g. the address guests reach it at); repeatable")
 	fl.StringVar(&f.snpMinTCB, "snp-min-tcb", "", "fail on a registered SEV-SNP (or sim) policy whose minimum TCB is below bootloader,tee,snp,microcode (e.g. 3,0,8,115) or unset")
 	fl.StringVar(&f.tdxMinTCB, "tdx-min-tcb", "", "fail on a registered TDX policy whose minimum TEE_TCB_SVN (32 hex characters) is below this or unset")
-	fl.StringVarP(&f.outDir, "output-dir", "o", "verify", "directory for mesh-root.pem, report.txt and report.json")
-	fl.StringVar(&f.format, "output-format", formatTable, "report on standard output: table, json or yaml")
-	_ = cmd.RegisterFlagCompletionFunc("output-format", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.MarkFlagDirname("output-dir")
+	fl.StringVar(&f.outDir, "dir", "verify", "directory for mesh-root.pem, report.txt and report.json")
+	addOutputFlag(cmd, fl, &f.format, "-o is the format of the report on standard output: the files go into --dir", formatTable, formatJSON, formatYAML)
+	_ = cmd.MarkFlagDirname("dir")
 	return cmd
 }
 
 func (f *verifyFlags) options(stdin io.Reader) (verify.Options, error) {
 	var o verify.Options
-	if f.kbsURL == "" {
-		return o, errors.New("missing required flag --kbs")
+	var req requiredFlags
+	req.need(f.kbsURL != "", "--kbs")
+	req.need(f.kbsCA != "" || f.kbsCASHA256 != "", "--kbs-ca (or --kbs-ca-sha256)")
+	if err := req.err(); err != nil {
+		return o, err
 	}
-	if (f.kbsCA == "") == (f.kbsCASHA256 == "") {
+	if f.kbsCA != "" && f.kbsCASHA256 != "" {
 		return o, errors.New("pin the broker's TLS CA with exactly one of --kbs-ca FILE or --kbs-ca-sha256 HEX")
 	}
 	if f.kbsKey != "" && f.kbsKeySHA256 != "" {
 		return o, errors.New("--kbs-key and --kbs-key-sha256: give one")
-	}
-	switch f.format {
-	case formatTable, formatJSON, formatYAML:
-	default:
-		return o, fmt.Errorf("--output-format %q: want table, json or yaml", f.format)
 	}
 	o.URL = f.kbsURL
 	if f.kbsCA != "" {

@@ -62,7 +62,7 @@ func newVerifyEnv(t *testing.T) *verifyEnv {
 func (e *verifyEnv) seal(t *testing.T, out string, extra ...string) {
 	t.Helper()
 	args := append([]string{"image", "create", "-f", "-", "--seal-secrets", "--guest", bundletest.Write(t),
-		"--tee", "sim", "--resolve=false", "--kbs-dir", e.kb.Dir, "--push", e.host + "/team/app-sealed:v1", "--insecure-registry", "-o", out}, extra...)
+		"--tee", "sim", "--resolve=false", "--kbs-dir", e.kb.Dir, "--push", e.host + "/team/app-sealed:v1", "--insecure-registry", "--output-file", out}, extra...)
 	if _, stderr, err := runSealctl(t, appYAML, args...); err != nil {
 		t.Fatalf("image create: %v\n%s", err, stderr)
 	}
@@ -71,7 +71,7 @@ func (e *verifyEnv) seal(t *testing.T, out string, extra ...string) {
 // args are the fully pinned verify arguments.
 func (e *verifyEnv) args(extra ...string) []string {
 	return append([]string{"verify", "--kbs", e.kb.URL, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(),
-		"--expect", e.sealed, "--insecure-registry", "-o", e.out}, extra...)
+		"--expect", e.sealed, "--insecure-registry", "--dir", e.out}, extra...)
 }
 
 func (e *verifyEnv) report(t *testing.T) *verify.Report {
@@ -197,7 +197,7 @@ func TestVerifyPasses(t *testing.T) {
 	out2 := filepath.Join(e.dir, "v2")
 	sealed, _ := os.ReadFile(e.sealed)
 	stdout, stderr, err = runSealctl(t, string(sealed), "verify", "--kbs", e.kb.URL, "--kbs-ca-sha256", e.kb.CASHA256,
-		"--kbs-key-sha256", "sha256:"+keySum, "--expect", "-", "--insecure-registry", "-o", out2, "--output-format", "json",
+		"--kbs-key-sha256", "sha256:"+keySum, "--expect", "-", "--insecure-registry", "--dir", out2, "-o", "json",
 		"--san", verifyWorkload+"=spiffe://sealpod/ns/default/deployment/web")
 	var jr verify.Report
 	if err != nil || json.Unmarshal([]byte(stdout), &jr) != nil || !jr.OK || !jr.SigningKey.Pinned || jr.TLSCASHA256 != e.kb.CASHA256 {
@@ -209,7 +209,7 @@ func TestVerifyPasses(t *testing.T) {
 // makes that a failure.
 func TestVerifyTrustOnFirstUse(t *testing.T) {
 	e := newVerifyEnv(t)
-	args := []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", e.kb.TLSCAPath(), "--expect", e.sealed, "--insecure-registry", "-o", e.out}
+	args := []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", e.kb.TLSCAPath(), "--expect", e.sealed, "--insecure-registry", "--dir", e.out}
 	stdout, stderr, err := runSealctl(t, "", args...)
 	if err != nil {
 		t.Fatalf("%v\n%s\n%s", err, stdout, stderr)
@@ -241,7 +241,7 @@ func TestVerifyFailures(t *testing.T) {
 			name: "tampered manifest signature",
 			setup: func(t *testing.T, e *verifyEnv) []string {
 				url := tamperingFront(t, e.kb, func(sm *registry.SignedManifest) { sm.Signature[len(sm.Signature)-3] ^= 1 })
-				return []string{"verify", "--kbs", url, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(), "-o", e.out}
+				return []string{"verify", "--kbs", url, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(), "--dir", e.out}
 			},
 			want: []string{verify.CheckSignature},
 			msg:  "does not verify",
@@ -252,7 +252,7 @@ func TestVerifyFailures(t *testing.T) {
 				url := tamperingFront(t, e.kb, func(sm *registry.SignedManifest) {
 					sm.Manifest.Workloads[0].EnvelopeDigest = strings.Repeat("0", 64)
 				})
-				return []string{"verify", "--kbs", url, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(), "-o", e.out}
+				return []string{"verify", "--kbs", url, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(), "--dir", e.out}
 			},
 			want: []string{verify.CheckSignature, verify.CheckHistoryReplay},
 			msg:  "differs from its last history entry",
@@ -269,7 +269,7 @@ func TestVerifyFailures(t *testing.T) {
 			name: "wrong pinned key fingerprint",
 			setup: func(t *testing.T, e *verifyEnv) []string {
 				return []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key-sha256", strings.Repeat("ab", 32),
-					"--expect", e.sealed, "--insecure-registry", "-o", e.out}
+					"--expect", e.sealed, "--insecure-registry", "--dir", e.out}
 			},
 			want: []string{verify.CheckKey},
 			msg:  "the pinned key is sha256:" + strings.Repeat("ab", 32),
@@ -278,7 +278,7 @@ func TestVerifyFailures(t *testing.T) {
 			name: "wrong CA pin",
 			setup: func(t *testing.T, e *verifyEnv) []string {
 				return []string{"verify", "--kbs", e.kb.URL, "--kbs-ca-sha256", strings.Repeat("cd", 32), "--kbs-key", e.kb.SigningPubPath(),
-					"--expect", e.sealed, "--insecure-registry", "-o", e.out}
+					"--expect", e.sealed, "--insecure-registry", "--dir", e.out}
 			},
 			want: []string{verify.CheckTLS},
 			msg:  "pinned CA SHA-256",
@@ -286,7 +286,7 @@ func TestVerifyFailures(t *testing.T) {
 		{
 			name: "wrong CA certificate",
 			setup: func(t *testing.T, e *verifyEnv) []string {
-				return []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", writeCA(t, e.dir), "--kbs-key", e.kb.SigningPubPath(), "-o", e.out}
+				return []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", writeCA(t, e.dir), "--kbs-key", e.kb.SigningPubPath(), "--dir", e.out}
 			},
 			want: []string{verify.CheckTLS},
 			msg:  "certificate signed by unknown authority",
@@ -301,7 +301,7 @@ func TestVerifyFailures(t *testing.T) {
 				addr := ln.Addr().String()
 				ln.Close()
 				return []string{"verify", "--kbs", "https://" + addr, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(),
-					"--expect", e.sealed, "--insecure-registry", "-o", e.out}
+					"--expect", e.sealed, "--insecure-registry", "--dir", e.out}
 			},
 			want: []string{verify.CheckConnect},
 			msg:  "connection refused",
@@ -412,7 +412,7 @@ func TestVerifyFailures(t *testing.T) {
 				other := filepath.Join(e.dir, "other.sealed.yaml")
 				os.WriteFile(other, []byte(strings.ReplaceAll(string(b), e.kb.URL, "https://kbs.elsewhere.example")), 0o644)
 				return []string{"verify", "--kbs", e.kb.URL, "--kbs-ca", e.kb.TLSCAPath(), "--kbs-key", e.kb.SigningPubPath(),
-					"--expect", other, "--insecure-registry", "-o", e.out}
+					"--expect", other, "--insecure-registry", "--dir", e.out}
 			},
 			want: []string{verify.CheckAnnotationKBS},
 			msg:  "https://kbs.elsewhere.example",
@@ -461,13 +461,13 @@ func TestVerifyFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"verify", "--kbs-ca-sha256", strings.Repeat("a", 64)}, "--kbs"},
-		{[]string{"verify", "--kbs", "https://127.0.0.1:1"}, "exactly one of --kbs-ca"},
+		{[]string{"verify", "--kbs", "https://127.0.0.1:1"}, "missing required flag: --kbs-ca (or --kbs-ca-sha256)"},
 		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca", "x", "--kbs-ca-sha256", "y"}, "exactly one of --kbs-ca"},
 		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--kbs-key", "a", "--kbs-key-sha256", "b"}, "give one"},
 		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--expect", empty}, "no sealed pod templates"},
-		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--output-format", "xml"}, "--output-format"},
+		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "-o", "xml"}, `invalid argument "xml" for "-o, --output" flag`},
 		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--san", "nosans"}, "--san"},
-		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--kbs-key-sha256", "zz", "-o", dir}, "64 hex digits"},
+		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--kbs-key-sha256", "zz", "--dir", dir}, "64 hex digits"},
 		{[]string{"verify", "--kbs", "https://127.0.0.1:1", "--kbs-ca-sha256", strings.Repeat("a", 64), "--kbs-key", empty}, "no PUBLIC KEY block"},
 	} {
 		_, _, err := runSealctl(t, "", tc.args...)
@@ -497,7 +497,7 @@ func TestVerifyExitCodes(t *testing.T) {
 		code int
 	}{
 		{[]string{"verify", "--kbs", closed}, 1},
-		{[]string{"verify", "--kbs", closed, "--kbs-ca-sha256", strings.Repeat("a", 64), "-o", out, "--output-format", "json"}, exitVerifyFailed},
+		{[]string{"verify", "--kbs", closed, "--kbs-ca-sha256", strings.Repeat("a", 64), "--dir", out, "-o", "json"}, exitVerifyFailed},
 	} {
 		os.Args = append([]string{"sealctl"}, tc.args...)
 		if got := Execute(); got != tc.code {

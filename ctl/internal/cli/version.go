@@ -87,6 +87,6 @@ func NewVersionCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", formatTable, "output format: table, json or yaml")
+	addOutputFlag(cmd, cmd.Flags(), &output, "", formatTable, formatJSON, formatYAML)
 	return cmd
 }
