@@ -1,12 +1,14 @@
 // Package guestinit is the skeleton shared by the test-only /init programs that tests boot in
-// QEMU (tests/guest testinit and volumeinit, runtime-shim/qemu netguest): console lines with a
-// prefix, the early mounts, and "done" or "FAIL <error>" followed by power-off, as PID 1 must
-// never return. Production guests run the agent, which has its own (agent/boot).
+// QEMU (tests/guest testinit and volumeinit, runtime-shim/qemu netguest, hack/cmd/volbench
+// volbench-init): console lines with a prefix, the early mounts, the virtio disk of a serial,
+// and "done" or "FAIL <error>" followed by power-off, as PID 1 must never return. Production guests run the agent, which has its own (agent/boot).
 package guestinit
 
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,4 +51,19 @@ func MountEarly(flags uintptr) error {
 		}
 	}
 	return nil
+}
+
+// DiskBySerial finds the virtio disk whose serial the host set (/sys/block/vd*/serial) and
+// returns its node, /dev/vdX.
+func DiskBySerial(serial string) (string, error) { return diskBySerial("/sys/block", serial) }
+
+func diskBySerial(sysBlock, serial string) (string, error) {
+	files, _ := filepath.Glob(filepath.Join(sysBlock, "vd*", "serial"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.TrimSpace(string(b)) == serial {
+			return "/dev/" + filepath.Base(filepath.Dir(f)), nil
+		}
+	}
+	return "", fmt.Errorf("no virtio disk with serial %s", serial)
 }

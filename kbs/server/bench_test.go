@@ -17,12 +17,12 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/hostinfo"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/kbs/client"
 )
@@ -104,24 +104,12 @@ type openLoopReport struct {
 	serverCPU                        time.Duration // per flow
 }
 
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
 func (r *benchReport) print(w io.Writer) {
 	floor := max(r.p384Before, r.p384After)
 	fmt.Fprintf(w, "kbs full flow (%s, sim/SNP evidence, HTTPS 127.0.0.1, bbolt), %s: %d clients, GOMAXPROCS=%d, NumCPU=%d, broker GOGC=%d, load average %s\n",
-		r.flow.describe(), r.title, benchClients, runtime.GOMAXPROCS(0), runtime.NumCPU(), r.gogc, loadAvg())
+		r.flow.describe(), r.title, benchClients, runtime.GOMAXPROCS(0), runtime.NumCPU(), r.gogc, hostinfo.LoadAvg())
 	fmt.Fprintf(w, "  flows/s:            %.0f (%d flows in %v)\n", r.rate, r.flows, r.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "  per flow:           p50 %s  p99 %s\n", ms(r.flowP50), ms(r.flowP99))
 	fmt.Fprintf(w, "  per request:        p50 %s  p99 %s\n", ms(r.reqP50), ms(r.reqP99))

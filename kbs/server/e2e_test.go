@@ -163,6 +163,24 @@ func (e *env) httpClient(t testing.TB) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
 }
 
+// postRaw posts body to the broker's path with the headers, bypassing kbs/client, and returns
+// the HTTP status and the error answer (zero if the body is not one).
+func (e *env) postRaw(t testing.TB, hc *http.Client, path string, body []byte, hdr map[string]string) (int, api.Error) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url+path, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out api.Error
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
 func wantAPIError(t *testing.T, err error, status int, reason, field string) {
 	t.Helper()
 	var ae *client.APIError
@@ -308,18 +326,7 @@ func TestRawRequests(t *testing.T) {
 	ctx := context.Background()
 	hc := e.httpClient(t)
 	post := func(path string, body []byte, hdr map[string]string) (int, api.Error) {
-		req, _ := http.NewRequest(http.MethodPost, e.url+path, bytes.NewReader(body))
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out api.Error
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		return e.postRaw(t, hc, path, body, hdr)
 	}
 	if st, _ := post(api.PathAuth, []byte(`{"tee":"sim","workload":"`+strings.Repeat("a", 10<<10)+`"}`), nil); st != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized auth: %d", st)

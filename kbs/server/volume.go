@@ -51,6 +51,20 @@ func readVolumeBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError)
 	return b, nil
 }
 
+// volumeRequest is the preamble of every volume call: the bearer token (volumeToken), then
+// the body (readVolumeBody).
+func (s *Server) volumeRequest(w http.ResponseWriter, r *http.Request, ev *auditEvent) (*Claims, []byte, *httpError) {
+	c, herr := s.volumeToken(r, ev)
+	if herr != nil {
+		return nil, nil, herr
+	}
+	b, herr := readVolumeBody(w, r)
+	if herr != nil {
+		return nil, nil, herr
+	}
+	return c, b, nil
+}
+
 // volumeFailure maps a registry error of a volume call to its answer.
 func (s *Server) volumeFailure(op, workload string, err error) *httpError {
 	switch {
@@ -77,11 +91,7 @@ func (s *Server) volumeFailure(op, workload string, err error) *httpError {
 func (s *Server) handleVolumeBegin(w http.ResponseWriter, r *http.Request) (ev auditEvent, herr *httpError) {
 	ev = auditEvent{kind: audit.KindVolume}
 	defer func() { s.metrics.volume("begin", herr) }()
-	c, herr := s.volumeToken(r, &ev)
-	if herr != nil {
-		return ev, herr
-	}
-	b, herr := readVolumeBody(w, r)
+	c, b, herr := s.volumeRequest(w, r, &ev)
 	if herr != nil {
 		return ev, herr
 	}
@@ -101,11 +111,7 @@ func (s *Server) handleVolumeBegin(w http.ResponseWriter, r *http.Request) (ev a
 func (s *Server) handleVolumeCommit(w http.ResponseWriter, r *http.Request) (ev auditEvent, herr *httpError) {
 	ev = auditEvent{kind: audit.KindVolume}
 	defer func() { s.metrics.volume("commit", herr) }()
-	c, herr := s.volumeToken(r, &ev)
-	if herr != nil {
-		return ev, herr
-	}
-	b, herr := readVolumeBody(w, r)
+	c, b, herr := s.volumeRequest(w, r, &ev)
 	if herr != nil {
 		return ev, herr
 	}

@@ -396,17 +396,9 @@ func TestVolumeRawRequests(t *testing.T) {
 		{"commit ok", api.PathVolumeCommit, `{"volume":"default/data-0","generation":1}`, 200, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, e.url+tc.path, strings.NewReader(tc.body))
-			req.Header.Set("Authorization", "Bearer "+s.Token)
-			resp, err := hc.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var out api.Error
-			json.NewDecoder(resp.Body).Decode(&out)
-			if resp.StatusCode != tc.status || !strings.Contains(out.Error, tc.inMsg) {
-				t.Fatalf("HTTP %d %q, want %d saying %q", resp.StatusCode, out.Error, tc.status, tc.inMsg)
+			status, out := e.postRaw(t, hc, tc.path, []byte(tc.body), map[string]string{"Authorization": "Bearer " + s.Token})
+			if status != tc.status || !strings.Contains(out.Error, tc.inMsg) {
+				t.Fatalf("HTTP %d %q, want %d saying %q", status, out.Error, tc.status, tc.inMsg)
 			}
 		})
 	}

@@ -53,7 +53,7 @@ func goldenCases(t *testing.T) map[string]Config {
 		"sim-tcg-nonet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
 		},
-		// As tests/guest boots its guests (through tests/guest/internal/qemuvm): QEMU
+		// As tests/guest boots its guests (through tests/qemuvm): QEMU
 		// user-mode networking, the shim's user network and the guest suite's.
 		"sim-tcg-usernet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",

@@ -73,11 +73,6 @@ func testHotplugBoot(t *testing.T, kernel string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, err := os.MkdirTemp("", "sph")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
 	var disks []hotplugDisk
 	if os.Geteuid() == 0 {
 		if d, ok := loopDisk(t); ok {
@@ -89,18 +84,7 @@ func testHotplugBoot(t *testing.T, kernel string) {
 	for _, d := range disks {
 		serials = append(serials, VolumeSerial(d.Slot))
 	}
-	qmpPath := filepath.Join(sock, "qmp.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: qmpPath, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SetUnlinkOnClose(false) // QEMU serves the socket from the descriptor
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
+	sock, qmpPath, lf := qmpListenDir(t, "sph")
 	cfg := Config{TEE: TEESim, Guest: GuestFromBundle(b), AgentSocket: filepath.Join(sock, "agent.sock"),
 		SimSPSocket: filepath.Join(sock, "sim-sp.sock"), QMPSocket: qmpPath, QMPListener: lf, HotplugSlots: 2, Name: "sealpod-hotplug"}
 	cfg.Guest.Cmdline += " SEALPOD_HOTPLUG_SERIALS=" + strings.Join(serials, ",")
@@ -245,23 +229,7 @@ func TestHotplugQEMUAccepts(t *testing.T) {
 	if err != nil {
 		testdeps.Missing(t, "%s not installed: %v", BinaryX86, err)
 	}
-	sock, err := os.MkdirTemp("", "spa")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
-	qmpPath := filepath.Join(sock, "qmp.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: qmpPath, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SetUnlinkOnClose(false) // QEMU serves the socket from the descriptor
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
+	sock, qmpPath, lf := qmpListenDir(t, "spa")
 	cfg := Config{Binary: bin, TEE: TEESim, Guest: guest(""), AgentSocket: filepath.Join(sock, "agent.sock"),
 		SimSPSocket: filepath.Join(sock, "sim-sp.sock"), QMPSocket: qmpPath, QMPListener: lf, HotplugSlots: 2}
 	cmd, err := cfg.Command()
@@ -343,4 +311,29 @@ func TestHotplugQEMUAccepts(t *testing.T) {
 			t.Errorf("no block node %s", NodeName(d.Slot))
 		}
 	}
+}
+
+// qmpListenDir makes a temporary directory with a short name (unix socket paths are short)
+// and a listening unix socket at its qmp.sock, as the shim binds one for Config.QMPListener:
+// QEMU serves the socket from the descriptor, so closing the listener must not unlink it.
+func qmpListenDir(t *testing.T, prefix string) (dir, qmpPath string, lf *os.File) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	qmpPath = filepath.Join(dir, "qmp.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: qmpPath, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err = l.File()
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lf.Close() })
+	return dir, qmpPath, lf
 }

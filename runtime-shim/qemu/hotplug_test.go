@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -188,20 +187,7 @@ func TestHotplugSequence(t *testing.T) {
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("Hotplug: %v, want error %q", err, tc.wantErr)
 			}
-			got := srv.JSON()
-			path := filepath.Join("testdata", tc.golden+".qmp.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (go test -update writes it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("QMP commands differ from %s:\n--- got ---\n%s--- want ---\n%s", path, got, want)
-			}
+			srv.CheckGolden(t, filepath.Join("testdata", tc.golden+".qmp.json"), *update)
 		})
 	}
 	for _, d := range []Disk{{Slot: -1, File: f, Driver: DriverFile}, {Slot: 16, File: f, Driver: DriverFile},

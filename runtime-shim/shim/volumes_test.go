@@ -441,7 +441,7 @@ func TestAttachVolumes(t *testing.T) {
 		t.Errorf("agent AttachVolume calls %v, want %v", agent.attached, wantAgent)
 	}
 	if devices != nil {
-		checkGolden(t, filepath.Join("testdata", "attach-filesystem-block.qmp.json"), srv.JSON())
+		srv.CheckGolden(t, filepath.Join("testdata", "attach-filesystem-block.qmp.json"), *updateGolden)
 	} else {
 		// The golden file's Filesystem part: up to its first device_add.
 		var all []qmptest.Command
@@ -500,26 +500,6 @@ func TestAttachVolumes(t *testing.T) {
 }
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata golden files")
-
-// checkGolden compares got with the golden file (go test -update rewrites it).
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *updateGolden {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update writes it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs:\n--- got ---\n%s--- want ---\n%s", path, got, want)
-	}
-}
 
 // TestVolumeHostValues: the pod's name and namespace are offered at Unseal, and a pod with
 // volumes and without them is refused before Unseal, naming what is missing.

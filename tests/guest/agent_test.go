@@ -22,7 +22,7 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/testdeps"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 func wantStatus(t *testing.T, what string, err error, code codes.Code, inMsg string) {

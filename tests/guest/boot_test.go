@@ -20,7 +20,7 @@ import (
 	"github.com/sealpod/sealpod/guest-image/kernel/kerneltest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/testdeps"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 // bootTimeout bounds each wait on the guest: TCG on a loaded 2-core CI machine is slow.

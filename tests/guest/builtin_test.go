@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 func TestBootBuiltinInitramfs(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/testdeps"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
 	"github.com/sealpod/sealpod/tests/internal/proc"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 // escapeProbePaths exist in the agent's root (its binary, the workload key) and never in a

@@ -36,7 +36,7 @@ import (
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
 	"github.com/sealpod/sealpod/simtee/amdsp"
 	"github.com/sealpod/sealpod/simtee/spserver"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 // slirpHost is how the guest reaches the host's loopback under QEMU user networking.

@@ -39,7 +39,7 @@ import (
 	"github.com/sealpod/sealpod/agent/volume"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/testdeps"
-	"github.com/sealpod/sealpod/tests/guest/internal/qemuvm"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 const volTestDiskSize = 32 << 20

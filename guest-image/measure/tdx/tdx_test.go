@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sealpod/sealpod/guest-image/measure/internal/testkernel"
+	"github.com/sealpod/sealpod/guest-image/measure/internal/testtdvf"
 	"github.com/sealpod/sealpod/guest-image/measure/ovmf"
 	"github.com/sealpod/sealpod/internal/testdeps"
 )
@@ -64,42 +65,11 @@ func TestMRTDDebianOVMF(t *testing.T) {
 	}
 }
 
-// synthetic builds a TDVF image: 2 pages of BFV (measured), 1 page TD_HOB, and a PAGE.AUG
-// section whose size is given.
+// synthetic parses a TDVF image (testtdvf.Image): 2 pages of BFV (measured), 1 page TD_HOB,
+// and a PAGE.AUG section whose size is given.
 func synthetic(t *testing.T, bfv []byte, augPages uint64) *ovmf.Firmware {
 	t.Helper()
-	type sec struct {
-		off, raw   uint32
-		addr, size uint64
-		typ, attr  uint32
-	}
-	secs := []sec{
-		{0, uint32(len(bfv)), 0xffffe000, uint64(len(bfv)), 0, ovmf.TDXAttrMRExtend},
-		{0, 0, 0x800000, 0x1000, 2, 0},
-		{0, 0, 0x100000000, augPages * 0x1000, 4, ovmf.TDXAttrPageAug},
-	}
-	meta := []byte("TDVF")
-	meta = binary.LittleEndian.AppendUint32(meta, uint32(16+32*len(secs)))
-	meta = binary.LittleEndian.AppendUint32(meta, 1)
-	meta = binary.LittleEndian.AppendUint32(meta, uint32(len(secs)))
-	for _, s := range secs {
-		meta = binary.LittleEndian.AppendUint32(meta, s.off)
-		meta = binary.LittleEndian.AppendUint32(meta, s.raw)
-		meta = binary.LittleEndian.AppendUint64(meta, s.addr)
-		meta = binary.LittleEndian.AppendUint64(meta, s.size)
-		meta = binary.LittleEndian.AppendUint32(meta, s.typ)
-		meta = binary.LittleEndian.AppendUint32(meta, s.attr)
-	}
-	// image: bfv ‖ meta ‖ entry(offset of meta from end) ‖ footer ‖ 32 bytes
-	img := append(append([]byte{}, bfv...), meta...)
-	metaFromEnd := uint32(len(meta) + 22 + 18 + 32)
-	img = binary.LittleEndian.AppendUint32(img, metaFromEnd)
-	img = binary.LittleEndian.AppendUint16(img, 22)
-	img = append(img, ovmf.TDXMetadataGUID[:]...)
-	img = binary.LittleEndian.AppendUint16(img, 22+18)
-	img = append(img, ovmf.FooterTableGUID[:]...)
-	img = append(img, make([]byte, 32)...)
-	fw, err := ovmf.Parse(img)
+	fw, err := ovmf.Parse(testtdvf.Image(bfv, augPages))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +79,7 @@ func synthetic(t *testing.T, bfv []byte, augPages uint64) *ovmf.Firmware {
 // TestMRTDRecords checks the record layout and order against a transcript written out here
 // operation by operation (TDX module spec: 128-byte records "MEM.PAGE.ADD"/"MR.EXTEND" + GPA).
 func TestMRTDRecords(t *testing.T) {
-	bfv := make([]byte, 0x2000)
-	for i := range bfv {
-		bfv[i] = byte(i * 7)
-	}
+	bfv := testtdvf.BFV()
 	fw := synthetic(t, bfv, 16)
 	rec := func(op string, gpa uint64) []byte {
 		b := make([]byte, 128)

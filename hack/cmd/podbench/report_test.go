@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/report.golden.md")
@@ -178,19 +180,7 @@ func TestReport(t *testing.T) {
 	}
 	var out bytes.Buffer
 	printSummary(&out, s)
-	golden := filepath.Join("testdata", "report.golden.md")
-	if *update {
-		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != string(want) {
-		t.Errorf("table differs from %s (go test -run TestReport -update, then read the diff):\n%s", golden, out.String())
-	}
+	golden.Check(t, filepath.Join("testdata", "report.golden.md"), out.Bytes(), *update)
 	for _, line := range []string{
 		"| pod start, kubectl create → Ready (sealed / runc) | sealed p50 7,913 / p90 8,892 ms; runc p50 1,612 / p90 1,729 ms; **4.91×** (p50), 5.14× (p90) | ≤ 3× | **no** |",
 		"| · VM boot → agent ready (QEMU start → agent answers Ping) | **5,401 ms** (p90 5,401) | ≤ 1,500 ms | **no** |",

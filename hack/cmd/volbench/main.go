@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,12 +24,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sealpod/sealpod/hack/cmd/volbench/measure"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	"github.com/sealpod/sealpod/internal/hostinfo"
 	"github.com/sealpod/sealpod/runtime-shim/qemu"
+	"github.com/sealpod/sealpod/tests/qemuvm"
 )
 
 func main() {
@@ -98,7 +98,7 @@ func bench(o options, p measure.Params) (*Summary, error) {
 	}
 	s := &Summary{
 		Time: time.Now().UTC().Format(time.RFC3339), Machine: machine(), QEMU: qemuVersion(),
-		Accel: string(qemu.AccelTCG), GuestKernel: guestKernel(o.guest), LoadStart: loadavg(),
+		Accel: string(qemu.AccelTCG), GuestKernel: guestKernel(o.guest), LoadStart: hostinfo.LoadAvg(),
 		DiskBytes: diskBytes(p.SeqBytes), Rounds: o.rounds,
 	}
 	dir := o.dir
@@ -108,12 +108,11 @@ func bench(o options, p measure.Params) (*Summary, error) {
 		}
 		defer os.RemoveAll(dir)
 	}
-	// unix socket paths must stay short (sun_path)
-	sockDir, err := os.MkdirTemp("", "vb")
+	sockDir, cleanup, err := qemuvm.ShortTempDir() // unix socket paths must stay short
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(sockDir)
+	defer cleanup()
 
 	cfg := qemu.Config{
 		TEE: qemu.TEESim, Accel: qemu.AccelTCG, Guest: qemu.GuestFromBundle(b),
@@ -134,31 +133,32 @@ func bench(o options, p measure.Params) (*Summary, error) {
 			"-device", "virtio-blk-pci,drive="+id+",serial="+serial)
 	}
 
-	con := &lines{changed: make(chan struct{})}
-	vm, err := qemu.Start(cfg, qemu.StartOptions{Console: con, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	vm, err := qemuvm.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = vm.Kill() }()
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
-	end, err := con.waitEnd(ctx, vm.Exited())
+	end, err := vm.WaitMatch(ctx, "done or FAIL", func(l string) bool {
+		return l == measure.Prefix+"done" || strings.HasPrefix(l, measure.Prefix+"FAIL")
+	})
 	if o.consoleOut != "" {
-		if werr := os.WriteFile(o.consoleOut, []byte(strings.Join(con.all(), "\n")+"\n"), 0o644); werr != nil {
+		if werr := os.WriteFile(o.consoleOut, []byte(strings.Join(vm.Lines(), "\n")+"\n"), 0o644); werr != nil {
 			err = errors.Join(err, werr)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w\n%s\nqemu stderr: %s", err, con.tail(), vm.Stderr())
+		return nil, err
 	}
 	if end != measure.Prefix+"done" {
-		return nil, fmt.Errorf("guest: %s\n%s", strings.TrimPrefix(end, measure.Prefix), con.tail())
+		return nil, fmt.Errorf("guest: %s%s", strings.TrimPrefix(end, measure.Prefix), vm.Tail())
 	}
 	if err := vm.Wait(ctx); err != nil {
 		return nil, fmt.Errorf("guest did not power off cleanly: %w", err)
 	}
-	s.LoadEnd = loadavg()
-	if err := s.parse(con.all()); err != nil {
+	s.LoadEnd = hostinfo.LoadAvg()
+	if err := s.parse(vm.Lines()); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -206,78 +206,6 @@ func sparse(path string, size int64) error {
 	return f.Close()
 }
 
-// lines keeps the console line by line.
-type lines struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []string
-	changed chan struct{}
-}
-
-func (c *lines) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.partial = append(c.partial, p...)
-	added := false
-	for {
-		i := strings.IndexByte(string(c.partial), '\n')
-		if i < 0 {
-			break
-		}
-		c.lines = append(c.lines, strings.TrimRight(string(c.partial[:i]), "\r"))
-		c.partial = c.partial[i+1:]
-		added = true
-	}
-	if added {
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
-	return len(p), nil
-}
-
-func (c *lines) all() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.lines...)
-}
-
-func (c *lines) tail() string {
-	l := c.all()
-	if len(l) > 30 {
-		l = l[len(l)-30:]
-	}
-	return "--- console (last lines) ---\n" + strings.Join(l, "\n")
-}
-
-// waitEnd returns the guest's "done" or "FAIL ..." line.
-func (c *lines) waitEnd(ctx context.Context, exited <-chan struct{}) (string, error) {
-	next := 0
-	for {
-		c.mu.Lock()
-		ls, changed := c.lines[next:], c.changed
-		c.mu.Unlock()
-		for _, l := range ls {
-			if l == measure.Prefix+"done" || strings.HasPrefix(l, measure.Prefix+"FAIL") {
-				return l, nil
-			}
-		}
-		next += len(ls)
-		select {
-		case <-changed:
-		case <-exited:
-			// the launcher passes every console line on before Exited closes
-			c.mu.Lock()
-			more := len(c.lines) > next
-			c.mu.Unlock()
-			if !more {
-				return "", errors.New("qemu exited before the guest said done")
-			}
-		case <-ctx.Done():
-			return "", fmt.Errorf("waiting for the guest: %w", ctx.Err())
-		}
-	}
-}
-
 // machine: CPU model, logical CPUs, memory, host kernel.
 func machine() string {
 	model := "unknown CPU"
@@ -298,18 +226,6 @@ func machine() string {
 	}
 	rel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%s, %d CPUs%s, Linux %s", model, runtime.NumCPU(), mem, strings.TrimSpace(string(rel)))
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func qemuVersion() string {

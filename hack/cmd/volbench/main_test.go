@@ -3,12 +3,12 @@ package main
 import (
 	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sealpod/sealpod/hack/cmd/volbench/measure"
+	"github.com/sealpod/sealpod/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/report.golden.md")
@@ -45,19 +45,7 @@ func TestReportGolden(t *testing.T) {
 	}
 	var out bytes.Buffer
 	s.Write(&out)
-	golden := filepath.Join("testdata", "report.golden.md")
-	if *update {
-		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != string(want) {
-		t.Fatalf("report differs from %s (go test -update to rewrite):\n%s", golden, out.String())
-	}
+	golden.Check(t, filepath.Join("testdata", "report.golden.md"), out.Bytes(), *update)
 	// By hand: sequential write medians 83.3 (of 100 and 66.7) vs 25 MB/s; random read 20 vs
 	// 7.5 (of 10 and 5) MB/s.
 	for _, l := range []string{"| sequential write (1 MiB requests, then fdatasync) | 83.3 MB/s | 25.0 MB/s | **0.30** |",

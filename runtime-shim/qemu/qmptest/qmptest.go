@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/sealpod/sealpod/internal/golden"
 )
 
 // Command is one command the server received.
@@ -86,6 +88,13 @@ func (s *Server) Commands() []Command {
 func (s *Server) JSON() []byte {
 	b, _ := json.MarshalIndent(s.Commands(), "", "  ")
 	return append(b, '\n')
+}
+
+// CheckGolden compares JSON with the golden file at path (golden.Check); with update (the
+// test package's -update flag) it first writes the file.
+func (s *Server) CheckGolden(t testing.TB, path string, update bool) {
+	t.Helper()
+	golden.Check(t, path, s.JSON(), update)
 }
 
 func (s *Server) serve(c *net.UnixConn, h Handler) {

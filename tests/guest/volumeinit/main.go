@@ -104,7 +104,7 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var err error
-	if disk, err = diskBySerial("voldata"); err != nil {
+	if disk, err = guestinit.DiskBySerial("voldata"); err != nil {
 		return err
 	}
 	if err := broker.parse(os.Getenv("SEALPOD_VOLTEST_BROKER")); err != nil {
@@ -202,7 +202,7 @@ func step1(ctx context.Context, content []byte, canary string) error {
 }
 
 func step2(ctx context.Context, content []byte) error {
-	blk, err := diskBySerial("volblock")
+	blk, err := guestinit.DiskBySerial("volblock")
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func step2(ctx context.Context, content []byte) error {
 }
 
 func otherDisks(ctx context.Context, content []byte) error {
-	blk, err := diskBySerial("volblock")
+	blk, err := guestinit.DiskBySerial("volblock")
 	if err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func otherDisks(ctx context.Context, content []byte) error {
 	}
 	say("block volume canary ok")
 
-	foreign, err := diskBySerial("volforeign")
+	foreign, err := guestinit.DiskBySerial("volforeign")
 	if err != nil {
 		return err
 	}
@@ -291,18 +291,6 @@ func deviceSize(p string) (int64, error) {
 	}
 	defer f.Close()
 	return f.Seek(0, 2)
-}
-
-// diskBySerial finds the virtio disk whose serial the test set (/sys/block/vd*/serial).
-func diskBySerial(serial string) (string, error) {
-	files, _ := filepath.Glob("/sys/block/vd*/serial")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err == nil && strings.TrimSpace(string(b)) == serial {
-			return "/dev/" + filepath.Base(filepath.Dir(f)), nil
-		}
-	}
-	return "", fmt.Errorf("no virtio disk with serial %s", serial)
 }
 
 func writeAtSync(p string, b []byte, off int64) error {
@@ -475,7 +463,7 @@ func genOpts(name string) volume.Options {
 // genOpen opens the disk with serial under genID and checks its generation and that the
 // files in want are there; then it writes file add (if set) and closes.
 func genOpen(ctx context.Context, serial, name string, gen uint64, want []string, add string) error {
-	dev, err := diskBySerial(serial)
+	dev, err := guestinit.DiskBySerial(serial)
 	if err != nil {
 		return err
 	}

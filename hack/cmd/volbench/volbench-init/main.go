@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -71,11 +70,11 @@ func run() error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	plain, err := diskBySerial("vb-plain")
+	plain, err := guestinit.DiskBySerial("vb-plain")
 	if err != nil {
 		return err
 	}
-	sealedDisk, err := diskBySerial("vb-sealed")
+	sealedDisk, err := guestinit.DiskBySerial("vb-sealed")
 	if err != nil {
 		return err
 	}
@@ -147,16 +146,4 @@ func bestDriver(procCrypto, name string) string {
 		}
 	}
 	return best
-}
-
-// diskBySerial finds the virtio disk whose serial the runner set (/sys/block/vd*/serial).
-func diskBySerial(serial string) (string, error) {
-	files, _ := filepath.Glob("/sys/block/vd*/serial")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err == nil && strings.TrimSpace(string(b)) == serial {
-			return "/dev/" + filepath.Base(filepath.Dir(f)), nil
-		}
-	}
-	return "", fmt.Errorf("no virtio disk with serial %s", serial)
 }

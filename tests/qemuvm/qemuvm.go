@@ -1,8 +1,8 @@
-// Package qemuvm boots Sealpod guests for the guest test suite (tests/guest) with the shim's
-// QEMU launcher, runtime-shim/qemu: the command line is built by the same qemu.Config.Command
+// Package qemuvm boots Sealpod guests for the guest test suite (tests/guest) and the volume
+// benchmark (hack/cmd/volbench) with the shim's QEMU launcher, runtime-shim/qemu: the command line is built by the same qemu.Config.Command
 // (golden files per TEE in runtime-shim/qemu/testdata) and run by the same qemu.Start (own
 // process group, parent-death SIGKILL, QEMU's -sandbox). This package adds only what tests
-// need around it: the serial console (ttyS0) kept line by line to wait on, a kill bound to a
+// and benchmarks need around it: the serial console (ttyS0) kept line by line to wait on, a kill bound to a
 // context, and cleanup with a console dump on failure.
 //
 //	b, _ := bundle.Load(guestDir)
@@ -142,13 +142,13 @@ func (vm *VM) WaitMatch(ctx context.Context, what string, match func(line string
 		}
 		next += len(lines)
 		if exited {
-			return "", fmt.Errorf("qemuvm: waiting for %q: %w (%v)%s", what, ErrExited, vm.ExitError(), vm.tail())
+			return "", fmt.Errorf("qemuvm: waiting for %q: %w (%v)%s", what, ErrExited, vm.ExitError(), vm.Tail())
 		}
 		select {
 		case <-changed:
 		case <-vm.Exited():
 		case <-ctx.Done():
-			return "", fmt.Errorf("qemuvm: waiting for %q: %w%s", what, ctx.Err(), vm.tail())
+			return "", fmt.Errorf("qemuvm: waiting for %q: %w%s", what, ctx.Err(), vm.Tail())
 		}
 	}
 }
@@ -162,8 +162,9 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// tail formats the last console lines and QEMU's stderr for error messages.
-func (vm *VM) tail() string {
+// Tail formats the last console lines and QEMU's stderr for error messages (it starts with a
+// newline).
+func (vm *VM) Tail() string {
 	lines := vm.Lines()
 	if len(lines) > 30 {
 		lines = lines[len(lines)-30:]
