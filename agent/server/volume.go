@@ -54,7 +54,7 @@ var (
 	// ErrVolumeContent: the device holds data that is not a sealed volume, or is empty
 	// although the broker says it was used; it is never formatted.
 	ErrVolumeContent error = errkind.New("device is not a sealed volume of this claim")
-	// ErrVolumeIntegrity: reading the volume failed dm-integrity's check (EIO): the host
+	// ErrVolumeIntegrity: reading the volume failed dm-integrity's check (EILSEQ, or EIO): the host
 	// changed its ciphertext; the guest never sees other data.
 	ErrVolumeIntegrity error = errkind.New("volume data failed its integrity check (I/O error)")
 	// ErrVolumeNotAttached: a container uses an encrypted volume that is not attached yet.

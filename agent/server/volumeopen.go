@@ -45,7 +45,9 @@ func volumeKind(err error) error {
 	case errors.Is(err, volume.ErrNotFormatted), errors.Is(err, volume.ErrUnknownContent), errors.Is(err, volume.ErrBadSuperblock),
 		errors.Is(err, volume.ErrBadHeader):
 		kind = ErrVolumeContent
-	case errors.Is(err, unix.EIO):
+	case errors.Is(err, unix.EILSEQ), errors.Is(err, unix.EIO):
+		// dm-integrity fails a read whose tag does not match with BLK_STS_PROTECTION, which
+		// reaches user space as EILSEQ (the e2e flipped byte); EIO for other read errors.
 		kind = ErrVolumeIntegrity
 	}
 	return errkind.Withhold(kind, err)

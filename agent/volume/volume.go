@@ -215,7 +215,7 @@ func open(ctx context.Context, dev string, keys *Keys, identity string, opts Opt
 	if !v.Formatted {
 		raw, err := hio.readHeader()
 		_, herr := decodeHeader(raw)
-		if errors.Is(err, unix.EIO) || (err == nil && errors.Is(herr, errNoHeader)) {
+		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EILSEQ) || (err == nil && errors.Is(herr, errNoHeader)) {
 			v.Formatted = planFormat(identity, committed, opts.AllowFormat) == nil
 		}
 	}
