@@ -364,15 +364,47 @@ spec:
 			}
 			sealedCount++
 			if o, err := c.kubectlErr("apply", "--dry-run=server", "-f", out); err != nil {
+				// An input that uses an API this cluster no longer serves (CockroachDB's
+				// PodDisruptionBudget policy/v1beta1, gone since Kubernetes 1.25) is refused
+				// as written too: sealing passes such objects through unchanged.
+				if oi, erri := c.kubectlErr("apply", "--dry-run=server", "-f", f); erri != nil && lastLine(strings.TrimSpace(oi)) != "" && sameRefusal(o, oi) {
+					t.Logf("%s: the API server refuses the input as written too (%s); the sealed output only for the same objects", base, firstLine(oi))
+					continue
+				}
 				t.Errorf("%s: the API server refuses the sealed manifests: %v\n%s", base, err, o)
 			} else {
 				t.Logf("%s: sealed output accepted by kubectl apply --dry-run=server", base)
 			}
 		}
-		if sealedCount != 9 {
-			t.Errorf("%d shared manifests sealed, want 9 (as imagebuilder/manifests expects)", sealedCount)
+		if sealedCount != 12 { // TestSharedManifests: 12 of 15 seal (CockroachDB, MinIO, Cassandra since issue 15/16)
+			t.Errorf("%d shared manifests sealed, want 12 (as imagebuilder/manifests expects)", sealedCount)
 		}
 	})
+}
+
+// sameRefusal reports whether kubectl's errors for the sealed output and for the input name
+// the same objects (the "error:" lines, with the file names removed).
+func sameRefusal(sealed, input string) bool {
+	errs := func(o string) []string {
+		var l []string
+		for _, line := range strings.Split(o, "\n") {
+			if strings.HasPrefix(line, "error:") {
+				if i := strings.Index(line, " from \""); i > 0 {
+					line = line[:i]
+				}
+				l = append(l, line)
+			}
+		}
+		return l
+	}
+	a, b := errs(sealed), errs(input)
+	return len(a) > 0 && strings.Join(a, "\n") == strings.Join(b, "\n")
+}
+
+// firstLine returns s's first line.
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }
 
 // scanFor lists the regular files under dir that contain needle.
