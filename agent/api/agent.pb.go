@@ -634,10 +634,15 @@ func (x *UnsealResponse) GetTimes() *PhaseTimes {
 // The stdio flags say what the host plumbs; the sealed spec decides. Asking for stdin or a
 // tty the sealed container does not have is refused.
 type CreateContainerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Stdin         bool                   `protobuf:"varint,2,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Tty           bool                   `protobuf:"varint,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Stdin bool                   `protobuf:"varint,2,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Tty   bool                   `protobuf:"varint,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	// host_env is the placeholder container's environment as the kubelet resolved it
+	// ("NAME=VALUE"): untrusted input. The agent reads from it only the variables the sealed
+	// spec marks host-provided (secretKeyRef/configMapKeyRef of objects not in the sealing
+	// input), by name, and ignores the rest.
+	HostEnv       []string `protobuf:"bytes,4,rep,name=host_env,json=hostEnv,proto3" json:"host_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +698,129 @@ func (x *CreateContainerRequest) GetTty() bool {
 	return false
 }
 
+func (x *CreateContainerRequest) GetHostEnv() []string {
+	if x != nil {
+		return x.HostEnv
+	}
+	return nil
+}
+
+type UpdateHostFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The volume's name as the kubelet knows it (the placeholder's volume name).
+	Volume        string      `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Files         []*HostFile `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateHostFilesRequest) Reset() {
+	*x = UpdateHostFilesRequest{}
+	mi := &file_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateHostFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateHostFilesRequest) ProtoMessage() {}
+
+func (x *UpdateHostFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateHostFilesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateHostFilesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UpdateHostFilesRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *UpdateHostFilesRequest) GetFiles() []*HostFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// HostFile is one regular file of a host-provided volume.
+type HostFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the volume root: clean, no "..", no component starting with "..".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits (at most 0777).
+	Mode          uint32 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostFile) Reset() {
+	*x = HostFile{}
+	mi := &file_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostFile) ProtoMessage() {}
+
+func (x *HostFile) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostFile.ProtoReflect.Descriptor instead.
+func (*HostFile) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HostFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HostFile) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *HostFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sealed stdio flags in effect.
@@ -706,7 +834,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +846,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +859,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateContainerResponse) GetStdin() bool {
@@ -767,7 +895,7 @@ type AttachVolumeRequest struct {
 
 func (x *AttachVolumeRequest) Reset() {
 	*x = AttachVolumeRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +907,7 @@ func (x *AttachVolumeRequest) String() string {
 func (*AttachVolumeRequest) ProtoMessage() {}
 
 func (x *AttachVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +920,7 @@ func (x *AttachVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachVolumeRequest.ProtoReflect.Descriptor instead.
 func (*AttachVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttachVolumeRequest) GetName() string {
@@ -819,7 +947,7 @@ type AttachVolumeResponse struct {
 
 func (x *AttachVolumeResponse) Reset() {
 	*x = AttachVolumeResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +959,7 @@ func (x *AttachVolumeResponse) String() string {
 func (*AttachVolumeResponse) ProtoMessage() {}
 
 func (x *AttachVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +972,7 @@ func (x *AttachVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachVolumeResponse.ProtoReflect.Descriptor instead.
 func (*AttachVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AttachVolumeResponse) GetOpenUs() int64 {
@@ -863,7 +991,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1003,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1016,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ContainerRequest) GetName() string {
@@ -909,7 +1037,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1049,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1062,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProcessRequest) GetName() string {
@@ -961,7 +1089,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1101,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1114,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -1014,7 +1142,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1154,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1167,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SignalProcessRequest) GetName() string {
@@ -1076,7 +1204,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1216,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1229,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecProcessRequest) GetName() string {
@@ -1150,7 +1278,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1290,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1303,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadStreamRequest) GetName() string {
@@ -1210,7 +1338,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1350,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1363,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1270,7 +1398,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1410,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1423,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WriteStdinRequest) GetName() string {
@@ -1328,7 +1456,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1468,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1481,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -1375,7 +1503,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1515,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1528,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsContainerResponse) GetCpuUsageNs() uint64 {
@@ -1439,7 +1567,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1579,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1592,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1526,11 +1654,19 @@ const file_agent_proto_rawDesc = "" +
 	"containers\x18\x03 \x03(\tR\n" +
 	"containers\x12'\n" +
 	"\x0fenvelope_digest\x18\x04 \x01(\tR\x0eenvelopeDigest\x122\n" +
-	"\x05times\x18\x05 \x01(\v2\x1c.sealpod.agent.v1.PhaseTimesR\x05times\"T\n" +
+	"\x05times\x18\x05 \x01(\v2\x1c.sealpod.agent.v1.PhaseTimesR\x05times\"o\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05stdin\x18\x02 \x01(\bR\x05stdin\x12\x10\n" +
-	"\x03tty\x18\x03 \x01(\bR\x03tty\"^\n" +
+	"\x03tty\x18\x03 \x01(\bR\x03tty\x12\x19\n" +
+	"\bhost_env\x18\x04 \x03(\tR\ahostEnv\"b\n" +
+	"\x16UpdateHostFilesRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x120\n" +
+	"\x05files\x18\x02 \x03(\v2\x1a.sealpod.agent.v1.HostFileR\x05files\"F\n" +
+	"\bHostFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"^\n" +
 	"\x17CreateContainerResponse\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x10\n" +
 	"\x03tty\x18\x02 \x01(\bR\x03tty\x12\x1b\n" +
@@ -1579,12 +1715,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_usage_bytes\x18\x02 \x01(\x04R\x10memoryUsageBytes\x12,\n" +
 	"\x12memory_limit_bytes\x18\x03 \x01(\x04R\x10memoryLimitBytes\x12\x12\n" +
 	"\x04pids\x18\x04 \x01(\x04R\x04pids\"\x11\n" +
-	"\x0fShutdownRequest2\xf5\t\n" +
+	"\x0fShutdownRequest2\xcb\n" +
+	"\n" +
 	"\x05Agent\x12E\n" +
 	"\x04Ping\x12\x1d.sealpod.agent.v1.PingRequest\x1a\x1e.sealpod.agent.v1.PingResponse\x12K\n" +
 	"\x06Unseal\x12\x1f.sealpod.agent.v1.UnsealRequest\x1a .sealpod.agent.v1.UnsealResponse\x12f\n" +
 	"\x0fCreateContainer\x12(.sealpod.agent.v1.CreateContainerRequest\x1a).sealpod.agent.v1.CreateContainerResponse\x12]\n" +
-	"\fAttachVolume\x12%.sealpod.agent.v1.AttachVolumeRequest\x1a&.sealpod.agent.v1.AttachVolumeResponse\x12M\n" +
+	"\fAttachVolume\x12%.sealpod.agent.v1.AttachVolumeRequest\x1a&.sealpod.agent.v1.AttachVolumeResponse\x12T\n" +
+	"\x0fUpdateHostFiles\x12(.sealpod.agent.v1.UpdateHostFilesRequest\x1a\x17.sealpod.agent.v1.Empty\x12M\n" +
 	"\x0eStartContainer\x12\".sealpod.agent.v1.ContainerRequest\x1a\x17.sealpod.agent.v1.Empty\x12V\n" +
 	"\vWaitProcess\x12 .sealpod.agent.v1.ProcessRequest\x1a%.sealpod.agent.v1.WaitProcessResponse\x12P\n" +
 	"\rSignalProcess\x12&.sealpod.agent.v1.SignalProcessRequest\x1a\x17.sealpod.agent.v1.Empty\x12L\n" +
@@ -1613,7 +1751,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: sealpod.agent.v1.Empty
 	(*PingRequest)(nil),             // 1: sealpod.agent.v1.PingRequest
@@ -1625,63 +1763,68 @@ var file_agent_proto_goTypes = []any{
 	(*PhaseTimes)(nil),              // 7: sealpod.agent.v1.PhaseTimes
 	(*UnsealResponse)(nil),          // 8: sealpod.agent.v1.UnsealResponse
 	(*CreateContainerRequest)(nil),  // 9: sealpod.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 10: sealpod.agent.v1.CreateContainerResponse
-	(*AttachVolumeRequest)(nil),     // 11: sealpod.agent.v1.AttachVolumeRequest
-	(*AttachVolumeResponse)(nil),    // 12: sealpod.agent.v1.AttachVolumeResponse
-	(*ContainerRequest)(nil),        // 13: sealpod.agent.v1.ContainerRequest
-	(*ProcessRequest)(nil),          // 14: sealpod.agent.v1.ProcessRequest
-	(*WaitProcessResponse)(nil),     // 15: sealpod.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 16: sealpod.agent.v1.SignalProcessRequest
-	(*ExecProcessRequest)(nil),      // 17: sealpod.agent.v1.ExecProcessRequest
-	(*ReadStreamRequest)(nil),       // 18: sealpod.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 19: sealpod.agent.v1.ReadStreamResponse
-	(*WriteStdinRequest)(nil),       // 20: sealpod.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 21: sealpod.agent.v1.WriteStdinResponse
-	(*StatsContainerResponse)(nil),  // 22: sealpod.agent.v1.StatsContainerResponse
-	(*ShutdownRequest)(nil),         // 23: sealpod.agent.v1.ShutdownRequest
-	nil,                             // 24: sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	(*UpdateHostFilesRequest)(nil),  // 10: sealpod.agent.v1.UpdateHostFilesRequest
+	(*HostFile)(nil),                // 11: sealpod.agent.v1.HostFile
+	(*CreateContainerResponse)(nil), // 12: sealpod.agent.v1.CreateContainerResponse
+	(*AttachVolumeRequest)(nil),     // 13: sealpod.agent.v1.AttachVolumeRequest
+	(*AttachVolumeResponse)(nil),    // 14: sealpod.agent.v1.AttachVolumeResponse
+	(*ContainerRequest)(nil),        // 15: sealpod.agent.v1.ContainerRequest
+	(*ProcessRequest)(nil),          // 16: sealpod.agent.v1.ProcessRequest
+	(*WaitProcessResponse)(nil),     // 17: sealpod.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 18: sealpod.agent.v1.SignalProcessRequest
+	(*ExecProcessRequest)(nil),      // 19: sealpod.agent.v1.ExecProcessRequest
+	(*ReadStreamRequest)(nil),       // 20: sealpod.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 21: sealpod.agent.v1.ReadStreamResponse
+	(*WriteStdinRequest)(nil),       // 22: sealpod.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 23: sealpod.agent.v1.WriteStdinResponse
+	(*StatsContainerResponse)(nil),  // 24: sealpod.agent.v1.StatsContainerResponse
+	(*ShutdownRequest)(nil),         // 25: sealpod.agent.v1.ShutdownRequest
+	nil,                             // 26: sealpod.agent.v1.UnsealRequest.HostValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: sealpod.agent.v1.NetworkConfig.interfaces:type_name -> sealpod.agent.v1.Interface
 	5,  // 1: sealpod.agent.v1.NetworkConfig.routes:type_name -> sealpod.agent.v1.Route
 	3,  // 2: sealpod.agent.v1.UnsealRequest.network:type_name -> sealpod.agent.v1.NetworkConfig
-	24, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	26, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
 	7,  // 4: sealpod.agent.v1.UnsealResponse.times:type_name -> sealpod.agent.v1.PhaseTimes
-	1,  // 5: sealpod.agent.v1.Agent.Ping:input_type -> sealpod.agent.v1.PingRequest
-	6,  // 6: sealpod.agent.v1.Agent.Unseal:input_type -> sealpod.agent.v1.UnsealRequest
-	9,  // 7: sealpod.agent.v1.Agent.CreateContainer:input_type -> sealpod.agent.v1.CreateContainerRequest
-	11, // 8: sealpod.agent.v1.Agent.AttachVolume:input_type -> sealpod.agent.v1.AttachVolumeRequest
-	13, // 9: sealpod.agent.v1.Agent.StartContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	14, // 10: sealpod.agent.v1.Agent.WaitProcess:input_type -> sealpod.agent.v1.ProcessRequest
-	16, // 11: sealpod.agent.v1.Agent.SignalProcess:input_type -> sealpod.agent.v1.SignalProcessRequest
-	17, // 12: sealpod.agent.v1.Agent.ExecProcess:input_type -> sealpod.agent.v1.ExecProcessRequest
-	18, // 13: sealpod.agent.v1.Agent.ReadStdout:input_type -> sealpod.agent.v1.ReadStreamRequest
-	18, // 14: sealpod.agent.v1.Agent.ReadStderr:input_type -> sealpod.agent.v1.ReadStreamRequest
-	20, // 15: sealpod.agent.v1.Agent.WriteStdin:input_type -> sealpod.agent.v1.WriteStdinRequest
-	14, // 16: sealpod.agent.v1.Agent.CloseStdin:input_type -> sealpod.agent.v1.ProcessRequest
-	13, // 17: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	13, // 18: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	23, // 19: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
-	2,  // 20: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
-	8,  // 21: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
-	10, // 22: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
-	12, // 23: sealpod.agent.v1.Agent.AttachVolume:output_type -> sealpod.agent.v1.AttachVolumeResponse
-	0,  // 24: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
-	15, // 25: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
-	0,  // 26: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
-	0,  // 27: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
-	19, // 28: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
-	19, // 29: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
-	21, // 30: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
-	0,  // 31: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
-	0,  // 32: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
-	22, // 33: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
-	0,  // 34: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
-	20, // [20:35] is the sub-list for method output_type
-	5,  // [5:20] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	11, // 5: sealpod.agent.v1.UpdateHostFilesRequest.files:type_name -> sealpod.agent.v1.HostFile
+	1,  // 6: sealpod.agent.v1.Agent.Ping:input_type -> sealpod.agent.v1.PingRequest
+	6,  // 7: sealpod.agent.v1.Agent.Unseal:input_type -> sealpod.agent.v1.UnsealRequest
+	9,  // 8: sealpod.agent.v1.Agent.CreateContainer:input_type -> sealpod.agent.v1.CreateContainerRequest
+	13, // 9: sealpod.agent.v1.Agent.AttachVolume:input_type -> sealpod.agent.v1.AttachVolumeRequest
+	10, // 10: sealpod.agent.v1.Agent.UpdateHostFiles:input_type -> sealpod.agent.v1.UpdateHostFilesRequest
+	15, // 11: sealpod.agent.v1.Agent.StartContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	16, // 12: sealpod.agent.v1.Agent.WaitProcess:input_type -> sealpod.agent.v1.ProcessRequest
+	18, // 13: sealpod.agent.v1.Agent.SignalProcess:input_type -> sealpod.agent.v1.SignalProcessRequest
+	19, // 14: sealpod.agent.v1.Agent.ExecProcess:input_type -> sealpod.agent.v1.ExecProcessRequest
+	20, // 15: sealpod.agent.v1.Agent.ReadStdout:input_type -> sealpod.agent.v1.ReadStreamRequest
+	20, // 16: sealpod.agent.v1.Agent.ReadStderr:input_type -> sealpod.agent.v1.ReadStreamRequest
+	22, // 17: sealpod.agent.v1.Agent.WriteStdin:input_type -> sealpod.agent.v1.WriteStdinRequest
+	16, // 18: sealpod.agent.v1.Agent.CloseStdin:input_type -> sealpod.agent.v1.ProcessRequest
+	15, // 19: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	15, // 20: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	25, // 21: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
+	2,  // 22: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
+	8,  // 23: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
+	12, // 24: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
+	14, // 25: sealpod.agent.v1.Agent.AttachVolume:output_type -> sealpod.agent.v1.AttachVolumeResponse
+	0,  // 26: sealpod.agent.v1.Agent.UpdateHostFiles:output_type -> sealpod.agent.v1.Empty
+	0,  // 27: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
+	17, // 28: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
+	0,  // 29: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
+	0,  // 30: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
+	21, // 31: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
+	21, // 32: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
+	23, // 33: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
+	0,  // 34: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
+	0,  // 35: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
+	24, // 36: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
+	0,  // 37: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
+	22, // [22:38] is the sub-list for method output_type
+	6,  // [6:22] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1695,7 +1838,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,6 +12,7 @@ type AgentService interface {
 	Unseal(context.Context, *UnsealRequest) (*UnsealResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	AttachVolume(context.Context, *AttachVolumeRequest) (*AttachVolumeResponse, error)
+	UpdateHostFiles(context.Context, *UpdateHostFilesRequest) (*Empty, error)
 	StartContainer(context.Context, *ContainerRequest) (*Empty, error)
 	WaitProcess(context.Context, *ProcessRequest) (*WaitProcessResponse, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*Empty, error)
@@ -55,6 +56,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.AttachVolume(ctx, &req)
+			},
+			"UpdateHostFiles": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateHostFilesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateHostFiles(ctx, &req)
 			},
 			"StartContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ContainerRequest
@@ -174,6 +182,14 @@ func (c *agentClient) CreateContainer(ctx context.Context, req *CreateContainerR
 func (c *agentClient) AttachVolume(ctx context.Context, req *AttachVolumeRequest) (*AttachVolumeResponse, error) {
 	var resp AttachVolumeResponse
 	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "AttachVolume", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateHostFiles(ctx context.Context, req *UpdateHostFilesRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "UpdateHostFiles", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -16,7 +16,20 @@ const (
 	// MaxHostValues / MaxHostValueLen bound UnsealRequest.host_values.
 	MaxHostValues   = 64
 	MaxHostValueLen = 4 << 10
+	// MaxHostEnv / MaxHostEnvBytes bound CreateContainerRequest.host_env (entries, and the
+	// sum of their lengths).
+	MaxHostEnv      = 1024
+	MaxHostEnvBytes = 1 << 20
+	// MaxHostFiles / MaxHostFilesBytes bound one UpdateHostFilesRequest (files, and the sum
+	// of their data: below the 4 MiB ttrpc frame); MaxHostFilePath bounds a path.
+	MaxHostFiles      = 256
+	MaxHostFilesBytes = 3 << 20
+	MaxHostFilePath   = 1024
 )
+
+// NotHostVolume is the text of the agent's UpdateHostFiles refusal of a volume that is not a
+// host-provided volume of the sealed spec (the shim then stops forwarding that volume).
+const NotHostVolume = "not a host-provided volume of the sealed spec"
 
 // ServiceName is the ttrpc service name of the agent API.
 const ServiceName = "sealpod.agent.v1.Agent"

@@ -35,7 +35,7 @@ var defaultCaps = []string{
 
 // buildConfig turns the sealed container and its image config into a libcontainer config and
 // the main process.
-func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, rootfs string) (*configs.Config, *libcontainer.Process, error) {
+func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, rootfs string, hostEnv map[string]string) (*configs.Config, *libcontainer.Process, error) {
 	ic := img.Config.Config
 
 	// Environment: image, then PATH/HOSTNAME defaults, then the sealed env in order (envFrom
@@ -50,7 +50,19 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		env.set(k, v)
 	}
 	env.set("HOSTNAME", p.hostname)
+	envFrom := 0 // host-provided envFrom sources so far
 	for _, e := range sc.Env {
+		if hostObjectEnv(e) {
+			vars, err := hostObjectValues(e, hostEnv, &envFrom)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, kv := range vars {
+				env.set(kv[0], kv[1])
+				env.opaque[kv[0]] = e.FromHost
+			}
+			continue
+		}
 		if e.Name == "" || strings.ContainsAny(e.Name, "=\x00") {
 			return nil, nil, fmt.Errorf("%w: env name %q", ErrInvalid, e.Name)
 		}
@@ -207,7 +219,7 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 					return nil, nil, fmt.Errorf("mount at %s: subPath %q: %w", mt.Path, mt.SubPath, err)
 				}
 			}
-			if v.kind == spec.VolumeSealed {
+			if v.kind == spec.VolumeSealed || v.kind == spec.VolumeHostObject {
 				// Read-only for containers: nothing can swap a component after the check.
 				src, err = securejoin.SecureJoin(v.path, rel)
 				if err == nil {
@@ -221,7 +233,7 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 			}
 		}
 		opts := []string{"rbind", "rprivate", "nosuid", "nodev"}
-		if mt.ReadOnly || v.kind == spec.VolumeSealed || v.readOnly {
+		if mt.ReadOnly || v.kind == spec.VolumeSealed || v.kind == spec.VolumeHostObject || v.readOnly {
 			opts = append(opts, "ro")
 		}
 		mounts = append(mounts, specs.Mount{Destination: mt.Path, Type: "bind", Source: src, Options: opts})

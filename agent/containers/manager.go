@@ -213,6 +213,18 @@ var containerNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // filesystem, and creates the container: its process exists, stopped before exec, until
 // Start. Stdio follows the sealed TTY/Stdin flags.
 func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
+	return m.CreateWith(ctx, name, CreateOptions{})
+}
+
+// CreateOptions are what the host adds to one container of the sealed spec.
+type CreateOptions struct {
+	// HostEnv is the placeholder container's environment as the kubelet resolved it
+	// (untrusted): host-provided Secret/ConfigMap keys are read from it by variable name.
+	HostEnv map[string]string
+}
+
+// CreateWith is Create with the host's per-container input.
+func (m *Manager) CreateWith(ctx context.Context, name string, o CreateOptions) (*Container, error) {
 	if !containerNameRe.MatchString(name) {
 		return nil, fmt.Errorf("create container %q: %w", name, ErrUnknownContainer)
 	}
@@ -235,7 +247,7 @@ func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
 	m.containers[name] = nil
 	m.mu.Unlock()
 
-	c, err := m.create(ctx, p, pf, sc)
+	c, err := m.create(ctx, p, pf, sc, o)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -251,7 +263,7 @@ func (m *Manager) Create(ctx context.Context, name string) (*Container, error) {
 	return c, nil
 }
 
-func (m *Manager) create(ctx context.Context, p *pod, pf *prefetch, sc *spec.Container) (c *Container, retErr error) {
+func (m *Manager) create(ctx context.Context, p *pod, pf *prefetch, sc *spec.Container, o CreateOptions) (c *Container, retErr error) {
 	t0 := time.Now()
 	dir := filepath.Join(m.opts.StateDir, "c", sc.Name)
 	rootfs := filepath.Join(dir, "rootfs")
@@ -274,7 +286,7 @@ func (m *Manager) create(ctx context.Context, p *pod, pf *prefetch, sc *spec.Con
 		// Its /proc/<pid>/ns paths could name another process by now.
 		return nil, errors.New("the pod's pause process has exited")
 	}
-	cfg, proc, err := m.buildConfig(p, sc, img, rootfs)
+	cfg, proc, err := m.buildConfig(p, sc, img, rootfs, o.HostEnv)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,9 @@ type pod struct {
 	// volMu guards the encrypted entries of volumes, which AttachVolume fills while
 	// containers are created.
 	volMu sync.Mutex
+	// hostMu serializes updates of host-provided volumes; hostGen numbers them (hostfiles.go).
+	hostMu  sync.Mutex
+	hostGen uint64
 }
 
 // volume returns the pod volume name.
@@ -143,6 +146,11 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 			}
 		case spec.VolumeSealed:
 			if err := mountTmpfs(vp, 0o755, 0); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+			}
+		case spec.VolumeHostObject:
+			// Empty until the host sends its files (UpdateHostFiles, hostfiles.go).
+			if err := mountTmpfs(vp, 0o755, hostVolumeSize); err != nil {
 				return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 			}
 		case spec.VolumeHost:

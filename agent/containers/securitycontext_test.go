@@ -83,7 +83,7 @@ func TestSealedSecurityContextEnforced(t *testing.T) {
 			p := &pod{spec: &spec.Spec{}, etc: etc, hostname: "web", volumes: map[string]podVolume{}, pause: &exec.Cmd{Process: self}}
 			img := &image.Image{Config: &v1.ConfigFile{Config: v1.Config{User: tt.imageUser, Entrypoint: []string{"/bin/app"}}}}
 			sc := &spec.Container{Name: "c", SecurityContext: tt.sc}
-			cfg, proc, err := (&Manager{}).buildConfig(p, sc, img, rootfs)
+			cfg, proc, err := (&Manager{}).buildConfig(p, sc, img, rootfs, nil)
 			if tt.wantErr {
 				if !errors.Is(err, ErrInvalid) {
 					t.Fatalf("err = %v, want ErrInvalid", err)

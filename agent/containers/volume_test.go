@@ -227,7 +227,7 @@ func TestEncryptedVolumeConfig(t *testing.T) {
 			}
 			sc := tc.sc // seccomp is not under test here (and needs the seccomp build tag)
 			sc.SecurityContext = &spec.SecurityContext{SeccompProfile: &spec.SeccompProfile{Type: spec.SeccompUnconfined}}
-			cfg, _, err := (&Manager{}).buildConfig(p, &sc, img, testRootfs(t))
+			cfg, _, err := (&Manager{}).buildConfig(p, &sc, img, testRootfs(t), nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("buildConfig: %v, want an error containing %q", err, tc.wantErr)
@@ -314,7 +314,7 @@ func TestSubPathSwapAfterCheck(t *testing.T) {
 			rootfs := testRootfs(t)
 			sc := &spec.Container{Name: "c", Mounts: []spec.Mount{{Volume: vol, Path: "/logs", SubPath: "logs"}},
 				SecurityContext: &spec.SecurityContext{SeccompProfile: &spec.SeccompProfile{Type: spec.SeccompUnconfined}}}
-			cfg, _, err := (&Manager{}).buildConfig(p, sc, img, rootfs)
+			cfg, _, err := (&Manager{}).buildConfig(p, sc, img, rootfs, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

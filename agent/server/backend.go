@@ -24,10 +24,21 @@ type PodOptions struct {
 	HostValues map[string]string
 }
 
+// HostFile is one file of a host-provided volume (UpdateHostFiles): untrusted data.
+type HostFile struct {
+	Path string
+	Mode uint32
+	Data []byte
+}
+
 // Pod holds the pod's containers.
 type Pod interface {
 	// Create pulls the image of the sealed container name and creates it (not started).
-	Create(ctx context.Context, name string) (Container, error)
+	// hostEnv is the placeholder container's environment from the host (untrusted, checked
+	// by syntax): host-provided Secret/ConfigMap keys are read from it.
+	Create(ctx context.Context, name string, hostEnv map[string]string) (Container, error)
+	// UpdateHostFiles replaces the content of a host-provided volume (untrusted files).
+	UpdateHostFiles(ctx context.Context, volume string, files []HostFile) error
 	// Delete kills, waits for and removes a created container.
 	Delete(ctx context.Context, name string) error
 	// AttachVolume makes an opened encrypted volume available to the containers created

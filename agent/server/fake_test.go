@@ -40,6 +40,9 @@ type fakePod struct {
 	// volumes records AttachVolume; attachErr, if set, fails it.
 	volumes   map[string]AttachedVolume
 	attachErr error
+	// hostFiles records UpdateHostFiles; hostEnv the host env each Create got.
+	hostFiles map[string][]HostFile
+	hostEnv   map[string]map[string]string
 }
 
 func (p *fakePod) AttachVolume(_ context.Context, name string, v AttachedVolume) error {
@@ -105,7 +108,17 @@ func (r closeAtEOF) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (p *fakePod) Create(_ context.Context, name string) (Container, error) {
+func (p *fakePod) UpdateHostFiles(_ context.Context, volume string, files []HostFile) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hostFiles == nil {
+		p.hostFiles = map[string][]HostFile{}
+	}
+	p.hostFiles[volume] = files
+	return nil
+}
+
+func (p *fakePod) Create(_ context.Context, name string, hostEnv map[string]string) (Container, error) {
 	sc, ok := p.spec.Container(name)
 	if !ok {
 		return nil, fmt.Errorf("fake: no container %s", name)
@@ -116,6 +129,10 @@ func (p *fakePod) Create(_ context.Context, name string) (Container, error) {
 	}
 	fp.tty = sc.TTY
 	p.mu.Lock()
+	if p.hostEnv == nil {
+		p.hostEnv = map[string]map[string]string{}
+	}
+	p.hostEnv[name] = hostEnv
 	p.ctrs[name] = fp
 	p.mu.Unlock()
 	return fp, nil

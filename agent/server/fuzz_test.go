@@ -181,3 +181,34 @@ func FuzzAttachVolumeRequest(f *testing.F) {
 			return err
 		})
 }
+
+func FuzzUpdateHostFilesRequest(f *testing.F) {
+	fuzzRequest(f, func() *api.UpdateHostFilesRequest { return &api.UpdateHostFilesRequest{} },
+		[]*api.UpdateHostFilesRequest{{Volume: "creds", Files: []*api.HostFile{{Path: "token", Mode: 0o644, Data: []byte("t")}}},
+			{Volume: "kube-api-access-abcde", Files: []*api.HostFile{{Path: "../x"}}}},
+		func(s *Server, ctx context.Context, r *api.UpdateHostFilesRequest) error {
+			_, err := s.UpdateHostFiles(ctx, r)
+			return err
+		})
+}
+
+// FuzzParseHostEnv: an accepted host environment has only names without '=' or NUL and
+// values without NUL, and keeps the last value of each name.
+func FuzzParseHostEnv(f *testing.F) {
+	f.Add("A=1", "B==2", "A=3")
+	f.Add("=x", "\x00", "noeq")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		m, err := parseHostEnv([]string{a, b, c})
+		if err != nil {
+			return
+		}
+		for k, v := range m {
+			if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+				t.Fatalf("accepted %q=%q", k, v)
+			}
+		}
+		if k, v, _ := strings.Cut(c, "="); m[k] != v {
+			t.Fatalf("%q: %q, want the last entry's %q", k, m[k], v)
+		}
+	})
+}

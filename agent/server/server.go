@@ -384,6 +384,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
+	hostEnv, err := parseHostEnv(req.GetHostEnv())
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	sp, pod, err := s.sealed()
 	if err != nil {
@@ -417,7 +421,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 	s.mu.Unlock()
 
 	t := time.Now()
-	c, err := pod.Create(ctx, name)
+	c, err := pod.Create(ctx, name, hostEnv)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {

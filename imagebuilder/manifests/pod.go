@@ -95,6 +95,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 	if len(ps.Containers) == 0 {
 		p.fail("containers", "empty")
 	}
+	p.serviceAccountToken() // serviceaccount.go
 	names := map[string]bool{}
 	for _, v := range p.volumes {
 		names[v.Name] = true
@@ -329,8 +330,12 @@ func (p *pod) placeholder(id string) *corev1.PodTemplateSpec {
 	}
 	rc := p.s.opts.RuntimeClass
 	ps.RuntimeClassName = &rc
-	no := false
-	ps.AutomountServiceAccountToken = &no
+	// automountServiceAccountToken stays as the input had it (serviceaccount.go), but for
+	// --strict, which keeps host-provided tokens out.
+	if p.s.opts.Strict && ps.AutomountServiceAccountToken == nil {
+		no := false
+		ps.AutomountServiceAccountToken = &no
+	}
 	ps.SecurityContext = placeholderPodSecurity(in.Spec.SecurityContext)
 	ps.Overhead = nil
 	ps.ImagePullSecrets = p.pullSecrets
@@ -357,6 +362,8 @@ func (p *pod) placeholderContainer(c *corev1.Container) {
 	var envFrom []corev1.EnvFromSource
 	for _, e := range c.EnvFrom {
 		if p.keepEnvFrom(e) {
+			// Tagged, so the agent finds this source's variables (spec.HostEnvFromPrefix).
+			e.Prefix = spec.HostEnvFromPrefix(len(envFrom)) + e.Prefix
 			envFrom = append(envFrom, e)
 		}
 	}

@@ -215,7 +215,7 @@ func TestEncryptedVolumes(t *testing.T) {
 				if v.Kind != spec.VolumeEncrypted || v.Claim == nil || *v.Claim != want {
 					t.Errorf("sealed volume %+v, claim %+v", v, v.Claim)
 				}
-				if m := res.Workloads[0].Spec.Containers[0].Mounts; len(m) != 1 || m[0] != (spec.Mount{Volume: "data", Path: "/var/lib/secret-data-dir"}) {
+				if m := withoutServiceAccount(res.Workloads[0].Spec).Containers[0].Mounts; len(m) != 1 || m[0] != (spec.Mount{Volume: "data", Path: "/var/lib/secret-data-dir"}) {
 					t.Errorf("sealed mounts %+v", m)
 				}
 				notIn(t, out, "/var/lib/secret-data-dir")
@@ -263,7 +263,7 @@ func TestEncryptedVolumes(t *testing.T) {
 						t.Errorf("volume %s: claim %+v, want %+v", name, c, want)
 					}
 				}
-				sp := res.Workloads[0].Spec
+				sp := withoutServiceAccount(res.Workloads[0].Spec)
 				if m := sp.InitContainers[0].Mounts; len(m) != 1 || m[0] != (spec.Mount{Volume: "data", Path: "/init-secret-path", SubPath: "secret-sub"}) {
 					t.Errorf("init mounts %+v", m)
 				}

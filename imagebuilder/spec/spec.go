@@ -5,6 +5,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -88,6 +89,12 @@ const (
 	HostConfigMapRef    = "configMapRef:"    // "configMapRef:<name>"
 )
 
+// HostEnvFromPrefix tags the i-th host-provided envFrom source of a container (counted in
+// the order of its envFrom): the placeholder keeps that source with this tag before its own
+// prefix, so the variables the kubelet resolves from it are recognisable in the placeholder's
+// environment; the agent strips the tag.
+func HostEnvFromPrefix(i int) string { return "SEALPOD_ENVFROM_" + strconv.Itoa(i) + "_" }
+
 // SecurityContext is the subset of the Kubernetes security context the agent enforces.
 type SecurityContext struct {
 	RunAsUser              *int64   `json:"runAsUser,omitempty"`
@@ -128,6 +135,12 @@ const (
 	// modes, updates) on the host; their content is untrusted and not confidential.
 	VolumeHostObject VolumeKind = "hostObject"
 )
+
+// HostServiceAccountSource is the Source of the VolumeHostObject volume that stands for the
+// projected service-account token (token, ca.crt, namespace) the ServiceAccount admission
+// plugin adds to a pod whose automountServiceAccountToken is not false; the host names it
+// "kube-api-access-<5 characters>".
+const HostServiceAccountSource = "serviceAccountToken"
 
 // ObjectRef names a host-provided Secret or ConfigMap in the pod's namespace.
 type ObjectRef struct {

@@ -151,6 +151,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	}
 	vm.client = ttrpc.NewClient(conn)
 	vm.agent = api.NewAgentClient(vm.client)
+	vm.hostFiles, vm.pollCtx = newHostFileSync(vm.agent, s.log, hostFilesInterval), vctx
 	// One Ping: QEMU holds the request until the guest opens the port, so the answer comes as
 	// soon as the agent serves (a QEMU exit closes the connection and ends the wait).
 	if _, err := vm.agent.Ping(bctx, &api.PingRequest{}); err != nil {

@@ -129,6 +129,10 @@ type podVM struct {
 	answered bool          // the agent answered Ping: stopVM asks it to shut down first
 	// volumes hot-plugs and attaches the pod's sealed volumes (nil: the pod has none).
 	volumes *volumeAttacher
+	// hostFiles forwards the pod's host-provided volumes (hostfiles.go) until pollCtx ends
+	// (with the VM).
+	hostFiles *hostFileSync
+	pollCtx   context.Context
 }
 
 // NewService is the TTRPC task plugin's constructor.
@@ -399,8 +403,14 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 		unreserve()
 		return nil, err
 	}
+	// Host-provided volumes reach the guest as files (UpdateHostFiles) before the container
+	// that mounts them; host-provided env values in its request (host_env).
+	if err := vm.hostFiles.add(ctx, vm.pollCtx, sp); err != nil {
+		unreserve()
+		return nil, fmt.Errorf("container %s: %w", t.name, err)
+	}
 	tc := time.Now()
-	cr, err := vm.agent.CreateContainer(ctx, &api.CreateContainerRequest{Name: t.name, Stdin: r.Stdin != "", Tty: r.Terminal})
+	cr, err := vm.agent.CreateContainer(ctx, &api.CreateContainerRequest{Name: t.name, Stdin: r.Stdin != "", Tty: r.Terminal, HostEnv: hostEnv(sp, s.log)})
 	if err != nil {
 		unreserve()
 		return nil, fmt.Errorf("create sealed container %s in the guest: %w", t.name, err)

@@ -43,16 +43,24 @@ type pod struct {
 	log  *slog.Logger
 }
 
-func (p *pod) Create(ctx context.Context, name string) (server.Container, error) {
+func (p *pod) Create(ctx context.Context, name string, hostEnv map[string]string) (server.Container, error) {
 	sc, ok := p.spec.Container(name)
 	if !ok {
 		return nil, fmt.Errorf("create container %s: %w", name, containers.ErrUnknownContainer)
 	}
-	c, err := p.m.Create(ctx, name)
+	c, err := p.m.CreateWith(ctx, name, containers.CreateOptions{HostEnv: hostEnv})
 	if err != nil {
 		return nil, Redact(p.log, "create container", name, err)
 	}
 	return &ctr{c: c, name: name, tty: sc.TTY, stdin: sc.Stdin, log: p.log}, nil
+}
+
+func (p *pod) UpdateHostFiles(_ context.Context, volume string, files []server.HostFile) error {
+	fs := make([]containers.HostFile, len(files))
+	for i, f := range files {
+		fs[i] = containers.HostFile(f)
+	}
+	return Redact(p.log, "update host files", volume, p.m.UpdateHostFiles(volume, fs))
 }
 
 func (p *pod) Delete(ctx context.Context, name string) error {
