@@ -382,17 +382,20 @@ spec:
 	})
 }
 
+// refusalNoise is what differs between kubectl's refusals of the input and of the sealed output
+// for the same object: the namespace and the file.
+var refusalNoise = regexp.MustCompile(` namespace: "[^"]*"| from "[^"]*"`)
+
 // sameRefusal reports whether kubectl's errors for the sealed output and for the input name
-// the same objects (the "error:" lines, with the file names removed).
+// the same objects (the "error:" lines without namespace and file).
 func sameRefusal(sealed, input string) bool {
 	errs := func(o string) []string {
 		var l []string
 		for _, line := range strings.Split(o, "\n") {
 			if strings.HasPrefix(line, "error:") {
-				if i := strings.Index(line, " from \""); i > 0 {
-					line = line[:i]
-				}
-				l = append(l, line)
+				// The sealed output names the namespace the input left to the default and
+				// comes from another file: compare the rest.
+				l = append(l, refusalNoise.ReplaceAllString(line, ""))
 			}
 		}
 		return l
