@@ -221,10 +221,12 @@ func TestPrefetch(t *testing.T) {
 					t.Fatal("no layer download in flight within 30s of StartPod")
 				}
 				createAll(t, f, "app0")
+				im.rec.WaitIdle(t)
 				if n := im.count("/manifests/" + im.refs[0][strings.Index(im.refs[0], "@")+1:]); n != 1 {
 					t.Errorf("manifest fetched %d times, want once", n)
 				}
 				createAll(t, f, "app1")
+				im.rec.WaitIdle(t)
 				for _, d := range im.layers[0] {
 					if n := im.count("/blobs/" + d.String()); n != 2 {
 						t.Errorf("layer %s fetched %d times, want twice (one rootfs per container)", d, n)

@@ -67,6 +67,7 @@ func TestUnpackStreamed(t *testing.T) {
 	}{
 		{name: "next layer fetched while the previous one is unpacked", bad: -1, slow: 0,
 			check: func(t *testing.T, rec *imagetest.Recorder, digests []v1.Hash) {
+				rec.WaitIdle(t)
 				first := rec.Requests("/blobs/" + digests[0].String())
 				second := rec.Requests("/blobs/" + digests[1].String())
 				if len(first) != 1 || len(second) != 1 {

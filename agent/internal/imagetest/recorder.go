@@ -32,9 +32,10 @@ type Request struct {
 type Recorder struct {
 	*Registry
 
-	mu    sync.Mutex
-	reqs  []Request
-	delay func(*http.Request) time.Duration
+	mu       sync.Mutex
+	reqs     []Request
+	inflight int
+	delay    func(*http.Request) time.Duration
 }
 
 // NewRecorder starts a recording registry until the test ends.
@@ -47,9 +48,11 @@ func NewRecorder(t testing.TB) *Recorder {
 		defer func() {
 			rec.mu.Lock()
 			rec.reqs = append(rec.reqs, Request{Method: req.Method, Path: req.URL.Path, Start: start, End: time.Now()})
+			rec.inflight--
 			rec.mu.Unlock()
 		}()
 		rec.mu.Lock()
+		rec.inflight++
 		delay := rec.delay
 		rec.mu.Unlock()
 		if delay != nil {
@@ -75,6 +78,24 @@ func (r *Recorder) Delay(f func(*http.Request) time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.delay = f
+}
+
+// WaitIdle waits (up to 5 s) until no request is being answered. A client can have read a
+// whole answer before the handler that wrote it has returned and recorded it: call WaitIdle
+// before Requests when every request made so far must be in the record.
+func (r *Recorder) WaitIdle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.inflight > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("registry still answering %d requests after 5s", r.inflight)
+		}
+		r.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		r.mu.Lock()
+	}
 }
 
 // Requests returns the requests answered so far whose path contains sub, by start time.
