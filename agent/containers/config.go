@@ -50,6 +50,9 @@ func (m *Manager) buildConfig(p *pod, sc *spec.Container, img *image.Image, root
 		env.set(k, v)
 	}
 	env.set("HOSTNAME", p.hostname)
+	for _, kv := range serviceEnv(hostEnv, !p.spec.NoServiceLinks) {
+		env.set(kv[0], kv[1])
+	}
 	envFrom := 0 // host-provided envFrom sources so far
 	for _, e := range sc.Env {
 		if hostObjectEnv(e) {

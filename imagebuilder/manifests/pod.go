@@ -59,6 +59,7 @@ func (p *pod) seal() (*Workload, *corev1.PodTemplateSpec, error) {
 	ns := s.ns(p.o)
 	id := workloadID(ns, p.o.kind, p.o.name)
 	p.sealed = &spec.Spec{Version: spec.Version, Workload: id, Pod: ns + "/" + p.o.name, Mirrors: p.s.opts.GuestMirrors}
+	p.sealed.NoServiceLinks = ps.EnableServiceLinks != nil && !*ps.EnableServiceLinks
 	p.volumes = map[string]spec.Volume{}
 
 	if ps.HostNetwork && !s.opts.AllowHostNamespaces {

@@ -94,3 +94,27 @@ func TestServiceAccountToken(t *testing.T) {
 		{name: "reserved name", input: deployment(ctr("") + "      volumes: [{name: " + serviceAccountVolume + ", emptyDir: {}}]\n"), wantErr: []string{"reserved"}},
 	})
 }
+
+// enableServiceLinks (the kubelet's service environment variables): kept on the placeholder,
+// and false is sealed (spec.NoServiceLinks) so the agent gives the containers only the API
+// server's variables.
+func TestServiceLinks(t *testing.T) {
+	ctr := "      containers: [{name: c, image: " + pinned + "}]\n"
+	check := func(noLinks bool, placeholder string) func(t *testing.T, res *Result, out string) {
+		return func(t *testing.T, res *Result, out string) {
+			if got := res.Workloads[0].Spec.NoServiceLinks; got != noLinks {
+				t.Errorf("NoServiceLinks = %v, want %v", got, noLinks)
+			}
+			if placeholder == "" {
+				notIn(t, out, "enableServiceLinks")
+			} else if !strings.Contains(out, placeholder) {
+				t.Errorf("placeholder lacks %q:\n%s", placeholder, out)
+			}
+		}
+	}
+	runLeakCases(t, []leakCase{
+		{name: "default", input: deployment(ctr), check: check(false, "")},
+		{name: "true", input: deployment("      enableServiceLinks: true\n" + ctr), check: check(false, "enableServiceLinks: true")},
+		{name: "false", input: deployment("      enableServiceLinks: false\n" + ctr), check: check(true, "enableServiceLinks: false")},
+	})
+}

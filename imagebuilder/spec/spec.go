@@ -26,6 +26,10 @@ type Spec struct {
 	Mirrors        []RegistryMirror     `json:"mirrors,omitempty"`
 	Identity       Identity             `json:"identity"`
 	Policy         Policy               `json:"policy"`
+	// NoServiceLinks is the pod's enableServiceLinks: false. The agent then gives containers
+	// only the API server's service variables (KUBERNETES_SERVICE_HOST, ...), as the kubelet
+	// does; otherwise also those of the namespace's other Services (docs/sealing.md).
+	NoServiceLinks bool `json:"noServiceLinks,omitempty"`
 }
 
 // Container is one sealed container.

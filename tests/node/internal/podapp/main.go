@@ -10,6 +10,14 @@
 //	        when the file is new, "store: canary kept" when it holds the canary, "store: canary
 //	        differs" otherwise and "store: read failed: ERR" when reading fails (never the value);
 //	        then waits for SIGTERM and exits 0
+//	mark    FILE: writes "marked" to FILE and exits 0 (a lifecycle hook's command)
+//	realworld DIR: what a real-world pod relies on (issue 16): prints "poststart hook: ran" once
+//	        DIR/poststart exists (written by its postStart hook; "not run" after 60 s), "runtime
+//	        secret: sha256:HEX" of $RUNTIME_SECRET (a Secret created after sealing), "optional
+//	        config: absent|present" for /etc/optional, and "api user: NAME" from a
+//	        SelfSubjectReview made with the projected service-account token at
+//	        $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT ("api error: ..." on failure); then
+//	        waits for SIGTERM
 //	args    prints "args: " and its further arguments (host values expanded by the agent), then
 //	        serves HTTP on :8080 where /healthz answers 200 only to the request header
 //	        "Authorization: Bearer $SEALPOD_PROBE_TOKEN" (a sealed httpGet probe), 401 otherwise
@@ -69,6 +77,22 @@ func main() {
 		<-sig
 	case "job":
 		fmt.Println("job: " + os.Getenv("SEALPOD_GREETING"))
+	case "mark":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "podapp: mark FILE")
+			os.Exit(2)
+		}
+		if err := os.WriteFile(os.Args[2], []byte("marked\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "podapp:", err)
+			os.Exit(1)
+		}
+	case "realworld":
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "podapp: realworld DIR")
+			os.Exit(2)
+		}
+		realWorld(os.Args[2])
+		<-sig
 	case "store":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "podapp: store DIR")
