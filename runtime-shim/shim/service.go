@@ -410,7 +410,7 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 		return nil, fmt.Errorf("container %s: %w", t.name, err)
 	}
 	tc := time.Now()
-	cr, err := vm.agent.CreateContainer(ctx, &api.CreateContainerRequest{Name: t.name, Stdin: r.Stdin != "", Tty: r.Terminal, HostEnv: hostEnv(sp, s.log)})
+	cr, err := s.createInGuest(ctx, vm.agent, &api.CreateContainerRequest{Name: t.name, Stdin: r.Stdin != "", Tty: r.Terminal, HostEnv: hostEnv(sp, s.log)})
 	if err != nil {
 		unreserve()
 		return nil, fmt.Errorf("create sealed container %s in the guest: %w", t.name, err)
