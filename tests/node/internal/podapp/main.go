@@ -18,6 +18,9 @@
 //	        SelfSubjectReview made with the projected service-account token at
 //	        $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT ("api error: ..." on failure); then
 //	        waits for SIGTERM
+//	resolve NAME...: prints the nameserver, search and options lines of /etc/resolv.conf as
+//	        "resolv.conf: LINE", then "resolve NAME: ADDR,ADDR" (sorted; "resolve NAME: error: ..."
+//	        after 60 s of failures) for each name, then "resolve: done"; then waits for SIGTERM
 //	args    prints "args: " and its further arguments (host values expanded by the agent), then
 //	        serves HTTP on :8080 where /healthz answers 200 only to the request header
 //	        "Authorization: Bearer $SEALPOD_PROBE_TOKEN" (a sealed httpGet probe), 401 otherwise
@@ -92,6 +95,9 @@ func main() {
 			os.Exit(2)
 		}
 		realWorld(os.Args[2])
+		<-sig
+	case "resolve":
+		resolveNames(os.Args[2:])
 		<-sig
 	case "store":
 		if len(os.Args) != 3 {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -34,11 +35,20 @@ func realWorld(dir string) {
 		fmt.Println("runtime secret: absent")
 	}
 
-	opt := "absent"
-	if ents, err := os.ReadDir("/etc/optional"); err == nil && len(ents) > 0 {
-		opt = "present"
+	// The kubelet's atomic writer keeps "..data" and "..<timestamp>" in every such volume,
+	// even empty: only other names are keys.
+	var keys []string
+	ents, _ := os.ReadDir("/etc/optional")
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "..") {
+			keys = append(keys, e.Name())
+		}
 	}
-	fmt.Println("optional config: " + opt)
+	if len(keys) == 0 {
+		fmt.Println("optional config: absent")
+	} else {
+		fmt.Println("optional config: present: " + strings.Join(keys, ","))
+	}
 
 	user, err := selfSubject()
 	if err != nil {
