@@ -174,12 +174,15 @@ func (x *PingResponse) GetUptimeUs() int64 {
 
 // NetworkConfig is the untrusted guest network configuration (from the pod's netns).
 type NetworkConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Interfaces    []*Interface           `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	Routes        []*Route               `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
-	DnsServers    []string               `protobuf:"bytes,3,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
-	DnsSearch     []string               `protobuf:"bytes,4,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
-	Hostname      string                 `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces []*Interface           `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes     []*Route               `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	DnsServers []string               `protobuf:"bytes,3,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
+	DnsSearch  []string               `protobuf:"bytes,4,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
+	Hostname   string                 `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// resolv.conf "options" (e.g. "ndots:5"); the agent accepts only its allow-list
+	// (agent/netconfig.ValidDNSOption).
+	DnsOptions    []string `protobuf:"bytes,6,rep,name=dns_options,json=dnsOptions,proto3" json:"dns_options,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +250,13 @@ func (x *NetworkConfig) GetHostname() string {
 		return x.Hostname
 	}
 	return ""
+}
+
+func (x *NetworkConfig) GetDnsOptions() []string {
+	if x != nil {
+		return x.DnsOptions
+	}
+	return nil
 }
 
 type Interface struct {
@@ -1447,6 +1457,74 @@ func (x *WriteStdinRequest) GetData() []byte {
 	return nil
 }
 
+type ResizeProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Rows          uint32                 `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,4,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeProcessRequest) Reset() {
+	*x = ResizeProcessRequest{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeProcessRequest) ProtoMessage() {}
+
+func (x *ResizeProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeProcessRequest.ProtoReflect.Descriptor instead.
+func (*ResizeProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ResizeProcessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResizeProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeProcessRequest) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ResizeProcessRequest) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
 type WriteStdinResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Len           uint32                 `protobuf:"varint,1,opt,name=len,proto3" json:"len,omitempty"`
@@ -1456,7 +1534,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1546,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1559,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -1503,7 +1581,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1593,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1606,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsContainerResponse) GetCpuUsageNs() uint64 {
@@ -1567,7 +1645,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1657,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1670,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1606,7 +1684,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x1b\n" +
-	"\tuptime_us\x18\x04 \x01(\x03R\buptimeUs\"\xd9\x01\n" +
+	"\tuptime_us\x18\x04 \x01(\x03R\buptimeUs\"\xfa\x01\n" +
 	"\rNetworkConfig\x12;\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x1b.sealpod.agent.v1.InterfaceR\n" +
@@ -1616,7 +1694,9 @@ const file_agent_proto_rawDesc = "" +
 	"dnsServers\x12\x1d\n" +
 	"\n" +
 	"dns_search\x18\x04 \x03(\tR\tdnsSearch\x12\x1a\n" +
-	"\bhostname\x18\x05 \x01(\tR\bhostname\"a\n" +
+	"\bhostname\x18\x05 \x01(\tR\bhostname\x12\x1f\n" +
+	"\vdns_options\x18\x06 \x03(\tR\n" +
+	"dnsOptions\"a\n" +
 	"\tInterface\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -1706,7 +1786,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x11WriteStdinRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"&\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"k\n" +
+	"\x14ResizeProcessRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x04 \x01(\rR\x04cols\"&\n" +
 	"\x12WriteStdinResponse\x12\x10\n" +
 	"\x03len\x18\x01 \x01(\rR\x03len\"\xaa\x01\n" +
 	"\x16StatsContainerResponse\x12 \n" +
@@ -1715,8 +1800,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_usage_bytes\x18\x02 \x01(\x04R\x10memoryUsageBytes\x12,\n" +
 	"\x12memory_limit_bytes\x18\x03 \x01(\x04R\x10memoryLimitBytes\x12\x12\n" +
 	"\x04pids\x18\x04 \x01(\x04R\x04pids\"\x11\n" +
-	"\x0fShutdownRequest2\xcb\n" +
-	"\n" +
+	"\x0fShutdownRequest2\x9d\v\n" +
 	"\x05Agent\x12E\n" +
 	"\x04Ping\x12\x1d.sealpod.agent.v1.PingRequest\x1a\x1e.sealpod.agent.v1.PingResponse\x12K\n" +
 	"\x06Unseal\x12\x1f.sealpod.agent.v1.UnsealRequest\x1a .sealpod.agent.v1.UnsealResponse\x12f\n" +
@@ -1734,7 +1818,8 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"WriteStdin\x12#.sealpod.agent.v1.WriteStdinRequest\x1a$.sealpod.agent.v1.WriteStdinResponse\x12G\n" +
 	"\n" +
-	"CloseStdin\x12 .sealpod.agent.v1.ProcessRequest\x1a\x17.sealpod.agent.v1.Empty\x12N\n" +
+	"CloseStdin\x12 .sealpod.agent.v1.ProcessRequest\x1a\x17.sealpod.agent.v1.Empty\x12P\n" +
+	"\rResizeProcess\x12&.sealpod.agent.v1.ResizeProcessRequest\x1a\x17.sealpod.agent.v1.Empty\x12N\n" +
 	"\x0fRemoveContainer\x12\".sealpod.agent.v1.ContainerRequest\x1a\x17.sealpod.agent.v1.Empty\x12^\n" +
 	"\x0eStatsContainer\x12\".sealpod.agent.v1.ContainerRequest\x1a(.sealpod.agent.v1.StatsContainerResponse\x12F\n" +
 	"\bShutdown\x12!.sealpod.agent.v1.ShutdownRequest\x1a\x17.sealpod.agent.v1.EmptyB*Z(github.com/sealpod/sealpod/agent/api;apib\x06proto3"
@@ -1751,7 +1836,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: sealpod.agent.v1.Empty
 	(*PingRequest)(nil),             // 1: sealpod.agent.v1.PingRequest
@@ -1776,16 +1861,17 @@ var file_agent_proto_goTypes = []any{
 	(*ReadStreamRequest)(nil),       // 20: sealpod.agent.v1.ReadStreamRequest
 	(*ReadStreamResponse)(nil),      // 21: sealpod.agent.v1.ReadStreamResponse
 	(*WriteStdinRequest)(nil),       // 22: sealpod.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 23: sealpod.agent.v1.WriteStdinResponse
-	(*StatsContainerResponse)(nil),  // 24: sealpod.agent.v1.StatsContainerResponse
-	(*ShutdownRequest)(nil),         // 25: sealpod.agent.v1.ShutdownRequest
-	nil,                             // 26: sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	(*ResizeProcessRequest)(nil),    // 23: sealpod.agent.v1.ResizeProcessRequest
+	(*WriteStdinResponse)(nil),      // 24: sealpod.agent.v1.WriteStdinResponse
+	(*StatsContainerResponse)(nil),  // 25: sealpod.agent.v1.StatsContainerResponse
+	(*ShutdownRequest)(nil),         // 26: sealpod.agent.v1.ShutdownRequest
+	nil,                             // 27: sealpod.agent.v1.UnsealRequest.HostValuesEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: sealpod.agent.v1.NetworkConfig.interfaces:type_name -> sealpod.agent.v1.Interface
 	5,  // 1: sealpod.agent.v1.NetworkConfig.routes:type_name -> sealpod.agent.v1.Route
 	3,  // 2: sealpod.agent.v1.UnsealRequest.network:type_name -> sealpod.agent.v1.NetworkConfig
-	26, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
+	27, // 3: sealpod.agent.v1.UnsealRequest.host_values:type_name -> sealpod.agent.v1.UnsealRequest.HostValuesEntry
 	7,  // 4: sealpod.agent.v1.UnsealResponse.times:type_name -> sealpod.agent.v1.PhaseTimes
 	11, // 5: sealpod.agent.v1.UpdateHostFilesRequest.files:type_name -> sealpod.agent.v1.HostFile
 	1,  // 6: sealpod.agent.v1.Agent.Ping:input_type -> sealpod.agent.v1.PingRequest
@@ -1801,27 +1887,29 @@ var file_agent_proto_depIdxs = []int32{
 	20, // 16: sealpod.agent.v1.Agent.ReadStderr:input_type -> sealpod.agent.v1.ReadStreamRequest
 	22, // 17: sealpod.agent.v1.Agent.WriteStdin:input_type -> sealpod.agent.v1.WriteStdinRequest
 	16, // 18: sealpod.agent.v1.Agent.CloseStdin:input_type -> sealpod.agent.v1.ProcessRequest
-	15, // 19: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	15, // 20: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
-	25, // 21: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
-	2,  // 22: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
-	8,  // 23: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
-	12, // 24: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
-	14, // 25: sealpod.agent.v1.Agent.AttachVolume:output_type -> sealpod.agent.v1.AttachVolumeResponse
-	0,  // 26: sealpod.agent.v1.Agent.UpdateHostFiles:output_type -> sealpod.agent.v1.Empty
-	0,  // 27: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
-	17, // 28: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
-	0,  // 29: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
-	0,  // 30: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
-	21, // 31: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
-	21, // 32: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
-	23, // 33: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
-	0,  // 34: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
-	0,  // 35: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
-	24, // 36: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
-	0,  // 37: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
-	22, // [22:38] is the sub-list for method output_type
-	6,  // [6:22] is the sub-list for method input_type
+	23, // 19: sealpod.agent.v1.Agent.ResizeProcess:input_type -> sealpod.agent.v1.ResizeProcessRequest
+	15, // 20: sealpod.agent.v1.Agent.RemoveContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	15, // 21: sealpod.agent.v1.Agent.StatsContainer:input_type -> sealpod.agent.v1.ContainerRequest
+	26, // 22: sealpod.agent.v1.Agent.Shutdown:input_type -> sealpod.agent.v1.ShutdownRequest
+	2,  // 23: sealpod.agent.v1.Agent.Ping:output_type -> sealpod.agent.v1.PingResponse
+	8,  // 24: sealpod.agent.v1.Agent.Unseal:output_type -> sealpod.agent.v1.UnsealResponse
+	12, // 25: sealpod.agent.v1.Agent.CreateContainer:output_type -> sealpod.agent.v1.CreateContainerResponse
+	14, // 26: sealpod.agent.v1.Agent.AttachVolume:output_type -> sealpod.agent.v1.AttachVolumeResponse
+	0,  // 27: sealpod.agent.v1.Agent.UpdateHostFiles:output_type -> sealpod.agent.v1.Empty
+	0,  // 28: sealpod.agent.v1.Agent.StartContainer:output_type -> sealpod.agent.v1.Empty
+	17, // 29: sealpod.agent.v1.Agent.WaitProcess:output_type -> sealpod.agent.v1.WaitProcessResponse
+	0,  // 30: sealpod.agent.v1.Agent.SignalProcess:output_type -> sealpod.agent.v1.Empty
+	0,  // 31: sealpod.agent.v1.Agent.ExecProcess:output_type -> sealpod.agent.v1.Empty
+	21, // 32: sealpod.agent.v1.Agent.ReadStdout:output_type -> sealpod.agent.v1.ReadStreamResponse
+	21, // 33: sealpod.agent.v1.Agent.ReadStderr:output_type -> sealpod.agent.v1.ReadStreamResponse
+	24, // 34: sealpod.agent.v1.Agent.WriteStdin:output_type -> sealpod.agent.v1.WriteStdinResponse
+	0,  // 35: sealpod.agent.v1.Agent.CloseStdin:output_type -> sealpod.agent.v1.Empty
+	0,  // 36: sealpod.agent.v1.Agent.ResizeProcess:output_type -> sealpod.agent.v1.Empty
+	0,  // 37: sealpod.agent.v1.Agent.RemoveContainer:output_type -> sealpod.agent.v1.Empty
+	25, // 38: sealpod.agent.v1.Agent.StatsContainer:output_type -> sealpod.agent.v1.StatsContainerResponse
+	0,  // 39: sealpod.agent.v1.Agent.Shutdown:output_type -> sealpod.agent.v1.Empty
+	23, // [23:40] is the sub-list for method output_type
+	6,  // [6:23] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1838,7 +1926,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

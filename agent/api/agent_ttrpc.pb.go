@@ -21,6 +21,7 @@ type AgentService interface {
 	ReadStderr(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	WriteStdin(context.Context, *WriteStdinRequest) (*WriteStdinResponse, error)
 	CloseStdin(context.Context, *ProcessRequest) (*Empty, error)
+	ResizeProcess(context.Context, *ResizeProcessRequest) (*Empty, error)
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
 	StatsContainer(context.Context, *ContainerRequest) (*StatsContainerResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
@@ -119,6 +120,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.CloseStdin(ctx, &req)
+			},
+			"ResizeProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizeProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizeProcess(ctx, &req)
 			},
 			"RemoveContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ContainerRequest
@@ -254,6 +262,14 @@ func (c *agentClient) WriteStdin(ctx context.Context, req *WriteStdinRequest) (*
 func (c *agentClient) CloseStdin(ctx context.Context, req *ProcessRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "CloseStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ResizeProcess(ctx context.Context, req *ResizeProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "sealpod.agent.v1.Agent", "ResizeProcess", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -25,6 +25,9 @@ const (
 	MaxHostFiles      = 256
 	MaxHostFilesBytes = 3 << 20
 	MaxHostFilePath   = 1024
+	// MaxTermSize bounds the rows and columns of ResizeProcess (a terminal is 1..MaxTermSize
+	// in each dimension).
+	MaxTermSize = 4096
 )
 
 // NotHostVolume is the text of the agent's UpdateHostFiles refusal of a volume that is not a

@@ -70,6 +70,7 @@ type fakeProc struct {
 	started        bool
 	exited         atomic.Bool
 	mu             sync.Mutex
+	size           [2]uint16 // cols, rows of the last Resize
 }
 
 func newFakeProc(argv []string, stdin bool) (*fakeProc, error) {
@@ -202,12 +203,30 @@ func (p *fakeProc) Stdin() io.WriteCloser { return p.stdin }
 func (p *fakeProc) TTY() bool             { return p.tty }
 func (p *fakeProc) OpenStdin() bool       { return p.openStdin }
 
-func (p *fakeProc) Exec(_ context.Context, _ string, argv []string, _, stdin bool) (Process, error) {
+func (p *fakeProc) Exec(_ context.Context, _ string, argv []string, tty, stdin bool) (Process, error) {
 	fp, err := newFakeProc(argv, stdin)
 	if err != nil {
 		return nil, err
 	}
+	fp.tty = tty
 	return fp, fp.Start()
+}
+
+// Resize records the size; like agent/containers, only a process with a tty has one.
+func (p *fakeProc) Resize(cols, rows uint16) error {
+	if !p.tty {
+		return errors.New("fake: resize: not a terminal")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.size = [2]uint16{cols, rows}
+	return nil
+}
+
+func (p *fakeProc) lastSize() [2]uint16 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size
 }
 
 func (p *fakeProc) Stats(context.Context) (*Stats, error) { return &Stats{Pids: 1}, nil }

@@ -132,6 +132,15 @@ func FuzzSignalProcessRequest(f *testing.F) {
 		})
 }
 
+func FuzzResizeProcessRequest(f *testing.F) {
+	fuzzRequest(f, func() *api.ResizeProcessRequest { return &api.ResizeProcessRequest{} },
+		[]*api.ResizeProcessRequest{{Name: "app", Rows: 24, Cols: 80}, {Name: "app", ExecId: "e1", Rows: 1 << 20}},
+		func(s *Server, ctx context.Context, r *api.ResizeProcessRequest) error {
+			_, err := s.ResizeProcess(ctx, r)
+			return err
+		})
+}
+
 func FuzzExecProcessRequest(f *testing.F) {
 	fuzzRequest(f, func() *api.ExecProcessRequest { return &api.ExecProcessRequest{} },
 		[]*api.ExecProcessRequest{{Name: "app", ExecId: "e1", Argv: []string{"true"}}, {Name: "app", ExecId: "e2", Argv: []string{"sh"}}},

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 
@@ -25,12 +26,13 @@ func TestUnsealHostValues(t *testing.T) {
 		spec.EnvVar{Name: "CPU", FromHost: "resourceFieldRef:limits.cpu"})
 	sealed := b.Seal(t, sp, []string{"web.default.svc"})
 	h := start(t, b, launchFor(b, sealed.Envelope))
+	h.srv.cfg.Capacity = func() (GuestCapacity, error) { return GuestCapacity{MilliCPU: 4000, MemoryBytes: 1 << 30}, nil }
 	good := map[string]string{
 		"fieldRef:metadata.name":                "web-0",
 		"fieldRef:status.podIP":                 "10.0.0.9",
 		"fieldRef:metadata.labels['tier']":      "front_end.v1",
 		"fieldRef:metadata.annotations['note']": "free text; $(anything) `goes` here",
-		"resourceFieldRef:app/limits.cpu":       "1500",
+		"resourceFieldRef:app/limits.cpu":       "1500",           // the guest's own capacity wins
 		"fieldRef:spec.nodeName":                "node-1.example", // offered, not referenced: dropped
 	}
 	with := func(k, v string) map[string]string {
@@ -70,12 +72,39 @@ func TestUnsealHostValues(t *testing.T) {
 			}
 		})
 	}
+	// An unset limit is the node's allocatable: the guest measures itself; the host's
+	// value (still syntax-checked above) is never used.
 	// Annotation values have no syntax: any text (without NUL) is accepted as an env value.
 	if _, err := h.agent.Unseal(context.Background(), &api.UnsealRequest{Envelope: sealed.Envelope, HostValues: good}); err != nil {
 		t.Fatalf("Unseal with good values: %v", err)
 	}
 	hv := h.backend.lastOpt.HostValues
-	if len(hv) != 5 || hv["fieldRef:metadata.name"] != "web-0" || !strings.Contains(hv["fieldRef:metadata.annotations['note']"], "$(anything)") || hv["resourceFieldRef:app/limits.cpu"] != "1500" {
+	if len(hv) != 5 || hv["fieldRef:metadata.name"] != "web-0" || !strings.Contains(hv["fieldRef:metadata.annotations['note']"], "$(anything)") || hv["resourceFieldRef:app/limits.cpu"] != "4000" {
 		t.Fatalf("host values reaching the pod: %q", hv)
+	}
+}
+
+// TestResourceLimitsFromGuest: a resourceFieldRef to an unset limit (sealing computed every
+// other one) gets the guest's capacity although the host sends nothing for it (the shim
+// never does), so the container can be created; MeasureCapacity measures this machine.
+func TestResourceLimitsFromGuest(t *testing.T) {
+	sp := sealedSpec(spec.LogsAllow)
+	sp.Containers[0].Env = append(sp.Containers[0].Env,
+		spec.EnvVar{Name: "CPU", FromHost: "resourceFieldRef:limits.cpu"},
+		spec.EnvVar{Name: "MEM", FromHost: "resourceFieldRef:limits.memory", Divisor: "1Mi"},
+		spec.EnvVar{Name: "PEER_DISK", FromHost: "resourceFieldRef:limits.ephemeral-storage", ContainerName: "cat"})
+	h := unsealedHarness(t, sp, func(c *Config) {
+		c.Capacity = func() (GuestCapacity, error) {
+			return GuestCapacity{MilliCPU: 2000, MemoryBytes: 3 << 30, EphemeralStorageBytes: 5 << 30}, nil
+		}
+	})
+	want := map[string]string{"fieldRef:metadata.name": "web-0", "resourceFieldRef:app/limits.cpu": "2000",
+		"resourceFieldRef:app/limits.memory": "3221225472", "resourceFieldRef:cat/limits.ephemeral-storage": "5368709120"}
+	if got := h.backend.lastOpt.HostValues; !maps.Equal(got, want) {
+		t.Errorf("values reaching the pod %q, want %q", got, want)
+	}
+	g, err := MeasureCapacity()
+	if err != nil || g.MilliCPU < 1000 || g.MemoryBytes < 1<<20 || g.EphemeralStorageBytes <= 0 {
+		t.Errorf("MeasureCapacity: %+v %v", g, err)
 	}
 }

@@ -39,6 +39,9 @@ type Config struct {
 	TLSDir string
 	// PowerOff is called after Shutdown has been answered; nil: nothing.
 	PowerOff func()
+	// Capacity measures the guest, the node of a container without a cpu, memory or
+	// ephemeral-storage limit (resourceFieldRef, hostvalues.go); nil: MeasureCapacity.
+	Capacity func() (GuestCapacity, error)
 	// Unseal tunes the attestation flow.
 	Unseal unseal.Options
 	// Version is reported by Ping.
@@ -138,6 +141,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Generations == nil {
 		cfg.Generations = BrokerGenerations
+	}
+	if cfg.Capacity == nil {
+		cfg.Capacity = MeasureCapacity
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, start: time.Now(), ctrs: map[string]*ctr{}, initDone: map[string]bool{}, volumes: map[string]*attachment{}}, nil
 }
@@ -276,7 +282,10 @@ func (s *Server) Unseal(ctx context.Context, req *api.UnsealRequest) (*api.Unsea
 // startPod writes the workload identity, starts the pod of an opened envelope and makes the
 // server unsealed. hostValues were checked by checkHostValues.
 func (s *Server) startPod(ctx context.Context, res *unseal.Result, in map[string]string) error {
-	hv := hostValues(res.Spec, in)
+	hv, err := s.hostValues(res.Spec, in) // hostvalues.go
+	if err != nil {
+		return err
+	}
 	if err := unseal.WriteIdentity(s.cfg.TLSDir, res.Identity); err != nil {
 		return status.Errorf(codes.Internal, "unseal: %v", err)
 	}

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,7 +42,7 @@ func (p *pod) env(field string, c *corev1.Container) []spec.EnvVar {
 			}
 			out = append(out, spec.EnvVar{Name: e.Name, FromHost: hostvalue.FieldRef + path})
 		case e.ValueFrom.ResourceFieldRef != nil:
-			if ev, ok := p.resourceEnv(ef+".valueFrom.resourceFieldRef", e.Name, e.ValueFrom.ResourceFieldRef); ok {
+			if ev, ok := p.resourceEnv(ef+".valueFrom.resourceFieldRef", e.Name, c, e.ValueFrom.ResourceFieldRef); ok {
 				out = append(out, ev)
 			}
 		default:
@@ -66,37 +67,86 @@ func (p *pod) envFrom(field string, c *corev1.Container) []spec.EnvVar {
 	return out
 }
 
-// resourceEnv seals a resourceFieldRef with its containerName and divisor (canonical form);
-// the agent divides the host's value in base units by it, as the kubelet does.
-func (p *pod) resourceEnv(field, name string, r *corev1.ResourceFieldSelector) (spec.EnvVar, bool) {
+// resourceEnv seals a resourceFieldRef as the kubelet resolves it
+// (k8s.io/kubernetes/pkg/api/v1/resource.ExtractContainerResourceValue): the referenced
+// container's (containerName, default the owner c) quantity in base units (millicores for
+// cpu, bytes otherwise) divided by the divisor, rounded up, sealed as a value. Requests
+// default to limits (API defaulting), an unset request is 0, an unset hugepages limit is 0.
+// An unset cpu, memory or ephemeral-storage limit is the node's allocatable in Kubernetes;
+// here the node is the guest, so the variable stays a reference (FromHost) that the agent
+// fills with the guest's own capacity, never with a host value (agent/server hostvalues.go).
+func (p *pod) resourceEnv(field, name string, c *corev1.Container, r *corev1.ResourceFieldSelector) (spec.EnvVar, bool) {
 	ev := spec.EnvVar{Name: name, FromHost: hostvalue.ResourceFieldRef + r.Resource, ContainerName: r.ContainerName}
 	if !hostvalue.IsResource(r.Resource) {
 		p.fail(field+".resource", "%q: an env var can read limits.* or requests.* of cpu, memory, ephemeral-storage or hugepages-<size>", r.Resource)
 		return ev, false
 	}
-	if r.ContainerName != "" && !p.hasContainer(r.ContainerName) {
-		p.fail(field+".containerName", "no container named %q in this pod", r.ContainerName)
-		return ev, false
+	target := c
+	if r.ContainerName != "" {
+		if target = p.findContainer(r.ContainerName); target == nil {
+			p.fail(field+".containerName", "no container named %q in this pod", r.ContainerName)
+			return ev, false
+		}
 	}
 	if !r.Divisor.IsZero() {
 		ev.Divisor = r.Divisor.String()
 	}
-	if _, err := hostvalue.Divisor(r.Resource, ev.Divisor); err != nil {
+	d, err := hostvalue.Divisor(r.Resource, ev.Divisor)
+	if err != nil {
 		p.fail(field+".divisor", "%v", err)
 		return ev, false
 	}
-	return ev, true
+	n, ok, err := containerResource(target, r.Resource)
+	if err != nil {
+		p.fail(field, "container %q: %v", target.Name, err)
+		return ev, false
+	}
+	if !ok {
+		return ev, true // the guest's capacity, filled by the agent
+	}
+	q := n / d
+	if n%d != 0 {
+		q++
+	}
+	return spec.EnvVar{Name: name, Value: strconv.FormatInt(q, 10), Literal: true}, true
 }
 
-func (p *pod) hasContainer(name string) bool {
+// containerResource is c's quantity of resource ("limits.cpu", "requests.memory", ...) in
+// base units; ok is false for an unset cpu, memory or ephemeral-storage limit.
+func containerResource(c *corev1.Container, resource string) (n int64, ok bool, err error) {
+	kind, res, _ := strings.Cut(resource, ".")
+	rn := corev1.ResourceName(res)
+	q, set := c.Resources.Limits[rn]
+	if kind == "requests" {
+		if rq, reqSet := c.Resources.Requests[rn]; reqSet {
+			q, set = rq, true
+		}
+	}
+	if !set {
+		if kind == "limits" && !strings.HasPrefix(res, "hugepages-") {
+			return 0, false, nil
+		}
+		return 0, true, nil
+	}
+	if q.Sign() < 0 {
+		return 0, false, fmt.Errorf("resources.%s: negative", resource)
+	}
+	if rn == corev1.ResourceCPU {
+		return q.MilliValue(), true, nil
+	}
+	return q.Value(), true, nil
+}
+
+// findContainer returns the pod's (init or app) container of that name, or nil.
+func (p *pod) findContainer(name string) *corev1.Container {
 	for _, cs := range [][]corev1.Container{p.tmpl.Spec.InitContainers, p.tmpl.Spec.Containers} {
-		for _, c := range cs {
-			if c.Name == name {
-				return true
+		for i := range cs {
+			if cs[i].Name == name {
+				return &cs[i]
 			}
 		}
 	}
-	return false
+	return nil
 }
 
 // refuseOpaqueArgv refuses $(VAR) in command/args when VAR carries an annotation value or a

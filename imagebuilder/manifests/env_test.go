@@ -52,7 +52,7 @@ func TestHostFedEnv(t *testing.T) {
 			wantErr: []string{"containers[0].env[0].valueFrom.fieldRef.fieldPath", `"spec.hostname"`},
 		},
 		{
-			name: "resourceFieldRef keeps containerName and divisor",
+			name: "resourceFieldRef without resources: unset limits from the guest, unset requests 0",
 			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n        env:\n" +
 				"        - {name: CPU_M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n" +
 				"        - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n" +
@@ -63,8 +63,46 @@ func TestHostFedEnv(t *testing.T) {
 				want := []spec.EnvVar{
 					{Name: "CPU_M", FromHost: "resourceFieldRef:limits.cpu", Divisor: "1m"},
 					{Name: "MEM", FromHost: "resourceFieldRef:limits.memory", Divisor: "1Mi"},
-					{Name: "CPU", FromHost: "resourceFieldRef:requests.cpu", Divisor: "1"},
-					{Name: "SIDE", FromHost: "resourceFieldRef:requests.ephemeral-storage", ContainerName: "side"},
+					{Name: "CPU", Value: "0", Literal: true},
+					{Name: "SIDE", Value: "0", Literal: true},
+				}
+				env := s.Containers[0].Env
+				if len(env) != len(want) {
+					t.Fatalf("env %+v", env)
+				}
+				for i := range want {
+					if env[i] != want[i] {
+						t.Errorf("env[%d] = %+v, want %+v", i, env[i], want[i])
+					}
+				}
+			},
+		},
+		{
+			name: "resourceFieldRef values computed from the sealed resources, as the kubelet",
+			spec: "      containers:\n      - name: web\n        image: " + pinned + "\n" +
+				"        resources: {limits: {cpu: 1500m, memory: 100Mi}, requests: {cpu: 250m}}\n        env:\n" +
+				"        - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n" +
+				"        - {name: CPU_LIMIT_M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n" +
+				"        - {name: CPU_REQ_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n" +
+				"        - {name: MEM_LIMIT_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n" +
+				"        - {name: MEM_REQ, valueFrom: {resourceFieldRef: {resource: requests.memory}}}\n" +
+				"        - {name: MEM_K, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1k}}}\n" +
+				"        - {name: SIDE_MEM_REQ_GI, valueFrom: {resourceFieldRef: {containerName: side, resource: requests.memory, divisor: 1Gi}}}\n" +
+				"        - {name: SIDE_CPU_LIMIT, valueFrom: {resourceFieldRef: {containerName: side, resource: limits.cpu}}}\n" +
+				"        - {name: SIDE_HP, valueFrom: {resourceFieldRef: {containerName: side, resource: limits.hugepages-2Mi, divisor: 1Mi}}}\n" +
+				"      - {name: side, image: " + pinned + ", resources: {limits: {memory: 1Gi, hugepages-2Mi: 4Mi}}}\n",
+			check: func(t *testing.T, s *spec.Spec) {
+				lit := func(name, v string) spec.EnvVar { return spec.EnvVar{Name: name, Value: v, Literal: true} }
+				want := []spec.EnvVar{
+					lit("CPU_LIMIT", "2"), // ceil(1.5)
+					lit("CPU_LIMIT_M", "1500"),
+					lit("CPU_REQ_M", "250"),
+					lit("MEM_LIMIT_MI", "100"),
+					lit("MEM_REQ", "104857600"), // requests default to limits
+					lit("MEM_K", "104858"),      // ceil(104857.6)
+					lit("SIDE_MEM_REQ_GI", "1"),
+					{Name: "SIDE_CPU_LIMIT", FromHost: "resourceFieldRef:limits.cpu", ContainerName: "side"}, // no limit: the guest's capacity
+					lit("SIDE_HP", "4"),
 				}
 				env := s.Containers[0].Env
 				if len(env) != len(want) {

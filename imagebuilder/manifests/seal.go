@@ -83,6 +83,10 @@ type Options struct {
 	// SeccompProfiles are the Localhost seccomp profiles the owner gives (--seccomp-profile
 	// NAME=FILE), by the localhostProfile name the manifests use; sealed with the spec.
 	SeccompProfiles map[string][]byte
+	// AllowExec are the owner's --allow-exec rules (ParseAllowExec): each is sealed into the
+	// exec policy of every pod template with a container of that name, beside the
+	// sealpod.io/exec annotation's rules.
+	AllowExec []spec.ExecRule
 }
 
 // Workload is one sealed pod template.
@@ -133,6 +137,11 @@ func Seal(ctx context.Context, sources []Source, opts Options) (*Result, error) 
 	}
 	if err := s.checkIDs(); err != nil {
 		errs = append(errs, err)
+	}
+	for i, r := range opts.AllowExec {
+		if !s.allowExecUsed[i] {
+			errs = append(errs, fmt.Errorf("--allow-exec %s=%s: no sealed pod template has a container named %q", r.Container, FormatArgv(r.Argv), r.Container))
+		}
 	}
 	if opts.SealSecrets {
 		for _, n := range opts.NodePullSecrets {
@@ -218,6 +227,8 @@ type sealer struct {
 	pullKeep   map[*object]*pullKeep                    // pull secrets the kubelet still needs
 	// nodePullUsed: --node-pull-secret names some sealed pod uses.
 	nodePullUsed map[string]bool
+	// allowExecUsed: indexes of Options.AllowExec some pod template has the container of.
+	allowExecUsed map[int]bool
 	// sealedStrs: sealed strings (>= minSealedLen) that clear metadata may not contain,
 	// each with what it is; sealedList is their lookup order, built on first use.
 	sealedStrs map[string]string

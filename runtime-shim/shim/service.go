@@ -70,7 +70,9 @@ type proc struct {
 	exitedAt              time.Time
 	exited                chan struct{}
 	copying               sync.WaitGroup
-	starting              bool // a Start is in the guest (without s.mu)
+	starting              bool       // a Start is in the guest (without s.mu)
+	stdinCopy             *stdinCopy // forwarding of the stdin FIFO once started (tty.go)
+	size                  *termSize  // terminal size asked for before the start (tty.go)
 }
 
 func newProc(execID, stdin, stdout, stderr string, terminal bool) *proc {

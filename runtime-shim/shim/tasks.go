@@ -68,6 +68,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	p.status = apitask.Status_RUNNING
 	s.copyStreams(t, p, a)
+	s.startIOLocked(t, p, a) // tty.go
 	go s.waitProc(t, p, a)
 	if r.ExecID == "" {
 		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: t.id, Pid: s.pid()})
@@ -98,7 +99,9 @@ func (s *Service) waitProc(t *task, p *proc, a api.AgentService) {
 	}
 	s.mu.Lock()
 	s.setExitedLocked(t, p, status, at)
+	stdin := p.stdinCopy
 	s.mu.Unlock()
+	stdin.stop() // nobody is left to read it
 }
 
 // Wait blocks until the process exits.
@@ -256,26 +259,6 @@ func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	return &taskAPI.PidsResponse{Processes: []*apitask.ProcessInfo{{Pid: s.pid()}}}, nil
 }
 
-// CloseIO closes the stdin of a process in the guest.
-func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	t, err := s.getTask(r.ID)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, grpcErr(err)
-	}
-	if t.sandbox || s.vm == nil || s.vm.gone {
-		s.mu.Unlock()
-		return &ptypes.Empty{}, nil
-	}
-	a := s.vm.agent
-	s.mu.Unlock()
-	if _, err := a.CloseStdin(ctx, &api.ProcessRequest{Name: t.name, ExecId: r.ExecID}); err != nil {
-		return nil, grpcErr(fmt.Errorf("close stdin of %s: %w", t.name, err))
-	}
-	return &ptypes.Empty{}, nil
-}
-
 // Connect reports the shim's and the task's pids.
 func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	s.mu.Lock()
@@ -346,9 +329,4 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 // Update is refused: resources are fixed by the VM size.
 func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
 	return nil, grpcErr(fmt.Errorf("update %s: %w", r.ID, errdefs.ErrNotImplemented))
-}
-
-// ResizePty is not supported (no tty plumbing yet).
-func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	return nil, grpcErr(fmt.Errorf("resize pty of %s: %w", r.ID, errdefs.ErrNotImplemented))
 }

@@ -316,6 +316,7 @@ spec:
 	t.Run("workloads", c.workloads)
 	t.Run("faults", c.faults)
 	t.Run("volumes", c.volumes)
+	t.Run("interactive", c.interactive) // interactive_test.go
 	t.Run("real-world", c.realWorld)
 	t.Run("no-plaintext", c.noPlaintext)
 	t.Run("no-leftovers", c.noLeftovers)

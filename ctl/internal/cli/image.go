@@ -61,6 +61,7 @@ type imageCreateFlags struct {
 	guestMirrors []string
 	nodePull     []string
 	seccomp      []string
+	allowExec    []string
 	runtimeClass string
 	namespace    string
 	logs         string
@@ -157,6 +158,7 @@ registered unless every input seals.`,
 	fl.StringArrayVar(&f.guestMirrors, "guest-mirror", nil, "seal REGISTRY=HOST: the guest pulls REGISTRY's images from HOST first (pinned by digest); repeatable")
 	fl.StringArrayVar(&f.nodePull, "node-pull-secret", nil, "with --seal-secrets: keep this pull Secret whole in the output for the kubelet (by default only the secure image's registry credentials stay; the rest are sealed); repeatable")
 	fl.StringArrayVar(&f.seccomp, "seccomp-profile", nil, "seal the seccomp profile FILE (OCI JSON, as the kubelet reads) for containers with seccompProfile {type: Localhost, localhostProfile: NAME} (NAME=FILE); repeatable")
+	fl.StringArrayVar(&f.allowExec, "allow-exec", nil, `let the host exec exactly ARGV in every sealed container named CONTAINER (kubectl exec; e.g. app=/bin/sh or app='["/bin/sh","-c","date"]'): CONTAINER=ARGV, ARGV words split at spaces (no quoting) or a JSON list; sealed into the exec policy; repeatable`)
 	fl.StringVar(&f.runtimeClass, "runtime-class", "", "runtimeClassName of the sealed pods (default sealpod-<first TEE>)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	fl.StringVar(&f.logs, "logs", "allow", "default log policy: allow or deny (per object: annotation sealpod.io/logs)")
@@ -322,6 +324,13 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 	}
 	if opts.SeccompProfiles, err = manifests.ReadSeccompProfiles(f.seccomp); err != nil {
 		return err
+	}
+	for _, v := range f.allowExec {
+		r, err := manifests.ParseAllowExec(v)
+		if err != nil {
+			return err
+		}
+		opts.AllowExec = append(opts.AllowExec, r)
 	}
 	if f.resolve {
 		mirrors, err := manifests.ParseMirrors(f.mirrors)

@@ -205,6 +205,17 @@ func TestImageCreateFlagErrors(t *testing.T) {
 			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
 		}
 	}
+	// --allow-exec: malformed, and a container no template has (with the input on stdin).
+	for _, tt := range []struct{ flag, want string }{
+		{"server", "--allow-exec \"server\": want CONTAINER=ARGV"},
+		{"server=sh -c 'date'", "write the argv as a JSON list"},
+		{"db=/bin/sh", `--allow-exec db=["/bin/sh"]: no sealed pod template has a container named "db"`},
+	} {
+		_, _, err := runSealctl(t, appYAML, append(baseArgs(t, dir), "-f", "-", "--seal-secrets", "--push", "127.0.0.1:1/a", "--keys", filepath.Join(dir, "k"), "--allow-exec", tt.flag)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("--allow-exec %q: err = %v, want %q", tt.flag, err, tt.want)
+		}
+	}
 	// A TEE the guest bundle has no measurement for.
 	args := baseArgs(t, dir)
 	args[5] = "tdx"
