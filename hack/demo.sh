@@ -13,7 +13,6 @@ STATE=$ROOT/out/demo
 BIN=$ROOT/bin
 export SEALPOD_CLUSTER_DIR=$STATE/cluster
 export GOFLAGS=-buildvcs=false
-SERVICE_IP=10.96.0.80 # examples/mesh/app.yaml: the web Service's cluster IP
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 T0=$(date +%s%N)
@@ -72,6 +71,13 @@ up() {
 	kubectl rollout status deployment/client --timeout=600s
 	mark "sealed pods Ready"
 	kubectl get pods -o wide
+	# The client found the web Service by name through the cluster DNS (CoreDNS at 10.96.0.10);
+	# curl on the host, whose resolver does not know the cluster domain, is given the address.
+	local service_ip
+	service_ip=$(kubectl get service web -o jsonpath='{.spec.clusterIP}')
+	/bin/busybox nslookup web.default.svc.cluster.local 10.96.0.10 | sed -n '/^Name:/,$p' | grep -qwF "$service_ip" ||
+		die "the cluster DNS (10.96.0.10) does not resolve web.default.svc.cluster.local to $service_ip"
+	echo "--- the cluster DNS: web.default.svc.cluster.local is $service_ip"
 	local i logs=""
 	for i in $(seq 1 120); do
 		logs=$(kubectl logs deployment/client 2>/dev/null || true)
@@ -92,13 +98,13 @@ up() {
 		--expect "$STATE/app.sealed.yaml" --insecure-registry --dir "$STATE/verify" | tail -n 12
 	mark "sealctl verify"
 
-	say "curl --cacert $STATE/verify/mesh-root.pem https://web.default.svc:8443/ (the Service IP through kube-proxy)"
-	curl -sS --fail --cacert "$STATE/verify/mesh-root.pem" --resolve "web.default.svc:8443:$SERVICE_IP" https://web.default.svc:8443/
+	say "curl --cacert $STATE/verify/mesh-root.pem https://web.default.svc:8443/ (the Service IP $service_ip through kube-proxy)"
+	curl -sS --fail --cacert "$STATE/verify/mesh-root.pem" --resolve "web.default.svc:8443:$service_ip" https://web.default.svc:8443/
 	local code
-	code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$STATE/verify/mesh-root.pem" --resolve "web.default.svc:8443:$SERVICE_IP" https://web.default.svc:8443/mesh)
+	code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$STATE/verify/mesh-root.pem" --resolve "web.default.svc:8443:$service_ip" https://web.default.svc:8443/mesh)
 	[ "$code" = 403 ] || die "/mesh without a workload certificate answered $code, want 403"
 	echo "    /mesh without a workload certificate: $code (mesh members only)"
-	if curl -s -o /dev/null https://web.default.svc:8443/ --resolve "web.default.svc:8443:$SERVICE_IP" 2>/dev/null; then
+	if curl -s -o /dev/null https://web.default.svc:8443/ --resolve "web.default.svc:8443:$service_ip" 2>/dev/null; then
 		die "the server's certificate verified against the system roots"
 	fi
 	echo "    without --cacert: refused (the certificate chains only to the broker's mesh root)"
@@ -126,10 +132,54 @@ up() {
 	[ $fail = 0 ] || exit 1
 	mark "checks"
 
+	guestbook
+
 	say "timings"
 	printf '    %s\n' "${PHASES[@]}"
 	printf '    %-34s %7.1f s\n' "total" "$(echo "($(date +%s%N) - $T0) / 1000000000" | bc -l)"
 	say "done. The app keeps running: . $SEALPOD_CLUSTER_DIR/env; kubectl get pods. Stop everything with 'make demo-down'."
+}
+
+# guestbook: the Kubernetes guestbook sealed, with real applications (examples/guestbook):
+# Redis built from Debian's redis-server package (hack/cmd/debimage) as leader and followers
+# replicating by Service name, and the Go frontend. An entry POSTed to the frontend's Service
+# goes to the leader and is read back through a follower.
+guestbook() {
+	local kbs=$SEALPOD_KBS_DIR
+	say "the guestbook (examples/guestbook): Redis from Debian packages (debimage), the Go frontend; sealed"
+	go build -o "$BIN/" ./hack/cmd/debimage
+	CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$BIN/frontend" ./examples/guestbook/cmd/frontend
+	"$BIN/debimage" --recipe redis --ref "$SEALPOD_REGISTRY/sealpod/redis:7.0" --insecure
+	"$BIN/devregistry" push-binary --binary "$BIN/frontend" --path /frontend --user 65532:65532 \
+		--ref "$SEALPOD_REGISTRY/sealpod/guestbook-frontend:1.0"
+	"$BIN/sealctl" image create -f examples/guestbook/ --guest "$STATE/guest" --tee sim \
+		--kbs "$SEALPOD_KBS_URL" --kbs-ca "$kbs/tls/ca.pem" --kbs-config "$kbs/admin/sealctl-kbs.json" \
+		--mirror "$SEALPOD_GUEST_REGISTRY=$SEALPOD_REGISTRY" --insecure-registry \
+		--push "$SEALPOD_REGISTRY/sealpod/guestbook" --output-file "$STATE/guestbook.sealed.yaml"
+	kubectl apply -f "$STATE/guestbook.sealed.yaml"
+	# Upstream's 2 followers and 3 frontends do not fit beside the mesh on a 2-core node: each
+	# sealed pod asks 100m plus the RuntimeClass's 250m overhead. One of each.
+	kubectl scale deployment redis-follower frontend --replicas=1
+	local d
+	for d in redis-leader redis-follower frontend; do kubectl rollout status "deployment/$d" --timeout=600s; done
+	mark "guestbook sealed, pods Ready"
+	local fe entry i
+	fe=http://$(kubectl get service frontend -o jsonpath='{.spec.clusterIP}')
+	entry="hello from the demo, $(date -u +%H:%M:%S)"
+	for i in $(seq 1 60); do
+		curl -sf --data-urlencode "entry=$entry" "$fe/guestbook" >/dev/null && break
+		[ "$i" = 60 ] && die "POST $fe/guestbook failed"
+		sleep 1
+	done
+	for i in $(seq 1 60); do
+		curl -sf "$fe/guestbook" | grep -qF "\"$entry\"" && break
+		[ "$i" = 60 ] && die "the entry did not reach a follower"
+		sleep 1
+	done
+	echo "--- curl $fe/guestbook (read from a follower):"
+	curl -sS "$fe/guestbook"
+	curl -sS "$fe/info" | tr -d '\r' | grep -E '^(role|master_host|master_link_status):' | sed 's/^/    /'
+	mark "guestbook entry leader -> follower"
 }
 
 case "${1:-up}" in

@@ -25,6 +25,7 @@ const (
 	MaxAddresses  = 16
 	MaxRoutes     = 64
 	MaxDNS        = 8
+	MaxDNSOptions = 16 // more than the allow-list has names (ValidDNSOption)
 )
 
 // ErrInvalid is wrapped by every validation error.
@@ -74,8 +75,8 @@ func Validate(c *api.NetworkConfig) error {
 			}
 		}
 		if g := r.GetGateway(); g != "" {
-			if _, err := netip.ParseAddr(g); err != nil {
-				return bad("routes[%d].gateway: %.60q is not an IP", i, g)
+			if a, err := netip.ParseAddr(g); err != nil || a.Zone() != "" {
+				return bad("routes[%d].gateway: %.60q is not an IP without zone", i, g)
 			}
 		}
 		if m := r.GetMac(); m != "" {
@@ -87,18 +88,8 @@ func Validate(c *api.NetworkConfig) error {
 			return bad("routes[%d]: needs a gateway or a device", i)
 		}
 	}
-	if len(c.GetDnsServers()) > MaxDNS || len(c.GetDnsSearch()) > MaxDNS {
-		return bad("dns: at most %d servers and %d search domains", MaxDNS, MaxDNS)
-	}
-	for i, s := range c.GetDnsServers() {
-		if _, err := netip.ParseAddr(s); err != nil {
-			return bad("dns_servers[%d]: %.60q is not an IP", i, s)
-		}
-	}
-	for i, s := range c.GetDnsSearch() {
-		if len(s) > 253 || !dnsNameRe.MatchString(s) {
-			return bad("dns_search[%d]: %.60q is not a DNS name", i, s)
-		}
+	if err := validateDNS(c); err != nil {
+		return err
 	}
 	if h := c.GetHostname(); h != "" && !labelRe.MatchString(h) {
 		return bad("hostname: %.70q is not a DNS label", h)
@@ -106,7 +97,9 @@ func Validate(c *api.NetworkConfig) error {
 	return nil
 }
 
-// ResolvConf renders /etc/resolv.conf for c ("" when c has no DNS settings).
+// ResolvConf renders /etc/resolv.conf for c ("" when c has no DNS settings): one
+// "nameserver" line per server, one "search" line, one "options" line. Only for a c that
+// passed Validate (which makes every value a single token of its syntax).
 func ResolvConf(c *api.NetworkConfig) string {
 	var b strings.Builder
 	for _, s := range c.GetDnsServers() {
@@ -114,6 +107,9 @@ func ResolvConf(c *api.NetworkConfig) string {
 	}
 	if len(c.GetDnsSearch()) > 0 {
 		fmt.Fprintf(&b, "search %s\n", strings.Join(c.GetDnsSearch(), " "))
+	}
+	if len(c.GetDnsOptions()) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(c.GetDnsOptions(), " "))
 	}
 	return b.String()
 }

@@ -5,7 +5,8 @@
 # Needs root and Debian's containerd, runc, containernetworking-plugins, etcd-server,
 # qemu-system-x86 and busybox-static (`make cluster-up` installs what is missing).
 #
-#   up      build what is missing, start everything, install the runtime through the
+#   up      build what is missing (Kubernetes, CoreDNS: cached in ~/.cache/sealpod/k8s), start
+#           everything (CoreDNS as the cluster DNS), install the runtime through the
 #           node-installer DaemonSet (SEALPOD_CLUSTER_INSTALL=direct: the installer binary on
 #           the host instead), print the env
 #   down    stop everything (PID files), remove pods, mounts, the bridge, global leftovers and
@@ -25,6 +26,11 @@ BRIDGE=sealpod0
 POD_CIDR=10.244.0.0/24
 GW=10.244.0.1 # the bridge's address: pods and sealed guests reach the host here
 SVC_CIDR=10.96.0.0/24
+# Cluster DNS (docs/cluster.md, "Cluster DNS"): CoreDNS runs on the host, bound to the bridge
+# gateway; the kube-dns Service's fixed cluster IP (the kubelet's clusterDNS) routes to it.
+DNS_IP=10.96.0.10
+CLUSTER_DOMAIN=cluster.local
+COREDNS_READY=127.0.0.1:8181
 APISERVER=https://$GW:6443
 REGISTRY=127.0.0.1:5000
 KBS_PORT=8443
@@ -93,14 +99,16 @@ preflight() {
 file_static() { file -L "$1" | grep -q 'statically linked'; }
 
 build() {
-	say "build: Kubernetes (hack/k8s/build.sh), Sealpod binaries, crictl"
+	say "build: Kubernetes (hack/k8s/build.sh), CoreDNS (hack/k8s/build-coredns.sh), Sealpod binaries, crictl"
 	KBIN=$("$ROOT/hack/k8s/build.sh")
+	COREDNS=$("$ROOT/hack/k8s/build-coredns.sh")
 	mkdir -p "$TOOLS"
 	CGO_ENABLED=0 go build -trimpath -o "$TOOLS/" ./hack/cmd/clusterkit ./hack/cmd/pause ./hack/cmd/devregistry \
 		./kbs/cmd/sealpod-kbs ./runtime-shim/cmd/containerd-shim-sealpod-v2 ./runtime-shim/cmd/sealpod-node-installer
 	CRICTL=$("$ROOT/hack/build-crictl.sh")
 	echo "$KBIN" >"$STATE/kbin"
 	echo "$CRICTL" >"$STATE/crictl"
+	echo "$COREDNS" >"$STATE/coredns-bin"
 }
 
 network() {
@@ -262,8 +270,8 @@ tlsPrivateKeyFile: $P/kubelet.key
 authentication: {anonymous: {enabled: false}, webhook: {enabled: false}, x509: {clientCAFile: $P/ca.crt}}
 authorization: {mode: AlwaysAllow}
 resolvConf: /etc/resolv.conf
-clusterDomain: cluster.local
-clusterDNS: []
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_IP]
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 serializeImagePulls: false
@@ -287,6 +295,26 @@ kube_proxy() {
 		--conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1
 	waitfor "kube-proxy's iptables rules for the kubernetes Service" 60 sh -c "iptables -t nat -S KUBE-SERVICES | grep -q default/kubernetes"
 	say "kube-proxy up (Service IPs in $SVC_CIDR route)"
+}
+
+# Cluster DNS as kubeadm's CoreDNS add-on, CoreDNS a host process like the control plane:
+# clusterkit dns writes its Corefile (the kubernetes plugin reads the API with the coredns
+# client certificate of clusterkit pki; other names go to the host's resolv.conf) and the
+# manifest (system:coredns RBAC, the kube-dns Service at $DNS_IP without selector, an
+# EndpointSlice pointing it at $GW:53), applied as soon as the apiserver is up so the fixed
+# cluster IP is taken before anything else allocates one. kube-proxy routes $DNS_IP to $GW:53.
+dns_start() {
+	"$TOOLS/clusterkit" dns --dir "$STATE/coredns" --kubeconfig "$STATE/pki/coredns.kubeconfig" --service-ip $DNS_IP \
+		--service-cidr $SVC_CIDR --listen $GW --domain $CLUSTER_DOMAIN --ready $COREDNS_READY
+	kubectl apply -f "$STATE/coredns/kube-dns.yaml" >/dev/null
+	start_bg coredns "$COREDNS" -conf "$STATE/coredns/Corefile"
+	waitfor "CoreDNS ready (synced with the API)" 60 curl -sf http://$COREDNS_READY/ready
+	say "CoreDNS ready on $GW:53"
+}
+dns_wait() { # after kube-proxy: the Service IP answers
+	waitfor "kube-proxy's rules for kube-system/kube-dns" 60 sh -c "iptables -t nat -S KUBE-SERVICES | grep -q kube-system/kube-dns:dns"
+	waitfor "kubernetes.default.svc.$CLUSTER_DOMAIN through $DNS_IP" 30 /bin/busybox nslookup kubernetes.default.svc.$CLUSTER_DOMAIN $DNS_IP
+	say "cluster DNS: kube-dns $DNS_IP (CoreDNS)"
 }
 
 node_ready() { kubectl get node $NODE -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
@@ -333,8 +361,10 @@ up() {
 	import_pause
 	say "containerd up, pause image imported"
 	control_plane
+	dns_start
 	kubelet
 	kube_proxy
+	dns_wait
 	kubectl apply -f hack/k8s/storageclass.yaml >/dev/null
 	if [ "$INSTALL" = direct ]; then
 		kubectl label node $NODE ${TEE_SELECTOR//,/ } --overwrite >/dev/null
@@ -383,6 +413,7 @@ down() {
 	CRICTL=$(cat "$STATE/crictl" 2>/dev/null || true)
 	stop kubelet
 	stop kube-proxy
+	stop coredns
 	[ -x "$KBIN/kube-proxy" ] && "$KBIN/kube-proxy" --cleanup >>"$STATE/logs/kube-proxy.log" 2>&1 || true
 	stop kube-scheduler
 	stop kube-controller-manager

@@ -485,9 +485,14 @@ func guestNetwork(h *netlink.Handle, pod netlink.Link, dns *DNS, o Options) (*ap
 	if dns != nil {
 		cfg.DnsServers = dns.Servers
 		cfg.DnsSearch = dns.Search
+		cfg.DnsOptions = dns.Options
 		if dns.Truncated {
 			o.Logger.Warn("resolv.conf has more nameservers or search domains than the guest takes; extra ones dropped",
 				"path", o.ResolvConf, "max", netconfig.MaxDNS)
+		}
+		if len(dns.DroppedOptions) > 0 {
+			o.Logger.Warn("resolv.conf options the guest does not take (docs/agent.md, \"resolv.conf\"); dropped",
+				"path", o.ResolvConf, "options", dns.DroppedOptions)
 		}
 	}
 	if err := netconfig.Validate(cfg); err != nil {
@@ -496,10 +501,19 @@ func guestNetwork(h *netlink.Handle, pod netlink.Link, dns *DNS, o Options) (*ap
 	return cfg, nil
 }
 
+// maxDroppedOptions bounds DNS.DroppedOptions (they are only logged).
+const maxDroppedOptions = 8
+
 // DNS is what the guest takes from a resolv.conf.
 type DNS struct {
 	Servers []string
 	Search  []string
+	// Options are the resolver options the guest accepts (netconfig.ValidDNSOption), in the
+	// order first given, each with its last value.
+	Options []string
+	// DroppedOptions are options the guest does not take (unknown, malformed, out of range),
+	// at most maxDroppedOptions of them: the shim logs them.
+	DroppedOptions []string
 	// Truncated is set when more than netconfig.MaxDNS servers or search domains were listed
 	// (the first ones are kept, as a resolver would use them).
 	Truncated bool
@@ -536,10 +550,11 @@ func ReadResolvConf(path string) (*DNS, error) {
 	return d, nil
 }
 
-// ParseResolvConf parses resolv.conf contents: "nameserver IP" lines (IPv4 or IPv6, no zone)
-// and the last "search"/"domain" line (as the resolver does); comments (# ;) and other
-// keywords (options, sortlist) are ignored. Search domains are lowercased, a trailing dot is
-// removed. Every kept value is checked as agent/netconfig will check it.
+// ParseResolvConf parses resolv.conf contents: "nameserver IP" lines (IPv4 or IPv6, no zone),
+// the last "search"/"domain" line (as the resolver does) and the "options" lines (allow-listed
+// ones kept, see addOption); comments (# ;) and other keywords (sortlist, lookup) are
+// ignored. Search domains are lowercased, a trailing dot is removed. Every kept value is
+// checked as agent/netconfig will check it.
 func ParseResolvConf(b []byte) (*DNS, error) {
 	if len(b) > MaxResolvConf {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrResolvConf, MaxResolvConf)
@@ -571,6 +586,10 @@ func ParseResolvConf(b []byte) (*DNS, error) {
 				continue
 			}
 			d.Servers = append(d.Servers, a.String())
+		case "options":
+			for _, o := range f[1:] {
+				addOption(d, o)
+			}
 		case "search", "domain":
 			search = search[:0]
 			for _, s := range f[1:] {
@@ -596,6 +615,46 @@ func ParseResolvConf(b []byte) (*DNS, error) {
 		d.Search = slices.Clone(search)
 	}
 	return d, nil
+}
+
+// addOption adds resolver option o to d.Options in the guest's canonical form
+// (netconfig.ValidDNSOption): a number above its range is capped as glibc caps it ("ndots:20"
+// is "ndots:15"), leading zeros go; an option seen before keeps its place and takes the new
+// value (the resolver applies options in order). Anything else is dropped into
+// d.DroppedOptions.
+func addOption(d *DNS, o string) {
+	name, val, hasVal := strings.Cut(o, ":")
+	lo, hi, numeric, allowed := netconfig.DNSOptionBounds(name)
+	canon := ""
+	switch {
+	case !allowed:
+	case !numeric:
+		if !hasVal {
+			canon = name
+		}
+	case val != "" && strings.Trim(val, "0123456789") == "":
+		n := 0
+		for i := 0; i < len(val) && n <= hi; i++ {
+			n = n*10 + int(val[i]-'0')
+		}
+		if n >= lo {
+			canon = fmt.Sprintf("%s:%d", name, min(n, hi))
+		}
+	}
+	if canon == "" {
+		if len(d.DroppedOptions) < maxDroppedOptions {
+			if len(o) > 64 {
+				o = o[:64] + "..."
+			}
+			d.DroppedOptions = append(d.DroppedOptions, o)
+		}
+		return
+	}
+	if i := slices.IndexFunc(d.Options, func(x string) bool { return netconfig.DNSOptionName(x) == name }); i >= 0 {
+		d.Options[i] = canon
+		return
+	}
+	d.Options = append(d.Options, canon)
 }
 
 // validDNSName is agent/netconfig's rule for search domains: lowercase labels of [a-z0-9-],

@@ -186,6 +186,7 @@ func TestSetupTeardown(t *testing.T) {
 		},
 		DnsServers: []string{"10.96.0.10"},
 		DnsSearch:  []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"},
+		DnsOptions: []string{"ndots:5"},
 		Hostname:   "web-0",
 	}
 	if !proto.Equal(res.Network, want) {

@@ -36,12 +36,29 @@ func TestParseResolvConf(t *testing.T) {
 		name, in  string
 		servers   []string
 		search    []string
+		options   []string
+		dropped   []string
 		truncated bool
 		wantErr   bool
 	}{
 		{name: "empty"},
 		{name: "kubelet", in: "search ns1.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
-			servers: []string{"10.96.0.10"}, search: []string{"ns1.svc.cluster.local", "svc.cluster.local", "cluster.local"}},
+			servers: []string{"10.96.0.10"}, search: []string{"ns1.svc.cluster.local", "svc.cluster.local", "cluster.local"},
+			options: []string{"ndots:5"}},
+		// containerd's sandbox resolv.conf for a ClusterFirst pod with dnsConfig (kubelet
+		// pkg/kubelet/network/dns: servers, searches, then options, host search domains appended)
+		{name: "ClusterFirst with dnsConfig", in: "search team-a.svc.cluster.local svc.cluster.local cluster.local example.internal\n" +
+			"nameserver 10.96.0.10\noptions ndots:2 edns0 single-request-reopen\n",
+			servers: []string{"10.96.0.10"}, search: []string{"team-a.svc.cluster.local", "svc.cluster.local", "cluster.local", "example.internal"},
+			options: []string{"ndots:2", "edns0", "single-request-reopen"}},
+		{name: "options: later value wins, first place kept", in: "options ndots:1 rotate\noptions timeout:2 ndots:5\n",
+			options: []string{"ndots:5", "rotate", "timeout:2"}},
+		{name: "options: numbers capped as the resolver does", in: "options ndots:20 timeout:99 attempts:9 ndots:007\n",
+			options: []string{"ndots:7", "timeout:30", "attempts:5"}},
+		{name: "options: unknown or malformed dropped", in: "options debug ndots:x inet6 timeout:0 rotate:1 ndots: attempts:2 " + strings.Repeat("9", 40) + "\n",
+			options: []string{"attempts:2"}, dropped: []string{"debug", "ndots:x", "inet6", "timeout:0", "rotate:1", "ndots:", strings.Repeat("9", 40)}},
+		{name: "options: many dropped, the list bounded", in: "options" + strings.Repeat(" debug", 100) + "\n",
+			dropped: slices.Repeat([]string{"debug"}, maxDroppedOptions)},
 		{name: "comments and ipv6", in: "# generated\n; also a comment\nnameserver fd00::a # inline\nnameserver 10.0.0.1\n",
 			servers: []string{"fd00::a", "10.0.0.1"}},
 		{name: "last search wins", in: "search a.example\ndomain b.example\n", search: []string{"b.example"}},
@@ -74,6 +91,13 @@ func TestParseResolvConf(t *testing.T) {
 			if !slices.Equal(d.Servers, tc.servers) || !slices.Equal(d.Search, tc.search) || d.Truncated != tc.truncated {
 				t.Fatalf("got %+v, want servers %v search %v truncated %v", d, tc.servers, tc.search, tc.truncated)
 			}
+			if !slices.Equal(d.Options, tc.options) || !slices.Equal(d.DroppedOptions, tc.dropped) {
+				t.Fatalf("got options %q dropped %q, want %q dropped %q", d.Options, d.DroppedOptions, tc.options, tc.dropped)
+			}
+			cfg := &api.NetworkConfig{DnsServers: d.Servers, DnsSearch: d.Search, DnsOptions: d.Options}
+			if err := netconfig.Validate(cfg); err != nil {
+				t.Fatalf("the guest refuses what the shim parsed: %v", err)
+			}
 		})
 	}
 }
@@ -103,6 +127,7 @@ func FuzzParseResolvConf(f *testing.F) {
 	f.Add([]byte("nameserver fd00::1\nnameserver ::ffff:10.0.0.1\ndomain A.b.\n"))
 	f.Add([]byte("nameserver 1.2.3.4%x\nsearch -a.b\n"))
 	f.Add([]byte("search\nnameserver\n#\n;\n\x00\xff"))
+	f.Add([]byte("options ndots:99 timeout:0 attempts:01 rotate edns0 debug ndots:1\noptions ndots:"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := ParseResolvConf(b)
 		if err != nil {
@@ -111,7 +136,10 @@ func FuzzParseResolvConf(f *testing.F) {
 			}
 			return
 		}
-		cfg := &api.NetworkConfig{DnsServers: d.Servers, DnsSearch: d.Search}
+		cfg := &api.NetworkConfig{DnsServers: d.Servers, DnsSearch: d.Search, DnsOptions: d.Options}
+		if len(d.DroppedOptions) > maxDroppedOptions {
+			t.Fatalf("%d dropped options kept (max %d)", len(d.DroppedOptions), maxDroppedOptions)
+		}
 		if err := netconfig.Validate(cfg); err != nil {
 			t.Fatalf("parsed %q into %+v, which the guest refuses: %v", b, d, err)
 		}

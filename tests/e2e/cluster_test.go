@@ -316,10 +316,13 @@ spec:
 	t.Run("workloads", c.workloads)
 	t.Run("faults", c.faults)
 	t.Run("volumes", c.volumes)
+	t.Run("dns", c.dns)
 	t.Run("interactive", c.interactive) // interactive_test.go
 	t.Run("real-world", c.realWorld)
 	t.Run("no-plaintext", c.noPlaintext)
 	t.Run("no-leftovers", c.noLeftovers)
+	// After the workloads are gone: its three sealed pods need 3 × 350m of the node's 2 CPUs.
+	t.Run("guestbook", c.guestbook) // guestbook_test.go
 
 	// The sealed output of every real-world manifest that seals is accepted by the API server
 	// (the manifests that are refused are checked per file in imagebuilder/manifests).

@@ -54,6 +54,7 @@ func TestPKI(t *testing.T) {
 		{"admin", "admin", "system:masters", x509.ExtKeyUsageClientAuth, ""},
 		{"scheduler", "system:kube-scheduler", "", x509.ExtKeyUsageClientAuth, ""},
 		{"kube-proxy", "system:kube-proxy", "", x509.ExtKeyUsageClientAuth, ""},
+		{"coredns", CoreDNSUser, "", x509.ExtKeyUsageClientAuth, ""},
 	} {
 		t.Run(tc.name+"/"+tc.host, func(t *testing.T) {
 			c := readCert(t, filepath.Join(dir, tc.name+".crt"))
@@ -69,6 +70,9 @@ func TestPKI(t *testing.T) {
 	if _, err := readCert(t, filepath.Join(dir, "admin.crt")).Verify(x509.VerifyOptions{Roots: roots, DNSName: "localhost",
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
 		t.Fatal("admin certificate verifies as a server")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "coredns.kubeconfig")); err != nil {
+		t.Fatalf("CoreDNS kubeconfig: %v", err)
 	}
 	kc, err := os.ReadFile(filepath.Join(dir, "kubelet.kubeconfig"))
 	if err != nil || !strings.Contains(string(kc), `"https://10.244.0.1:6443"`) || !strings.Contains(string(kc), filepath.Join(dir, "kubelet.key")) {

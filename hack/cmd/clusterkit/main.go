@@ -1,6 +1,7 @@
 // Command clusterkit is the Go side of the local Kubernetes cluster (hack/k8s, docs/cluster.md):
 // the cluster's PKI and kubeconfigs, containerd's standalone config, a TCP forwarder that makes
-// the loopback devregistry reachable from pods, and the node-installer image.
+// the loopback devregistry reachable from pods, the node-installer image and the cluster DNS
+// (CoreDNS's Corefile, the kube-dns Service).
 package main
 
 import (

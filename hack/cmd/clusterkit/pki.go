@@ -26,7 +26,7 @@ type pkiFlags struct {
 }
 
 // NewPKICmd writes the cluster's throwaway PKI: a CA, the apiserver serving certificate, client
-// certificates for admin, kubelet, controller-manager, scheduler and apiserver→kubelet, the
+// certificates for admin, kubelet, controller-manager, scheduler, kube-proxy, CoreDNS and apiserver→kubelet, the
 // service-account signing key, and one kubeconfig per client.
 func NewPKICmd() *cobra.Command {
 	f := &pkiFlags{}
@@ -84,6 +84,7 @@ func writePKI(f *pkiFlags) error {
 		{name: "controller-manager", cn: "system:kube-controller-manager"},
 		{name: "scheduler", cn: "system:kube-scheduler"},
 		{name: "kube-proxy", cn: "system:kube-proxy"}, // bound to system:node-proxier by default
+		{name: "coredns", cn: CoreDNSUser},            // bound to system:coredns by the dns manifest
 		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 	}
 	for _, c := range certs {
@@ -135,7 +136,7 @@ func writePKI(f *pkiFlags) error {
 	if err := atomicfile.Write(filepath.Join(abs, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		return err
 	}
-	for _, user := range []string{"admin", "kubelet", "controller-manager", "scheduler", "kube-proxy"} {
+	for _, user := range []string{"admin", "kubelet", "controller-manager", "scheduler", "kube-proxy", "coredns"} {
 		kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:

@@ -11,6 +11,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(NewPKICmd(), NewContainerdConfigCmd(), NewForwardCmd(), NewPackImageCmd(), NewInstallerManifestCmd())
+	root.AddCommand(NewPKICmd(), NewContainerdConfigCmd(), NewForwardCmd(), NewPackImageCmd(), NewInstallerManifestCmd(), NewDNSCmd())
 	return root
 }

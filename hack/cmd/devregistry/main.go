@@ -3,7 +3,7 @@
 // loopback address, and packs a static binary into an image and pushes it.
 //
 //	devregistry serve --listen 127.0.0.1:5000 --dir out/registry
-//	devregistry push-binary --binary bin/hello --ref 127.0.0.1:5000/sealpod/hello:1.0
+//	devregistry push-binary --binary bin/hello --ref 127.0.0.1:5000/sealpod/hello:1.0 [--user 65532:65532]
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"regexp"
 	"syscall"
 	"time"
 
@@ -93,12 +94,18 @@ func serve(args []string) error {
 	return nil
 }
 
+var numericUser = regexp.MustCompile(`^[0-9]{1,10}:[0-9]{1,10}$`)
+
 func pushBinary(args []string) error {
 	fs := flag.NewFlagSet("push-binary", flag.ExitOnError)
 	bin := fs.String("binary", "", "static binary to pack")
 	ref := fs.String("ref", "", "image reference to push to")
 	entry := fs.String("path", "/hello", "path of the binary in the image (the entrypoint)")
+	user := fs.String("user", "", "the image's numeric user, uid:gid (e.g. 65532:65532 for Pod Security restricted's runAsNonRoot)")
 	_ = fs.Parse(args)
+	if *user != "" && !numericUser.MatchString(*user) {
+		return fmt.Errorf("--user %q: want numeric uid:gid", *user)
+	}
 	data, err := os.ReadFile(*bin)
 	if err != nil {
 		return err
@@ -133,6 +140,7 @@ func pushBinary(args []string) error {
 	cfg.Architecture, cfg.OS = "amd64", "linux"
 	cfg.Created = v1.Time{Time: epoch}
 	cfg.Config.Entrypoint = []string{"/" + p}
+	cfg.Config.User = *user
 	cfg.History = nil
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return err
