@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -115,7 +116,15 @@ func MeasureCapacity() (GuestCapacity, error) {
 	}
 	return GuestCapacity{
 		MilliCPU:              int64(runtime.NumCPU()) * 1000,
-		MemoryBytes:           int64(si.Totalram) * int64(si.Unit),
-		EphemeralStorageBytes: int64(fs.Blocks) * fs.Bsize,
+		MemoryBytes:           capacityBytes(si.Totalram, uint64(si.Unit)),
+		EphemeralStorageBytes: capacityBytes(fs.Blocks, uint64(max(fs.Bsize, 0))),
 	}, nil
+}
+
+// capacityBytes is n units of size bytes, saturated at math.MaxInt64.
+func capacityBytes(n, size uint64) int64 {
+	if size != 0 && n > math.MaxInt64/size {
+		return math.MaxInt64
+	}
+	return int64(n * size) //nolint:gosec // n*size <= math.MaxInt64, checked above
 }

@@ -355,6 +355,18 @@ func (s *Server) process(name, execID string) (*ctr, *proc, error) {
 	return c, p, nil
 }
 
+// startedProcess is process (under s.mu) for a request that needs the process running: a
+// main process not yet started is refused (op begins the error: "container", "resize").
+func (s *Server) startedProcess(name, execID, op string) (*ctr, *proc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, p, err := s.process(name, execID)
+	if err == nil && p == c.main && !c.started {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "%s %s: not started", op, c.name)
+	}
+	return c, p, err
+}
+
 func (s *Server) logsDenied() bool { return s.res.Spec.Policy.Logs != spec.LogsAllow }
 
 // newProc wraps a started (exec) or created (main) process; id is the exec id ("" for the
@@ -466,12 +478,7 @@ func (s *Server) StartContainer(_ context.Context, req *api.ContainerRequest) (*
 
 // WaitProcess waits for a process to exit.
 func (s *Server) WaitProcess(ctx context.Context, req *api.ProcessRequest) (*api.WaitProcessResponse, error) {
-	s.mu.Lock()
-	c, p, err := s.process(req.GetName(), req.GetExecId())
-	if err == nil && p == c.main && !c.started {
-		err = status.Errorf(codes.FailedPrecondition, "container %s: not started", c.name)
-	}
-	s.mu.Unlock()
+	c, p, err := s.startedProcess(req.GetName(), req.GetExecId(), "container")
 	if err != nil {
 		return nil, err
 	}

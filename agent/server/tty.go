@@ -23,12 +23,7 @@ func (s *Server) ResizeProcess(_ context.Context, req *api.ResizeProcessRequest)
 	if rows < 1 || rows > api.MaxTermSize || cols < 1 || cols > api.MaxTermSize {
 		return nil, invalid("resize: %dx%d (rows x cols): want 1..%d each", rows, cols, api.MaxTermSize)
 	}
-	s.mu.Lock()
-	c, p, err := s.process(req.GetName(), req.GetExecId())
-	if err == nil && p == c.main && !c.started {
-		err = status.Errorf(codes.FailedPrecondition, "resize %s: not started", c.name)
-	}
-	s.mu.Unlock()
+	c, p, err := s.startedProcess(req.GetName(), req.GetExecId(), "resize")
 	if err != nil {
 		return nil, err
 	}

@@ -130,7 +130,9 @@ func ParseDepends(out []byte) (map[string][]string, error) {
 			if !nameRE.MatchString(cur) {
 				return nil, fmt.Errorf("%w: apt-cache depends line %q: not a package", ErrResolve, line)
 			}
-			edges[cur] = edges[cur] // present even without dependencies
+			if _, ok := edges[cur]; !ok {
+				edges[cur] = nil // present even without dependencies
+			}
 			virtual = false
 		case cur == "":
 			return nil, fmt.Errorf("%w: apt-cache depends line %q before any package", ErrResolve, line)

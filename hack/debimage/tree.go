@@ -101,7 +101,7 @@ func (t *Tree) AddTar(r io.Reader, origin string) error {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			e.hdr.Typeflag = tar.TypeDir
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg, '\x00': // '\x00': the pre-POSIX regular file flag (tar.TypeRegA)
 			e.hdr.Typeflag = tar.TypeReg
 			if e.data, err = io.ReadAll(tr); err != nil {
 				return fmt.Errorf("%s: read %s: %w", origin, p, err)

@@ -320,7 +320,9 @@ func untarLayout(file, dir string) error {
 	}
 }
 
-func loadLayout(dir string) (v1.Image, error) {
+// LoadLayout opens the one image of an OCI layout directory; a layout holding any other
+// number of images is refused.
+func LoadLayout(dir string) (v1.Image, error) {
 	p, err := layout.FromPath(dir)
 	if err != nil {
 		return nil, err
@@ -346,7 +348,7 @@ func Load(ctx context.Context, src string, o RegistryOptions) (v1.Image, func(),
 	noop := func() {}
 	if st, err := os.Stat(src); err == nil {
 		if st.IsDir() {
-			img, err := loadLayout(src)
+			img, err := LoadLayout(src)
 			if err != nil {
 				return nil, noop, fmt.Errorf("open OCI layout %s: %w", src, err)
 			}
@@ -361,7 +363,7 @@ func Load(ctx context.Context, src string, o RegistryOptions) (v1.Image, func(),
 			cleanup()
 			return nil, noop, fmt.Errorf("open OCI archive %s: %w", src, err)
 		}
-		img, err := loadLayout(tmp)
+		img, err := LoadLayout(tmp)
 		if err != nil {
 			cleanup()
 			return nil, noop, fmt.Errorf("open OCI archive %s: %w", src, err)

@@ -6,6 +6,19 @@ import (
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
+// sameEnv fails the test unless got is want, variable by variable.
+func sameEnv(t *testing.T, got, want []spec.EnvVar) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("env %+v\nwant %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("env[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
 // Env fed by the host: annotation values (no syntax) never reach command/args, fieldRef
 // paths are those Kubernetes allows, and resourceFieldRef keeps containerName and divisor.
 func TestHostFedEnv(t *testing.T) {
@@ -66,15 +79,7 @@ func TestHostFedEnv(t *testing.T) {
 					{Name: "CPU", Value: "0", Literal: true},
 					{Name: "SIDE", Value: "0", Literal: true},
 				}
-				env := s.Containers[0].Env
-				if len(env) != len(want) {
-					t.Fatalf("env %+v", env)
-				}
-				for i := range want {
-					if env[i] != want[i] {
-						t.Errorf("env[%d] = %+v, want %+v", i, env[i], want[i])
-					}
-				}
+				sameEnv(t, s.Containers[0].Env, want)
 			},
 		},
 		{
@@ -104,15 +109,7 @@ func TestHostFedEnv(t *testing.T) {
 					{Name: "SIDE_CPU_LIMIT", FromHost: "resourceFieldRef:limits.cpu", ContainerName: "side"}, // no limit: the guest's capacity
 					lit("SIDE_HP", "4"),
 				}
-				env := s.Containers[0].Env
-				if len(env) != len(want) {
-					t.Fatalf("env %+v", env)
-				}
-				for i := range want {
-					if env[i] != want[i] {
-						t.Errorf("env[%d] = %+v, want %+v", i, env[i], want[i])
-					}
-				}
+				sameEnv(t, s.Containers[0].Env, want)
 			},
 		},
 		{
@@ -208,15 +205,7 @@ func TestEnvOrderAndLiteral(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := sealOrRefuse(t, objects+deployment(tt.spec), Options{SealSecrets: true}, nil)
-			env := res.Workloads[0].Spec.Containers[0].Env
-			if len(env) != len(tt.want) {
-				t.Fatalf("env %+v\nwant %+v", env, tt.want)
-			}
-			for i := range tt.want {
-				if env[i] != tt.want[i] {
-					t.Errorf("env[%d] = %+v, want %+v", i, env[i], tt.want[i])
-				}
-			}
+			sameEnv(t, res.Workloads[0].Spec.Containers[0].Env, tt.want)
 		})
 	}
 }

@@ -69,16 +69,7 @@ func TestHostProvidedObjects(t *testing.T) {
 			input: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: here, namespace: prod}\ndata: {A: sealed-a}\n---\n" + podWith("        envFrom:\n        - {configMapRef: {name: here}}\n        - {prefix: P_, configMapRef: {name: runtime-cm}}\n        env:\n        - {name: B, value: b}\n", ""),
 			opts:  Options{SealSecrets: true},
 			check: func(t *testing.T, res *Result, out string) {
-				env := res.Workloads[0].Spec.Containers[0].Env
-				want := []spec.EnvVar{{Name: "A", Value: "sealed-a", Literal: true}, {FromHost: "configMapRef:runtime-cm", Prefix: "P_"}, {Name: "B", Value: "b"}}
-				if len(env) != len(want) {
-					t.Fatalf("sealed env %+v", env)
-				}
-				for i := range want {
-					if env[i] != want[i] {
-						t.Errorf("env[%d] = %+v, want %+v", i, env[i], want[i])
-					}
-				}
+				sameEnv(t, res.Workloads[0].Spec.Containers[0].Env, []spec.EnvVar{{Name: "A", Value: "sealed-a", Literal: true}, {FromHost: "configMapRef:runtime-cm", Prefix: "P_"}, {Name: "B", Value: "b"}})
 				if !strings.Contains(out, "envFrom:\n") || !strings.Contains(out, "name: runtime-cm") || !strings.Contains(out, "prefix: "+spec.HostEnvFromPrefix(0)+"P_") {
 					t.Errorf("placeholder lost envFrom (tagged for the agent):\n%s", out)
 				}

@@ -54,19 +54,18 @@ func (s *Service) startStdinLocked(t *task, p *proc, a api.AgentService) {
 	go func() {
 		defer close(c.done)
 		defer f.Close()
-		err := forwardStdin(f, a, t.name, p.execID)
-		switch {
-		case errors.Is(err, io.EOF):
-			if _, err := a.CloseStdin(context.Background(), &api.ProcessRequest{Name: t.name, ExecId: p.execID}); err != nil {
-				s.log.Info("close stdin in the guest", "container", t.name, "exec", p.execID, "err", err)
-			}
-		case err != nil:
+		if err := forwardStdin(f, a, t.name, p.execID); !errors.Is(err, io.EOF) {
 			s.log.Info("stdin forwarding ended", "container", t.name, "exec", p.execID, "err", err)
+			return
+		}
+		if _, err := a.CloseStdin(context.Background(), &api.ProcessRequest{Name: t.name, ExecId: p.execID}); err != nil {
+			s.log.Info("close stdin in the guest", "container", t.name, "exec", p.execID, "err", err)
 		}
 	}()
 }
 
-// forwardStdin copies r to the guest process until r ends (io.EOF) or fails.
+// forwardStdin copies r to the guest process until r ends (io.EOF) or fails; it never
+// returns nil.
 func forwardStdin(r io.Reader, a api.AgentService, name, execID string) error {
 	buf := make([]byte, stdinChunk)
 	for {

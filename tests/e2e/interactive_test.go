@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/console"
 
+	"github.com/sealpod/sealpod/internal/syncbuf"
 	"github.com/sealpod/sealpod/tests/internal/proc"
 )
 
@@ -96,7 +95,7 @@ spec:
 		cmd := exec.Command(filepath.Join(c.env["KBIN"], "kubectl"), "--kubeconfig", c.env["KUBECONFIG"], "attach", "-i", "interactive", "-c", "echo")
 		stdin, err := cmd.StdinPipe()
 		must0(t, err)
-		out := &syncBuffer{}
+		out := &syncbuf.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		must0(t, cmd.Start())
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
@@ -120,7 +119,7 @@ spec:
 type ptyCmd struct {
 	cmd    *exec.Cmd
 	master console.Console
-	out    syncBuffer
+	out    syncbuf.Buffer
 	ended  chan error
 }
 
@@ -202,22 +201,4 @@ func (p *ptyCmd) done(t *testing.T) error {
 		t.Fatalf("kubectl did not end; terminal:\n%s", p.text())
 		return nil
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

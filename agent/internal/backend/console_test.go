@@ -1,7 +1,6 @@
 package backend_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +25,7 @@ import (
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/syncbuf"
 	"github.com/sealpod/sealpod/internal/testdeps"
 	"github.com/sealpod/sealpod/simtee/spserver"
 )
@@ -38,24 +37,6 @@ func TestMain(m *testing.M) {
 
 // canary is put into every sealed field; it must never reach the console or the host.
 const canary = "zq7canary"
-
-// syncBuffer is the console: everything the agent logs, at debug level.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
@@ -81,7 +62,7 @@ func TestConsoleCanary(t *testing.T) {
 	if _, err := os.Stat(imagetest.BusyboxPath); err != nil {
 		testdeps.Missing(t, "needs %s (Debian package busybox-static)", imagetest.BusyboxPath)
 	}
-	console := &syncBuffer{}
+	console := &syncbuf.Buffer{}
 	log := boot.NewConsoleLogger(console, true) // production handler, sealpod.debug=1
 
 	img := imagetest.BusyboxImage(t)
@@ -258,7 +239,7 @@ func startAgent(t *testing.T, sp *spec.Spec, be server.Backend, log *slog.Logger
 // path) is refused with its kind; the parse error, which quotes the sealed value, stays in
 // the guest.
 func TestUnsealRefusalCanary(t *testing.T) {
-	console := &syncBuffer{}
+	console := &syncbuf.Buffer{}
 	log := boot.NewConsoleLogger(console, true)
 	sp := &spec.Spec{
 		Version: spec.Version, Workload: "web", Pod: "default/web",

@@ -32,6 +32,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/sealpod/sealpod/hack/debimage"
+	"github.com/sealpod/sealpod/imagebuilder/image"
 )
 
 func main() {
@@ -121,7 +122,7 @@ func build(ctx context.Context, cache string, r *debimage.Recipe) (v1.Image, []d
 		return nil, nil, err
 	}
 	dir := filepath.Join(cache, "images", r.Name+"-"+key)
-	if img, err := cachedImage(dir); err == nil {
+	if img, err := image.LoadLayout(dir); err == nil {
 		return img, debs, nil
 	}
 	img, err := debimage.Assemble(r, debs, debimage.DpkgData(ctx, run))
@@ -163,25 +164,6 @@ func cacheKey(r *debimage.Recipe, debs []debimage.Deb) (string, error) {
 		fmt.Fprintf(h, "%s %s %s %s\n", d.Name, d.Version, d.Arch, d.SHA256)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
-}
-
-func cachedImage(dir string) (v1.Image, error) {
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("cached layout %s: %d images", dir, len(m.Manifests))
-	}
-	return idx.Image(m.Manifests[0].Digest)
 }
 
 func recipeNames() []string {

@@ -92,6 +92,19 @@ func parseInt(s string) (int64, error) {
 	return n, nil
 }
 
+// parseLen parses the length of a bulk string or an array: -1 (the null value) or 0..max
+// (what and unit name the value and what it counts, for the error).
+func parseLen(s string, max int64, what, unit string) (int64, error) {
+	n, err := parseInt(s)
+	if err != nil {
+		return 0, err
+	}
+	if n != -1 && (n < 0 || n > max) {
+		return 0, fmt.Errorf("%w: %s of %d %s", ErrProtocol, what, n, unit)
+	}
+	return n, nil
+}
+
 func readReply(r *bufio.Reader, depth int) (Value, error) {
 	line, err := readLine(r)
 	if err != nil {
@@ -110,15 +123,13 @@ func readReply(r *bufio.Reader, depth int) (Value, error) {
 			return Value{}, err
 		}
 	case BulkString:
-		n, err := parseInt(body)
-		switch {
-		case err != nil:
+		n, err := parseLen(body, MaxBulk, "bulk string", "bytes")
+		if err != nil {
 			return Value{}, err
-		case n == -1:
+		}
+		if n == -1 {
 			v.Null = true
 			return v, nil
-		case n < 0 || n > MaxBulk:
-			return Value{}, fmt.Errorf("%w: bulk string of %d bytes", ErrProtocol, n)
 		}
 		buf := make([]byte, n+2)
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -129,16 +140,15 @@ func readReply(r *bufio.Reader, depth int) (Value, error) {
 		}
 		v.Str = string(buf[:n])
 	case Array:
-		n, err := parseInt(body)
-		switch {
-		case err != nil:
+		n, err := parseLen(body, MaxArray, "array", "elements")
+		if err != nil {
 			return Value{}, err
-		case n == -1:
+		}
+		if n == -1 {
 			v.Null = true
 			return v, nil
-		case n < 0 || n > MaxArray:
-			return Value{}, fmt.Errorf("%w: array of %d elements", ErrProtocol, n)
-		case depth >= MaxDepth:
+		}
+		if depth >= MaxDepth {
 			return Value{}, fmt.Errorf("%w: arrays nested deeper than %d", ErrProtocol, MaxDepth)
 		}
 		v.Array = make([]Value, 0, min(n, 64))
