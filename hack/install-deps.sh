@@ -22,10 +22,15 @@ cd "$(dirname "$0")/.."
 #                          BuildMinimal; built once, cached in ~/.cache/sealpod/kernel)
 #   lz4                    the reference decoder the LZ4 initrd is checked against (guest-image/initrd)
 #   pesign                 independent Authenticode (PE hash) the TDX RTMR[1] code is checked against (guest-image/measure/authenticode)
+#   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross libseccomp-dev:ppc64el   the ppc64le (IBM PEF) guest:
+#                          its kernel and the cgo agent, cross-compiled (make guest ARCH=ppc64le; needs
+#                          dpkg --add-architecture ppc64el, done below)
+#   qemu-system-ppc        qemu-system-ppc64, boots the ppc64le guest on the pseries machine (tests/guest)
 PACKAGES=(etcd-server ovmf qemu-system-x86 busybox-static gcc libc6-dev libseccomp-dev pkg-config
 	containerd runc containernetworking-plugins iptables protobuf-compiler
 	git make curl bc file iproute2
-	linux-source-6.1 flex bison libelf-dev cpio xz-utils lz4 pesign)
+	linux-source-6.1 flex bison libelf-dev cpio xz-utils lz4 pesign
+	gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross libseccomp-dev:ppc64el qemu-system-ppc)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -49,7 +54,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 		exit 1
 	fi
 	echo "deps: apt-get install ${missing[*]}"
-	apt-get update -qq
+	# libseccomp-dev:ppc64el comes from Debian's ppc64el archive (multiarch).
+	dpkg --print-foreign-architectures | grep -qx ppc64el || dpkg --add-architecture ppc64el
+	# A mirror in mid-sync fails one index (seen for binary-ppc64el); install from what there is.
+	apt-get update -qq || echo "deps: apt-get update reported errors; installing from the indexes apt has" >&2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ ${#tools[@]} -gt 0 ]; then

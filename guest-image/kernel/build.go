@@ -44,7 +44,23 @@ var reproducibleEnv = []string{
 	"KBUILD_BUILD_VERSION=1",
 	"LC_ALL=C",
 	"TZ=UTC",
-	"ARCH=x86_64",
+}
+
+// env is the build environment: the reproducible values and the architecture's ARCH (and
+// CROSS_COMPILE). A calling make's MAKEFLAGS are dropped: `make guest ARCH=ppc64le` puts
+// ARCH=ppc64le into them, which the kernel's make would take over the ARCH given here.
+func (o *BuildOptions) env() []string {
+	var e []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "MAKEFLAGS", "MFLAGS", "GNUMAKEFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "ARCH", "CROSS_COMPILE":
+			continue
+		}
+		e = append(e, kv)
+	}
+	e = append(e, reproducibleEnv...)
+	return append(e, o.Arch.spec().env...)
 }
 
 // BuildOptions describe one minimal kernel build.
@@ -54,7 +70,11 @@ type BuildOptions struct {
 	// SourcePackage is the Debian package the tarball comes from, recorded with its version
 	// (default DefaultSourcePackage; "" with a Tarball given: none).
 	SourcePackage string
-	// Fragment is applied on top of tinyconfig (default MinimalConfig).
+	// Arch is the guest architecture (default ArchX86_64; ArchPPC64LE cross-compiles the
+	// pseries kernel, whose image is the vmlinux ELF).
+	Arch Arch
+	// Fragment is applied on top of tinyconfig (default MinimalConfig, or
+	// MinimalConfigPPC64LE for ppc64le).
 	Fragment []byte
 	// CacheDir holds the built kernels: <CacheDir>/<key>/{bzImage,config,kernel.json} and the
 	// kept build tree <CacheDir>/<key>/build (variants are relinked from it: BuildBuiltin).
@@ -83,10 +103,21 @@ type Built struct {
 	FragmentOptions int    `json:"fragmentOptions"`
 	// Tree is set when <Dir>/build holds the kept build tree (see treeBuildDir).
 	Tree bool `json:"tree,omitempty"`
+	// Arch is set for architectures other than x86_64 (entries without it are x86_64).
+	Arch Arch `json:"arch,omitempty"`
 }
 
-// BzImagePath is the kernel the guest boots.
-func (b *Built) BzImagePath() string { return filepath.Join(b.Dir, "bzImage") }
+// arch is the entry's architecture.
+func (b *Built) arch() Arch {
+	if b.Arch == "" {
+		return ArchX86_64
+	}
+	return b.Arch
+}
+
+// BzImagePath is the kernel the guest boots: the bzImage (x86_64) or the vmlinux ELF
+// (ppc64le); BzImageSHA256 is its SHA-256.
+func (b *Built) BzImagePath() string { return filepath.Join(b.Dir, b.arch().spec().file) }
 
 // ConfigPath is the kernel's full .config.
 func (b *Built) ConfigPath() string { return filepath.Join(b.Dir, "config") }
@@ -96,6 +127,9 @@ func (b *Built) Describe() string {
 	src := b.SourcePackage + "=" + b.SourceVersion
 	if b.SourcePackage == "" {
 		src = "tarball sha256:" + b.SourceSHA256
+	}
+	if b.arch() != ArchX86_64 {
+		return fmt.Sprintf("sealpod-minimal %s %s from %s (fragment sha256:%s, %s)", b.arch(), b.Release, src, b.FragmentSHA256[:16], b.Compiler)
 	}
 	return fmt.Sprintf("sealpod-minimal %s from %s (fragment sha256:%s, %s)", b.Release, src, b.FragmentSHA256[:16], b.Compiler)
 }
@@ -107,8 +141,11 @@ func (o *BuildOptions) defaults() {
 			o.SourcePackage = DefaultSourcePackage
 		}
 	}
+	if o.Arch == "" {
+		o.Arch = ArchX86_64
+	}
 	if o.Fragment == nil {
-		o.Fragment = MinimalConfig
+		o.Fragment = o.Arch.spec().fragment
 	}
 	if o.Jobs <= 0 {
 		o.Jobs = runtime.NumCPU()
@@ -151,6 +188,9 @@ func (o *BuildOptions) lockedBase(ctx context.Context, needTree bool) (*Built, f
 		}
 		o.CacheDir = d
 	}
+	if _, err := ParseArch(string(o.Arch)); err != nil {
+		return nil, nil, fmt.Errorf("minimal kernel: %w", err)
+	}
 	if _, err := ParseKconfig(o.Fragment); err != nil {
 		return nil, nil, fmt.Errorf("minimal kernel: %w", err)
 	}
@@ -161,7 +201,7 @@ func (o *BuildOptions) lockedBase(ctx context.Context, needTree bool) (*Built, f
 	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("kernel cache %s: %w", o.CacheDir, err)
 	}
-	unlock, err := lock(filepath.Join(o.CacheDir, ".lock"))
+	unlock, err := lock(filepath.Join(o.CacheDir, o.Arch.spec().lockFile))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -206,12 +246,16 @@ func (o *BuildOptions) identify(ctx context.Context) (*Built, error) {
 		}
 		b.SourceVersion = strings.TrimSpace(string(out))
 	}
-	out, err := exec.CommandContext(ctx, "gcc", "--version").Output()
+	spec := o.Arch.spec()
+	out, err := exec.CommandContext(ctx, spec.compiler, "--version").Output()
 	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: gcc --version: %w (install gcc: make deps)", err)
+		return nil, fmt.Errorf("minimal kernel: %s --version: %w (install %s: make deps)", spec.compiler, err, spec.compilerPackage)
 	}
 	b.Compiler, _, _ = strings.Cut(string(out), "\n")
-	k := sha256.Sum256([]byte(strings.Join([]string{buildRecipe, b.SourceSHA256, b.FragmentSHA256, b.Compiler}, "\n")))
+	if o.Arch != ArchX86_64 {
+		b.Arch = o.Arch
+	}
+	k := sha256.Sum256([]byte(strings.Join([]string{spec.recipe, b.SourceSHA256, b.FragmentSHA256, b.Compiler}, "\n")))
 	b.Key = hex.EncodeToString(k[:12])
 	return b, nil
 }
@@ -289,7 +333,7 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
 	mk := makeArgs(src, obj)
-	if err := run("tinyconfig", "make", mk("tinyconfig")...); err != nil {
+	if err := o.baseConfig(run, src, obj, b.Dir); err != nil {
 		return nil, err
 	}
 	if err := run("merge fragment", filepath.Join(src, "scripts/kconfig/merge_config.sh"), "-m", "-O", obj, filepath.Join(obj, ".config"), fragPath); err != nil {
@@ -320,7 +364,7 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{"bzImage", img}, {"config", final}, {builtFile, append(meta, '\n')}} {
+	}{{o.Arch.spec().file, img}, {"config", final}, {builtFile, append(meta, '\n')}} {
 		if err := atomicfile.Write(filepath.Join(b.Dir, f.name), f.data, 0o644); err != nil {
 			return nil, fmt.Errorf("minimal kernel: %w", err)
 		}
@@ -338,7 +382,7 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 func (o *BuildOptions) runner(ctx context.Context, logf io.Writer, logPath string) func(what, name string, args ...string) error {
 	return func(what, name string, args ...string) error {
 		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Env = append(os.Environ(), reproducibleEnv...)
+		cmd.Env = o.env()
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("minimal kernel: %s: %w\n%s", what, err, tail(logPath, 20))
@@ -372,18 +416,19 @@ func checkedConfig(obj string, fragment []byte) ([]byte, error) {
 	return final, nil
 }
 
-// makeBzImage runs `make bzImage` in obj (with progress logs) and returns the image and the
-// kernel release.
+// makeBzImage runs `make bzImage` (ppc64le: `make vmlinux`) in obj (with progress logs) and
+// returns the image and the kernel release.
 func (o *BuildOptions) makeBzImage(ctx context.Context, run func(what, name string, args ...string) error, src, obj, logPath string, start time.Time) ([]byte, string, error) {
 	mk := makeArgs(src, obj)
+	spec := o.Arch.spec()
 	stop := o.progress(logPath, start)
-	err := run("make bzImage", "make", mk(fmt.Sprintf("-j%d", o.Jobs), "bzImage")...)
+	err := run("make "+spec.target, "make", mk(fmt.Sprintf("-j%d", o.Jobs), spec.target)...)
 	stop()
 	if err != nil {
 		return nil, "", err
 	}
 	cmd := exec.CommandContext(ctx, "make", mk("-s", "kernelrelease")...)
-	cmd.Env = append(os.Environ(), reproducibleEnv...)
+	cmd.Env = o.env()
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, "", fmt.Errorf("minimal kernel: kernelrelease: %w", err)
@@ -392,9 +437,12 @@ func (o *BuildOptions) makeBzImage(ctx context.Context, run func(what, name stri
 	if !releaseRE.MatchString(release) {
 		return nil, "", fmt.Errorf("minimal kernel: kernelrelease %q: not a kernel release", release)
 	}
-	img, err := os.ReadFile(filepath.Join(obj, "arch/x86/boot/bzImage"))
+	img, err := os.ReadFile(filepath.Join(obj, spec.image))
 	if err != nil {
 		return nil, "", fmt.Errorf("minimal kernel: %w", err)
+	}
+	if err := spec.check(img); err != nil {
+		return nil, "", fmt.Errorf("minimal kernel: %s: %w", spec.image, err)
 	}
 	return img, release, nil
 }

@@ -112,6 +112,9 @@ func (v Builtin) options(initramfsPath string) []KconfigOption {
 // kernel is built first when the cache does not hold it with its tree (a full build); the
 // variant itself is not cached (its initramfs is the agent, which changes with every build).
 func BuildBuiltin(ctx context.Context, o BuildOptions, v Builtin) (*Variant, error) {
+	if o.Arch != "" && o.Arch != ArchX86_64 {
+		return nil, fmt.Errorf("built-in variant: %s: only x86_64 (the TDX measurement it exists for): %w", o.Arch, ErrUnknownArch)
+	}
 	if err := v.Validate(); err != nil {
 		return nil, err
 	}

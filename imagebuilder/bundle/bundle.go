@@ -26,13 +26,19 @@ const (
 // Version is the guest.json format version this code writes and accepts.
 const Version = 1
 
+// ArchPPC64LE is guest.json's arch of a ppc64le (pseries, IBM PEF) guest.
+const ArchPPC64LE = "ppc64le"
+
 // Config is guest.json.
 type Config struct {
-	Version      int          `json:"version"`
-	Cmdline      string       `json:"cmdline"`
-	VCPUs        int          `json:"vcpus"`
-	MemoryMiB    int          `json:"memoryMiB"`
-	VCPUType     string       `json:"vcpuType,omitempty"`
+	Version   int    `json:"version"`
+	Cmdline   string `json:"cmdline"`
+	VCPUs     int    `json:"vcpus"`
+	MemoryMiB int    `json:"memoryMiB"`
+	VCPUType  string `json:"vcpuType,omitempty"`
+	// Arch is the guest's architecture: "" (x86_64) or "ppc64le" (a pseries guest for IBM PEF,
+	// booted with qemu-system-ppc64 -M pseries; its kernel is the vmlinux ELF).
+	Arch         string       `json:"arch,omitempty"`
 	Measurements Measurements `json:"measurements"`
 }
 
@@ -88,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryMiB < 64 || c.MemoryMiB > 1<<20 {
 		return fmt.Errorf("guest.json: memoryMiB: %d out of range 64..1048576", c.MemoryMiB)
+	}
+	if c.Arch != "" && c.Arch != ArchPPC64LE {
+		return fmt.Errorf("guest.json: arch: %q (want absent for x86_64, or %q)", c.Arch, ArchPPC64LE)
 	}
 	if strings.ContainsRune(c.Cmdline, 0) {
 		return errors.New("guest.json: cmdline: contains a NUL byte")

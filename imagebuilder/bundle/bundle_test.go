@@ -20,6 +20,12 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Arch != "" {
+		t.Errorf("arch %q: an x86 guest.json has none", c.Arch)
+	}
+	if p, err := ParseConfig([]byte(`{"version": 1, "vcpus": 1, "memoryMiB": 512, "arch": "ppc64le"}`)); err != nil || p.Arch != ArchPPC64LE {
+		t.Errorf("ppc64le: %+v, %v", p, err)
+	}
 	for tt, want := range map[tee.TEE]string{tee.Sim: hex48, tee.SNP: hex48, tee.TDX: hex48 + ":" + hex48 + ":",
 		tee.SimTDX: hex48 + "::" + hex48 + ":" + hex48 + ":"} {
 		got, err := c.Measurement(tt)
@@ -50,6 +56,8 @@ func TestParseConfigRejects(t *testing.T) {
 		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "measurements": {"sim-tdx": {"mrtd": "` + hex48 + `", "rtmrs": ["", "ab"]}}}`: "measurements.sim-tdx.rtmrs[1]",
 		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "cmdline": "a\u0000b"}`:                                                       "cmdline: contains a NUL",
 		`{"version": 1,`: "guest.json: unexpected end",
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "arch": "ppc64"}`:  `arch: "ppc64"`,
+		`{"version": 1, "vcpus": 1, "memoryMiB": 512, "arch": "x86_64"}`: `arch: "x86_64" (want absent`,
 	}
 	for in, want := range tests {
 		if _, err := ParseConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {

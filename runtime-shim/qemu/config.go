@@ -130,6 +130,9 @@ type Guest struct {
 	// VCPUType is the SNP vCPU model the measurement assumed (guest.json vcpuType; "" =
 	// EPYC-v4, the measure package's default).
 	VCPUType string
+	// Arch is guest.json's arch: "" (x86_64, the q35 machine) or bundle.ArchPPC64LE (the
+	// pseries machine, qemu-system-ppc64; pseries.go).
+	Arch string
 }
 
 // GuestFromBundle returns the Guest for a loaded guest bundle (bundle.Load): file paths under
@@ -146,6 +149,7 @@ func GuestFromBundle(b *bundle.Bundle) Guest {
 		VCPUs:     in.VCPUs,
 		MemoryMiB: b.Config.MemoryMiB, // not measured: sized by the pod (docs/runtime.md)
 		VCPUType:  in.VCPUType,
+		Arch:      b.Config.Arch,
 	}
 	if len(in.Boot.Initrd) > 0 {
 		g.Initrd = filepath.Join(b.Dir, bundle.InitrdFile)
@@ -378,6 +382,9 @@ func (c *Config) Command() (*Command, error) {
 	if g.MemoryMiB < 64 || g.MemoryMiB > 1<<20 {
 		return nil, invalid("Guest.MemoryMiB", "%d out of range 64..1048576", g.MemoryMiB)
 	}
+	if g.Arch != "" && g.Arch != bundle.ArchPPC64LE {
+		return nil, invalid("Guest.Arch", "%q is not empty (x86_64) or %s", g.Arch, bundle.ArchPPC64LE)
+	}
 	if strings.ContainsAny(g.Cmdline, "\x00\n\r") {
 		return nil, invalid("Guest.Cmdline", "must not contain NULs or newlines")
 	}
@@ -396,7 +403,7 @@ func (c *Config) Command() (*Command, error) {
 	binary := c.Binary
 	if binary == "" {
 		binary = BinaryX86
-		if c.TEE == TEEPEF {
+		if c.isPseries() {
 			binary = BinaryPPC64
 		}
 	}
@@ -410,6 +417,8 @@ func (c *Config) Command() (*Command, error) {
 			}
 		case accel == AccelKVM:
 			cpu = "host"
+		case c.isPseries():
+			cpu = PseriesTCGCPU
 		default:
 			cpu = "max"
 		}
@@ -441,8 +450,14 @@ func (c *Config) Command() (*Command, error) {
 
 	// Machine and TEE objects.
 	mem := strconv.Itoa(g.MemoryMiB)
-	switch c.TEE {
-	case TEESim, TEESimTDX:
+	switch {
+	case c.isPseries():
+		m, err := pseriesMachine(c.TEE, accel, tbSize)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, m...)
+	case c.TEE == TEESim, c.TEE == TEESimTDX:
 		if accel == AccelTCG {
 			// Emulation only: a bounded translation cache (QEMU refuses -accel next to
 			// -machine accel=).
@@ -450,7 +465,7 @@ func (c *Config) Command() (*Command, error) {
 		} else {
 			args = append(args, "-machine", "q35,accel="+string(accel))
 		}
-	case TEESNP:
+	case c.TEE == TEESNP:
 		o := c.SNP
 		if o.CBitPos == 0 {
 			o.CBitPos = DefaultSNPCBit
@@ -472,7 +487,7 @@ func (c *Config) Command() (*Command, error) {
 			"-object", "memory-backend-memfd,id=ram0,size="+mem+"M,share=true,prealloc=false",
 			"-object", fmt.Sprintf("sev-snp-guest,id=sev0,cbitpos=%d,reduced-phys-bits=%d,policy=%#x,kernel-hashes=on,host-data=%s",
 				o.CBitPos, o.ReducedPhysBits, o.Policy, base64.StdEncoding.EncodeToString(hostData)))
-	case TEETDX:
+	case c.TEE == TEETDX:
 		obj := tdxObject{QOMType: "tdx-guest", ID: "tdx0", SeptVEDisable: true, MRConfigID: base64.StdEncoding.EncodeToString(hostData)}
 		qgs, err := c.TDX.socket()
 		if err != nil {
@@ -488,10 +503,6 @@ func (c *Config) Command() (*Command, error) {
 		args = append(args,
 			"-machine", "q35,accel=kvm,kernel-irqchip=split,confidential-guest-support=tdx0",
 			"-object", string(js))
-	case TEEPEF:
-		args = append(args,
-			"-machine", "pseries,accel=kvm,confidential-guest-support=pef0",
-			"-object", "pef-guest,id=pef0")
 	}
 	args = append(args,
 		"-cpu", cpu,

@@ -118,6 +118,17 @@ func goldenCases(t *testing.T) map[string]Config {
 			TEE: TEEPEF, Guest: guest(""), AgentSocket: dir + "/agent.sock",
 			NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true},
 		},
+		// The ppc64le guest (guest.json arch ppc64le) under emulation: the pseries machine of
+		// qemu-system-ppc64 with TCG (pseries.go); tests/guest TestBootPPC64LE boots it.
+		"sim-tcg-ppc64le": {
+			TEE: TEESim, Guest: func() Guest {
+				g := guest("")
+				g.Arch = bundle.ArchPPC64LE
+				g.Cmdline = "console=hvc0 quiet panic=-1"
+				return g
+			}(),
+			AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock", NIC: &NIC{User: true, MAC: UserNetMAC()},
+		},
 	}
 }
 
@@ -274,6 +285,11 @@ func TestGuestFromBundle(t *testing.T) {
 	if g := GuestFromBundle(b); g.Firmware != "/x/guest/firmware.fd" {
 		t.Fatalf("firmware path %q", g.Firmware)
 	}
+	// guest.json's arch picks the machine (pseries for ppc64le).
+	b.Config.Arch = bundle.ArchPPC64LE
+	if g := GuestFromBundle(b); g.Arch != bundle.ArchPPC64LE {
+		t.Fatalf("arch %q, want %q", g.Arch, bundle.ArchPPC64LE)
+	}
 }
 
 func TestRefusals(t *testing.T) {
@@ -308,6 +324,12 @@ func TestRefusals(t *testing.T) {
 			c.TEE, c.Accel, c.SimSPSocket, c.HostData, c.Guest.Firmware = TEETDX, AccelTCG, "", digest, "/fw"
 		}},
 		{"same socket twice", "SimSPSocket", func(c *Config) { c.SimSPSocket = c.AgentSocket }},
+		{"unknown guest arch", "Guest.Arch", func(c *Config) { c.Guest.Arch = "riscv64" }},
+		{"ppc64le under sim-tdx", "Guest.Arch", func(c *Config) { c.TEE, c.Guest.Arch = TEESimTDX, bundle.ArchPPC64LE }},
+		{"ppc64le under snp", "Guest.Arch", func(c *Config) {
+			c.TEE, c.Accel, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.Guest.Arch = TEESNP, "", "", digest, "/fw", bundle.ArchPPC64LE
+		}},
+		{"ppc64le with hot-plug ports", "HotplugSlots", func(c *Config) { c.Guest.Arch, c.HotplugSlots = bundle.ArchPPC64LE, 1 }},
 		{"snp with sim-sp", "SimSPSocket", func(c *Config) { c.TEE, c.Accel, c.HostData, c.Guest.Firmware = TEESNP, "", digest, "/fw" }},
 		{"snp without host data", "HostData", func(c *Config) { c.TEE, c.SimSPSocket, c.Guest.Firmware = TEESNP, "", "/fw" }},
 		{"tdx short host data", "HostData", func(c *Config) { c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware = TEETDX, "", digest[:20], "/fw" }},

@@ -49,7 +49,7 @@ func (c *Config) hotplugArgs() ([]string, error) {
 	if n < 0 || n > MaxHotplugSlots {
 		return nil, invalid("HotplugSlots", "%d out of range 0..%d", n, MaxHotplugSlots)
 	}
-	if c.TEE == TEEPEF {
+	if c.isPseries() {
 		return nil, invalid("HotplugSlots", "the pef (pseries) VM has no PCIe root ports")
 	}
 	args := []string{"-global", NativeHotplugGlobal}

@@ -17,12 +17,16 @@ var (
 	makefile []byte
 	//go:embed tree/merge_config.sh
 	mergeConfig []byte
+	//go:embed tree/tiny-base.config
+	tinyBase []byte
 )
 
 // Tarball writes the fake source as a .tar.xz and returns its path. The "bzImage" it builds is
 // template (when not nil, e.g. a synthetic EFI-stub bzImage that the measurement code parses)
 // followed by the .config and the built-in initramfs; without a template it starts with "MZ".
-// It skips the test when make, tar, xz or gcc (the build asks gcc --version) is missing.
+// It skips the test when make, tar, xz or gcc (the build asks gcc --version) is missing. The
+// ppc64le build's "vmlinux" is template followed by the .config and the ARCH and CROSS_COMPILE
+// make saw (tree/Makefile).
 func Tarball(t testing.TB, template []byte) string {
 	t.Helper()
 	for _, tool := range []string{"make", "tar", "xz", "gcc"} {
@@ -39,6 +43,7 @@ func Tarball(t testing.TB, template []byte) string {
 	}{
 		{"Makefile", makefile, 0o644},
 		{"scripts/kconfig/merge_config.sh", mergeConfig, 0o755},
+		{"kernel/configs/tiny-base.config", tinyBase, 0o644},
 	}
 	if template != nil {
 		files = append(files, struct {

@@ -32,11 +32,13 @@ import (
 
 // Defaults of the guest build. See docs/guest.md for why the console is ttyS0.
 const (
-	DefaultCmdline     = "console=ttyS0 quiet panic=-1"
-	DefaultVCPUs       = 1
-	DefaultMemoryMiB   = 512
-	DefaultCompression = initrd.CompressAuto
-	SourcesFile        = "SOURCES.txt"
+	DefaultCmdline = "console=ttyS0 quiet panic=-1"
+	// DefaultCmdlinePPC64LE is the ppc64le default: hvc0 is the pseries hypervisor console.
+	DefaultCmdlinePPC64LE = "console=hvc0 quiet panic=-1"
+	DefaultVCPUs          = 1
+	DefaultMemoryMiB      = 512
+	DefaultCompression    = initrd.CompressAuto
+	SourcesFile           = "SOURCES.txt"
 )
 
 // Kernel flavours (--kernel).
@@ -58,6 +60,10 @@ var (
 type Options struct {
 	// Init is the static binary installed as /init (the agent, or a test init).
 	Init string
+	// Arch is the guest architecture (default kernel.ArchX86_64). kernel.ArchPPC64LE builds
+	// the pseries (IBM PEF) guest: the minimal kernel only, cross-compiled; its vmlinuz is the
+	// vmlinux ELF and Init must be a static ppc64le executable.
+	Arch kernel.Arch
 	// KernelFlavor is KernelMinimal (default) or KernelDebian (implied by Kernel).
 	KernelFlavor string
 	// KernelSource is the minimal kernel's source tarball (default Debian's linux-source-6.1).
@@ -123,8 +129,14 @@ func (o *Options) defaults() {
 	if o.OptionalModules == nil {
 		o.OptionalModules = kernel.DefaultOptionalModules
 	}
+	if o.Arch == "" {
+		o.Arch = kernel.ArchX86_64
+	}
 	if o.Cmdline == "" {
 		o.Cmdline = DefaultCmdline
+		if o.Arch == kernel.ArchPPC64LE {
+			o.Cmdline = DefaultCmdlinePPC64LE
+		}
 	}
 	if o.VCPUs == 0 {
 		o.VCPUs = DefaultVCPUs
@@ -167,7 +179,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		o.Compression = initrd.CompressNone
 		o.Cmdline = builtinCmdline(o.Cmdline)
 	}
-	initBin, err := readInit(o.Init)
+	initBin, err := readInit(o.Init, o.Arch)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +223,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		img = []byte{} // initrd.img stays, empty: no separate initrd (the shim passes no -initrd)
 	}
 	b := &bundle.Bundle{
-		Config:   bundle.Config{Version: bundle.Version, Cmdline: o.Cmdline, VCPUs: o.VCPUs, MemoryMiB: o.MemoryMiB},
+		Config:   bundle.Config{Version: bundle.Version, Arch: bundleArch(o.Arch), Cmdline: o.Cmdline, VCPUs: o.VCPUs, MemoryMiB: o.MemoryMiB},
 		Kernel:   vmlinuz,
 		Initrd:   img,
 		Firmware: fw,
@@ -224,7 +236,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		in = measure.BundleInputs(b) // everything the firmware supports, plus sim, sim-tdx and pef
 		in.TDXKernelHeader = o.TDXKernelHeader
 	}
-	if b.Config.Measurements, err = measure.Compute(in); err != nil {
+	if o.Arch == kernel.ArchPPC64LE {
+		b.Config.Measurements, err = pefMeasurements(b)
+	} else {
+		b.Config.Measurements, err = measure.Compute(in)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("guest build: measurements: %w", err)
 	}
 	var notes []string
@@ -292,8 +309,9 @@ func tdxBindsBoot(t *bundle.TDXMeasurement) bool {
 }
 
 // readInit reads the /init binary and checks that it can run as PID 1 of an initrd without a
-// libc: an x86-64 ELF executable with no program interpreter (statically linked).
-func readInit(name string) ([]byte, error) {
+// libc: an ELF executable of the guest's architecture (x86-64, or 64-bit little-endian
+// PowerPC) with no program interpreter (statically linked).
+func readInit(name string, arch kernel.Arch) ([]byte, error) {
 	if name == "" {
 		return nil, fmt.Errorf("init: path required: %w", ErrBadInit)
 	}
@@ -306,8 +324,12 @@ func readInit(name string) ([]byte, error) {
 		return nil, fmt.Errorf("init %s: not an ELF executable: %v: %w", name, err, ErrBadInit)
 	}
 	defer f.Close()
-	if f.Machine != elf.EM_X86_64 || (f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN) {
-		return nil, fmt.Errorf("init %s: %v %v, want an x86-64 executable: %w", name, f.Machine, f.Type, ErrBadInit)
+	machine, want := elf.EM_X86_64, "an x86-64 executable"
+	if arch == kernel.ArchPPC64LE {
+		machine, want = elf.EM_PPC64, "a little-endian ppc64 executable (GOARCH=ppc64le)"
+	}
+	if f.Machine != machine || f.Data != elf.ELFDATA2LSB || (f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN) {
+		return nil, fmt.Errorf("init %s: %v %v %v, want %s: %w", name, f.Machine, f.Data, f.Type, want, ErrBadInit)
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -376,6 +398,9 @@ func sourcesText(k *guestKernel, initBin []byte, o Options, b *bundle.Bundle, no
 	switch {
 	case k.built != nil:
 		fmt.Fprintf(&s, "kernel: %s\n", KernelMinimal)
+		if o.Arch != kernel.ArchX86_64 {
+			fmt.Fprintf(&s, "arch: %s\n", o.Arch)
+		}
 		fmt.Fprintf(&s, "kernel-source-package: %s=%s\n", k.built.SourcePackage, k.built.SourceVersion)
 		fmt.Fprintf(&s, "kernel-source-sha256: %s\n", k.built.SourceSHA256)
 		fmt.Fprintf(&s, "kernel-config-fragment-sha256: %s\n", k.built.FragmentSHA256)

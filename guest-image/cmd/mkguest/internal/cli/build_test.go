@@ -76,11 +76,11 @@ func TestReadInit(t *testing.T) {
 		}
 	}
 	for in, want := range tests {
-		if _, err := readInit(in); !errors.Is(err, ErrBadInit) && !errors.Is(err, fs.ErrNotExist) || err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := readInit(in, kernel.ArchX86_64); !errors.Is(err, ErrBadInit) && !errors.Is(err, fs.ErrNotExist) || err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("readInit(%q) err = %v, want %q", in, err, want)
 		}
 	}
-	if _, err := readInit(testInit(t)); err != nil {
+	if _, err := readInit(testInit(t), kernel.ArchX86_64); err != nil {
 		t.Errorf("static test init refused: %v", err)
 	}
 }

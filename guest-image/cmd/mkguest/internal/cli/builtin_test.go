@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sealpod/sealpod/guest-image/initrd"
+	"github.com/sealpod/sealpod/guest-image/kernel"
 	"github.com/sealpod/sealpod/guest-image/kernel/fakesource"
 	"github.com/sealpod/sealpod/guest-image/measure/measuretest"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
@@ -231,14 +232,14 @@ func TestKernelFlagsRefused(t *testing.T) {
 // TestKernelOptionFragment: --kernel-option lines are appended to the minimal fragment (=n as
 // "is not set"), change the cache key, reach the kernel's .config and are listed in SOURCES.txt.
 func TestKernelOptionFragment(t *testing.T) {
-	frag, err := fragment([]string{"CONFIG_TSM_REPORTS=y", "CONFIG_NR_CPUS=8", "CONFIG_SEV_GUEST=n", `CONFIG_DEFAULT_HOSTNAME="pod"`})
+	frag, err := fragment(kernel.ArchX86_64, []string{"CONFIG_TSM_REPORTS=y", "CONFIG_NR_CPUS=8", "CONFIG_SEV_GUEST=n", `CONFIG_DEFAULT_HOSTNAME="pod"`})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.HasPrefix(frag, []byte("# Sealpod")) || !bytes.HasSuffix(frag, []byte("CONFIG_TSM_REPORTS=y\nCONFIG_NR_CPUS=8\n# CONFIG_SEV_GUEST is not set\nCONFIG_DEFAULT_HOSTNAME=\"pod\"\n")) {
 		t.Fatalf("fragment ends:\n%s", frag[max(0, len(frag)-200):])
 	}
-	if f, err := fragment(nil); f != nil || err != nil {
+	if f, err := fragment(kernel.ArchX86_64, nil); f != nil || err != nil {
 		t.Fatalf("no options: %q %v, want the default fragment (nil)", f, err)
 	}
 	ctx := context.Background()

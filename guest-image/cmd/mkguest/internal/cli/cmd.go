@@ -35,6 +35,7 @@ type mkguestFlags struct {
 	kernelImage     string
 	kernelOptions   []string
 	tdxHeader       string
+	arch            string
 }
 
 // NewMkguestCmd builds the mkguest command.
@@ -63,6 +64,9 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 
   # Debian's packaged kernel (modules in the initrd) instead of the minimal kernel
   mkguest --init bin/sealpod-agent --kernel debian
+
+  # The ppc64le (pseries, IBM PEF) guest: "make guest ARCH=ppc64le"
+  mkguest --arch ppc64le --init bin/sealpod-agent-ppc64le --out out/guest-ppc64le
 
   # Pin Debian's kernel package (no apt index needed once it is cached)
   mkguest --init bin/sealpod-agent --kernel-package linux-image-6.1.0-56-amd64=6.1.192-2
@@ -98,7 +102,8 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 	fl.StringVar(&f.kernelPackage, "kernel-package", "", "pin the kernel package as name=version instead of resolving --kernel-meta")
 	fl.StringSliceVar(&f.modules, "module", kernel.DefaultModules, "kernel modules to include and load (dependencies are added)")
 	fl.StringSliceVar(&f.optionalModules, "optional-module", kernel.DefaultOptionalModules, "modules included only if the kernel has them")
-	fl.StringVar(&f.cmdline, "cmdline", DefaultCmdline, "kernel command line (measured)")
+	fl.StringVar(&f.cmdline, "cmdline", "", "kernel command line (measured; default \""+DefaultCmdline+"\", for ppc64le \""+DefaultCmdlinePPC64LE+"\")")
+	fl.StringVar(&f.arch, "arch", string(kernel.ArchX86_64), "guest architecture: x86_64, or ppc64le (the pseries IBM PEF guest: minimal kernel cross-compiled with powerpc64le-linux-gnu-gcc, a ppc64le --init; docs/pef.md)")
 	fl.IntVar(&f.vcpus, "vcpus", DefaultVCPUs, "vCPUs (guest.json; measured for snp)")
 	fl.IntVar(&f.memoryMiB, "memory-mib", DefaultMemoryMiB, "guest memory in MiB (guest.json)")
 	fl.StringVar(&f.compression, "compression", string(DefaultCompression), "initrd compression: auto (lz4 for the minimal kernel; for debian none if it fits the 32 MiB limit, else gzip), none, lz4 or gzip")
@@ -117,14 +122,21 @@ The same inputs give byte-identical files. See docs/guest.md.`,
 func newKernelCmd() *cobra.Command {
 	var o kernel.BuildOptions
 	var opts []string
+	var arch string
 	cmd := &cobra.Command{
 		Use:   "kernel",
 		Short: "Build the minimal guest kernel into the cache (once) and print its path",
 		Example: `  # What "make kernel" runs
-  mkguest kernel`,
+  mkguest kernel
+
+  # The ppc64le (pseries, IBM PEF) kernel: "make kernel ARCH=ppc64le"
+  mkguest kernel --arch ppc64le`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			frag, err := fragment(opts)
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if o.Arch, err = kernel.ParseArch(arch); err != nil {
+				return err
+			}
+			frag, err := fragment(o.Arch, opts)
 			if err != nil {
 				return err
 			}
@@ -143,6 +155,7 @@ func newKernelCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.Tarball, "kernel-source", "", "source tarball (default "+kernel.DefaultSourceTarball+")")
 	cmd.Flags().StringVar(&o.CacheDir, "kernel-cache-dir", "", "build cache (default $XDG_CACHE_HOME or $HOME/.cache, then sealpod/kernel)")
 	cmd.Flags().StringArrayVar(&opts, "kernel-option", nil, "add CONFIG_NAME=value to the configuration fragment (repeatable)")
+	cmd.Flags().StringVar(&arch, "arch", string(kernel.ArchX86_64), "guest architecture: x86_64 or ppc64le (the pseries PEF guest, cross-compiled with powerpc64le-linux-gnu-gcc)")
 	return cmd
 }
 
@@ -154,6 +167,9 @@ func runMkguest(ctx context.Context, f *mkguestFlags) error {
 		BuiltinInitramfs: f.builtin, KernelImage: f.kernelImage, KernelOptions: f.kernelOptions, TDXKernelHeader: f.tdxHeader,
 	}
 	var err error
+	if o.Arch, err = kernel.ParseArch(f.arch); err != nil {
+		return err
+	}
 	if o.Compression, err = initrd.ParseCompression(f.compression); err != nil {
 		return err
 	}

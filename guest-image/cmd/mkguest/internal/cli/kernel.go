@@ -59,12 +59,16 @@ var reservedOptions = []string{"CONFIG_CMDLINE", "CONFIG_CMDLINE_BOOL", "CONFIG_
 // fragment returns the minimal kernel's configuration fragment with the --kernel-option
 // lines appended (they win over the fragment's own lines), or nil (the default fragment,
 // and so the default cache key) without any.
-func fragment(opts []string) ([]byte, error) {
+func fragment(arch kernel.Arch, opts []string) ([]byte, error) {
 	if len(opts) == 0 {
 		return nil, nil
 	}
 	var b bytes.Buffer
-	b.Write(kernel.MinimalConfig)
+	if arch == kernel.ArchPPC64LE {
+		b.Write(kernel.MinimalConfigPPC64LE)
+	} else {
+		b.Write(kernel.MinimalConfig)
+	}
 	b.WriteString("\n# --- mkguest --kernel-option ---\n")
 	for _, o := range opts {
 		m := kernelOptionRE.FindStringSubmatch(o)
@@ -88,6 +92,9 @@ func fragment(opts []string) ([]byte, error) {
 
 // checkKernelFlags refuses combinations of the kernel flags that do not fit together.
 func checkKernelFlags(o *Options) error {
+	if err := checkArchFlags(o); err != nil {
+		return err
+	}
 	if o.KernelImage != "" {
 		for flag, set := range map[string]bool{
 			"--kernel debian": o.KernelFlavor == KernelDebian, "--kernel-package": o.Kernel.Name != "",
@@ -152,11 +159,11 @@ func getKernel(ctx context.Context, o *Options) (*guestKernel, error) {
 		if o.Kernel.Name != "" {
 			return nil, fmt.Errorf("kernel: a Debian kernel package (%s) was pinned with --kernel %s", o.Kernel, KernelMinimal)
 		}
-		frag, err := fragment(o.KernelOptions)
+		frag, err := fragment(o.Arch, o.KernelOptions)
 		if err != nil {
 			return nil, err
 		}
-		o.kernelBuild = kernel.BuildOptions{Tarball: o.KernelSource, CacheDir: o.KernelCacheDir, Fragment: frag, Log: o.Log}
+		o.kernelBuild = kernel.BuildOptions{Arch: o.Arch, Tarball: o.KernelSource, CacheDir: o.KernelCacheDir, Fragment: frag, Log: o.Log}
 		b, err := kernel.BuildMinimal(ctx, o.kernelBuild)
 		if err != nil {
 			return nil, err
