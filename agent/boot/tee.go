@@ -58,10 +58,11 @@ func findSim() (unseal.Attester, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The host says which simulated TEE (sim or sim-tdx) it launched this guest for.
+	// The host says which simulated TEE (sim, sim-tdx or sim-pef) it launched this guest for;
+	// a sim-pef guest reads its ESM attachments from the simulated ultravisor at once.
 	ctx, cancel := context.WithTimeout(context.Background(), simTEETimeout)
 	defer cancel()
-	a, err := unseal.OpenSim(ctx, f)
+	a, err := unseal.OpenSimTEE(ctx, f)
 	if err != nil {
 		f.Close()
 		return nil, err

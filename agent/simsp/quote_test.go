@@ -76,6 +76,8 @@ func TestParseTEEResponse(t *testing.T) {
 	}{
 		{Response{TEE: "sim"}, tee.Sim, nil},
 		{Response{TEE: "sim-tdx"}, tee.SimTDX, nil},
+		{Response{TEE: "sim-pef"}, tee.SimPEF, nil},
+		{Response{TEE: "sim-pef", File: []byte{1}}, "", ErrTEE},
 		{Response{TEE: "tdx"}, "", ErrTEE},
 		{Response{TEE: "snp"}, "", ErrTEE},
 		{Response{TEE: ""}, "", ErrTEE},

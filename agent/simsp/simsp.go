@@ -8,9 +8,12 @@
 //   - `sim-tdx` (package simtee/tdxsim, the simulated TDX module and quoting enclave): the
 //     guest asks for a quote (Kind KindQuote) and the host answers a TDX v4 quote with MRTD and
 //     RTMRs of what it booted and MRCONFIGID = the envelope digest, signed under the node's
-//     fake Intel PCK chain.
+//     fake Intel PCK chain;
+//   - `sim-pef` (package simtee/pefuv, the simulated PEF ultravisor): the guest asks for an
+//     attachment of its ESM blob by name (Kind KindESMFile, esmfile.go) — the data key and the
+//     broker credential — which on hardware it reads with the UV_ESMB_GET_FILE ultracall.
 //
-// A guest learns which of the two the host plays with a KindTEE request (Client.TEE): the
+// A guest learns which of them the host plays with a KindTEE request (Client.TEE): the
 // guest attests as the TEE it was launched for, and the key broker accepts that TEE only for
 // workloads registered for it. This package holds the frame protocol (both sides) and the
 // guest-side client; it imports nothing of the host side, the broker or the
@@ -78,6 +81,7 @@ type Request struct {
 	Version    int    `json:"version"`
 	Kind       string `json:"kind,omitempty"`       // KindReport (or ""), KindQuote or KindTEE
 	ReportData []byte `json:"reportData,omitempty"` // exactly 64 bytes for a report or a quote
+	Name       string `json:"name,omitempty"`       // the ESM attachment asked for (KindESMFile, sim-pef)
 }
 
 // Response is what the host answers (one of Report, Quote, TEE or Error).
@@ -85,7 +89,8 @@ type Response struct {
 	Report    []byte `json:"report,omitempty"`    // 1184-byte ATTESTATION_REPORT
 	CertTable []byte `json:"certTable,omitempty"` // AMD GUID table: VCEK, ASK, ARK
 	Quote     []byte `json:"quote,omitempty"`     // TDX v4 quote with its PCK chain
-	TEE       string `json:"tee,omitempty"`       // the simulated TEE: sim or sim-tdx
+	TEE       string `json:"tee,omitempty"`       // the simulated TEE: sim, sim-tdx or sim-pef
+	File      []byte `json:"file,omitempty"`      // an ESM attachment (KindESMFile, sim-pef)
 	Error     string `json:"error,omitempty"`
 }
 
@@ -180,7 +185,8 @@ func (c *Client) GetReport(ctx context.Context, reportData [64]byte) (*Report, e
 	return ParseResponse(resp, reportData)
 }
 
-// TEE asks the host which simulated TEE it plays for this guest: tee.Sim or tee.SimTDX.
+// TEE asks the host which simulated TEE it plays for this guest: tee.Sim, tee.SimTDX or
+// tee.SimPEF.
 func (c *Client) TEE(ctx context.Context) (tee.TEE, error) {
 	resp, err := c.roundTrip(ctx, Request{Version: ProtocolVersion, Kind: KindTEE})
 	if err != nil {
@@ -194,12 +200,12 @@ func ParseTEEResponse(resp *Response) (tee.TEE, error) {
 	if resp.Error != "" {
 		return "", fmt.Errorf("%w: %s", ErrRefused, clip(resp.Error))
 	}
-	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || len(resp.Quote) > 0 {
+	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || len(resp.Quote) > 0 || len(resp.File) > 0 {
 		return "", fmt.Errorf("%w: the answer carries evidence, want only a TEE name", ErrTEE)
 	}
 	t, err := tee.Parse(resp.TEE)
 	if err != nil || !t.Simulated() {
-		return "", fmt.Errorf("%w: %q, want %s or %s", ErrTEE, clip(resp.TEE), tee.Sim, tee.SimTDX)
+		return "", fmt.Errorf("%w: %q, want %s, %s or %s", ErrTEE, clip(resp.TEE), tee.Sim, tee.SimTDX, tee.SimPEF)
 	}
 	return t, nil
 }
@@ -228,7 +234,7 @@ func ParseQuoteResponse(resp *Response, reportData [64]byte) (*Quote, error) {
 	if resp.Error != "" {
 		return nil, fmt.Errorf("%w: %s", ErrRefused, clip(resp.Error))
 	}
-	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || resp.TEE != "" {
+	if len(resp.Report) > 0 || len(resp.CertTable) > 0 || resp.TEE != "" || len(resp.File) > 0 {
 		return nil, fmt.Errorf("%w: the answer carries more than a quote", ErrQuote)
 	}
 	q, err := tdxquote.Check(resp.Quote, reportData)

@@ -245,13 +245,24 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	}
 	res.Times.Evidence = time.Since(t)
 	// The launch-bound data must be exactly the digest as this TEE places it (tee.HostData):
-	// no other width, no bytes beyond it.
-	want := digest.HostData(tee.TEE(guestTEE))
-	if want == nil {
-		return fmt.Errorf("unseal %s: %w: TEE %s binds no host data to the launch", h.Workload, ErrHostData, guestTEE)
-	}
-	if !bytes.Equal(ev.HostData, want) {
-		return fmt.Errorf("unseal %s: %w: evidence carries %x, want %x (envelope digest %s)", h.Workload, ErrHostData, ev.HostData, want, digest)
+	// no other width, no bytes beyond it. PEF (pef, sim-pef) binds none: its ultravisor
+	// released the data key sealed with the boot's digests, which authenticates the envelope.
+	var sealedKey []byte
+	if tee.TEE(guestTEE).Evidence() == tee.EvidencePEFCredential {
+		sk, ok := att.(sealedKeyAttester)
+		if !ok {
+			return fmt.Errorf("unseal %s: %w: TEE %s has no sealed data key", h.Workload, ErrHostData, guestTEE)
+		}
+		sealedKey = sk.SealedDataKey()
+		defer clear(sealedKey)
+	} else {
+		want := digest.HostData(tee.TEE(guestTEE))
+		if want == nil {
+			return fmt.Errorf("unseal %s: %w: TEE %s binds no host data to the launch", h.Workload, ErrHostData, guestTEE)
+		}
+		if !bytes.Equal(ev.HostData, want) {
+			return fmt.Errorf("unseal %s: %w: evidence carries %x, want %x (envelope digest %s)", h.Workload, ErrHostData, ev.HostData, want, digest)
+		}
 	}
 	b := <-csrc
 	if b.err != nil {
@@ -266,7 +277,11 @@ func unsealOnce(ctx context.Context, env []byte, c *client.Client, att Attester,
 	res.Times.Key = 0 // the key came with the attest answer
 	t = time.Now()
 	defer clear(rel.Keys.VolumeSecret) // volumeAccess keeps a copy when the spec needs it
-	_, plain, err := envelope.Open(env, rel.Keys.DataKey)
+	dataKey := rel.Keys.DataKey
+	if sealedKey != nil {
+		dataKey = sealedKey // PEF: the key from the ESM blob, not the broker's
+	}
+	_, plain, err := envelope.Open(env, dataKey)
 	clear(rel.Keys.DataKey)
 	if err != nil {
 		return fmt.Errorf("unseal %s: %w", h.Workload, err)

@@ -19,18 +19,20 @@ type TEE string
 
 // The TEEs. Sim is the software simulation of SNP (the shim plays the AMD-SP) and SimTDX the
 // software simulation of TDX (the shim plays TDX module and quoting enclave, signing real v4
-// quotes under a node-local fake Intel chain); neither is ever accepted unless explicitly
-// enabled.
+// quotes under a node-local fake Intel chain) and SimPEF the software simulation of IBM PEF (the
+// node plays the ultravisor with a software host key: simtee/pefuv); none is ever accepted
+// unless explicitly enabled.
 const (
 	SNP    TEE = "snp"
 	TDX    TEE = "tdx"
 	PEF    TEE = "pef"
 	Sim    TEE = "sim"
 	SimTDX TEE = "sim-tdx"
+	SimPEF TEE = "sim-pef"
 )
 
 // Known lists every TEE, in the order used in messages.
-var Known = []TEE{SNP, TDX, PEF, Sim, SimTDX}
+var Known = []TEE{SNP, TDX, PEF, Sim, SimTDX, SimPEF}
 
 // DigestSize is the size of the envelope digest (SHA-256) that the launch carries.
 const DigestSize = 32
@@ -58,7 +60,7 @@ func Parse(s string) (TEE, error) {
 // Validate reports whether t is a known TEE.
 func (t TEE) Validate() error {
 	switch t {
-	case SNP, TDX, PEF, Sim, SimTDX:
+	case SNP, TDX, PEF, Sim, SimTDX, SimPEF:
 		return nil
 	}
 	return fmt.Errorf("%w %q (want one of %s)", ErrUnknown, string(t), KnownList())
@@ -83,7 +85,7 @@ func Strings() []string {
 }
 
 // HostDataSize is the size of the launch-bound data that carries the envelope digest: 32 for
-// snp and sim (HOST_DATA), 48 for tdx and sim-tdx (MRCONFIGID), 0 for pef and unknown TEEs (PEF binds the
+// snp and sim (HOST_DATA), 48 for tdx and sim-tdx (MRCONFIGID), 0 for pef, sim-pef and unknown TEEs (PEF binds the
 // launch through the ESM blob's digests, not a host-data field).
 func (t TEE) HostDataSize() int {
 	switch t {
@@ -96,7 +98,7 @@ func (t TEE) HostDataSize() int {
 }
 
 // HostData places an envelope digest in t's launch-bound field: the 32 bytes as SNP/sim
-// HOST_DATA, zero-padded to 48 bytes as TDX/sim-tdx MRCONFIGID, nil for pef and unknown TEEs. This is
+// HOST_DATA, zero-padded to 48 bytes as TDX/sim-tdx MRCONFIGID, nil for pef, sim-pef and unknown TEEs. This is
 // the only place the rule is written; the shim (QEMU arguments), the agent (its check of its
 // own evidence) and the broker's verifiers all use it.
 func (t TEE) HostData(digest [DigestSize]byte) []byte {
@@ -129,11 +131,11 @@ func (t TEE) Evidence() Evidence {
 		return EvidenceSNPReport
 	case TDX, SimTDX:
 		return EvidenceTDXQuote
-	case PEF:
+	case PEF, SimPEF:
 		return EvidencePEFCredential
 	}
 	return ""
 }
 
 // Simulated reports whether t is a software simulation (never detected, only given).
-func (t TEE) Simulated() bool { return t == Sim || t == SimTDX }
+func (t TEE) Simulated() bool { return t == Sim || t == SimTDX || t == SimPEF }

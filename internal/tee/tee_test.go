@@ -12,8 +12,8 @@ func TestParse(t *testing.T) {
 		want TEE
 		ok   bool
 	}{
-		{"snp", SNP, true}, {"tdx", TDX, true}, {"pef", PEF, true}, {"sim", Sim, true}, {"sim-tdx", SimTDX, true},
-		{"", "", false}, {"SIM-TDX", "", false}, {"sim_tdx", "", false}, {"simtdx", "", false}, {"SNP", "", false}, {" snp", "", false}, {"sev", "", false}, {"sim-pef", "", false},
+		{"snp", SNP, true}, {"tdx", TDX, true}, {"pef", PEF, true}, {"sim", Sim, true}, {"sim-tdx", SimTDX, true}, {"sim-pef", SimPEF, true},
+		{"", "", false}, {"SIM-TDX", "", false}, {"sim_tdx", "", false}, {"simtdx", "", false}, {"SNP", "", false}, {" snp", "", false}, {"sev", "", false}, {"SIM-PEF", "", false}, {"simpef", "", false},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)
@@ -47,6 +47,7 @@ func TestFacts(t *testing.T) {
 		{TDX, 48, append(append([]byte(nil), digest[:]...), make([]byte, 16)...), EvidenceTDXQuote},
 		{SimTDX, 48, append(append([]byte(nil), digest[:]...), make([]byte, 16)...), EvidenceTDXQuote},
 		{PEF, 0, nil, EvidencePEFCredential},
+		{SimPEF, 0, nil, EvidencePEFCredential},
 		{"bogus", 0, nil, ""},
 	}
 	for _, tc := range tests {
@@ -64,7 +65,7 @@ func TestFacts(t *testing.T) {
 
 func TestSimulated(t *testing.T) {
 	for _, k := range Known {
-		want := k == Sim || k == SimTDX
+		want := k == Sim || k == SimTDX || k == SimPEF
 		if got := k.Simulated(); got != want {
 			t.Errorf("%s.Simulated() = %v, want %v", k, got, want)
 		}
@@ -75,7 +76,7 @@ func TestSimulated(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"snp", "tdx", "pef", "sim", "sim-tdx", "", "SNP"} {
+	for _, s := range []string{"snp", "tdx", "pef", "sim", "sim-tdx", "sim-pef", "", "SNP"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -86,7 +87,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if string(got) != s || got.HostDataSize() == 0 && got != PEF {
+		if string(got) != s || got.HostDataSize() == 0 && got.Evidence() != EvidencePEFCredential {
 			t.Fatalf("Parse(%q) = %q", s, got)
 		}
 	})

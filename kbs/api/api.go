@@ -46,6 +46,9 @@ const (
 	TEESim = string(tee.Sim)
 	// TEESimTDX is the simulated TDX (sim-tdx), accepted only under --insecure-sim-roots.
 	TEESimTDX = string(tee.SimTDX)
+	// TEESimPEF is the simulated IBM PEF (sim-pef: the node plays the ultravisor), accepted
+	// only under --insecure-sim-pef.
+	TEESimPEF = string(tee.SimPEF)
 )
 
 // Sizes of protocol values.

@@ -68,13 +68,13 @@ func SignPEFChallenge(priv ed25519.PrivateKey, nonce, teePubKey []byte) *Evidenc
 }
 
 // validatePEFCredential checks Workload.PEFCredential against tees: required (64 lowercase hex
-// characters, an Ed25519 public key) when pef is listed, absent otherwise.
+// characters, an Ed25519 public key) when pef or sim-pef is listed, absent otherwise.
 func validatePEFCredential(cred string, pef bool) error {
 	switch {
 	case !pef && cred != "":
-		return fieldErr("pefCredential", "set, but tee %s is not listed in tees", TEEPEF)
+		return fieldErr("pefCredential", "set, but neither tee %s nor %s is listed in tees", TEEPEF, TEESimPEF)
 	case pef && !isLowerHex(cred, pefCredentialHexLen):
-		return fieldErr("pefCredential", "must be %d lowercase hex characters (the Ed25519 public key of the broker credential sealed in the ESM blob) for tee %s", pefCredentialHexLen, TEEPEF)
+		return fieldErr("pefCredential", "must be %d lowercase hex characters (the Ed25519 public key of the broker credential sealed in the ESM blob) for tee %s and %s", pefCredentialHexLen, TEEPEF, TEESimPEF)
 	}
 	return nil
 }

@@ -51,6 +51,9 @@ func TestWorkloadPEFCredential(t *testing.T) {
 		{"pef with uppercase hex", base([]string{TEEPEF}, strings.ToUpper(cred)), false},
 		{"pef with short credential", base([]string{TEEPEF}, cred[:62]), false},
 		{"credential without pef", base([]string{TEESim}, cred), false},
+		{"sim-pef with credential", base([]string{TEESimPEF}, cred), true},
+		{"sim-pef without credential", base([]string{TEESimPEF}, ""), false},
+		{"pef and sim-pef with credential", base([]string{TEEPEF, TEESimPEF}, cred), true},
 	}
 	tests[4].w.Measurements[TEESim] = []string{strings.Repeat("cd", 48)}
 	for _, tc := range tests {

@@ -160,7 +160,7 @@ func (w *Workload) Validate() error {
 	for _, tee := range w.TEEs {
 		ms := w.Measurements[tee]
 		f := fmt.Sprintf("measurements[%s]", tee)
-		if len(ms) == 0 && tee != TEEPEF {
+		if len(ms) == 0 && tee != TEEPEF && tee != TEESimPEF {
 			return fieldErr(f, "at least one reference measurement is required for TEE %q", tee)
 		}
 		if len(ms) > MaxMeasurementsPerTEE {
@@ -172,7 +172,7 @@ func (w *Workload) Validate() error {
 			}
 		}
 	}
-	if err := validatePEFCredential(w.PEFCredential, seen[TEEPEF]); err != nil {
+	if err := validatePEFCredential(w.PEFCredential, seen[TEEPEF] || seen[TEESimPEF]); err != nil {
 		return err
 	}
 	if !isLowerHex(w.EnvelopeDigest, envelopeDigestHexLen) {
@@ -219,7 +219,7 @@ func validateMeasurement(tee, m string) error {
 				return fmt.Errorf("rtmr%d must be empty or %d lowercase hex characters", j, measurementHexLen)
 			}
 		}
-	case TEEPEF:
+	case TEEPEF, TEESimPEF:
 		if len(m) == 0 || len(m) > 128 || len(m)%2 != 0 || !lowerHexRe.MatchString(m) {
 			return fmt.Errorf("must be lowercase hex of at most 64 bytes")
 		}

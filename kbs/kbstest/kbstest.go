@@ -91,7 +91,7 @@ func Start(t testing.TB) *Broker {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(server.Config{
 		Registry: reg, Audit: au, MeshCA: st.MeshCA, TokenSigner: st.Signer,
-		Verifiers: map[string]verify.Verifier{api.TEESim: sim.New(c.Roots()), api.TEEPEF: pef.Verifier{}},
+		Verifiers: map[string]verify.Verifier{api.TEESim: sim.New(c.Roots()), api.TEEPEF: pef.Verifier{}, api.TEESimPEF: pef.NewSim()},
 		Admin:     admin.NewHandler(reg, au, st.MeshCA, logger, admin.WithAdminCAs(st.AdminCAPool), admin.WithDenyList(admin.NewDenyList(kv))),
 		Ready:     func(ctx context.Context) error { _, err := reg.Head(ctx); return err },
 		Logger:    logger,

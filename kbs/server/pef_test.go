@@ -116,8 +116,60 @@ func TestPEF(t *testing.T) {
 		_, err := e.client.Auth(ctx, api.TEEPEF, e.workload.ID)
 		wantAPIError(t, err, http.StatusForbidden, api.ReasonPolicy, "")
 	})
+	t.Run("sim-pef not enabled", func(t *testing.T) {
+		_, err := e.client.Auth(ctx, api.TEESimPEF, wl.ID)
+		wantAPIError(t, err, http.StatusForbidden, api.ReasonUnsupported, "")
+	})
 	t.Run("sim session for the pef workload", func(t *testing.T) {
 		_, err := e.client.Auth(ctx, api.TEESim, wl.ID)
+		wantAPIError(t, err, http.StatusForbidden, api.ReasonPolicy, "")
+	})
+}
+
+// TestSimPEF: the simulated PEF (the node plays the ultravisor) is accepted only when the
+// broker enables it (--insecure-sim-pef), only for workloads registered for sim-pef, with the
+// same credential check as pef; its tokens say tee=sim-pef.
+func TestSimPEF(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.srv.cfg.Verifiers[api.TEEPEF] = pef.Verifier{}
+	e.srv.cfg.Verifiers[api.TEESimPEF] = pef.NewSim()
+	ctx := context.Background()
+	pub, cred, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := e.workload
+	wl.ID, wl.TEEs, wl.Measurements, wl.MinTCB = "sim-pef-app", []string{api.TEESimPEF}, nil, registry.TCB{}
+	wl.PEFCredential = hex.EncodeToString(pub)
+	if _, err := e.reg.Put(ctx, wl, "test"); err != nil {
+		t.Fatalf("register sim-pef workload: %v", err)
+	}
+	t.Run("accepted with the credential", func(t *testing.T) {
+		s, err := e.client.Auth(ctx, api.TEESimPEF, wl.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Attest(ctx, api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())); err != nil {
+			t.Fatalf("attest: %v", err)
+		}
+		c, err := e.srv.tokens.verify(s.Token, e.clock.now())
+		if err != nil || c.TEE != api.TEESimPEF || c.Workload != wl.ID {
+			t.Fatalf("token claims %+v, %v; want tee=sim-pef workload=%s", c, err, wl.ID)
+		}
+	})
+	t.Run("another credential", func(t *testing.T) {
+		s, err := e.client.Auth(ctx, api.TEESimPEF, wl.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantAPIError(t, s.Attest(ctx, api.SignPEFChallenge(other, s.Nonce, s.PublicKey())), http.StatusForbidden, api.ReasonEvidence, verify.FieldSignature)
+	})
+	t.Run("pef session for the sim-pef workload", func(t *testing.T) {
+		_, err := e.client.Auth(ctx, api.TEEPEF, wl.ID)
 		wantAPIError(t, err, http.StatusForbidden, api.ReasonPolicy, "")
 	})
 }

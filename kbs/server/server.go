@@ -132,6 +132,9 @@ func New(cfg Config) (*Server, error) {
 	if v, ok := cfg.Verifiers[api.TEESimTDX]; ok && v != nil {
 		s.log.Warn("INSECURE: sim-tdx evidence is accepted (--insecure-sim-roots with a fake Intel root); sim-tdx guests are not confidential and every sim-tdx token says tee=sim-tdx")
 	}
+	if v, ok := cfg.Verifiers[api.TEESimPEF]; ok && v != nil {
+		s.log.Warn("INSECURE: sim-pef evidence is accepted (--insecure-sim-pef); the node plays the PEF ultravisor with a software host key, sim-pef guests are not confidential and every sim-pef token says tee=sim-pef")
+	}
 	mux := http.NewServeMux()
 	mux.Handle("POST "+api.PathAuth, s.instrument("auth", s.handleAuth))
 	mux.Handle("POST "+api.PathAttest, s.instrument("attest", s.handleAttest))
@@ -440,6 +443,9 @@ func (s *Server) teeEnabled(tee string) *httpError {
 		if tee == api.TEESimTDX {
 			return fail(http.StatusForbidden, api.ReasonUnsupported, "tee sim-tdx is not enabled on this broker (start it with --insecure-sim-roots naming a roots file from `sealpod-kbs sim-roots --tdx-key-out`)")
 		}
+		if tee == api.TEESimPEF {
+			return fail(http.StatusForbidden, api.ReasonUnsupported, "tee sim-pef is not enabled on this broker (start it with --insecure-sim-pef)")
+		}
 		return fail(http.StatusNotImplemented, api.ReasonUnsupported, "tee %s: no verifier configured", tee)
 	}
 	return nil
@@ -460,7 +466,7 @@ func policyFor(wl *registry.Workload, tee string, reportData []byte) (verify.Pol
 		return verify.Policy{}, fmt.Errorf("workload %s field envelopeDigest: not 32 bytes of hex", wl.ID)
 	}
 	p := verify.Policy{Measurements: wl.Measurements[tee], HostData: hd, ReportData: reportData}
-	if tee == api.TEEPEF {
+	if tee == api.TEEPEF || tee == api.TEESimPEF {
 		// No report: the guest signs with the credential sealed in its ESM blob (kbs/verify/pef).
 		if p.PEFCredential, err = hex.DecodeString(wl.PEFCredential); err != nil || len(p.PEFCredential) != 32 {
 			return p, fmt.Errorf("workload %s field pefCredential: not 32 bytes of hex", wl.ID)

@@ -77,7 +77,8 @@ type Config struct {
 	// TEE is the single TEE of a node configured before "tees" existed: Parse moves it to
 	// TEEs (a file with both is an error).
 	TEE string `json:"tee,omitempty"`
-	// TEEs the node offers, in the node's order of preference: sim, sim-tdx, snp, tdx, pef.
+	// TEEs the node offers, in the node's order of preference: sim, sim-tdx, sim-pef, snp, tdx,
+	// pef.
 	// The shim boots the first one the pod was sealed for (never one only the pod names).
 	TEEs []string `json:"tees,omitempty"`
 	// SimKey is the simulated VCEK private key (`sealpod-kbs sim-roots --key-out`); required
@@ -86,6 +87,10 @@ type Config struct {
 	// SimTDXKey is the node-local fake Intel PCK key and chain (simtee/tdxsim); required when
 	// the node offers sim-tdx, refused otherwise.
 	SimTDXKey string `json:"simTDXKey,omitempty"`
+	// SimPEFKey is the software host key of the simulated PEF ultravisor (simtee/pefuv: a PEM
+	// RSA private key whose public half owners authorise with sealctl --pef-host-key);
+	// required when the node offers sim-pef, refused otherwise.
+	SimPEFKey string `json:"simPEFKey,omitempty"`
 	// SNPCBitPos and SNPReducedPhysBits are QEMU's sev-snp-guest cbitpos and
 	// reduced-phys-bits: the host's CPUID 0x8000001F values (the installer writes them from
 	// its readiness check); 0 = QEMU's usual 51 and 1. Only with snp offered.
@@ -240,7 +245,7 @@ func (c *Config) Validate() error {
 	for _, k := range []struct {
 		field, path string
 		t           tee.TEE
-	}{{"simKey", c.SimKey, tee.Sim}, {"simTDXKey", c.SimTDXKey, tee.SimTDX}} {
+	}{{"simKey", c.SimKey, tee.Sim}, {"simTDXKey", c.SimTDXKey, tee.SimTDX}, {"simPEFKey", c.SimPEFKey, tee.SimPEF}} {
 		switch {
 		case c.Offer(k.t) && k.path == "":
 			return fmt.Errorf("%w: %s: required for tee %s", ErrInvalid, k.field, k.t)

@@ -484,7 +484,7 @@ func TestKubeNodeLabeler(t *testing.T) {
 		}
 	}
 	// One merge patch naming every known TEE's label and the legacy one.
-	want := `{"metadata":{"labels":{"sealpod.io/tee":null,"sealpod.io/tee.pef":null,"sealpod.io/tee.sim":"true","sealpod.io/tee.sim-tdx":"true","sealpod.io/tee.snp":null,"sealpod.io/tee.tdx":null}}}`
+	want := `{"metadata":{"labels":{"sealpod.io/tee":null,"sealpod.io/tee.pef":null,"sealpod.io/tee.sim":"true","sealpod.io/tee.sim-pef":null,"sealpod.io/tee.sim-tdx":"true","sealpod.io/tee.snp":null,"sealpod.io/tee.tdx":null}}}`
 	if len(bodies) != len(steps) || bodies[1] != want {
 		t.Fatalf("patch bodies %q\nwant [1] %s", bodies, want)
 	}

@@ -52,6 +52,9 @@ type TEE = tee.TEE
 const (
 	TEESim    = tee.Sim
 	TEESimTDX = tee.SimTDX
+	// TEESimPEF is the emulated pseries VM of a ppc64le guest with the shim playing the PEF
+	// ultravisor on the sealpod.sim-sp port (simtee/pefuv).
+	TEESimPEF = tee.SimPEF
 	TEESNP    = tee.SNP
 	TEETDX    = tee.TDX
 	TEEPEF    = tee.PEF
@@ -95,7 +98,7 @@ const (
 
 // emulated reports whether t's VM is an ordinary emulated one whose TEE is played by the shim
 // over the sealpod.sim-sp port (sim, sim-tdx).
-func emulated(t TEE) bool { return t == TEESim || t == TEESimTDX }
+func emulated(t TEE) bool { return t == TEESim || t == TEESimTDX || t == TEESimPEF }
 
 // MaxSocketPath is the longest unix socket path QEMU accepts (sun_path is 108 bytes with NUL).
 const MaxSocketPath = 107
@@ -346,7 +349,7 @@ func (c *Config) Validate() error {
 func (c *Config) Command() (*Command, error) {
 	accel := c.Accel
 	switch c.TEE {
-	case TEESim, TEESimTDX:
+	case TEESim, TEESimTDX, TEESimPEF:
 		if accel == "" {
 			accel = AccelTCG
 		}
@@ -358,7 +361,7 @@ func (c *Config) Command() (*Command, error) {
 			return nil, invalid("Accel", "%s needs kvm, got %q", c.TEE, accel)
 		}
 	default:
-		return nil, invalid("TEE", "%q is not one of sim, sim-tdx, snp, tdx, pef", c.TEE)
+		return nil, invalid("TEE", "%q is not one of sim, sim-tdx, sim-pef, snp, tdx, pef", c.TEE)
 	}
 	if accel != AccelTCG && accel != AccelKVM {
 		return nil, invalid("Accel", "%q is not tcg or kvm", accel)
@@ -457,6 +460,8 @@ func (c *Config) Command() (*Command, error) {
 			return nil, err
 		}
 		args = append(args, m...)
+	case c.TEE == TEESimPEF:
+		return nil, invalid("Guest.Arch", "%s boots a ppc64le guest (the pseries machine); guest.json arch is %q", c.TEE, g.Arch)
 	case c.TEE == TEESim, c.TEE == TEESimTDX:
 		if accel == AccelTCG {
 			// Emulation only: a bounded translation cache (QEMU refuses -accel next to

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -326,6 +327,8 @@ func TestRefusals(t *testing.T) {
 		{"same socket twice", "SimSPSocket", func(c *Config) { c.SimSPSocket = c.AgentSocket }},
 		{"unknown guest arch", "Guest.Arch", func(c *Config) { c.Guest.Arch = "riscv64" }},
 		{"ppc64le under sim-tdx", "Guest.Arch", func(c *Config) { c.TEE, c.Guest.Arch = TEESimTDX, bundle.ArchPPC64LE }},
+		{"x86 under sim-pef", "Guest.Arch", func(c *Config) { c.TEE = TEESimPEF }},
+		{"sim-pef without sim-sp", "SimSPSocket", func(c *Config) { c.TEE, c.Guest.Arch, c.SimSPSocket = TEESimPEF, bundle.ArchPPC64LE, "" }},
 		{"ppc64le under snp", "Guest.Arch", func(c *Config) {
 			c.TEE, c.Accel, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.Guest.Arch = TEESNP, "", "", digest, "/fw", bundle.ArchPPC64LE
 		}},
@@ -474,5 +477,24 @@ func TestMemoryOptions(t *testing.T) {
 				t.Errorf("balloon %v for %s: %s", balloon, cfg.TEE, args)
 			}
 		})
+	}
+}
+
+// TestSimPEFIsTheEmulatedPseries: a sim-pef VM is the emulated ppc64le VM of the golden
+// sim-tcg-ppc64le case, argument for argument (the node plays the ultravisor on the sim-sp
+// port; QEMU emulates no PEF).
+func TestSimPEFIsTheEmulatedPseries(t *testing.T) {
+	c := goldenCases(t)["sim-tcg-ppc64le"]
+	want, err := c.Command()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TEE = TEESimPEF
+	got, err := c.Command()
+	if err != nil {
+		t.Fatalf("sim-pef: %v", err)
+	}
+	if got.Path != BinaryPPC64 || !slices.Equal(got.Args, want.Args) {
+		t.Fatalf("sim-pef: %s %q\nwant %s %q", got.Path, got.Args, want.Path, want.Args)
 	}
 }

@@ -34,7 +34,7 @@ func pseriesMachine(t TEE, accel Accel, tbSize int) ([]string, error) {
 	switch {
 	case t == TEEPEF:
 		return []string{"-machine", "pseries,accel=kvm,confidential-guest-support=pef0", "-object", "pef-guest,id=pef0"}, nil
-	case t != TEESim:
+	case t != TEESim && t != TEESimPEF:
 		return nil, invalid("Guest.Arch", "a ppc64le guest runs under pef (on Power) or emulated, not under %s", t)
 	case accel == AccelTCG:
 		return []string{"-machine", pseriesTCGMachine, "-accel", "tcg,tb-size=" + strconv.Itoa(tbSize)}, nil

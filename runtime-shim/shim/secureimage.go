@@ -169,6 +169,11 @@ func loadSecureImage(r *taskAPI.CreateTaskRequest, workload, guestDir string) ([
 			return nil, fmt.Errorf("secure image: guest file %s: %w", g.name, err)
 		}
 	}
+	// PEF: the workload's ESM blob, when the image has one (sim-pef needs it: simpef.go).
+	err = copyRootfsFile(root, filepath.Join(image.PEFDir, workload+".cpio"), filepath.Join(guestDir, ESMCpioFile), maxESMCpio)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("secure image: ESM blob of workload %q: %w", workload, err)
+	}
 	return env, nil
 }
 

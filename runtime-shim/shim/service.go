@@ -238,6 +238,7 @@ func (s *Service) pid() uint32 {
 // simulatedWarnings are the loud warnings of the simulated TEEs a node may offer.
 var simulatedWarnings = map[tee.TEE]string{
 	tee.Sim:    "INSECURE: this node offers the simulated AMD-SP (tee sim): attestation proves nothing about the hardware; for development and CI only",
+	tee.SimPEF: "INSECURE: this node offers the simulated IBM PEF ultravisor (tee sim-pef, a software host key): the node opens the guests' ESM blobs and can read their keys and memory; for development and CI only",
 	tee.SimTDX: "INSECURE: this node offers the simulated TDX module and quoting enclave (tee sim-tdx, a node-local fake Intel PCK chain): attestation proves nothing about the hardware; for development and CI only",
 }
 

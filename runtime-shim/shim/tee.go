@@ -98,6 +98,8 @@ func simService(t tee.TEE, cfg *config.Config, g *bundle.Bundle, env []byte) (*t
 		}}, nil
 	case tee.SimTDX:
 		return simTDXService(cfg, g, env)
+	case tee.SimPEF:
+		return simPEFService(cfg, g, slog.Default())
 	}
 	return nil, nil
 }

@@ -61,7 +61,7 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 		AgentSocket: v.agentSocket(), Name: v.Name,
 	}
 	switch v.TEE {
-	case tee.Sim, tee.SimTDX:
+	case tee.Sim, tee.SimTDX, tee.SimPEF:
 		// Emulated: the shim plays the TEE on the sealpod.sim-sp port.
 		c.SimSPSocket = v.spSocket()
 	case tee.SNP:
@@ -75,7 +75,7 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 		}
 		c.HostData, c.TDX = v.HostData, v.TDX
 	default:
-		return c, fmt.Errorf("tee %q: this shim launches sim, sim-tdx, snp and tdx guests", v.TEE)
+		return c, fmt.Errorf("tee %q: this shim launches sim, sim-tdx, sim-pef, snp and tdx guests", v.TEE)
 	}
 	switch v.Network {
 	case config.NetworkUser:

@@ -10,8 +10,8 @@
 //   - SVM.GetFile hands the guest one attachment (the workload's data key, the broker
 //     credential), once per boot. On hardware the guest kernel reads it with the
 //     UV_ESMB_GET_FILE ultracall (0xF14C: 64 bytes per call, sequentially, once per boot);
-//     under sim-pef the node would serve it on the agent channel instead (not wired yet:
-//     docs/pef.md "sim-pef").
+//     under sim-pef the node serves it on the simulated-TEE port instead (Serve, serve.go;
+//     the shim launches through Launch: docs/pef.md "sim-pef").
 //
 // INSECURE BY CONSTRUCTION: the node holds the host private key and can read and write guest
 // memory; there is no secure memory and no ultravisor. It exists so CI can run the PEF sealing

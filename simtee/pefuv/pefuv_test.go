@@ -113,22 +113,7 @@ func TestEnterSecureModeRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpioLen := len(s.boot.Initrd) - len(rest)
-	// A byte of the kernel that objcopy keeps (so the kernel digest must change): the first
-	// byte of the first allocated section with contents.
-	f, err := elf.NewFile(bytes.NewReader(s.boot.Kernel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := -1
-	for _, sec := range f.Sections {
-		if sec.Flags&elf.SHF_ALLOC != 0 && sec.Type == elf.SHT_PROGBITS && sec.Size > 0 {
-			at = int(sec.Offset)
-			break
-		}
-	}
-	if at < 0 {
-		t.Fatal("the fixture has no allocated section with contents")
-	}
+	at := keptKernelByte(t, s.boot.Kernel)
 	for _, tc := range []struct {
 		name string
 		key  int
@@ -207,4 +192,21 @@ func TestLoadHostKey(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", name, err, want)
 		}
 	}
+}
+
+// keptKernelByte returns the offset of a byte of vmlinux that objcopy keeps (so the kernel
+// digest must change with it): the first byte of the first allocated section with contents.
+func keptKernelByte(t *testing.T, vmlinux []byte) int {
+	t.Helper()
+	f, err := elf.NewFile(bytes.NewReader(vmlinux))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range f.Sections {
+		if sec.Flags&elf.SHF_ALLOC != 0 && sec.Type == elf.SHT_PROGBITS && sec.Size > 0 {
+			return int(sec.Offset)
+		}
+	}
+	t.Fatal("the fixture has no allocated section with contents")
+	return -1
 }

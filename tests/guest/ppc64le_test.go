@@ -47,31 +47,11 @@ func TestBootPPC64LE(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the ppc64le kernel build and the pseries boot")
 	}
-	for tool, pkg := range map[string]string{qemu.BinaryPPC64: "qemu-system-ppc", kernel.CrossCompilePPC64LE + "gcc": "gcc-powerpc64le-linux-gnu"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testdeps.Missing(t, "the ppc64le guest: %s (Debian %s; make deps installs it): %v", tool, pkg, err)
-		}
-	}
+	requirePPC64LE(t)
 	root, work := repopath.Root(t), t.TempDir()
 	bin := filepath.Join(work, "bin")
 	proc.Run(t, root, []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}, "go", "build", "-o", bin+"/", "./guest-image/cmd/mkguest")
-	agent := filepath.Join(bin, "sealpod-agent-ppc64le")
-	proc.Run(t, root, ppc64leCgoEnv, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
-		"-ldflags", "-s -w -extldflags -static", "-o", agent, "./agent/cmd/sealpod-agent")
-	guestDir := filepath.Join(work, "guest")
-	t0 := time.Now()
-	proc.Run(t, root, nil, filepath.Join(bin, "mkguest"), "--arch", "ppc64le", "--init", agent, "--out", guestDir)
-	t.Logf("mkguest --arch ppc64le: %v", time.Since(t0).Round(time.Millisecond))
-	b, err := bundle.Load(guestDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Config.Arch != bundle.ArchPPC64LE || b.Config.Measurements.PEF == nil || b.Config.Measurements.PEF.RTAS == "" || b.Config.Measurements.Sim != "" {
-		t.Fatalf("guest.json: arch %q, measurements %+v; want ppc64le with svm-tools' pef digests only", b.Config.Arch, b.Config.Measurements)
-	}
-	if err := kernel.CheckPPC64LEVmlinux(b.Kernel); err != nil {
-		t.Fatal(err)
-	}
+	b := buildPPC64LEGuest(t, root, bin, filepath.Join(work, "guest"))
 
 	// Seal for a (software) host key and let the simulated ultravisor check the boot.
 	hostKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -157,4 +137,38 @@ func TestBootPPC64LE(t *testing.T) {
 		t.Fatalf("agent state %q, want %q", p.State, api.StateSealed)
 	}
 	t.Logf("ppc64le agent ready (Ping: state %s) %v after QEMU start (pseries, TCG)", p.State, time.Since(vm.Started()).Round(time.Millisecond))
+}
+
+// requirePPC64LE checks the ppc64le guest's build and boot dependencies (under CI=true a
+// missing one fails the test: testdeps.Missing).
+func requirePPC64LE(t *testing.T) {
+	t.Helper()
+	for tool, pkg := range map[string]string{qemu.BinaryPPC64: "qemu-system-ppc", kernel.CrossCompilePPC64LE + "gcc": "gcc-powerpc64le-linux-gnu"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testdeps.Missing(t, "the ppc64le guest: %s (Debian %s; make deps installs it): %v", tool, pkg, err)
+		}
+	}
+}
+
+// buildPPC64LEGuest cross-builds the ppc64le agent into bin and the guest bundle around it
+// with bin/mkguest (mkguest flags extra, e.g. --cmdline) into guestDir, and checks it.
+func buildPPC64LEGuest(t *testing.T, root, bin, guestDir string, extra ...string) *bundle.Bundle {
+	t.Helper()
+	agent := filepath.Join(bin, "sealpod-agent-ppc64le")
+	proc.Run(t, root, ppc64leCgoEnv, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
+		"-ldflags", "-s -w -extldflags -static", "-o", agent, "./agent/cmd/sealpod-agent")
+	t0 := time.Now()
+	proc.Run(t, root, nil, filepath.Join(bin, "mkguest"), append([]string{"--arch", "ppc64le", "--init", agent, "--out", guestDir}, extra...)...)
+	t.Logf("mkguest --arch ppc64le: %v", time.Since(t0).Round(time.Millisecond))
+	b, err := bundle.Load(guestDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Config.Arch != bundle.ArchPPC64LE || b.Config.Measurements.PEF == nil || b.Config.Measurements.PEF.RTAS == "" || b.Config.Measurements.Sim != "" {
+		t.Fatalf("guest.json: arch %q, measurements %+v; want ppc64le with svm-tools' pef digests only", b.Config.Arch, b.Config.Measurements)
+	}
+	if err := kernel.CheckPPC64LEVmlinux(b.Kernel); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

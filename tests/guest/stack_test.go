@@ -62,41 +62,72 @@ func newE2EStack(t *testing.T) *e2eStack {
 	s := &e2eStack{root: repopath.Root(t), work: t.TempDir()}
 	s.bin = filepath.Join(s.work, "bin")
 	t0 := time.Now()
-	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
-	proc.Run(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest", "./tests/guest/internal/workload")
+	s.buildHostTools(t, nil)
 	proc.Run(t, s.root, []string{"CGO_ENABLED=1", "GOFLAGS=-buildvcs=false"}, "go", "build", "-trimpath", "-tags", "netgo,osusergo,seccomp",
 		"-ldflags", "-s -w -extldflags -static", "-o", filepath.Join(s.bin, "sealpod-agent"), "./agent/cmd/sealpod-agent")
 	t.Logf("built agent, sealpod-kbs, mkguest, devregistry, workload in %v", time.Since(t0).Round(time.Millisecond))
+	s.startServices(t, "amd64", true)
 
+	// The measured guest: mkguest around the agent. The command line (measured) lets this
+	// test guest pull from the plain-HTTP devregistry.
+	t0 = time.Now()
+	s.guestDir = filepath.Join(s.work, "guest")
+	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, s.regPort)
+	proc.Run(t, s.root, nil, filepath.Join(s.bin, "mkguest"), "--init", filepath.Join(s.bin, "sealpod-agent"), "--out", s.guestDir, "--cmdline", cmdline)
+	var err error
+	if s.bundle, err = bundle.Load(s.guestDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest bundle built in %v (initrd %d bytes, sim measurement %s)", time.Since(t0).Round(time.Millisecond), len(s.bundle.Initrd), s.bundle.Config.Measurements.Sim)
+	return s
+}
+
+// buildHostTools builds sealpod-kbs, devregistry and mkguest for the host, and the workload
+// binary with workloadEnv (e.g. GOARCH=ppc64le; static, no cgo).
+func (s *e2eStack) buildHostTools(t *testing.T, workloadEnv []string) {
+	t.Helper()
+	noCgo := []string{"CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}
+	proc.Run(t, s.root, noCgo, "go", "build", "-o", s.bin+"/", "./kbs/cmd/sealpod-kbs", "./hack/cmd/devregistry", "./guest-image/cmd/mkguest")
+	proc.Run(t, s.root, append(noCgo, workloadEnv...), "go", "build", "-o", filepath.Join(s.bin, "workload"), "./tests/guest/internal/workload")
+}
+
+// startServices starts the registry with the workload image (of architecture arch) and the
+// key broker, with sim roots when sim is set, and extra serve flags (e.g. --insecure-sim-pef).
+func (s *e2eStack) startServices(t *testing.T, arch string, sim bool, kbsFlags ...string) {
+	t.Helper()
 	// Registry + the workload image.
 	s.regPort = proc.FreePort(t)
 	reg := fmt.Sprintf("127.0.0.1:%d", s.regPort)
 	proc.Daemon(t, filepath.Join(s.work, "registry.log"), nil, filepath.Join(s.bin, "devregistry"), "serve", "--listen", reg)
 	proc.WaitFor(t, "tcp "+reg, 30*time.Second, func() bool { return proc.CanDial("tcp", reg) })
 	out := proc.Run(t, s.root, nil, filepath.Join(s.bin, "devregistry"), "push-binary", "--binary", filepath.Join(s.bin, "workload"),
-		"--ref", reg+"/sealpod/workload:e2e", "--path", "/workload")
+		"--ref", reg+"/sealpod/workload:e2e", "--path", "/workload", "--arch", arch)
 	pushed := strings.TrimSpace(out)
 	if !strings.HasPrefix(pushed, reg+"/sealpod/workload@sha256:") {
 		t.Fatalf("push-binary printed %q", pushed)
 	}
 	s.imageRef = strings.Replace(pushed, "127.0.0.1:", slirpHost+":", 1)
 
-	// Key broker with sim roots; its certificate names 10.0.2.2 (the guest) and 127.0.0.1.
+	// Key broker (with sim roots if sim); its certificate names 10.0.2.2 (the guest) and
+	// 127.0.0.1.
 	kbs := filepath.Join(s.bin, "sealpod-kbs")
-	roots, key := filepath.Join(s.work, "sim-roots.pem"), filepath.Join(s.work, "sim-vcek.pem")
-	proc.Run(t, s.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
+	var err error
+	if sim {
+		roots, key := filepath.Join(s.work, "sim-roots.pem"), filepath.Join(s.work, "sim-vcek.pem")
+		proc.Run(t, s.root, nil, kbs, "sim-roots", "--out", roots, "--key-out", key, "--rsa-bits", "2048")
+		kbsFlags = append(kbsFlags, "--insecure-sim-roots", roots)
+		if s.signer, err = amdsp.LoadSigner(key); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.kbsPort = proc.FreePort(t)
 	s.kbsState = filepath.Join(s.work, "kbs")
 	proc.Run(t, s.root, nil, kbs, "init", "--dir", s.kbsState, "--host", slirpHost, "--host", "127.0.0.1",
 		"--url", fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort))
-	proc.Daemon(t, filepath.Join(s.work, "kbs.log"), nil, kbs, "serve", "--dir", s.kbsState, "--listen", fmt.Sprintf("127.0.0.1:%d", s.kbsPort),
-		"--insecure-sim-roots", roots, "--log-format", "text")
+	proc.Daemon(t, filepath.Join(s.work, "kbs.log"), nil, kbs, append([]string{"serve", "--dir", s.kbsState, "--listen", fmt.Sprintf("127.0.0.1:%d", s.kbsPort),
+		"--log-format", "text"}, kbsFlags...)...)
 	kbsAddr := fmt.Sprintf("127.0.0.1:%d", s.kbsPort)
 	proc.WaitFor(t, "tcp "+kbsAddr, 30*time.Second, func() bool { return proc.CanDial("tcp", kbsAddr) })
-	var err error
-	if s.signer, err = amdsp.LoadSigner(key); err != nil {
-		t.Fatal(err)
-	}
 	caPEM, err := os.ReadFile(filepath.Join(s.kbsState, setup.TLSCACertFile))
 	if err != nil {
 		t.Fatal(err)
@@ -128,18 +159,6 @@ func newE2EStack(t *testing.T) *e2eStack {
 		&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}); err != nil {
 		t.Fatal(err)
 	}
-
-	// The measured guest: mkguest around the agent. The command line (measured) lets this
-	// test guest pull from the plain-HTTP devregistry.
-	t0 = time.Now()
-	s.guestDir = filepath.Join(s.work, "guest")
-	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 sealpod.insecure_registries=%s:%d", slirpHost, s.regPort)
-	proc.Run(t, s.root, nil, filepath.Join(s.bin, "mkguest"), "--init", filepath.Join(s.bin, "sealpod-agent"), "--out", s.guestDir, "--cmdline", cmdline)
-	if s.bundle, err = bundle.Load(s.guestDir); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest bundle built in %v (initrd %d bytes, sim measurement %s)", time.Since(t0).Round(time.Millisecond), len(s.bundle.Initrd), s.bundle.Config.Measurements.Sim)
-	return s
 }
 
 // seal seals sp for sim and registers it at the broker with the bundle's measurement.

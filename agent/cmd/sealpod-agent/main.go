@@ -177,6 +177,9 @@ func run(log *slog.Logger, t *timeline) error {
 	if att.TEE() == "sim-tdx" {
 		log.Warn("TEE is sim-tdx: the simulated TDX on the host signs this guest's quotes; the host can read guest memory (CI/demo only)")
 	}
+	if att.TEE() == "sim-pef" {
+		log.Warn("TEE is sim-pef: the host plays the PEF ultravisor and handed this guest its ESM attachments; the host can read guest memory (CI/demo only)")
+	}
 	if len(opts.InsecureRegistries) > 0 {
 		log.Warn("INSECURE: plain-HTTP pulls allowed (measured kernel command line)", "registries", strings.Join(opts.InsecureRegistries, ","))
 	}

@@ -101,6 +101,7 @@ func pushBinary(args []string) error {
 	bin := fs.String("binary", "", "static binary to pack")
 	ref := fs.String("ref", "", "image reference to push to")
 	entry := fs.String("path", "/hello", "path of the binary in the image (the entrypoint)")
+	arch := fs.String("arch", "amd64", "the image's architecture (GOARCH of the binary: amd64, ppc64le)")
 	user := fs.String("user", "", "the image's numeric user, uid:gid (e.g. 65532:65532 for Pod Security restricted's runAsNonRoot)")
 	_ = fs.Parse(args)
 	if *user != "" && !numericUser.MatchString(*user) {
@@ -137,7 +138,7 @@ func pushBinary(args []string) error {
 		return err
 	}
 	cfg = cfg.DeepCopy()
-	cfg.Architecture, cfg.OS = "amd64", "linux"
+	cfg.Architecture, cfg.OS = *arch, "linux"
 	cfg.Created = v1.Time{Time: epoch}
 	cfg.Config.Entrypoint = []string{"/" + p}
 	cfg.Config.User = *user

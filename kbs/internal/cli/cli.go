@@ -131,6 +131,10 @@ type ServeFlags struct {
 	NonceTTL         time.Duration
 	CertValidity     time.Duration
 	LogFormat        string
+
+	// InsecureSimPEF accepts tee sim-pef (the node plays the PEF ultravisor; docs/pef.md).
+	InsecureSimPEF bool
+
 	// Audit log retention (audit.Retention); AuditPruneEvery 0 disables it.
 	AuditMaxAge     time.Duration
 	AuditMaxBytes   int64
@@ -156,6 +160,7 @@ func NewServeCmd() *cobra.Command {
 	fl.StringVar(&f.Dir, "dir", "", "state directory made by `sealpod-kbs init` (required)")
 	fl.StringVar(&f.Listen, "listen", "127.0.0.1:8443", "address to listen on")
 	fl.StringVar(&f.Store, "store", "", "store URL: bolt:///abs/path/kbs.db or etcd://host:port[,host:port]/prefix (default: the state's)")
+	fl.BoolVar(&f.InsecureSimPEF, "insecure-sim-pef", false, "INSECURE: accept tee `sim-pef` guests (the node plays the IBM PEF ultravisor with a software host key and can read the guest's credential); for CI and development only")
 	fl.StringVar(&f.InsecureSimRoots, "insecure-sim-roots", "", "INSECURE: accept `sim` evidence signed under these fake AMD roots, and `sim-tdx` evidence under the fake Intel root if the file has one (file from `sealpod-kbs sim-roots`)")
 	fl.StringVar(&f.SNPCertCache, "snp-cert-cache", "", "offline VCEK cache directory (vcek-<chip_id hex>-<reported_tcb hex16>.der); no network is used")
 	fl.DurationVar(&f.TokenTTL, "token-ttl", server.DefaultTokenTTL, "lifetime of attestation tokens")
@@ -234,6 +239,10 @@ func Serve(ctx context.Context, f ServeFlags, ready chan<- net.Addr) error {
 			logger.Warn("INSECURE MODE: the sim roots carry a fake Intel root; guests of tee=sim-tdx get keys although the host signs their quotes and can read their memory", "roots", f.InsecureSimRoots)
 		}
 		// server.New logs its own warning as well; both are intended.
+	}
+	if f.InsecureSimPEF {
+		verifiers[api.TEESimPEF] = pef.NewSim()
+		logger.Warn("INSECURE MODE: --insecure-sim-pef is set; guests of tee=sim-pef get keys and certificates although the node plays the PEF ultravisor and can read their memory and credential")
 	}
 	srv, err := server.New(server.Config{
 		Registry:     reg,

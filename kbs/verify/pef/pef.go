@@ -18,11 +18,25 @@ import (
 	"github.com/sealpod/sealpod/kbs/verify"
 )
 
-// Verifier checks PEF evidence (api.PEFEvidence).
-type Verifier struct{}
+// Verifier checks PEF evidence (api.PEFEvidence). The zero value is the pef verifier; NewSim
+// returns the sim-pef one (the same check: under sim-pef the node's software ultravisor,
+// simtee/pefuv, released the credential, so the broker must opt in to it).
+type Verifier struct {
+	// Sim makes this the verifier of tee sim-pef.
+	Sim bool
+}
+
+// NewSim returns the verifier of the simulated PEF (tee sim-pef). Enable it only on an
+// explicit insecure opt-in (sealpod-kbs --insecure-sim-pef).
+func NewSim() Verifier { return Verifier{Sim: true} }
 
 // TEE implements verify.Verifier.
-func (Verifier) TEE() string { return api.TEEPEF }
+func (v Verifier) TEE() string {
+	if v.Sim {
+		return api.TEESimPEF
+	}
+	return api.TEEPEF
+}
 
 // ParseEvidence checks the syntax of PEF evidence and returns its signature.
 func ParseEvidence(ev *api.Evidence) ([]byte, error) {
@@ -42,7 +56,7 @@ func ParseEvidence(ev *api.Evidence) ([]byte, error) {
 // api.PEFChallenge(p.ReportData). The result's Measurement is "cred-sha256:" and the SHA-256
 // of the credential's public key (PEF has no launch measurement the broker can see; the
 // ultravisor enforces the digests sealed in the blob).
-func (Verifier) Verify(_ context.Context, ev *api.Evidence, p verify.Policy) (*verify.Result, error) {
+func (v Verifier) Verify(_ context.Context, ev *api.Evidence, p verify.Policy) (*verify.Result, error) {
 	sig, err := ParseEvidence(ev)
 	if err != nil {
 		return nil, err
@@ -59,5 +73,5 @@ func (Verifier) Verify(_ context.Context, ev *api.Evidence, p verify.Policy) (*v
 			"evidence.pef.signature does not verify with the workload's registered credential over this session's nonce and TEE key")
 	}
 	sum := sha256.Sum256(p.PEFCredential)
-	return &verify.Result{TEE: api.TEEPEF, Measurement: "cred-sha256:" + hex.EncodeToString(sum[:]), TCB: "n/a (pef: ESM blob)"}, nil
+	return &verify.Result{TEE: v.TEE(), Measurement: "cred-sha256:" + hex.EncodeToString(sum[:]), TCB: "n/a (pef: ESM blob)"}, nil
 }
