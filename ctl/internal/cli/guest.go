@@ -188,7 +188,7 @@ func (f *guestMeasureFlags) run(cmd *cobra.Command, out io.Writer) error {
 		switch {
 		case err == nil:
 			m.PEF = pefMeasurement(d)
-		case slices.Contains(in.TEEs, tee.PEF):
+		case slices.Contains(in.TEEs, tee.PEF) || slices.Contains(in.TEEs, tee.SimPEF):
 			return fmt.Errorf("measure pef: %w", err)
 		default:
 			m.PEF = nil // not asked for, and the kernel is not a ppc64le vmlinux

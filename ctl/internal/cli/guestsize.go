@@ -57,7 +57,7 @@ func (s *guestSizer) size(w *manifests.Workload) (*sizedGuest, error) {
 	}
 	out := &sizedGuest{config: &cfg, measurements: map[string][]string{}}
 	for _, t := range s.tees {
-		if tee.TEE(t) == tee.PEF {
+		if pefFamily(t) {
 			continue // the broker checks the credential sealed in the ESM blob, not a measurement
 		}
 		v, err := cfg.Measurement(tee.TEE(t))

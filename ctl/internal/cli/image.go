@@ -144,7 +144,7 @@ registered unless every input seals.`,
 	fl.StringVar(&f.kbsCA, "kbs-ca", "", "PEM file of the key broker's TLS CA certificate (pinned by the guest)")
 	fl.StringVar(&f.kbsConfig, "kbs-config", os.Getenv("SEALPOD_KBS_CONFIG"), "sealctl-kbs.json: broker URL, CA and admin identity used to register the workloads")
 	fl.StringVar(&f.kbsDir, "kbs-dir", "", "a 'sealpod-kbs init' directory (uses its admin/sealctl-kbs.json)")
-	fl.StringArrayVar(&f.pefHostKeys, "pef-host-key", nil, "with --tee pef: PEM public key (RSA, `openssl pkey -pubout`) of a host whose ultravisor may open the workloads' ESM blob; repeatable (docs/pef.md)")
+	fl.StringArrayVar(&f.pefHostKeys, "pef-host-key", nil, "with --tee pef or sim-pef: PEM public key (RSA, `openssl pkey -pubout`) of a host whose ultravisor (for sim-pef: the node's simPEFKey) may open the workloads' ESM blob; repeatable (docs/pef.md)")
 	fl.StringVar(&f.snpMinTCB, "snp-min-tcb", "", "minimum SEV-SNP TCB the broker accepts: bootloader,tee,snp,microcode (e.g. 3,0,8,115)")
 	fl.StringVar(&f.tdxMinTCB, "tdx-min-tcb", "", "minimum TDX TEE_TCB_SVN the broker accepts (32 hex characters)")
 	fl.StringVar(&f.keys, "keys", "", "also (or, without a broker config, only) write the workloads' data keys to this file (mode 0600)")
@@ -291,7 +291,7 @@ func runImageCreate(cmd *cobra.Command, f *imageCreateFlags) error {
 		return err
 	}
 	for _, t := range f.tees {
-		if tee.TEE(t) == tee.PEF {
+		if pefFamily(t) {
 			continue // computed from the bundle's files for each workload's blob (pefSealer)
 		}
 		if _, err := guest.Config.Measurement(tee.TEE(t)); err != nil {

@@ -240,7 +240,7 @@ func (a *workloadAddFlags) workload(stdin io.Reader) (api.Workload, error) {
 // onlyPEF reports whether tees is PEF alone, which needs no reference measurement (the ESM
 // blob's credential stands for it).
 func onlyPEF(tees []string) bool {
-	return len(tees) > 0 && !slices.ContainsFunc(tees, func(t string) bool { return t != api.TEEPEF })
+	return len(tees) > 0 && !slices.ContainsFunc(tees, func(t string) bool { return t != api.TEEPEF && t != api.TEESimPEF })
 }
 
 // parseMinTCB parses the --snp-min-tcb (bootloader,tee,snp,microcode) and --tdx-min-tcb

@@ -22,14 +22,18 @@ func pefMeasurement(d esm.Digests) *bundle.PEFMeasurement {
 	}
 }
 
-// validatePEF checks that --tee pef and --pef-host-key come together.
+// pefFamily reports whether guests of TEE t are released by the credential sealed in an ESM
+// blob: pef, and sim-pef (the node plays the ultravisor with a software host key).
+func pefFamily(t string) bool { return tee.TEE(t).Evidence() == tee.EvidencePEFCredential }
+
+// validatePEF checks that --tee pef (or sim-pef) and --pef-host-key come together.
 func (f *imageCreateFlags) validatePEF() error {
-	pef := slices.Contains(f.tees, string(tee.PEF))
+	pef := slices.ContainsFunc(f.tees, pefFamily)
 	switch {
 	case pef && len(f.pefHostKeys) == 0:
-		return errors.New("--tee pef needs --pef-host-key: the public key (PEM) of each host allowed to run the workloads")
+		return errors.New("--tee pef and sim-pef need --pef-host-key: the public key (PEM) of each host allowed to run the workloads (for sim-pef, the node's simPEFKey)")
 	case !pef && len(f.pefHostKeys) > 0:
-		return errors.New("--pef-host-key is only for --tee pef")
+		return errors.New("--pef-host-key is only for --tee pef or sim-pef")
 	}
 	return nil
 }
@@ -46,7 +50,7 @@ type pefSealer struct {
 }
 
 func newPEFSealer(f *imageCreateFlags, guest *bundle.Bundle, log io.Writer) (*pefSealer, error) {
-	if !slices.Contains(f.tees, string(tee.PEF)) {
+	if !slices.ContainsFunc(f.tees, pefFamily) {
 		return nil, nil
 	}
 	hosts, err := pefseal.ReadHostKeys(f.pefHostKeys)

@@ -96,105 +96,113 @@ func readImageFile(t *testing.T, img v1.Image, name string) []byte {
 // initrd and the workload's command line, and the credential it releases gets the
 // workload's key from the broker.
 func TestImageCreatePEF(t *testing.T) {
-	kbs := kbstest.Start(t)
-	dir := t.TempDir()
-	h1, h1Path := pefHost(t, dir, "host1.pem")
-	h2, h2Path := pefHost(t, dir, "host2.pem")
-	other, _ := pefHost(t, dir, "other.pem")
-	guestDir := pefBundle(t)
-	layout, out, keys := filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml"), filepath.Join(dir, "keys.json")
-	args := []string{"image", "create", "-f", "-", "--seal-secrets", "--guest", guestDir, "--tee", "pef",
-		"--pef-host-key", h1Path, "--pef-host-key", h2Path, "--resolve=false", "--kbs-dir", kbs.Dir,
-		"--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "--output-file", out}
-	_, stderr, err := runSealctl(t, appYAML, args...)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, stderr)
-	}
-	if !strings.Contains(stderr, "opens only lockbox-1") || !strings.Contains(stderr, "host1.pem") {
-		t.Errorf("stderr lacks the lockbox-1 warning:\n%s", stderr)
-	}
-	w, err := kbs.Registry.Get(context.Background(), "default.deployment.web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(w.TEEs) != 1 || w.TEEs[0] != api.TEEPEF || len(w.PEFCredential) != 64 {
-		t.Fatalf("registered %+v", w)
-	}
-	var kf keyFile
-	raw, _ := os.ReadFile(keys)
-	if err := json.Unmarshal(raw, &kf); err != nil || len(kf.Workloads) != 1 || kf.Workloads[0].PEFCredential != w.PEFCredential {
-		t.Fatalf("keys file %s: %v; want the registered credential", raw, err)
-	}
-	img, cleanup, err := image.Load(context.Background(), layout, image.RegistryOptions{})
-	defer cleanup()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpio := readImageFile(t, img, image.PEFDir+"/"+w.ID+".cpio")
-	initrd := readImageFile(t, img, image.GuestDir+"/"+bundle.InitrdFile)
-	blob, rest, err := pefseal.SplitInitrd(append(cpio, initrd...))
-	if err != nil || !bytes.Equal(rest, initrd) {
-		t.Fatalf("the image's ESM cpio + initrd: %v", err)
-	}
-	g, err := bundle.Load(guestDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kimg, err := esm.KernelImage(g.Kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gc bundle.Config
-	if err := json.Unmarshal(readImageFile(t, img, image.WorkloadGuestDir+"/"+w.ID+".json"), &gc); err != nil {
-		t.Fatal(err)
-	}
-	for i, h := range []*rsa.PrivateKey{h1, h2} {
-		c, err := esm.Open(blob, h)
-		if err != nil {
-			t.Fatalf("host%d: %v", i+1, err)
-		}
-		if err := c.Digests.Verify(esm.Boot{RTAS: nil, Kernel: kimg, Initrd: initrd, Bootargs: gc.Cmdline}); err == nil ||
-			strings.Contains(err.Error(), "/digests/kernel") || strings.Contains(err.Error(), "/digests/initrd") || strings.Contains(err.Error(), "/digests/bootargs") {
-			t.Fatalf("digests: %v; want only rtas (svm-tools' built-in value) to differ", err)
-		}
-		if pm := gc.Measurements.PEF; pm == nil || pm.Kernel != hex.EncodeToString(c.Digests.Kernel[:]) || pm.RTAS != esm.SVMToolsRTASDigest {
-			t.Fatalf("workload guest.json measurements.pef %+v", pm)
-		}
-		if k, ok := c.Attachment(esm.AttachDataKey); !ok || !bytes.Equal(k, w.DataKey) {
-			t.Fatalf("data key attachment is not the registered key")
-		}
-		rawCred, _ := c.Attachment(esm.AttachBrokerCredential)
-		priv, err := api.ParsePEFCredential(rawCred)
-		if err != nil || hex.EncodeToString(priv.Public().(ed25519.PublicKey)) != w.PEFCredential {
-			t.Fatalf("credential attachment: %v, or not the registered credential", err)
-		}
-	}
-	// The guest's side: the credential the ultravisor released gets the key from the broker.
-	c, err := esm.Open(blob, h1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawCred, _ := c.Attachment(esm.AttachBrokerCredential)
-	cred, err := api.ParsePEFCredential(rawCred)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := client.New(kbs.URL, client.Options{CAPEM: kbs.State.TLSCAPEM})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := kc.Auth(context.Background(), api.TEEPEF, w.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Attest(context.Background(), api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())); err != nil {
-		t.Fatalf("attest with the sealed credential: %v", err)
-	}
-	if key, err := s.Key(context.Background()); err != nil || !bytes.Equal(key, w.DataKey) {
-		t.Fatalf("key from the broker: %v (or not the workload's key)", err)
-	}
-	if _, err := esm.Open(blob, other); !errors.Is(err, esm.ErrNoLockbox) {
-		t.Fatalf("another host's key: %v, want ErrNoLockbox", err)
+	// sim-pef seals the same way (the node's software ultravisor holds a host key).
+	for _, teeName := range []string{api.TEEPEF, api.TEESimPEF} {
+		t.Run(teeName, func(t *testing.T) {
+			kbs := kbstest.Start(t)
+			dir := t.TempDir()
+			h1, h1Path := pefHost(t, dir, "host1.pem")
+			h2, h2Path := pefHost(t, dir, "host2.pem")
+			other, _ := pefHost(t, dir, "other.pem")
+			guestDir := pefBundle(t)
+			layout, out, keys := filepath.Join(dir, "layout"), filepath.Join(dir, "sealed.yaml"), filepath.Join(dir, "keys.json")
+			args := []string{"image", "create", "-f", "-", "--seal-secrets", "--guest", guestDir, "--tee", teeName,
+				"--pef-host-key", h1Path, "--pef-host-key", h2Path, "--resolve=false", "--kbs-dir", kbs.Dir,
+				"--image", "r.local/app", "--oci-layout", layout, "--keys", keys, "--output-file", out}
+			_, stderr, err := runSealctl(t, appYAML, args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if !strings.Contains(stderr, "opens only lockbox-1") || !strings.Contains(stderr, "host1.pem") {
+				t.Errorf("stderr lacks the lockbox-1 warning:\n%s", stderr)
+			}
+			if simulated := strings.Contains(stderr, "WARNING: sealing for the simulated TEE (sim-pef)"); simulated != (teeName == api.TEESimPEF) {
+				t.Errorf("simulated-TEE warning %v for --tee %s:\n%s", simulated, teeName, stderr)
+			}
+			w, err := kbs.Registry.Get(context.Background(), "default.deployment.web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(w.TEEs) != 1 || w.TEEs[0] != teeName || len(w.PEFCredential) != 64 {
+				t.Fatalf("registered %+v", w)
+			}
+			var kf keyFile
+			raw, _ := os.ReadFile(keys)
+			if err := json.Unmarshal(raw, &kf); err != nil || len(kf.Workloads) != 1 || kf.Workloads[0].PEFCredential != w.PEFCredential {
+				t.Fatalf("keys file %s: %v; want the registered credential", raw, err)
+			}
+			img, cleanup, err := image.Load(context.Background(), layout, image.RegistryOptions{})
+			defer cleanup()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpio := readImageFile(t, img, image.PEFDir+"/"+w.ID+".cpio")
+			initrd := readImageFile(t, img, image.GuestDir+"/"+bundle.InitrdFile)
+			blob, rest, err := pefseal.SplitInitrd(append(cpio, initrd...))
+			if err != nil || !bytes.Equal(rest, initrd) {
+				t.Fatalf("the image's ESM cpio + initrd: %v", err)
+			}
+			g, err := bundle.Load(guestDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kimg, err := esm.KernelImage(g.Kernel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gc bundle.Config
+			if err := json.Unmarshal(readImageFile(t, img, image.WorkloadGuestDir+"/"+w.ID+".json"), &gc); err != nil {
+				t.Fatal(err)
+			}
+			for i, h := range []*rsa.PrivateKey{h1, h2} {
+				c, err := esm.Open(blob, h)
+				if err != nil {
+					t.Fatalf("host%d: %v", i+1, err)
+				}
+				if err := c.Digests.Verify(esm.Boot{RTAS: nil, Kernel: kimg, Initrd: initrd, Bootargs: gc.Cmdline}); err == nil ||
+					strings.Contains(err.Error(), "/digests/kernel") || strings.Contains(err.Error(), "/digests/initrd") || strings.Contains(err.Error(), "/digests/bootargs") {
+					t.Fatalf("digests: %v; want only rtas (svm-tools' built-in value) to differ", err)
+				}
+				if pm := gc.Measurements.PEF; pm == nil || pm.Kernel != hex.EncodeToString(c.Digests.Kernel[:]) || pm.RTAS != esm.SVMToolsRTASDigest {
+					t.Fatalf("workload guest.json measurements.pef %+v", pm)
+				}
+				if k, ok := c.Attachment(esm.AttachDataKey); !ok || !bytes.Equal(k, w.DataKey) {
+					t.Fatalf("data key attachment is not the registered key")
+				}
+				rawCred, _ := c.Attachment(esm.AttachBrokerCredential)
+				priv, err := api.ParsePEFCredential(rawCred)
+				if err != nil || hex.EncodeToString(priv.Public().(ed25519.PublicKey)) != w.PEFCredential {
+					t.Fatalf("credential attachment: %v, or not the registered credential", err)
+				}
+			}
+			// The guest's side: the credential the ultravisor released gets the key from the broker.
+			c, err := esm.Open(blob, h1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rawCred, _ := c.Attachment(esm.AttachBrokerCredential)
+			cred, err := api.ParsePEFCredential(rawCred)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kc, err := client.New(kbs.URL, client.Options{CAPEM: kbs.State.TLSCAPEM})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := kc.Auth(context.Background(), teeName, w.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Attest(context.Background(), api.SignPEFChallenge(cred, s.Nonce, s.PublicKey())); err != nil {
+				t.Fatalf("attest with the sealed credential: %v", err)
+			}
+			if key, err := s.Key(context.Background()); err != nil || !bytes.Equal(key, w.DataKey) {
+				t.Fatalf("key from the broker: %v (or not the workload's key)", err)
+			}
+			if _, err := esm.Open(blob, other); !errors.Is(err, esm.ErrNoLockbox) {
+				t.Fatalf("another host's key: %v, want ErrNoLockbox", err)
+			}
+		})
 	}
 }
 
@@ -214,8 +222,9 @@ func TestImageCreatePEFFlagErrors(t *testing.T) {
 		extra []string
 		want  string
 	}{
-		{"pef without host keys", []string{"--guest", pefBundle(t), "--tee", "pef"}, "--tee pef needs --pef-host-key"},
-		{"host key without pef", []string{"--guest", pefBundle(t), "--tee", "sim", "--pef-host-key", h1}, "--pef-host-key is only for --tee pef"},
+		{"pef without host keys", []string{"--guest", pefBundle(t), "--tee", "pef"}, "--tee pef and sim-pef need --pef-host-key"},
+		{"sim-pef without host keys", []string{"--guest", pefBundle(t), "--tee", "sim-pef"}, "--tee pef and sim-pef need --pef-host-key"},
+		{"host key without pef", []string{"--guest", pefBundle(t), "--tee", "sim", "--pef-host-key", h1}, "--pef-host-key is only for --tee pef or sim-pef"},
 		{"host key not RSA", []string{"--guest", pefBundle(t), "--tee", "pef", "--pef-host-key", notRSA}, "ed.pem"},
 		{"bundle kernel not a vmlinux", []string{"--guest", bundletest.Write(t), "--tee", "pef", "--pef-host-key", h1}, "vmlinux"},
 	}
