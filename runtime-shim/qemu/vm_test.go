@@ -8,10 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealpod/sealpod/internal/syncbuf"
 )
 
 // fakeQEMU writes an executable shell script standing in for QEMU and returns its path.
@@ -31,13 +32,8 @@ func simConfig(binary string) Config {
 	return Config{Binary: binary, TEE: TEESim, Guest: guest(""), AgentSocket: "/tmp/a.sock", SimSPSocket: "/tmp/s.sock"}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// syncBuf is a console sink the test reads while QEMU writes.
+type syncBuf = syncbuf.Buffer
 
 func waitFile(t *testing.T, p string) []byte {
 	t.Helper()
