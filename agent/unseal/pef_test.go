@@ -1,14 +1,11 @@
 package unseal_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,35 +13,11 @@ import (
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/agent/unseal"
 	"github.com/sealpod/sealpod/imagebuilder/envelope"
-	"github.com/sealpod/sealpod/imagebuilder/esm"
 	"github.com/sealpod/sealpod/imagebuilder/pefseal"
-	"github.com/sealpod/sealpod/internal/repopath"
 	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
-	"github.com/sealpod/sealpod/kbs/client"
-	"github.com/sealpod/sealpod/simtee/pefuv"
+	"github.com/sealpod/sealpod/simtee/pefuv/pefuvtest"
 )
-
-// pefBoot seals an ESM blob for host (a ppc64le ELF fixture as vmlinux) carrying dataKey and
-// a fresh broker credential, and returns the boot and the credential's public key.
-func pefBoot(t *testing.T, host *rsa.PrivateKey, dataKey []byte) (pefuv.Boot, *pefseal.Sealed) {
-	t.Helper()
-	vmlinux, err := os.ReadFile(filepath.Join(repopath.Root(t), "imagebuilder/esm/testdata/objcopy/layout.elf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd := bytes.Repeat([]byte("guest initrd "), 64)
-	const cmdline = "console=hvc0 quiet panic=-1"
-	d, err := pefseal.Measure(vmlinux, initrd, cmdline)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := pefseal.Seal(pefseal.Input{Hosts: []esm.HostKey{{Public: &host.PublicKey}}, Digests: d, DataKey: dataKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pefuv.Boot{Kernel: vmlinux, Initrd: append(bytes.Clone(s.CPIO), initrd...), Cmdline: cmdline}, s
-}
 
 // TestUnsealSimPEF: a sim-pef guest reads the data key and the broker credential from the
 // node's simulated ultravisor, gets its certificate from the broker by signing the challenge
@@ -75,7 +48,7 @@ func TestUnsealSimPEF(t *testing.T) {
 			return b.SealPEF(t, testSpec("web"), sans, api.TEESimPEF, k, s.Credential)
 		}},
 		{name: "another credential registered", register: func(t *testing.T, k []byte, _ *pefseal.Sealed) *brokertest.Sealed {
-			_, other := pefBoot(t, host, k)
+			_, other := pefuvtest.SealBoot(t, &host.PublicKey, "", k)
 			return b.SealPEF(t, testSpec("web"), sans, api.TEESimPEF, k, other.Credential)
 		}, reason: api.ReasonEvidence},
 		{name: "envelope under another data key", register: func(t *testing.T, _ []byte, s *pefseal.Sealed) *brokertest.Sealed {
@@ -88,17 +61,11 @@ func TestUnsealSimPEF(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dataKey := newKey()
-			boot, s := pefBoot(t, host, dataKey)
+			boot, s := pefuvtest.SealBoot(t, &host.PublicKey, "", dataKey)
 			sealed := tc.register(t, dataKey, s)
-			svm, err := pefuv.New(host, nil).EnterSecureMode(boot)
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			g, h := net.Pipe()
-			defer g.Close()
-			go func() { _ = pefuv.Serve(ctx, h, svm, nil) }()
+			g, _ := pefuvtest.ServePipe(t, ctx, host, boot)
 			att, err := unseal.OpenSimTEE(ctx, g)
 			if err != nil {
 				t.Fatal(err)
@@ -107,22 +74,7 @@ func TestUnsealSimPEF(t *testing.T) {
 				t.Fatalf("attester TEE %q, want sim-pef", att.TEE())
 			}
 			res, err := unseal.Unseal(ctx, sealed.Envelope, att, unseal.Options{RetryFor: time.Millisecond})
-			switch {
-			case tc.wantErr != nil:
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("Unseal: %v, want %v", err, tc.wantErr)
-				}
-			case tc.reason != "":
-				var ae *client.APIError
-				if !errors.As(err, &ae) || ae.Body.Reason != tc.reason {
-					t.Fatalf("Unseal: %v, want a broker refusal %q", err, tc.reason)
-				}
-			default:
-				if err != nil {
-					t.Fatalf("Unseal: %v", err)
-				}
-				checkResult(t, b, res, sealed, sans)
-			}
+			checkUnseal(t, b, res, err, sealed, sans, tc.wantErr, tc.reason, "")
 		})
 	}
 }

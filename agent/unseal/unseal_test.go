@@ -97,28 +97,36 @@ func TestUnseal(t *testing.T) {
 			served := make(chan error, 1)
 			go func() { served <- spserver.Serve(ctx, host, b.Signer, tc.launch, nil) }()
 			res, err := unseal.Unseal(ctx, tc.env, unseal.NewSimAttester(guest), unseal.Options{})
-			switch {
-			case tc.wantErr != nil:
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("Unseal: %v, want %v", err, tc.wantErr)
-				}
-			case tc.reason != "":
-				var ae *client.APIError
-				if !errors.As(err, &ae) || ae.Body.Reason != tc.reason || !strings.Contains(strings.ToLower(ae.Error()+ae.Body.Field), tc.inMsg) {
-					t.Fatalf("Unseal: %v, want a broker refusal %q mentioning %q", err, tc.reason, tc.inMsg)
-				}
-			default:
-				if err != nil {
-					t.Fatalf("Unseal: %v", err)
-				}
-				checkResult(t, b, res, sealed, sans)
-			}
+			checkUnseal(t, b, res, err, sealed, sans, tc.wantErr, tc.reason, tc.inMsg)
 			cancel()
 			guest.Close()
 			if err := <-served; err != nil {
 				t.Fatalf("spserver.Serve: %v", err)
 			}
 		})
+	}
+}
+
+// checkUnseal checks Unseal's answer (res, err): with wantErr, an error that is wantErr; with
+// reason, the broker's refusal for reason whose message or field mentions inMsg (lower case);
+// otherwise success with the result of sealed (checkResult).
+func checkUnseal(t *testing.T, b *brokertest.Broker, res *unseal.Result, err error, sealed *brokertest.Sealed, sans []string, wantErr error, reason, inMsg string) {
+	t.Helper()
+	switch {
+	case wantErr != nil:
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("Unseal: %v, want %v", err, wantErr)
+		}
+	case reason != "":
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Body.Reason != reason || !strings.Contains(strings.ToLower(ae.Error()+ae.Body.Field), inMsg) {
+			t.Fatalf("Unseal: %v, want a broker refusal %q mentioning %q", err, reason, inMsg)
+		}
+	default:
+		if err != nil {
+			t.Fatalf("Unseal: %v", err)
+		}
+		checkResult(t, b, res, sealed, sans)
 	}
 }
 

@@ -16,6 +16,28 @@ import (
 	"github.com/sealpod/sealpod/kbs/verify/pef"
 )
 
+// registerPEFWorkload registers a copy of e's workload under id for the one TEE tee (a PEF
+// family name), with no measurements or TCB floor and a fresh ed25519 credential; it returns
+// the workload, the credential's private key and another key that is not registered.
+func registerPEFWorkload(t *testing.T, e *env, id, tee string) (wl registry.Workload, cred, other ed25519.PrivateKey) {
+	t.Helper()
+	pub, cred, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, err = ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl = e.workload
+	wl.ID, wl.TEEs, wl.Measurements, wl.MinTCB = id, []string{tee}, nil, registry.TCB{}
+	wl.PEFCredential = hex.EncodeToString(pub)
+	if _, err := e.reg.Put(context.Background(), wl, "test"); err != nil {
+		t.Fatalf("register %s workload: %v", tee, err)
+	}
+	return wl, cred, other
+}
+
 // TestPEF: a workload registered for pef gets its token and key for a challenge signed with
 // the credential registered for it (the one sealed in its ESM blob), bound to the session's
 // nonce and TEE key; a wrong credential, a replayed nonce, a different TEE key and a
@@ -24,20 +46,7 @@ func TestPEF(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.srv.cfg.Verifiers[api.TEEPEF] = pef.Verifier{}
 	ctx := context.Background()
-	pub, cred, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, other, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wl := e.workload
-	wl.ID, wl.TEEs, wl.Measurements, wl.MinTCB = "pef-app", []string{api.TEEPEF}, nil, registry.TCB{}
-	wl.PEFCredential = hex.EncodeToString(pub)
-	if _, err := e.reg.Put(ctx, wl, "test"); err != nil {
-		t.Fatalf("register pef workload: %v", err)
-	}
+	wl, cred, other := registerPEFWorkload(t, e, "pef-app", api.TEEPEF)
 	auth := func(t *testing.T, tee, id string) *client.Session {
 		t.Helper()
 		s, err := e.client.Auth(ctx, tee, id)
@@ -134,20 +143,7 @@ func TestSimPEF(t *testing.T) {
 	e.srv.cfg.Verifiers[api.TEEPEF] = pef.Verifier{}
 	e.srv.cfg.Verifiers[api.TEESimPEF] = pef.NewSim()
 	ctx := context.Background()
-	pub, cred, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, other, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wl := e.workload
-	wl.ID, wl.TEEs, wl.Measurements, wl.MinTCB = "sim-pef-app", []string{api.TEESimPEF}, nil, registry.TCB{}
-	wl.PEFCredential = hex.EncodeToString(pub)
-	if _, err := e.reg.Put(ctx, wl, "test"); err != nil {
-		t.Fatalf("register sim-pef workload: %v", err)
-	}
+	wl, cred, other := registerPEFWorkload(t, e, "sim-pef-app", api.TEESimPEF)
 	t.Run("accepted with the credential", func(t *testing.T) {
 		s, err := e.client.Auth(ctx, api.TEESimPEF, wl.ID)
 		if err != nil {

@@ -18,9 +18,9 @@ import (
 
 	"github.com/sealpod/sealpod/imagebuilder/esm"
 	"github.com/sealpod/sealpod/imagebuilder/pefseal"
-	"github.com/sealpod/sealpod/internal/repopath"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/simtee/pefuv"
+	"github.com/sealpod/sealpod/simtee/pefuv/pefuvtest"
 )
 
 var (
@@ -53,22 +53,9 @@ type sealed struct {
 
 func seal(t *testing.T) sealed {
 	t.Helper()
-	vmlinux, err := os.ReadFile(filepath.Join(repopath.Root(t), "imagebuilder/esm/testdata/objcopy/layout.elf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd := bytes.Repeat([]byte("sealpod guest initrd "), 100)
-	const cmdline = "console=hvc0 quiet panic=-1"
-	d, err := pefseal.Measure(vmlinux, initrd, cmdline)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dataKey := bytes.Repeat([]byte{7}, api.DataKeySize)
-	s, err := pefseal.Seal(pefseal.Input{Hosts: []esm.HostKey{{Public: &hostKeys(t)[0].PublicKey, Comment: "node1"}}, Digests: d, DataKey: dataKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sealed{boot: pefuv.Boot{Kernel: vmlinux, Initrd: append(bytes.Clone(s.CPIO), initrd...), Cmdline: cmdline}, dataKey: dataKey, cred: s.Credential}
+	boot, s := pefuvtest.SealBoot(t, &hostKeys(t)[0].PublicKey, "node1", dataKey)
+	return sealed{boot: boot, dataKey: dataKey, cred: s.Credential}
 }
 
 // TestEnterSecureMode: the authorised host's ultravisor opens the blob of the sealed boot and

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/sealpod/sealpod/internal/tee"
 	"github.com/sealpod/sealpod/kbs/api"
 	"github.com/sealpod/sealpod/simtee/pefuv"
+	"github.com/sealpod/sealpod/simtee/pefuv/pefuvtest"
 )
 
 // writeLaunch writes s's kernel, ESM cpio and guest initrd to dir as the node has them.
@@ -95,16 +95,9 @@ func TestLaunch(t *testing.T) {
 // once, and refuses reports, quotes, unknown and over-long names.
 func TestServe(t *testing.T) {
 	s := seal(t)
-	svm, err := pefuv.New(hostKeys(t)[0], nil).EnterSecureMode(s.boot)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	g, h := net.Pipe()
-	defer g.Close()
-	served := make(chan error, 1)
-	go func() { served <- pefuv.Serve(ctx, h, svm, nil) }()
+	g, served := pefuvtest.ServePipe(t, ctx, hostKeys(t)[0], s.boot)
 	c := simsp.NewClient(g)
 	if got, err := c.TEE(ctx); err != nil || got != tee.SimPEF {
 		t.Fatalf("TEE = %q, %v; want sim-pef", got, err)

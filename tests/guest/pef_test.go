@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,20 +62,8 @@ func newPEFStack(t *testing.T) *e2eStack {
 // key. It returns the envelope and the path of the ESM cpio.
 func (s *e2eStack) sealPEF(t *testing.T, sp *spec.Spec, sans []string, host *rsa.PublicKey) ([]byte, string) {
 	t.Helper()
-	key, err := envelope.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := sp.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	teeName := string(tee.SimPEF)
-	env, err := envelope.Seal(plain, key, envelope.Header{Workload: sp.Workload, TEEs: []string{teeName},
-		KBS: envelope.KBS{URL: fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort), CASHA256: s.caSHA256}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, key := s.sealEnvelope(t, sp, teeName)
 	d, err := pefseal.Measure(s.bundle.Kernel, s.bundle.Initrd, qemu.GuestFromBundle(s.bundle).Cmdline)
 	if err != nil {
 		t.Fatal(err)
@@ -118,37 +107,12 @@ func (s *e2eStack) bootPEF(t *testing.T, host *rsa.PrivateKey, files pefuv.Files
 	if cfg.Guest.Kernel != files.Kernel || cfg.Guest.Cmdline != files.Cmdline {
 		t.Fatalf("QEMU boots %s %q, the ultravisor checked %s %q", cfg.Guest.Kernel, cfg.Guest.Cmdline, files.Kernel, files.Cmdline)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	g := &guestVM{}
-	g.vm = qemuvm.StartT(t, ctx, cfg)
-	dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
-	defer dcancel()
-	spConn, err := e2eDialUnix(dctx, cfg.SimSPSocket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
+	g.start(t, cfg, 60*time.Second, 5*time.Minute, "the ppc64le agent", func(ctx context.Context, spConn net.Conn) {
 		if err := pefuv.Serve(ctx, spConn, svm, nil); err != nil {
 			t.Logf("simulated ultravisor: %v", err)
 		}
-	}()
-	conn, err := e2eDialUnix(dctx, cfg.AgentSocket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.sock = cfg.AgentSocket
-	g.connect(t, conn)
-	pctx, pcancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer pcancel()
-	p, err := g.agent.Ping(pctx, &api.PingRequest{})
-	if err != nil {
-		t.Fatalf("the ppc64le agent did not answer Ping: %v\nconsole:\n%s", err, g.vm.Console())
-	}
-	g.ready = time.Since(g.vm.Started())
-	if p.State != api.StateSealed {
-		t.Fatalf("fresh agent state %q, want %q", p.State, api.StateSealed)
-	}
+	})
 	return g, nil
 }
 

@@ -164,19 +164,7 @@ func (s *e2eStack) startServices(t *testing.T, arch string, sim bool, kbsFlags .
 // seal seals sp for sim and registers it at the broker with the bundle's measurement.
 func (s *e2eStack) seal(t *testing.T, sp *spec.Spec, sans []string) []byte {
 	t.Helper()
-	key, err := envelope.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := sp.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := envelope.Seal(plain, key, envelope.Header{Workload: sp.Workload, TEEs: []string{"sim"},
-		KBS: envelope.KBS{URL: fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort), CASHA256: s.caSHA256}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, key := s.sealEnvelope(t, sp, "sim")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := s.admin.PutWorkload(ctx, registry.Workload{
@@ -187,6 +175,26 @@ func (s *e2eStack) seal(t *testing.T, sp *spec.Spec, sans []string) []byte {
 		t.Fatalf("register workload %s: %v", sp.Workload, err)
 	}
 	return env
+}
+
+// sealEnvelope seals sp under a fresh data key for the one TEE teeName, naming the stack's
+// broker as the guest reaches it; it returns the envelope and the data key.
+func (s *e2eStack) sealEnvelope(t *testing.T, sp *spec.Spec, teeName string) (env, key []byte) {
+	t.Helper()
+	key, err := envelope.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := sp.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err = envelope.Seal(plain, key, envelope.Header{Workload: sp.Workload, TEEs: []string{teeName},
+		KBS: envelope.KBS{URL: fmt.Sprintf("https://%s:%d", slirpHost, s.kbsPort), CASHA256: s.caSHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, key
 }
 
 // guestVM is one booted guest with the host's half of its channels.
@@ -226,43 +234,51 @@ func (s *e2eStack) boot(t *testing.T, initrd string, launch spserver.Launch) *gu
 		t.Fatal(err)
 	}
 	t.Cleanup(cleanup)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	cfg := qemuvm.SimConfig(s.bundle, dir) // the shim's sim command line, on user networking
-	agentSock, spSock := cfg.AgentSocket, cfg.SimSPSocket
 	if initrd != "" {
 		cfg.Guest.Initrd = initrd
 	}
 	g := &guestVM{launch: launch}
-	g.vm = qemuvm.StartT(t, ctx, cfg)
-	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer dcancel()
-	spConn, err := e2eDialUnix(dctx, spSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
+	g.start(t, cfg, 30*time.Second, 120*time.Second, "agent", func(ctx context.Context, spConn net.Conn) {
 		if err := spserver.Serve(ctx, spConn, s.signer, spserver.LaunchFunc(g.getLaunch), nil); err != nil {
 			t.Logf("simulated AMD-SP: %v", err)
 		}
-	}()
-	conn, err := e2eDialUnix(dctx, agentSock)
+	})
+	return g
+}
+
+// start starts QEMU on cfg until the test ends, runs serveSP on the host's end of the sim-sp
+// port, connects to the agent port and waits until the agent answers Ping in the sealed
+// state. dial bounds the wait for the two sockets, ping the wait for the answer; who names
+// the agent when it does not answer.
+func (g *guestVM) start(t *testing.T, cfg qemu.Config, dial, ping time.Duration, who string, serveSP func(ctx context.Context, spConn net.Conn)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	g.vm = qemuvm.StartT(t, ctx, cfg)
+	dctx, dcancel := context.WithTimeout(ctx, dial)
+	defer dcancel()
+	spConn, err := e2eDialUnix(dctx, cfg.SimSPSocket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.sock = agentSock
+	go serveSP(ctx, spConn)
+	conn, err := e2eDialUnix(dctx, cfg.AgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.sock = cfg.AgentSocket
 	g.connect(t, conn)
-	pctx, pcancel := context.WithTimeout(ctx, 120*time.Second)
+	pctx, pcancel := context.WithTimeout(ctx, ping)
 	defer pcancel()
 	p, err := g.agent.Ping(pctx, &api.PingRequest{})
 	if err != nil {
-		t.Fatalf("agent did not answer Ping: %v\nconsole:\n%s", err, g.vm.Console())
+		t.Fatalf("%s did not answer Ping: %v\nconsole:\n%s", who, err, g.vm.Console())
 	}
 	g.ready = time.Since(g.vm.Started())
 	if p.State != api.StateSealed {
 		t.Fatalf("fresh agent state %q, want %q", p.State, api.StateSealed)
 	}
-	return g
 }
 
 func (g *guestVM) connect(t *testing.T, conn net.Conn) {

@@ -24,10 +24,8 @@ import (
 )
 
 var (
-	testInitOnce sync.Once
-	testInitPath string
-	testInitErr  error
-	testInitDir  string
+	testInitHost testInitBuild
+	testInitDir  string // where testInitHost is built; TestMain removes it
 )
 
 func TestMain(m *testing.M) {
@@ -38,24 +36,50 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testInit builds tests/guest/testinit as a static binary, once per test run.
-func testInit(t *testing.T) string {
+// testInitBuild is tests/guest/testinit built as a static binary (CGO_ENABLED=0) for one
+// GOARCH, once per test run.
+type testInitBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get builds the init the first time, as name in the directory dir returns, for goarch
+// ("" = the host's); every call returns the path of that build, or fails t with its error.
+func (b *testInitBuild) get(t *testing.T, dir func() (string, error), name, goarch string) string {
 	t.Helper()
-	testInitOnce.Do(func() {
-		if testInitDir, testInitErr = os.MkdirTemp("", "mkguest-test-"); testInitErr != nil {
+	b.once.Do(func() {
+		d, err := dir()
+		if err != nil {
+			b.err = err
 			return
 		}
-		testInitPath = filepath.Join(testInitDir, "testinit")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", testInitPath, "github.com/sealpod/sealpod/tests/guest/testinit")
+		b.path = filepath.Join(d, name)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", b.path, "github.com/sealpod/sealpod/tests/guest/testinit")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		what := "testinit"
+		if goarch != "" {
+			cmd.Env = append(cmd.Env, "GOARCH="+goarch)
+			what += " for " + goarch
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			testInitErr = errors.New("go build testinit: " + err.Error() + ": " + string(out))
+			b.err = errors.New("go build " + what + ": " + err.Error() + ": " + string(out))
 		}
 	})
-	if testInitErr != nil {
-		t.Fatal(testInitErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return testInitPath
+	return b.path
+}
+
+// testInit builds tests/guest/testinit as a static binary for the host, once per test run.
+func testInit(t *testing.T) string {
+	t.Helper()
+	return testInitHost.get(t, func() (string, error) {
+		var err error
+		testInitDir, err = os.MkdirTemp("", "mkguest-test-")
+		return testInitDir, err
+	}, "testinit", "")
 }
 
 func TestReadInit(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,28 +21,14 @@ import (
 	"github.com/sealpod/sealpod/internal/testdeps"
 )
 
-var (
-	ppcInitOnce sync.Once
-	ppcInitPath string
-	ppcInitErr  error
-)
+var testInitPPC64LE testInitBuild
 
-// ppcTestInit is tests/guest/testinit built for ppc64le (static: CGO_ENABLED=0).
+// ppcTestInit is tests/guest/testinit built for ppc64le (static: CGO_ENABLED=0), next to
+// testInit's build.
 func ppcTestInit(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Dir(testInit(t))
-	ppcInitOnce.Do(func() {
-		ppcInitPath = filepath.Join(dir, "testinit-ppc64le")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", ppcInitPath, "github.com/sealpod/sealpod/tests/guest/testinit")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=ppc64le")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			ppcInitErr = errors.New("go build testinit for ppc64le: " + err.Error() + ": " + string(out))
-		}
-	})
-	if ppcInitErr != nil {
-		t.Fatal(ppcInitErr)
-	}
-	return ppcInitPath
+	return testInitPPC64LE.get(t, func() (string, error) { return dir, nil }, "testinit-ppc64le", "ppc64le")
 }
 
 // TestReadInitArch: /init must be a static executable of the guest's architecture.
