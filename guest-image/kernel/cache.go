@@ -136,7 +136,7 @@ func (c *Cache) fetch(ctx context.Context, p Package) (string, error) {
 		return "", fmt.Errorf("kernel package %s: file name %q: not a .deb", p, p.Filename)
 	}
 	dst := filepath.Join(debs, base)
-	if err := verifyFile(dst, p.SHA256); err == nil {
+	if err := VerifyFile(dst, p.SHA256); err == nil {
 		return dst, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		c.log().Warn("guest cache: re-downloading", "deb", dst, "err", err)
@@ -155,7 +155,7 @@ func (c *Cache) fetch(ctx context.Context, p Package) (string, error) {
 		return "", fmt.Errorf("apt-get download %s: %w: %s: %w", p, err, strings.TrimSpace(out.String()), ErrDownload)
 	}
 	got := filepath.Join(tmp, base)
-	if err := verifyFile(got, p.SHA256); err != nil {
+	if err := VerifyFile(got, p.SHA256); err != nil {
 		return "", fmt.Errorf("apt-get download %s: %w", p, err)
 	}
 	f, err := os.Open(got)
@@ -173,7 +173,9 @@ func (c *Cache) fetch(ctx context.Context, p Package) (string, error) {
 	return dst, nil
 }
 
-func verifyFile(name, want string) error {
+// VerifyFile checks that the file name has the SHA-256 want (lowercase hex), as an apt index
+// lists it for a package; a mismatch wraps ErrChecksum.
+func VerifyFile(name, want string) error {
 	f, err := os.Open(name)
 	if err != nil {
 		return err

@@ -2,11 +2,8 @@ package debimage
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -19,7 +16,7 @@ import (
 // Errors callers may branch on: a .deb that does not match the apt index, and a download
 // that failed (no network, a version gone from the mirror).
 var (
-	ErrChecksum = errors.New("package checksum mismatch")
+	ErrChecksum = kernel.ErrChecksum
 	ErrDownload = errors.New("package download failed")
 )
 
@@ -87,7 +84,7 @@ func Fetch(ctx context.Context, run Runner, cacheDir string, pkgs []Package) ([]
 	var missing []Deb
 	for _, p := range pkgs {
 		d := entries[p]
-		if err := verifyFile(filepath.Join(cacheDir, d.Path), d.SHA256); err != nil {
+		if err := kernel.VerifyFile(filepath.Join(cacheDir, d.Path), d.SHA256); err != nil {
 			missing = append(missing, d)
 		}
 	}
@@ -106,7 +103,7 @@ func Fetch(ctx context.Context, run Runner, cacheDir string, pkgs []Package) ([]
 		}
 		for _, d := range missing {
 			got := filepath.Join(tmp, d.Path)
-			if err := verifyFile(got, d.SHA256); err != nil {
+			if err := kernel.VerifyFile(got, d.SHA256); err != nil {
 				return nil, fmt.Errorf("apt-get download %s: %w", d.Package, err)
 			}
 			if err := os.Rename(got, filepath.Join(cacheDir, d.Path)); err != nil {
@@ -140,20 +137,4 @@ func aptSpec(p Package) string {
 		return p.String()
 	}
 	return p.Name + ":" + p.Arch + "=" + p.Version
-}
-
-func verifyFile(name, want string) error {
-	f, err := os.Open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%s: sha256 %s, apt index says %s: %w", name, got, want, ErrChecksum)
-	}
-	return nil
 }
