@@ -62,7 +62,7 @@ func findSim() (unseal.Attester, error) {
 	// a sim-pef guest reads its ESM attachments from the simulated ultravisor at once.
 	ctx, cancel := context.WithTimeout(context.Background(), simTEETimeout)
 	defer cancel()
-	a, err := unseal.OpenSimTEE(ctx, f)
+	a, err := unseal.OpenSim(ctx, f)
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -49,12 +49,17 @@ func NewSimTDXAttester(rw io.ReadWriter) *SimAttester {
 
 // OpenSim returns the attester of the simulated TEE the host launched this guest for, as the
 // host says on the port (simsp.Client.TEE): the guest attests as that TEE, and the broker
-// releases keys only to workloads registered for it (and only under --insecure-sim-roots).
-func OpenSim(ctx context.Context, rw io.ReadWriter) (*SimAttester, error) {
+// releases keys only to workloads registered for it (and only when it opted in to that
+// simulation). sim and sim-tdx give a SimAttester; sim-pef a PEFAttester, which reads its ESM
+// attachments from the simulated ultravisor at once.
+func OpenSim(ctx context.Context, rw io.ReadWriter) (Attester, error) {
 	c := simsp.NewClient(rw)
 	t, err := c.TEE(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("simulated TEE: %w", err)
+	}
+	if t == tee.SimPEF {
+		return OpenSimPEF(ctx, c)
 	}
 	return &SimAttester{Client: c, Sim: t}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/internal/tee"
@@ -69,21 +68,6 @@ func NewPEFAttester(ctx context.Context, t tee.TEE, files ESMFiles) (*PEFAtteste
 // OpenSimPEF reads the attachments from the node's simulated ultravisor (tee sim-pef).
 func OpenSimPEF(ctx context.Context, c *simsp.Client) (*PEFAttester, error) {
 	return NewPEFAttester(ctx, tee.SimPEF, c.GetESMFile)
-}
-
-// OpenSimTEE is OpenSim for every simulated TEE: the attester of the TEE the host names on
-// the port — sim or sim-tdx (SimAttester), or sim-pef (PEFAttester, whose attachments it
-// reads at once).
-func OpenSimTEE(ctx context.Context, rw io.ReadWriter) (Attester, error) {
-	c := simsp.NewClient(rw)
-	t, err := c.TEE(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("simulated TEE: %w", err)
-	}
-	if t == tee.SimPEF {
-		return OpenSimPEF(ctx, c)
-	}
-	return &SimAttester{Client: c, Sim: t}, nil
 }
 
 // TEE is "pef" or "sim-pef".

@@ -66,7 +66,7 @@ func TestUnsealSimPEF(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			g, _ := pefuvtest.ServePipe(t, ctx, host, boot)
-			att, err := unseal.OpenSimTEE(ctx, g)
+			att, err := unseal.OpenSim(ctx, g)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,9 +79,9 @@ func TestUnsealSimPEF(t *testing.T) {
 	}
 }
 
-// TestOpenSimTEEPEFAttachments: the guest refuses a sim-pef host that does not hand out a
+// TestOpenSimPEFAttachments: the guest refuses a sim-pef host that does not hand out a
 // 32-byte data key and a well-formed credential.
-func TestOpenSimTEEPEFAttachments(t *testing.T) {
+func TestOpenSimPEFAttachments(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, tc := range []struct {
@@ -110,8 +110,8 @@ func TestOpenSimTEEPEFAttachments(t *testing.T) {
 					_ = simsp.WriteFrame(h, resp)
 				}
 			}()
-			if _, err := unseal.OpenSimTEE(ctx, g); !errors.Is(err, unseal.ErrPEFAttachment) {
-				t.Fatalf("OpenSimTEE: %v, want ErrPEFAttachment", err)
+			if _, err := unseal.OpenSim(ctx, g); !errors.Is(err, unseal.ErrPEFAttachment) {
+				t.Fatalf("OpenSim: %v, want ErrPEFAttachment", err)
 			}
 		})
 	}
