@@ -24,6 +24,10 @@ var dnsOptionFlags = map[string]bool{
 	"use-vc": true, "no-tld-query": true, "trust-ad": true, "no-aaaa": true, "no-reload": true,
 }
 
+// ValidDNSName reports whether s is a search domain the guest takes: lowercase RFC 1123
+// labels of [a-z0-9-], not starting or ending with '-', 63 bytes each, 253 in all.
+func ValidDNSName(s string) bool { return len(s) <= 253 && dnsNameRe.MatchString(s) }
+
 // DNSOptionName is the name of a resolv.conf option ("ndots" for "ndots:5").
 func DNSOptionName(o string) string {
 	name, _, _ := strings.Cut(o, ":")
@@ -74,7 +78,7 @@ func validateDNS(c *api.NetworkConfig) error {
 		}
 	}
 	for i, s := range c.GetDnsSearch() {
-		if len(s) > 253 || !dnsNameRe.MatchString(s) {
+		if !ValidDNSName(s) {
 			return bad("dns_search[%d]: %.60q is not a DNS name", i, s)
 		}
 	}

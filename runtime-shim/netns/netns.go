@@ -597,7 +597,7 @@ func ParseResolvConf(b []byte) (*DNS, error) {
 				if s == "" {
 					continue
 				}
-				if !validDNSName(s) {
+				if !netconfig.ValidDNSName(s) {
 					return nil, fmt.Errorf("%w: line %d: search domain %.60q is not a DNS name", ErrResolvConf, n, s)
 				}
 				search = append(search, s)
@@ -655,24 +655,4 @@ func addOption(d *DNS, o string) {
 		return
 	}
 	d.Options = append(d.Options, canon)
-}
-
-// validDNSName is agent/netconfig's rule for search domains: lowercase labels of [a-z0-9-],
-// not starting or ending with '-', at most 63 bytes each, 253 in all.
-func validDNSName(s string) bool {
-	if len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
