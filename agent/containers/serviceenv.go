@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sealpod/sealpod/imagebuilder/spec"
 )
 
 // Service environment variables: the kubelet gives every container the "Docker link" style
@@ -24,7 +26,9 @@ import (
 //	<SVC>_PORT_<N>_<PROTO>_PORT         a port number
 //	<SVC>_PORT_<N>_<PROTO>_ADDR         an IP address
 //
-// Anything else in the host's environment is ignored. The values are host-visible and
+// Anything else in the host's environment is ignored, and so are the tagged variables of
+// host-provided envFrom sources (spec.HostEnvFromTag: a Secret's key may look like a service
+// variable; hostObjectValues gives those to the container that asked for them). The values are host-visible and
 // host-chosen (the node runs kube-proxy): they say where the Services are, nothing more.
 // They come after the image's environment and before the sealed env, which wins.
 
@@ -44,6 +48,9 @@ func serviceEnv(hostEnv map[string]string, links bool) [][2]string {
 	for _, k := range slices.Sorted(maps.Keys(hostEnv)) {
 		if len(out) >= maxServiceVars {
 			break
+		}
+		if strings.HasPrefix(k, spec.HostEnvFromTag) {
+			continue
 		}
 		svc, ok := serviceVar(k, hostEnv[k])
 		if !ok || (svc != "KUBERNETES" && !links) {

@@ -74,6 +74,10 @@ func TestServiceEnv(t *testing.T) {
 			"N_SERVICE_PORT_X":    "1x",
 			"OK_SERVICE_HOST":     "10.0.0.2",
 		}, want: []string{"OK_SERVICE_HOST"}},
+		{name: "a host-provided envFrom Secret's keys are not Services", links: true, env: map[string]string{
+			"SEALPOD_ENVFROM_0_DB_SERVICE_HOST": "10.0.0.3", // tagged by the placeholder
+			"DB_SERVICE_HOST":                   "10.96.0.7",
+		}, want: []string{"DB_SERVICE_HOST"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := names(serviceEnv(tc.env, tc.links))

@@ -97,7 +97,10 @@ const (
 // the order of its envFrom): the placeholder keeps that source with this tag before its own
 // prefix, so the variables the kubelet resolves from it are recognisable in the placeholder's
 // environment; the agent strips the tag.
-func HostEnvFromPrefix(i int) string { return "SEALPOD_ENVFROM_" + strconv.Itoa(i) + "_" }
+func HostEnvFromPrefix(i int) string { return HostEnvFromTag + strconv.Itoa(i) + "_" }
+
+// HostEnvFromTag begins every HostEnvFromPrefix.
+const HostEnvFromTag = "SEALPOD_ENVFROM_"
 
 // SecurityContext is the subset of the Kubernetes security context the agent enforces.
 type SecurityContext struct {
