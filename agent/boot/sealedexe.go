@@ -25,9 +25,21 @@ import (
 const sealedStageEnv = "_SEALPOD_AGENT_STAGE1"
 
 // RunningFromSealedCopy reports whether this process runs from a sealed memfd (the second
-// stage of RunFromSealedCopy), with the first stage's start uptime and root switch if it
-// passed them.
+// stage of RunFromSealedCopy, or the copy agent/boot/preinit made before the Go runtime
+// started), with the first stage's start uptime and root switch if it passed them. When /proc
+// is not mounted (the C first stage mounts nothing) it mounts it to look and unmounts it
+// again, so that boot.LeaveInitramfs still finds "/" as the kernel left it.
 func RunningFromSealedCopy() (start time.Duration, sw RootSwitch, ok bool) {
+	if !procMounted() {
+		if err := mountProc(); err != nil {
+			return 0, RootSwitch{}, false
+		}
+		cloned := exeseal.IsSelfExeCloned()
+		if err := unix.Unmount("/proc", 0); err != nil || !cloned {
+			return 0, RootSwitch{}, false
+		}
+		return 0, RootSwitch{}, true // nothing from a Go first stage: it never ran
+	}
 	if !exeseal.IsSelfExeCloned() {
 		return 0, RootSwitch{}, false
 	}

@@ -119,12 +119,24 @@ type Config struct {
 	// never 0). The group gets read access to the pod's guest files; nothing else.
 	QEMUUID uint32 `json:"qemuUID,omitempty"`
 	QEMUGID uint32 `json:"qemuGID,omitempty"`
+	// EmulatedBIOS is the BIOS QEMU runs before the kernel of an emulated x86 guest (sim,
+	// sim-tdx): default DefaultEmulatedBIOS (qboot, Debian's qemu-system-data: it loads the
+	// kernel directly, ~0.15 s sooner than SeaBIOS under TCG), EmulatedBIOSSeaBIOS for QEMU's
+	// own default, or another file. Simulated TEEs measure no firmware; snp and tdx always
+	// boot the guest bundle's.
+	EmulatedBIOS string `json:"emulatedBIOS,omitempty"`
 	// MaxGuestMemoryMiB and MaxGuestVCPUs cap the size a guest.json may ask for on this node
 	// (defaults DefaultMaxGuestMemoryMiB, DefaultMaxGuestVCPUs). They are the only bound for a
 	// pod without memory or CPU limits; a pod with limits is also held to those.
 	MaxGuestMemoryMiB int `json:"maxGuestMemoryMiB,omitempty"`
 	MaxGuestVCPUs     int `json:"maxGuestVCPUs,omitempty"`
 }
+
+// Values of EmulatedBIOS.
+const (
+	DefaultEmulatedBIOS = "/usr/share/qemu/qboot.rom" // runtime-shim/qemu.QBoot
+	EmulatedBIOSSeaBIOS = "seabios"
+)
 
 // Defaults of the QEMU user and the node's guest size caps.
 const (
@@ -201,6 +213,9 @@ func (c *Config) Defaults() {
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = Duration(180 * time.Second)
+	}
+	if c.EmulatedBIOS == "" {
+		c.EmulatedBIOS = DefaultEmulatedBIOS
 	}
 	if c.QEMUUID == 0 {
 		c.QEMUUID = DefaultQEMUID
@@ -280,6 +295,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BootTimeout < 0 {
 		return fmt.Errorf("%w: bootTimeout: negative", ErrInvalid)
+	}
+	if p := c.EmulatedBIOS; p != EmulatedBIOSSeaBIOS && (!filepath.IsAbs(p) || filepath.Clean(p) != p || strings.ContainsAny(p, ",\x00\n\r")) {
+		return fmt.Errorf("%w: emulatedBIOS %q: want %q or a clean absolute path without commas", ErrInvalid, p, EmulatedBIOSSeaBIOS)
 	}
 	if c.QEMUUID == 0 || c.QEMUGID == 0 || c.QEMUUID == 1<<32-1 || c.QEMUGID == 1<<32-1 {
 		return fmt.Errorf("%w: qemuUID %d / qemuGID %d: QEMU never runs as root (0) nor as the invalid id", ErrInvalid, c.QEMUUID, c.QEMUGID)

@@ -21,8 +21,13 @@ func TestParse(t *testing.T) {
 			return c.QEMU == "qemu-system-x86_64" && c.Accel == "tcg" && c.StateDir == "/run/sealpod" &&
 				c.Network == NetworkTap && time.Duration(c.BootTimeout) == 180*time.Second &&
 				c.QEMUUID == DefaultQEMUID && c.QEMUGID == DefaultQEMUID &&
-				c.MaxGuestMemoryMiB == DefaultMaxGuestMemoryMiB && c.MaxGuestVCPUs == DefaultMaxGuestVCPUs
+				c.MaxGuestMemoryMiB == DefaultMaxGuestMemoryMiB && c.MaxGuestVCPUs == DefaultMaxGuestVCPUs &&
+				c.EmulatedBIOS == DefaultEmulatedBIOS
 		}},
+		{"seabios", `{"tee":"sim","simKey":"/k","emulatedBIOS":"seabios"}`, false, func(c *Config) bool { return c.EmulatedBIOS == EmulatedBIOSSeaBIOS }},
+		{"another bios", `{"tee":"sim","simKey":"/k","emulatedBIOS":"/opt/bios.bin"}`, false, func(c *Config) bool { return c.EmulatedBIOS == "/opt/bios.bin" }},
+		{"relative bios", `{"tee":"sim","simKey":"/k","emulatedBIOS":"qboot.rom"}`, true, nil},
+		{"bios with comma", `{"tee":"sim","simKey":"/k","emulatedBIOS":"/a,b.rom"}`, true, nil},
 		{"qemu user and guest caps", `{"tee":"snp","qemuUID":5000,"qemuGID":5001,"maxGuestMemoryMiB":2048,"maxGuestVCPUs":2}`, false,
 			func(c *Config) bool {
 				return c.QEMUUID == 5000 && c.QEMUGID == 5001 && c.MaxGuestMemoryMiB == 2048 && c.MaxGuestVCPUs == 2

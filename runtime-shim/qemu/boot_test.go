@@ -140,7 +140,7 @@ func TestBootSimGuest(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
 	cfg := Config{
-		Binary: qemuPath, TEE: TEESim, Guest: GuestFromBundle(b),
+		Binary: qemuPath, TEE: TEESim, Guest: GuestFromBundle(b), EmulatedBIOS: QBoot, // as the shim by default
 		AgentSocket: filepath.Join(sock, "agent.sock"), SimSPSocket: filepath.Join(sock, "sim-sp.sock"),
 		QMPSocket: filepath.Join(sock, "qmp.sock"), PIDFile: filepath.Join(sock, "qemu.pid"), Name: "sealpod-test",
 	}
@@ -191,7 +191,13 @@ func TestBootSimGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("QEMU start → agent Ping: %v; QEMU RSS %.1f MiB", ready.Round(time.Millisecond), float64(rss)/(1<<20))
+	agentReady := ""
+	for _, l := range strings.Split(console.String(), "\n") {
+		if strings.Contains(l, "sealpod agent ready") {
+			agentReady = l
+		}
+	}
+	t.Logf("QEMU start → agent Ping: %v; QEMU RSS %.1f MiB; %s", ready.Round(time.Millisecond), float64(rss)/(1<<20), agentReady)
 	if pid, err := os.ReadFile(cfg.PIDFile); err != nil || strings.TrimSpace(string(pid)) != fmt.Sprint(vm.PID()) {
 		t.Errorf("pidfile %q (%v), want %d", pid, err, vm.PID())
 	}

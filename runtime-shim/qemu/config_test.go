@@ -50,6 +50,7 @@ func goldenCases(t *testing.T) map[string]Config {
 		"sim-tcg-fds": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
 			AgentListener: tap, SimSPListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true}, Name: "sealpod-p1",
+			EmulatedBIOS: QBoot, // the node config's default
 		},
 		"sim-tcg-nonet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
@@ -195,6 +196,18 @@ func TestTEEOptions(t *testing.T) {
 	hd := strings.Fields(snp[i:])[0]
 	if dec, err := decodeB64(hd); err != nil || !bytes.Equal(dec, digest) {
 		t.Errorf("snp host-data %q decodes to %x, %v; want %x", hd, dec, err, digest)
+	}
+	// The shim's sim VM boots qboot; a bundle's firmware wins over it; no -bios otherwise.
+	if fds := join(cases["sim-tcg-fds"]); !strings.Contains(fds, "-bios "+QBoot+" ") {
+		t.Errorf("sim-tcg-fds: no -bios %s in %s", QBoot, fds)
+	}
+	withFW := cases["sim-tcg-fds"]
+	withFW.Guest.Firmware = "/g/firmware.fd"
+	if a := join(withFW); !strings.Contains(a, "-bios /g/firmware.fd ") || strings.Contains(a, QBoot) {
+		t.Errorf("sim with a bundle firmware: %s", a)
+	}
+	if a := join(cases["sim-tcg"]); strings.Contains(a, "-bios") {
+		t.Errorf("sim-tcg without EmulatedBIOS has a -bios: %s", a)
 	}
 	tdx := join(cases["tdx"])
 	for _, want := range []string{"q35,accel=kvm,kernel-irqchip=split,confidential-guest-support=tdx0", "-cpu host",
@@ -361,6 +374,14 @@ func TestRefusals(t *testing.T) {
 			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.TBSizeMiB = TEESNP, "", digest, "/fw", 32
 		}},
 		{"negative tb-size", "TBSizeMiB", func(c *Config) { c.TBSizeMiB = -1 }},
+		{"emulated bios on snp", "EmulatedBIOS", func(c *Config) {
+			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEESNP, "", digest, "/fw", QBoot
+		}},
+		{"emulated bios on tdx", "EmulatedBIOS", func(c *Config) {
+			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEETDX, "", digest, "/fw", QBoot
+		}},
+		{"emulated bios on pseries", "EmulatedBIOS", func(c *Config) { c.Guest.Arch, c.EmulatedBIOS = "ppc64le", QBoot }},
+		{"emulated bios with comma", "EmulatedBIOS", func(c *Config) { c.EmulatedBIOS = "/a,b" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

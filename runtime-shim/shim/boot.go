@@ -68,7 +68,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 		name = name[:12]
 	}
 	spec := &vmSpec{QEMU: s.cfg.QEMU, Accel: s.cfg.Accel, Name: "sealpod-" + name, Dir: dir, Network: s.cfg.Network,
-		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID, Volumes: vols}
+		UID: s.cfg.QEMUUID, GID: s.cfg.QEMUGID, Volumes: vols, EmulatedBIOS: s.cfg.EmulatedBIOS}
 	guestDir := filepath.Join(dir, "guest")
 	env, err := loadSecureImage(r, workload, guestDir)
 	if err != nil {

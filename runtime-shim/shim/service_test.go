@@ -299,7 +299,26 @@ func TestVMArgs(t *testing.T) {
 		}
 	}
 	if strings.Contains(line, "-bios") {
-		t.Error("-bios without firmware in the bundle")
+		t.Error("-bios without firmware in the bundle or emulatedBIOS")
+	}
+	// The node config's emulatedBIOS (default qboot): the sim VM boots it; a missing file is an
+	// error naming the setting, never a silent SeaBIOS; "seabios" means QEMU's own.
+	bios := filepath.Join(t.TempDir(), "qboot.rom")
+	if err := os.WriteFile(bios, []byte("bios"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withBIOS := *v
+	withBIOS.EmulatedBIOS = bios
+	if l := strings.Join(qemuArgv(t, &withBIOS).Args, " "); !strings.Contains(l, "-bios "+bios+" ") {
+		t.Errorf("emulatedBIOS %s not booted:\n%s", bios, l)
+	}
+	withBIOS.EmulatedBIOS = bios + ".missing"
+	if _, err := withBIOS.qemuConfig(); err == nil || !strings.Contains(err.Error(), "emulatedBIOS") {
+		t.Errorf("missing emulatedBIOS: %v", err)
+	}
+	withBIOS.EmulatedBIOS = config.EmulatedBIOSSeaBIOS
+	if l := strings.Join(qemuArgv(t, &withBIOS).Args, " "); strings.Contains(l, "-bios") {
+		t.Errorf("emulatedBIOS seabios gave a -bios:\n%s", l)
 	}
 	if strings.Contains(line, "-pidfile") {
 		t.Error("QEMU writes a pid file: it must write nothing in the state directory")

@@ -41,6 +41,8 @@ type vmSpec struct {
 	// Volumes are the pod's sealed volumes (annotation sealpod.io/volumes): one empty PCIe
 	// root port each, and a QMP socket to hot-plug them (volumes.go).
 	Volumes *podVolumes
+	// EmulatedBIOS is the node config's emulatedBIOS (sim and sim-tdx only).
+	EmulatedBIOS string
 
 	console *consoleLog
 }
@@ -64,6 +66,12 @@ func (v *vmSpec) qemuConfig() (qemu.Config, error) {
 	case tee.Sim, tee.SimTDX, tee.SimPEF:
 		// Emulated: the shim plays the TEE on the sealpod.sim-sp port.
 		c.SimSPSocket = v.spSocket()
+		if bios := v.EmulatedBIOS; v.TEE != tee.SimPEF && v.Guest.Firmware == nil && bios != "" && bios != config.EmulatedBIOSSeaBIOS {
+			if _, err := os.Stat(bios); err != nil {
+				return c, fmt.Errorf("node config emulatedBIOS: %w (install qemu-system-data, or set it to %q)", err, config.EmulatedBIOSSeaBIOS)
+			}
+			c.EmulatedBIOS = bios
+		}
 	case tee.SNP:
 		if v.Guest.Firmware == nil {
 			return c, fmt.Errorf("tee snp: the guest bundle has no %s (the AmdSev OVMF build with the kernel-hashes table; docs/hardware.md)", bundle.FirmwareFile)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/boot"
+	_ "github.com/sealpod/sealpod/agent/boot/preinit" // the C first stage: a sealed copy before Go starts
 	"github.com/sealpod/sealpod/agent/containers"
 	"github.com/sealpod/sealpod/agent/internal/backend"
 	"github.com/sealpod/sealpod/agent/netconfig"
@@ -49,11 +50,26 @@ func main() {
 	// emulation); everything else about the boot is in the "agent ready" line.
 	log := boot.NewConsoleLogger(os.Stderr, false)
 	if start, sw, ok := boot.RunningFromSealedCopy(); ok {
-		// Second stage: the first moved "/" and re-executed the agent from a sealed memfd.
+		// Running from a sealed memfd: made by the C first stage (agent/boot/preinit) before
+		// any Go ran, or by the Go first stage below, which also moved "/" already.
 		if start > 0 {
 			t.start = start
+		} else {
+			log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
+		}
+		// Always asked, never taken from the environment (which the host can set through the
+		// kernel command line): LeaveInitramfs looks at "/" itself and changes nothing when it
+		// is no longer the initial ramfs.
+		now, err := boot.LeaveInitramfs()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sealpod-agent:", err) // constant paths and an errno only
+			boot.PowerOff(log)
+			select {}
 		}
 		t.rootSwitch = sw
+		if now.Switched {
+			t.rootSwitch = now
+		}
 	} else {
 		log.Info("sealpod agent starting", "start_ms", t.start.Milliseconds())
 		// Before anything else: move "/" off the initramfs onto a tmpfs (the agent binary is
