@@ -10,7 +10,8 @@
 // initialised every package of the 14 MB binary only to copy itself and re-execute, about
 // 0.5 s under emulation (boot.RunFromSealedCopy, which remains as the fallback and for builds
 // without cgo). Here a C constructor does it before the Go runtime starts: when the process
-// is PID 1, argv[0] is "/init" and "/" is the initial ramfs (a ramfs or tmpfs), it copies
+// is PID 1, the kernel executed it as "/init" (AT_EXECFN: runc init, the pause process and the
+// Go first stage are executed through /proc paths) and "/" is a ramfs or tmpfs, it copies
 // /init into a sealed memfd (the seals runc's exeseal.IsCloned requires), unlinks /init and
 // executes the copy with argv[0] "sealpod-agent". Nothing else is read from the environment
 // or the command line; the copy's Go code then leaves the initramfs as before

@@ -9,7 +9,7 @@
 int sealpod_preinit_clone(const char *path);
 
 // sealpod_preinit_wanted reports whether this process is the kernel's /init on the initial
-// ramfs (PID 1, argv[0] "/init", "/" a ramfs or tmpfs).
+// ramfs (PID 1, executed as "/init" (AT_EXECFN), "/" a ramfs or tmpfs).
 int sealpod_preinit_wanted(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -71,7 +72,13 @@ int sealpod_preinit_clone(const char *path)
 
 int sealpod_preinit_wanted(int argc, char **argv)
 {
-	if (getpid() != 1 || argc < 1 || argv == NULL || argv[0] == NULL || strcmp(argv[0], SEALPOD_PREINIT_PATH) != 0)
+	if (getpid() != 1 || argc < 1 || argv == NULL || argv[0] == NULL)
+		return 0;
+	// The path the kernel executed (not argv[0], which the executing process chooses): the
+	// kernel runs "/init"; libcontainer's runc init, the pause process and the Go first stage
+	// execute /proc/self/exe or a /proc/self/fd path.
+	const char *execfn = (const char *)getauxval(AT_EXECFN);
+	if (execfn == NULL || strcmp(execfn, SEALPOD_PREINIT_PATH) != 0)
 		return 0;
 	// Only the initial ramfs: a root switched already, or a container's root, never.
 	struct statfs sfs;
