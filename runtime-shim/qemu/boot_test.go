@@ -198,6 +198,23 @@ func TestBootSimGuest(t *testing.T) {
 		}
 	}
 	t.Logf("QEMU start → agent Ping: %v; QEMU RSS %.1f MiB; %s", ready.Round(time.Millisecond), float64(rss)/(1<<20), agentReady)
+	// What the shim does once the agent answers: QEMU's mapping of the initrd goes.
+	st, err := os.Stat(cfg.Guest.Initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released, err := vm.ReleaseBootFiles(cfg.Guest)
+	if err != nil {
+		t.Fatalf("ReleaseBootFiles: %v", err)
+	}
+	rss2, err := vm.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot files paged out: %d bytes of mappings advised; QEMU RSS %.1f → %.1f MiB", released, float64(rss)/(1<<20), float64(rss2)/(1<<20))
+	if released < uint64(st.Size()) || rss2+uint64(st.Size())/2 > rss {
+		t.Errorf("ReleaseBootFiles advised %d bytes for a %d-byte initrd; RSS %d → %d", released, st.Size(), rss, rss2)
+	}
 	if pid, err := os.ReadFile(cfg.PIDFile); err != nil || strings.TrimSpace(string(pid)) != fmt.Sprint(vm.PID()) {
 		t.Errorf("pidfile %q (%v), want %d", pid, err, vm.PID())
 	}

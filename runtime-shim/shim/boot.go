@@ -160,6 +160,12 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	vm.answered = true
 	boot := time.Since(q.Started())
 	go s.svc.watchVM(vm)
+	go func() {
+		// The guest has unpacked its initrd: QEMU's copy (mapped for fw_cfg) is dead weight
+		// in its RSS (qemu.PageOutFiles). Off the critical path; best effort.
+		n, err := q.ReleaseBootFiles(qemu.GuestFromBundle(spec.Guest))
+		s.log.Debug("boot files paged out of QEMU", "bytes", n, "err", err)
+	}()
 
 	tu := time.Now()
 	// The downward-API values the node knows; the agent keeps those the sealed spec uses.
