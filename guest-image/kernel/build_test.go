@@ -56,8 +56,10 @@ func TestBuildMinimal(t *testing.T) {
 	if v := binary.LittleEndian.Uint16(img[0x206:]); v < 0x020c {
 		t.Errorf("boot protocol %#x, want >= 0x20c", v)
 	}
-	if len(img) > 4<<20 {
-		t.Errorf("bzImage is %d bytes: the minimal kernel should stay under 4 MiB", len(img))
+	// LZ4 (decompressed 0.15 s sooner than gzip under TCG) makes it 4.2 MiB, 0.75 MiB more
+	// than gzip; with the agent's 7 MB initrd the bundle stays far under issue 18's 14.8 MB.
+	if len(img) > 5<<20 {
+		t.Errorf("bzImage is %d bytes: the minimal kernel should stay under 5 MiB", len(img))
 	}
 	final, err := os.ReadFile(b.ConfigPath())
 	if err != nil {
