@@ -38,7 +38,8 @@ func RunningFromSealedCopy() (start time.Duration, sw RootSwitch, ok bool) {
 		if err := unix.Unmount("/proc", 0); err != nil || !cloned {
 			return 0, RootSwitch{}, false
 		}
-		return 0, RootSwitch{}, true // nothing from a Go first stage: it never ran
+		_ = os.Unsetenv(sealedStageEnv) // a Go first stage never ran: anything here is the host's
+		return 0, RootSwitch{}, true
 	}
 	if !exeseal.IsSelfExeCloned() {
 		return 0, RootSwitch{}, false
