@@ -19,6 +19,7 @@ import (
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
 	"github.com/sealpod/sealpod/internal/testdeps"
+	shimconfig "github.com/sealpod/sealpod/runtime-shim/config"
 	"github.com/sealpod/sealpod/runtime-shim/netns"
 	"github.com/sealpod/sealpod/runtime-shim/netns/netnstest"
 )
@@ -140,7 +141,7 @@ func TestBootSimGuest(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
 	cfg := Config{
-		Binary: qemuPath, TEE: TEESim, Guest: GuestFromBundle(b), EmulatedBIOS: QBoot, // as the shim by default
+		Binary: qemuPath, TEE: TEESim, Guest: GuestFromBundle(b), EmulatedBIOS: shimconfig.DefaultEmulatedBIOS, // as the shim by default
 		AgentSocket: filepath.Join(sock, "agent.sock"), SimSPSocket: filepath.Join(sock, "sim-sp.sock"),
 		QMPSocket: filepath.Join(sock, "qmp.sock"), PIDFile: filepath.Join(sock, "qemu.pid"), Name: "sealpod-test",
 	}

@@ -119,12 +119,6 @@ const DefaultTBSizeMiB = 32
 // guests) and the device would only be one more host-driven input to the guest.
 const Balloon = "virtio-balloon-pci,id=balloon0,free-page-reporting=on"
 
-// QBoot is Debian's qboot (qemu-system-data), a minimal BIOS that loads the kernel QEMU hands
-// it over fw_cfg and jumps to it: under TCG it reaches the kernel about 0.15 s sooner than
-// SeaBIOS, which first runs its POST, option ROMs and boot menu (docs/runtime.md). Emulation
-// only: SNP and TDX boot the bundle's OVMF.
-const QBoot = "/usr/share/qemu/qboot.rom"
-
 // ErrInvalidConfig is wrapped by every configuration error from Config.Command.
 var ErrInvalidConfig = errors.New("invalid qemu configuration")
 
@@ -306,7 +300,8 @@ type Config struct {
 	// DefaultTBSizeMiB). Emulation only: refused with kvm (so never on SNP/TDX/PEF).
 	TBSizeMiB int
 	// EmulatedBIOS is the -bios of an emulated x86 guest (sim, sim-tdx) whose bundle has no
-	// firmware: "" = QEMU's default (SeaBIOS); QBoot is the fast choice (the shim's default).
+	// firmware: "" = QEMU's default (SeaBIOS); the shim passes its node config's emulatedBIOS
+	// (default qboot, runtime-shim/config.DefaultEmulatedBIOS).
 	// Not measured (the simulated TEEs measure no firmware) and refused for every other TEE,
 	// whose firmware is the bundle's.
 	EmulatedBIOS string

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/bundle"
+	shimconfig "github.com/sealpod/sealpod/runtime-shim/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.args golden files")
@@ -50,7 +51,7 @@ func goldenCases(t *testing.T) map[string]Config {
 		"sim-tcg-fds": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
 			AgentListener: tap, SimSPListener: tap, NIC: &NIC{TapFile: tap, MAC: mac, VNetHdr: true}, Name: "sealpod-p1",
-			EmulatedBIOS: QBoot, // the node config's default
+			EmulatedBIOS: shimconfig.DefaultEmulatedBIOS, // the node config's default
 		},
 		"sim-tcg-nonet": {
 			TEE: TEESim, Guest: guest(""), AgentSocket: dir + "/agent.sock", SimSPSocket: dir + "/sim-sp.sock",
@@ -198,12 +199,12 @@ func TestTEEOptions(t *testing.T) {
 		t.Errorf("snp host-data %q decodes to %x, %v; want %x", hd, dec, err, digest)
 	}
 	// The shim's sim VM boots qboot; a bundle's firmware wins over it; no -bios otherwise.
-	if fds := join(cases["sim-tcg-fds"]); !strings.Contains(fds, "-bios "+QBoot+" ") {
-		t.Errorf("sim-tcg-fds: no -bios %s in %s", QBoot, fds)
+	if fds := join(cases["sim-tcg-fds"]); !strings.Contains(fds, "-bios "+shimconfig.DefaultEmulatedBIOS+" ") {
+		t.Errorf("sim-tcg-fds: no -bios %s in %s", shimconfig.DefaultEmulatedBIOS, fds)
 	}
 	withFW := cases["sim-tcg-fds"]
 	withFW.Guest.Firmware = "/g/firmware.fd"
-	if a := join(withFW); !strings.Contains(a, "-bios /g/firmware.fd ") || strings.Contains(a, QBoot) {
+	if a := join(withFW); !strings.Contains(a, "-bios /g/firmware.fd ") || strings.Contains(a, shimconfig.DefaultEmulatedBIOS) {
 		t.Errorf("sim with a bundle firmware: %s", a)
 	}
 	if a := join(cases["sim-tcg"]); strings.Contains(a, "-bios") {
@@ -375,12 +376,12 @@ func TestRefusals(t *testing.T) {
 		}},
 		{"negative tb-size", "TBSizeMiB", func(c *Config) { c.TBSizeMiB = -1 }},
 		{"emulated bios on snp", "EmulatedBIOS", func(c *Config) {
-			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEESNP, "", digest, "/fw", QBoot
+			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEESNP, "", digest, "/fw", shimconfig.DefaultEmulatedBIOS
 		}},
 		{"emulated bios on tdx", "EmulatedBIOS", func(c *Config) {
-			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEETDX, "", digest, "/fw", QBoot
+			c.TEE, c.SimSPSocket, c.HostData, c.Guest.Firmware, c.EmulatedBIOS = TEETDX, "", digest, "/fw", shimconfig.DefaultEmulatedBIOS
 		}},
-		{"emulated bios on pseries", "EmulatedBIOS", func(c *Config) { c.Guest.Arch, c.EmulatedBIOS = "ppc64le", QBoot }},
+		{"emulated bios on pseries", "EmulatedBIOS", func(c *Config) { c.Guest.Arch, c.EmulatedBIOS = "ppc64le", shimconfig.DefaultEmulatedBIOS }},
 		{"emulated bios with comma", "EmulatedBIOS", func(c *Config) { c.EmulatedBIOS = "/a,b" }},
 	}
 	for _, tc := range cases {
