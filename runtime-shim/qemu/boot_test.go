@@ -204,7 +204,7 @@ func TestBootSimGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	released, err := vm.ReleaseBootFiles(cfg.Guest)
+	released, err := vm.ReleaseBootFiles()
 	if err != nil {
 		t.Fatalf("ReleaseBootFiles: %v", err)
 	}

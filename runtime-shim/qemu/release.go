@@ -101,17 +101,14 @@ func PageOutFiles(pid int, paths ...string) (uint64, error) {
 }
 
 // ReleaseBootFiles pages out QEMU's mapping of the guest's initrd (and of the kernel, should
-// this QEMU map it) once the guest has booted; see PageOutFiles. Best effort: the VM runs on
-// whatever it returns.
-func (vm *VM) ReleaseBootFiles(g Guest) (uint64, error) {
+// this QEMU map it): the files Start gave QEMU, once the guest has booted; see PageOutFiles.
+// Best effort: the VM runs on whatever it returns. A VM from StartCommand has none.
+func (vm *VM) ReleaseBootFiles() (uint64, error) {
 	if vm.exited() {
 		return 0, fmt.Errorf("qemu pid %d: %w", vm.PID(), ErrNotRunning)
 	}
-	var paths []string
-	for _, p := range []string{g.Initrd, g.Kernel} {
-		if p != "" {
-			paths = append(paths, p)
-		}
+	if len(vm.bootFiles) == 0 {
+		return 0, nil
 	}
-	return PageOutFiles(vm.PID(), paths...)
+	return PageOutFiles(vm.PID(), vm.bootFiles...)
 }

@@ -59,6 +59,8 @@ type VM struct {
 
 	done    chan struct{}
 	exitErr error
+
+	bootFiles []string // the -initrd and -kernel files (Start only): ReleaseBootFiles
 }
 
 // Start builds cfg's command and starts QEMU in its own process group. The VM outlives the
@@ -75,7 +77,16 @@ func Start(cfg Config, opts StartOptions) (*VM, error) {
 	if err := CheckHost(cfg, opts.Host); err != nil {
 		return nil, fmt.Errorf("qemu start %s: %w", c.Path, err)
 	}
-	return StartCommand(c, opts)
+	vm, err := StartCommand(c, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []string{cfg.Guest.Initrd, cfg.Guest.Kernel} {
+		if p != "" {
+			vm.bootFiles = append(vm.bootFiles, p)
+		}
+	}
+	return vm, nil
 }
 
 // StartCommand starts a command built by Config.Command.

@@ -163,7 +163,7 @@ func (s *podBoot) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, resolv
 	go func() {
 		// The guest has unpacked its initrd: QEMU's copy (mapped for fw_cfg) is dead weight
 		// in its RSS (qemu.PageOutFiles). Off the critical path; best effort.
-		n, err := q.ReleaseBootFiles(qemu.GuestFromBundle(spec.Guest))
+		n, err := q.ReleaseBootFiles()
 		s.log.Debug("boot files paged out of QEMU", "bytes", n, "err", err)
 	}()
 
