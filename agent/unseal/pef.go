@@ -11,13 +11,6 @@ import (
 	"github.com/sealpod/sealpod/kbs/api"
 )
 
-// The ESM attachments a Sealpod PEF guest reads (imagebuilder/esm AttachDataKey and
-// AttachBrokerCredential; repeated here so the agent does not link the sealing side).
-const (
-	ESMDataKey          = "sealpod-data-key"
-	ESMBrokerCredential = "sealpod-broker-cred" // #nosec G101 -- an attachment name, not a credential
-)
-
 // ErrPEFAttachment: an ESM attachment is missing or malformed.
 var ErrPEFAttachment = errors.New("ESM attachment")
 
@@ -43,24 +36,24 @@ func NewPEFAttester(ctx context.Context, t tee.TEE, files ESMFiles) (*PEFAtteste
 	if t.Evidence() != tee.EvidencePEFCredential {
 		return nil, fmt.Errorf("pef attester: TEE %q: want %s or %s", t, tee.PEF, tee.SimPEF)
 	}
-	key, err := files(ctx, ESMDataKey)
+	key, err := files(ctx, tee.PEFAttachDataKey)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, ESMDataKey, err)
+		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, tee.PEFAttachDataKey, err)
 	}
 	if len(key) != api.DataKeySize {
 		clear(key)
-		return nil, fmt.Errorf("%s: %w %s: %d bytes, want %d", t, ErrPEFAttachment, ESMDataKey, len(key), api.DataKeySize)
+		return nil, fmt.Errorf("%s: %w %s: %d bytes, want %d", t, ErrPEFAttachment, tee.PEFAttachDataKey, len(key), api.DataKeySize)
 	}
-	raw, err := files(ctx, ESMBrokerCredential)
+	raw, err := files(ctx, tee.PEFAttachBrokerCredential)
 	if err != nil {
 		clear(key)
-		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, ESMBrokerCredential, err)
+		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, tee.PEFAttachBrokerCredential, err)
 	}
 	cred, err := api.ParsePEFCredential(raw)
 	clear(raw)
 	if err != nil {
 		clear(key)
-		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, ESMBrokerCredential, err)
+		return nil, fmt.Errorf("%s: %w %s: %w", t, ErrPEFAttachment, tee.PEFAttachBrokerCredential, err)
 	}
 	return &PEFAttester{tee: t, cred: cred, dataKey: key}, nil
 }

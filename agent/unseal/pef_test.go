@@ -89,9 +89,9 @@ func TestOpenSimPEFAttachments(t *testing.T) {
 		files map[string][]byte
 	}{
 		{"no data key", map[string][]byte{}},
-		{"short data key", map[string][]byte{unseal.ESMDataKey: make([]byte, 31)}},
-		{"no credential", map[string][]byte{unseal.ESMDataKey: make([]byte, 32)}},
-		{"credential without its prefix", map[string][]byte{unseal.ESMDataKey: make([]byte, 32), unseal.ESMBrokerCredential: make([]byte, api.PEFCredentialSize)}},
+		{"short data key", map[string][]byte{tee.PEFAttachDataKey: make([]byte, 31)}},
+		{"no credential", map[string][]byte{tee.PEFAttachDataKey: make([]byte, 32)}},
+		{"credential without its prefix", map[string][]byte{tee.PEFAttachDataKey: make([]byte, 32), tee.PEFAttachBrokerCredential: make([]byte, api.PEFCredentialSize)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, h := net.Pipe()

@@ -33,15 +33,14 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+
+	"github.com/sealpod/sealpod/internal/tee"
 )
 
-// Attachment names Sealpod puts in its blobs (the broker and guest sides use these).
+// Attachment names Sealpod puts in its blobs: internal/tee's, which the guest reads.
 const (
-	// AttachDataKey holds the workload's 32-byte data key (opens the sealed envelope).
-	AttachDataKey = "sealpod-data-key"
-	// AttachBrokerCredential holds the per-workload credential the guest proves to the
-	// broker in place of an attestation report (format defined by the broker side).
-	AttachBrokerCredential = "sealpod-broker-cred" // #nosec G101 -- a file name, not a credential
+	AttachDataKey          = tee.PEFAttachDataKey
+	AttachBrokerCredential = tee.PEFAttachBrokerCredential
 )
 
 // Limits. The ultravisor copies files-fdt into one 64 KiB page and decrypts the digests into a

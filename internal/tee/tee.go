@@ -137,5 +137,16 @@ func (t TEE) Evidence() Evidence {
 	return ""
 }
 
+// The ESM attachments of a PEF (and sim-pef) guest: imagebuilder/esm seals them into the blob
+// for the ultravisor, the agent reads them back from it (UV_ESMB_GET_FILE, or the simulated
+// ultravisor). The PEF counterpart of HOST_DATA: where the launch carries what the guest needs.
+const (
+	// PEFAttachDataKey holds the workload's 32-byte data key (opens the sealed envelope).
+	PEFAttachDataKey = "sealpod-data-key"
+	// PEFAttachBrokerCredential holds the per-workload credential the guest proves to the
+	// broker in place of an attestation report (format: kbs/api).
+	PEFAttachBrokerCredential = "sealpod-broker-cred" // #nosec G101 -- an attachment name, not a credential
+)
+
 // Simulated reports whether t is a software simulation (never detected, only given).
 func (t TEE) Simulated() bool { return t == Sim || t == SimTDX || t == SimPEF }
