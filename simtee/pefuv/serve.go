@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/imagebuilder/pefseal"
@@ -72,16 +71,8 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, svm *SVM, log *slog.Log
 const maxNameLen = 31
 
 func answer(req *simsp.Request, svm *SVM) *simsp.Response {
-	if req.Version != simsp.ProtocolVersion {
-		return &simsp.Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, simsp.ProtocolVersion)}
-	}
-	switch req.Kind {
-	case simsp.KindTEE:
-		return &simsp.Response{TEE: string(tee.SimPEF)}
-	case simsp.KindESMFile:
-	default:
-		return &simsp.Response{Error: fmt.Sprintf("request kind %q: this host simulates %s, which hands out ESM attachments only (kind %q)",
-			strings.ToValidUTF8(req.Kind, "?"), tee.SimPEF, simsp.KindESMFile)}
+	if r := spchan.Triage(req, tee.SimPEF, "hands out ESM attachments", simsp.KindESMFile); r != nil {
+		return r
 	}
 	if n := len(req.Name); n == 0 || n > maxNameLen {
 		return &simsp.Response{Error: fmt.Sprintf("request name: %d bytes, want 1..%d", n, maxNameLen)}

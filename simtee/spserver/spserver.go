@@ -74,15 +74,8 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, signer *amdsp.Signer, l
 }
 
 func answer(req *simsp.Request, signer *amdsp.Signer, launch LaunchSource) *simsp.Response {
-	if req.Version != simsp.ProtocolVersion {
-		return &simsp.Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, simsp.ProtocolVersion)}
-	}
-	switch req.Kind {
-	case simsp.KindTEE:
-		return &simsp.Response{TEE: string(tee.Sim)}
-	case "", simsp.KindReport:
-	default:
-		return &simsp.Response{Error: fmt.Sprintf("request kind %q: this host simulates %s, which makes SNP reports only", req.Kind, tee.Sim)}
+	if r := spchan.Triage(req, tee.Sim, "makes SNP reports", "", simsp.KindReport); r != nil {
+		return r
 	}
 	if len(req.ReportData) != abi.ReportDataSize {
 		return &simsp.Response{Error: fmt.Sprintf("request reportData: %d bytes, want %d", len(req.ReportData), abi.ReportDataSize)}

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/sealpod/sealpod/agent/simsp"
 	"github.com/sealpod/sealpod/guest-image/measure"
@@ -104,16 +103,8 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, s *Signer, l LaunchSour
 }
 
 func answer(req *simsp.Request, s *Signer, l LaunchSource) *simsp.Response {
-	if req.Version != simsp.ProtocolVersion {
-		return &simsp.Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, simsp.ProtocolVersion)}
-	}
-	switch req.Kind {
-	case simsp.KindTEE:
-		return &simsp.Response{TEE: string(tee.SimTDX)}
-	case simsp.KindQuote:
-	default:
-		return &simsp.Response{Error: fmt.Sprintf("request kind %q: this host simulates %s, which makes TDX quotes only (kind %q)",
-			strings.ToValidUTF8(req.Kind, "?"), tee.SimTDX, simsp.KindQuote)}
+	if r := spchan.Triage(req, tee.SimTDX, "makes TDX quotes", simsp.KindQuote); r != nil {
+		return r
 	}
 	if len(req.ReportData) != 64 {
 		return &simsp.Response{Error: fmt.Sprintf("request reportData: %d bytes, want 64", len(req.ReportData))}

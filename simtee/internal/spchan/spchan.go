@@ -1,7 +1,8 @@
 // Package spchan is the host's side of the simulated-TEE port (the frame protocol of package
 // agent/simsp): one loop that reads the guest's requests and writes the answers the simulated
-// hardware gives, shared by the simulated AMD-SP (simtee/spserver) and the simulated TDX
-// (simtee/tdxsim).
+// hardware gives, shared by the simulated AMD-SP (simtee/spserver), the simulated TDX
+// (simtee/tdxsim) and the simulated PEF ultravisor (simtee/pefuv), and Triage, the checks
+// every one of them makes before its own answer.
 package spchan
 
 import (
@@ -10,9 +11,30 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/sealpod/sealpod/agent/simsp"
+	"github.com/sealpod/sealpod/internal/tee"
 )
+
+// Triage is what every simulated device answers before its own work: a request of another
+// protocol version is refused, KindTEE is answered with t, and a kind not in accepted (the
+// last of which is named in the refusal) is refused, saying what the device makes. It returns
+// nil for a request of an accepted kind, which the device answers itself.
+func Triage(req *simsp.Request, t tee.TEE, makes string, accepted ...string) *simsp.Response {
+	if req.Version != simsp.ProtocolVersion {
+		return &simsp.Response{Error: fmt.Sprintf("request version %d: want %d", req.Version, simsp.ProtocolVersion)}
+	}
+	if req.Kind == simsp.KindTEE {
+		return &simsp.Response{TEE: string(t)}
+	}
+	if !slices.Contains(accepted, req.Kind) {
+		return &simsp.Response{Error: fmt.Sprintf("request kind %q: this host simulates %s, which %s only (kind %q)",
+			strings.ToValidUTF8(req.Kind, "?"), t, makes, accepted[len(accepted)-1])}
+	}
+	return nil
+}
 
 // Serve answers requests on conn until ctx is done or the guest side closes. name prefixes
 // errors and log lines ("sim-sp", "sim-tdx"). A malformed request gets answer's error
