@@ -37,27 +37,15 @@ func FileMappings(maps io.Reader, paths ...string) ([]FileMapping, error) {
 	sc.Buffer(make([]byte, 0, 4096), maxMapsLine)
 	var out []FileMapping
 	for sc.Scan() {
-		// start-end perms offset dev inode [path]; the path may contain spaces.
-		rest := sc.Text()
-		var f [5]string
-		for i := range f {
-			rest = strings.TrimLeft(rest, " ")
-			j := strings.IndexByte(rest, ' ')
-			if j < 0 {
-				f[i], rest = rest, ""
-				continue
-			}
-			f[i], rest = rest[:j], rest[j:]
-		}
-		path := strings.TrimLeft(rest, " ")
+		rng, _, path := mapsLine(sc.Text())
 		if path == "" || !slices.Contains(paths, path) {
 			continue
 		}
-		lo, hi, ok := strings.Cut(f[0], "-")
+		lo, hi, ok := strings.Cut(rng, "-")
 		start, err1 := strconv.ParseUint(lo, 16, 64)
 		end, err2 := strconv.ParseUint(hi, 16, 64)
 		if !ok || err1 != nil || err2 != nil || end <= start {
-			return nil, fmt.Errorf("maps: bad address range %q", f[0])
+			return nil, fmt.Errorf("maps: bad address range %q", rng)
 		}
 		out = append(out, FileMapping{Start: start, End: end, Path: path})
 	}
@@ -65,6 +53,24 @@ func FileMappings(maps io.Reader, paths ...string) ([]FileMapping, error) {
 		return nil, fmt.Errorf("maps: %w", err)
 	}
 	return out, nil
+}
+
+// mapsLine splits a line of /proc/<pid>/maps (or a mapping's first line in smaps): "start-end
+// perms offset dev inode [path]". The path may contain spaces; it is "" for an anonymous
+// mapping and for a line of fewer than six fields.
+func mapsLine(line string) (rng, perms, path string) {
+	rest := line
+	var f [5]string
+	for i := range f {
+		rest = strings.TrimLeft(rest, " ")
+		j := strings.IndexByte(rest, ' ')
+		if j < 0 {
+			f[i], rest = rest, ""
+			continue
+		}
+		f[i], rest = rest[:j], rest[j:]
+	}
+	return f[0], f[1], strings.TrimLeft(rest, " ")
 }
 
 // PageOutFiles asks the kernel to reclaim the pages of process pid's mappings of paths

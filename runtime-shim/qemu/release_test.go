@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -155,23 +154,17 @@ func mapAndWait(path string) {
 	os.Exit(sum & 1)      // the sum is used: the reads stay
 }
 
-// mappedRSS sums the Rss of pid's mappings of path (from smaps).
+// mappedRSS sums the Rss of pid's mappings of path (from smaps), in bytes.
 func mappedRSS(t *testing.T, pid int, path string) uint64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps")
+	maps, err := readSmaps(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var total uint64
-	in := false
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			in = strings.HasSuffix(l, " "+path)
-			continue
-		}
-		if in && strings.HasPrefix(l, "Rss:") {
-			kb, _ := strconv.ParseUint(strings.Fields(l)[1], 10, 64)
-			total += kb << 10
+	for _, m := range maps {
+		if m.path == path {
+			total += uint64(m.rss) << 10
 		}
 	}
 	return total

@@ -116,30 +116,26 @@ func mustArgs(t *testing.T, c *Config) []string {
 	return out
 }
 
-// rssByMapping sums QEMU's resident memory per mapping (/proc/<pid>/smaps) and names the five
-// largest: guest RAM (the mapping of the memory size), the TCG cache (rwx, tb-size), arenas,
-// the mapped initrd, QEMU's binary.
-func rssByMapping(vm *VM) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", vm.PID()))
+// smapsMapping is one mapping of /proc/<pid>/smaps: its path ("" for anonymous memory),
+// permissions, and Size and Rss in KiB.
+type smapsMapping struct {
+	path, perms string
+	size, rss   int
+}
+
+// readSmaps reads pid's mappings from /proc/<pid>/smaps (mapping lines split by mapsLine).
+func readSmaps(pid int) ([]smapsMapping, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
-		return err.Error()
+		return nil, err
 	}
-	type m struct {
-		name      string
-		size, rss int
-	}
-	var maps []m
+	var maps []smapsMapping
 	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			name := "[anon " + f[1] + "]"
-			if len(f) >= 6 {
-				name = f[5]
-			}
-			maps = append(maps, m{name: name})
+		if rng, perms, path := mapsLine(line); strings.Contains(rng, "-") && len(perms) == 4 {
+			maps = append(maps, smapsMapping{path: path, perms: perms})
 			continue
 		}
-		if len(f) == 3 && len(maps) > 0 {
+		if f := strings.Fields(line); len(f) == 3 && len(maps) > 0 {
 			n, _ := strconv.Atoi(f[1])
 			switch f[0] {
 			case "Size:":
@@ -149,13 +145,28 @@ func rssByMapping(vm *VM) string {
 			}
 		}
 	}
+	return maps, nil
+}
+
+// rssByMapping sums QEMU's resident memory per mapping (/proc/<pid>/smaps) and names the five
+// largest: guest RAM (the mapping of the memory size), the TCG cache (rwx, tb-size), arenas,
+// the mapped initrd, QEMU's binary.
+func rssByMapping(vm *VM) string {
+	maps, err := readSmaps(vm.PID())
+	if err != nil {
+		return err.Error()
+	}
 	sort.Slice(maps, func(i, j int) bool { return maps[i].rss > maps[j].rss })
 	var out []string
 	total := 0
 	for i, x := range maps {
 		total += x.rss
 		if i < 5 {
-			out = append(out, fmt.Sprintf("%s %dM rss %.1f", x.name, x.size>>10, float64(x.rss)/1024))
+			name := x.path
+			if name == "" {
+				name = "[anon " + x.perms + "]"
+			}
+			out = append(out, fmt.Sprintf("%s %dM rss %.1f", name, x.size>>10, float64(x.rss)/1024))
 		}
 	}
 	return fmt.Sprintf("total %.1f MiB; %s", float64(total)/1024, strings.Join(out, "; "))
