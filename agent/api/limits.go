@@ -1,6 +1,6 @@
 package api
 
-import "regexp"
+import "github.com/sealpod/sealpod/internal/lazyregexp"
 
 // Limits on request fields (the agent refuses larger values with InvalidArgument).
 const (
@@ -40,10 +40,13 @@ const ServiceName = "sealpod.agent.v1.Agent"
 // PortName is the virtio-serial port name of the agent API.
 const PortName = "sealpod.agent"
 
+// The syntaxes below compile on first use (lazyregexp: the agent binary starts several times
+// per pod) and bound lengths outside the expression, which stays small without counted
+// repetitions.
 var (
-	nameRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	execIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	serialRe = regexp.MustCompile(`^sealpod-[0-9]{1,2}$`)
+	labelRe  = lazyregexp.New(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	execIDRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	serialRe = lazyregexp.New(`^sealpod-[0-9]{1,2}$`)
 )
 
 // VolumeSerialPrefix starts the virtio-blk serial of a hot-plugged sealed volume
@@ -55,11 +58,16 @@ const VolumeSerialPrefix = "sealpod-"
 func ValidVolumeSerial(s string) bool { return serialRe.MatchString(s) }
 
 // ValidContainerName reports whether s is a Kubernetes container name (DNS-1123 label).
-func ValidContainerName(s string) bool { return nameRe.MatchString(s) }
+func ValidContainerName(s string) bool { return ValidDNSLabel(s) }
+
+// ValidDNSLabel reports whether s is a DNS-1123 label: at most 63 lowercase letters, digits
+// and '-', starting and ending with a letter or digit (Kubernetes container names,
+// hostnames).
+func ValidDNSLabel(s string) bool { return len(s) <= 63 && labelRe.MatchString(s) }
 
 // ValidExecID reports whether s is a well-formed exec id (empty is not: it means the
 // container's main process and is checked by the caller).
-func ValidExecID(s string) bool { return execIDRe.MatchString(s) }
+func ValidExecID(s string) bool { return len(s) <= 64 && execIDRe.MatchString(s) }
 
 // States reported by Ping.
 const (

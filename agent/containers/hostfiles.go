@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/errkind"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // Host-provided volumes (spec.VolumeHostObject): the files of runtime-created Secrets and
@@ -42,7 +42,7 @@ const hostVolumeSize = 16 << 20
 
 // ServiceAccountVolumeRe matches the name the ServiceAccount admission plugin gives the
 // projected token volume it adds to a pod ("kube-api-access-" and 5 random characters).
-var ServiceAccountVolumeRe = regexp.MustCompile(`^kube-api-access-[a-z0-9]{5}$`)
+var ServiceAccountVolumeRe = lazyregexp.New(`^kube-api-access-[a-z0-9]{5}$`)
 
 // CheckHostFiles validates a whole volume's files by syntax: at most api.MaxHostFiles files
 // and api.MaxHostFilesBytes of data; each path relative, clean, at most

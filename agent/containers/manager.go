@@ -36,7 +36,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -46,6 +45,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/agent/containers/image"
 	"github.com/sealpod/sealpod/agent/errkind"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -205,8 +205,6 @@ func (m *Manager) limits() *image.Limits {
 	return lim
 }
 
-var containerNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // Create takes the sealed container's image as pulled from StartPod on (waiting for that pull
 // if it is still running, and returning its error if it failed), or pulls it now (a container
 // created again), verified against its pinned digest and unpacked into a fresh root
@@ -225,7 +223,7 @@ type CreateOptions struct {
 
 // CreateWith is Create with the host's per-container input.
 func (m *Manager) CreateWith(ctx context.Context, name string, o CreateOptions) (*Container, error) {
-	if !containerNameRe.MatchString(name) {
+	if !api.ValidContainerName(name) {
 		return nil, fmt.Errorf("create container %q: %w", name, ErrUnknownContainer)
 	}
 	m.mu.Lock()

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,7 +20,9 @@ import (
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
+	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 type podVolume struct {
@@ -75,10 +76,9 @@ func (p *pod) volume(name string) (podVolume, bool) {
 	return v, ok
 }
 
-var (
-	volumeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
-	hostnameRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-)
+// volumeNameRe is a volume name's syntax, at most 253 bytes (checked apart: the expression
+// compiles on first use and stays small without a counted repetition).
+var volumeNameRe = lazyregexp.New(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 
 func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *pod, retErr error) {
 	dir := filepath.Join(opts.StateDir, "pod")
@@ -124,7 +124,7 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 		}
 	}
 	p.hostname = strings.ToLower(p.hostname)
-	if !hostnameRe.MatchString(p.hostname) {
+	if !api.ValidDNSLabel(p.hostname) {
 		log.Warn("pod name is not a valid hostname, using \"sealpod\"")
 		p.hostname = "sealpod"
 	}
@@ -132,7 +132,7 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 	// Volumes.
 	vdir := filepath.Join(dir, "volumes")
 	for _, v := range s.Volumes {
-		if !volumeNameRe.MatchString(v.Name) {
+		if len(v.Name) > 253 || !volumeNameRe.MatchString(v.Name) {
 			return nil, fmt.Errorf("volume %q: %w: name", v.Name, ErrInvalid)
 		}
 		if _, dup := p.volumes[v.Name]; dup {

@@ -3,12 +3,12 @@ package containers
 import (
 	"maps"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // Service environment variables: the kubelet gives every container the "Docker link" style
@@ -33,10 +33,10 @@ import (
 // They come after the image's environment and before the sealed env, which wins.
 
 var (
-	serviceHostRE  = regexp.MustCompile(`^([A-Z0-9_]+)_SERVICE_HOST$`)
-	servicePortRE  = regexp.MustCompile(`^([A-Z0-9_]+)_SERVICE_PORT(_[A-Z0-9_]+)?$`)
-	portURLRE      = regexp.MustCompile(`^([A-Z0-9_]+)_PORT(_[0-9]{1,5}_(TCP|UDP|SCTP))?$`)
-	portDetailRE   = regexp.MustCompile(`^([A-Z0-9_]+)_PORT_[0-9]{1,5}_(TCP|UDP|SCTP)_(PROTO|PORT|ADDR)$`)
+	serviceHostRE  = lazyregexp.New(`^([A-Z0-9_]+)_SERVICE_HOST$`)
+	servicePortRE  = lazyregexp.New(`^([A-Z0-9_]+)_SERVICE_PORT(_[A-Z0-9_]+)?$`)
+	portURLRE      = lazyregexp.New(`^([A-Z0-9_]+)_PORT(_[0-9]{1,5}_(TCP|UDP|SCTP))?$`)
+	portDetailRE   = lazyregexp.New(`^([A-Z0-9_]+)_PORT_[0-9]{1,5}_(TCP|UDP|SCTP)_(PROTO|PORT|ADDR)$`)
 	maxServiceVars = 4096 // bounds the work on a hostile environment (host_env is bounded too)
 )
 

@@ -10,13 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // Limits.
@@ -32,9 +32,9 @@ const (
 var ErrInvalid = errors.New("invalid network configuration")
 
 var (
-	dnsNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`)
-	labelRe   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	ifNameRe  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	// compiled on first use (lazyregexp: not at every start of the agent binary)
+	dnsNameRe = lazyregexp.New(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`)
+	ifNameRe  = lazyregexp.New(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
 
 func bad(format string, a ...any) error {
@@ -91,7 +91,7 @@ func Validate(c *api.NetworkConfig) error {
 	if err := validateDNS(c); err != nil {
 		return err
 	}
-	if h := c.GetHostname(); h != "" && !labelRe.MatchString(h) {
+	if h := c.GetHostname(); h != "" && !api.ValidDNSLabel(h) {
 		return bad("hostname: %.70q is not a DNS label", h)
 	}
 	return nil

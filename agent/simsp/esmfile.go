@@ -5,7 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
+
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // KindESMFile asks the simulated PEF ultravisor (sim-pef) for one attachment of the guest's
@@ -23,7 +24,7 @@ const MaxESMFile = 4096
 var ErrESMFile = errors.New("simsp: bad ESM attachment")
 
 // esmFileNameRe is the attachment-name syntax of imagebuilder/esm (svm-tools' node names).
-var esmFileNameRe = regexp.MustCompile(`^[A-Za-z][0-9A-Za-z,._+-]{0,30}$`)
+var esmFileNameRe = lazyregexp.New(`^[A-Za-z][0-9A-Za-z,._+-]{0,30}$`)
 
 // GetESMFile asks the simulated ultravisor for the ESM attachment name.
 func (c *Client) GetESMFile(ctx context.Context, name string) ([]byte, error) {

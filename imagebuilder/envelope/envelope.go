@@ -21,10 +21,10 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"regexp"
 
 	"golang.org/x/crypto/nacl/secretbox"
 
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 	"github.com/sealpod/sealpod/internal/tee"
 )
 
@@ -80,9 +80,9 @@ type wire struct {
 }
 
 var (
-	workloadRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-	hex64RE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	keyIDRE    = regexp.MustCompile(`^[0-9a-f]{16}$`)
+	workloadRE = lazyregexp.New(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	hex64RE    = lazyregexp.New(`^[0-9a-f]{64}$`)
+	keyIDRE    = lazyregexp.New(`^[0-9a-f]{16}$`)
 )
 
 // KeyID derives the public identifier of a data key (not secret: a truncated hash).

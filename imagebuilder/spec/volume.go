@@ -3,10 +3,11 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // VolumeEncrypted is a sealed persistent volume (issue 15, docs/volumes.md): a PVC, a
@@ -51,8 +52,8 @@ type Device struct {
 
 // dnsLabel is a Kubernetes DNS-1123 label; dnsSubdomain a DNS-1123 subdomain.
 var (
-	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	dnsLabel     = lazyregexp.New(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomain = lazyregexp.New(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
 
 // ValidVolumeName reports whether n is a valid pod volume name (a DNS-1123 label).

@@ -149,6 +149,14 @@ func (g *Graph) reach(roots []string, stop func(string) bool) [][]string {
 	return hits
 }
 
+// linked returns every project package root links, root included, sorted.
+func (g *Graph) linked(root string) []string {
+	var all []string
+	g.reach([]string{root}, func(p string) bool { all = append(all, p); return false })
+	sort.Strings(all)
+	return all
+}
+
 // Allowed checks that every project package root links is in allowed.
 func (g *Graph) Allowed(rule, root string, allowed Patterns) []Violation {
 	if _, ok := g.Imports[root]; !ok {

@@ -9,13 +9,13 @@ import (
 var (
 	// agentAllowed is every project package the agent binary (the only code that runs inside
 	// the TEE) may link: its own packages, the contract packages it reads (the sealed spec, the
-	// envelope opener, the guest bundle format), the broker's wire types and client, and two
+	// envelope opener, the guest bundle format), the broker's wire types and client, and three
 	// small shared helpers. No measurement code, no broker store/registry, no simulated signer.
 	agentAllowed = Patterns{
 		"agent/...",
 		"imagebuilder/envelope", "imagebuilder/spec", "imagebuilder/bundle",
 		"kbs/api", "kbs/client",
-		"internal/atomicfile", "internal/tee",
+		"internal/atomicfile", "internal/lazyregexp", "internal/tee",
 	}
 	// contracts are the packages through which components talk: importing one is no
 	// dependency on the rest of its component.

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 	"github.com/sealpod/sealpod/internal/tee"
 )
 
@@ -75,7 +75,7 @@ func ReportData(nonce, teePubKey []byte) [ReportDataSize]byte {
 	return out
 }
 
-var workloadIDRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+var workloadIDRe = lazyregexp.New(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
 // ValidWorkloadID reports whether id is a well-formed workload id.
 func ValidWorkloadID(id string) bool { return len(id) <= 253 && workloadIDRe.MatchString(id) }

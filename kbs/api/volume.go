@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
 // Encrypted volumes (issue 15; docs/kbs.md "Volume generations"): the broker keeps a
@@ -61,8 +62,8 @@ var ErrVolumeIdentity = errors.New("invalid volume identity")
 // (ValidVolumeName, ValidObjectName); kbs/api imports no imagebuilder package, so the check is
 // written again here and a test holds the two to the same answers.
 var (
-	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	dns1123Label     = lazyregexp.New(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = lazyregexp.New(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
 
 // MaxVolumeIdentityLen is the longest identity: a 63-byte namespace, "/", a 253-byte claim.

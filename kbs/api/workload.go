@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/sealpod/sealpod/internal/lazyregexp"
 	"github.com/sealpod/sealpod/internal/tee"
 )
 
@@ -111,8 +111,8 @@ func fieldErr(field, format string, args ...any) error {
 }
 
 var (
-	lowerHexRe = regexp.MustCompile(`^[0-9a-f]+$`)
-	dnsLabelRe = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
+	lowerHexRe = lazyregexp.New(`^[0-9a-f]+$`)
+	dnsLabelRe = lazyregexp.New(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
 )
 
 // ValidateWorkloadID checks a workload id (also used for URL path segments) and returns a
