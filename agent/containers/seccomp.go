@@ -16,7 +16,8 @@ var seccompSupported = seccomp.Enabled
 
 // seccompFilter returns the container's seccomp filter, by the sealed profile type:
 //   - none or RuntimeDefault: containerd's default profile for the container's bounding
-//     capabilities (seccomp_default.go), as containerd's CRI plugin gives every pod;
+//     capabilities (seccomp_default.go), as containerd's CRI plugin gives every pod, for the
+//     architectures the kernel can run (narrowArches);
 //   - Localhost: the profile content sealed at seal time (checked again here);
 //   - Unconfined, or a privileged container without a profile (as containerd): no filter.
 //
@@ -38,6 +39,7 @@ func seccompFilter(sctx *spec.SecurityContext, bounding []string) (*specs.LinuxS
 		return nil, nil
 	case spec.SeccompRuntimeDefault:
 		filter = defaultSeccompProfile(slices.Clone(bounding))
+		filter.Architectures = narrowArches(filter.Architectures, runningKernelABIs())
 	}
 	if !seccompSupported {
 		return nil, fmt.Errorf("%w: securityContext.seccompProfile %s: this agent was built without seccomp support (build tag seccomp, static libseccomp: make agent); refusing to run the container unconfined", ErrInvalid, p.Type)

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/testdeps"
@@ -99,7 +101,9 @@ func TestSeccompFilter(t *testing.T) {
 					t.Fatalf("filter %+v, want none", got)
 				}
 			case "default":
-				if !reflect.DeepEqual(got, defaultSeccompProfile(defaultCaps)) {
+				want := defaultSeccompProfile(defaultCaps)
+				want.Architectures = narrowArches(want.Architectures, runningKernelABIs())
+				if !reflect.DeepEqual(got, want) {
 					t.Fatal("not the default profile")
 				}
 			case "local":
@@ -148,5 +152,50 @@ func TestSeccompInContainer(t *testing.T) {
 				t.Fatalf("stdout %q stderr %q; want stdout %q, stderr with %q", out, errOut, tc.wantOut, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestNarrowArches(t *testing.T) {
+	amd64 := []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}
+	for _, tc := range []struct {
+		name string
+		in   []specs.Arch
+		k    kernelABIs
+		want []specs.Arch
+	}{
+		{"minimal guest kernel", amd64, kernelABIs{}, []specs.Arch{specs.ArchX86_64}},
+		{"IA32 emulation", amd64, kernelABIs{ia32: true}, []specs.Arch{specs.ArchX86_64, specs.ArchX86}},
+		{"IA32 and x32", amd64, kernelABIs{ia32: true, x32: true}, amd64},
+		{"ppc64le untouched", []specs.Arch{specs.ArchPPC64LE}, kernelABIs{}, []specs.Arch{specs.ArchPPC64LE}},
+		{"empty", nil, kernelABIs{}, []specs.Arch{}},
+	} {
+		in := slices.Clone(tc.in)
+		got := narrowArches(tc.in, tc.k)
+		if len(got) != len(tc.want) || (len(got) > 0 && !reflect.DeepEqual(got, tc.want)) {
+			t.Errorf("%s: narrowArches(%v, %+v) = %v, want %v", tc.name, tc.in, tc.k, got, tc.want)
+		}
+		if !reflect.DeepEqual(in, tc.in) {
+			t.Errorf("%s: the input list changed to %v", tc.name, tc.in)
+		}
+	}
+}
+
+// The probes agree with this machine's kernel: the sysctl of IA32 emulation and an x32
+// getpid that either works or fails with ENOSYS.
+func TestRunningKernelABIs(t *testing.T) {
+	k := runningKernelABIs()
+	if runtime.GOARCH != "amd64" {
+		if k != (kernelABIs{}) {
+			t.Fatalf("%s: %+v, want none", runtime.GOARCH, k)
+		}
+		return
+	}
+	_, err := os.Stat("/proc/sys/abi/vsyscall32")
+	if k.ia32 != (err == nil) {
+		t.Errorf("ia32 = %v, but stat /proc/sys/abi/vsyscall32: %v", k.ia32, err)
+	}
+	pid, _, errno := unix.RawSyscall(0x40000000|unix.SYS_GETPID, 0, 0, 0)
+	if k.x32 != (errno == 0 && int(pid) == os.Getpid()) {
+		t.Errorf("x32 = %v, but x32 getpid = %d, %v (pid %d)", k.x32, pid, errno, os.Getpid())
 	}
 }
