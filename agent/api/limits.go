@@ -1,6 +1,9 @@
 package api
 
-import "github.com/sealpod/sealpod/internal/lazyregexp"
+import (
+	"github.com/sealpod/sealpod/imagebuilder/spec"
+	"github.com/sealpod/sealpod/internal/lazyregexp"
+)
 
 // Limits on request fields (the agent refuses larger values with InvalidArgument).
 const (
@@ -44,7 +47,6 @@ const PortName = "sealpod.agent"
 // per pod) and bound lengths outside the expression, which stays small without counted
 // repetitions.
 var (
-	labelRe  = lazyregexp.New(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 	execIDRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	serialRe = lazyregexp.New(`^sealpod-[0-9]{1,2}$`)
 )
@@ -58,12 +60,7 @@ const VolumeSerialPrefix = "sealpod-"
 func ValidVolumeSerial(s string) bool { return serialRe.MatchString(s) }
 
 // ValidContainerName reports whether s is a Kubernetes container name (DNS-1123 label).
-func ValidContainerName(s string) bool { return ValidDNSLabel(s) }
-
-// ValidDNSLabel reports whether s is a DNS-1123 label: at most 63 lowercase letters, digits
-// and '-', starting and ending with a letter or digit (Kubernetes container names,
-// hostnames).
-func ValidDNSLabel(s string) bool { return len(s) <= 63 && labelRe.MatchString(s) }
+func ValidContainerName(s string) bool { return spec.ValidDNSLabel(s) }
 
 // ValidExecID reports whether s is a well-formed exec id (empty is not: it means the
 // container's main process and is checked by the caller).

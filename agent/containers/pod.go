@@ -20,7 +20,6 @@ import (
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
-	"github.com/sealpod/sealpod/agent/api"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
@@ -124,7 +123,7 @@ func startPod(opts Options, log *slog.Logger, s *spec.Spec, po PodOptions) (p *p
 		}
 	}
 	p.hostname = strings.ToLower(p.hostname)
-	if !api.ValidDNSLabel(p.hostname) {
+	if !spec.ValidDNSLabel(p.hostname) {
 		log.Warn("pod name is not a valid hostname, using \"sealpod\"")
 		p.hostname = "sealpod"
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/imagebuilder/spec"
 	"github.com/sealpod/sealpod/internal/lazyregexp"
 )
 
@@ -91,7 +92,7 @@ func Validate(c *api.NetworkConfig) error {
 	if err := validateDNS(c); err != nil {
 		return err
 	}
-	if h := c.GetHostname(); h != "" && !api.ValidDNSLabel(h) {
+	if h := c.GetHostname(); h != "" && !spec.ValidDNSLabel(h) {
 		return bad("hostname: %.70q is not a DNS label", h)
 	}
 	return nil

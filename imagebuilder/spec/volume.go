@@ -56,8 +56,13 @@ var (
 	dnsSubdomain = lazyregexp.New(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
 
+// ValidDNSLabel reports whether n is a DNS-1123 label: at most 63 lowercase letters, digits
+// and '-', starting and ending with a letter or digit (Kubernetes container, volume and
+// namespace names, hostnames).
+func ValidDNSLabel(n string) bool { return len(n) <= 63 && dnsLabel.MatchString(n) }
+
 // ValidVolumeName reports whether n is a valid pod volume name (a DNS-1123 label).
-func ValidVolumeName(n string) bool { return len(n) <= 63 && dnsLabel.MatchString(n) }
+func ValidVolumeName(n string) bool { return ValidDNSLabel(n) }
 
 // ValidObjectName reports whether n is a valid object name (a DNS-1123 subdomain).
 func ValidObjectName(n string) bool { return len(n) <= 253 && dnsSubdomain.MatchString(n) }
