@@ -122,7 +122,7 @@ func TestLaunchIsMeasured(t *testing.T) {
 					// The sim launch digest the shim's simulated TEE reports, computed from the
 					// argv's files, is the one computed from the bundle.
 					got.TEEs, want.TEEs = []tee.TEE{tee.Sim}, []tee.TEE{tee.Sim}
-					// Under emulation QEMU runs -cpu max; the VMSA vCPU signature in the sim
+					// Under emulation QEMU runs -cpu TCGCPU; the VMSA vCPU signature in the sim
 					// digest is the one the simulated SP assumes (guest.json vcpuType).
 					got.VCPUType = want.VCPUType
 					got.Firmware, want.Firmware = nil, nil // SeaBIOS: not measured under sim
