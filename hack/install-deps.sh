@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 #   iptables               kube-proxy of the local Kubernetes cluster (tests/e2e, make demo)
 #   protobuf-compiler      protoc, for agent/api's generated-code check
 #   git make curl bc file iproute2   build tools, cluster and demo helpers
-#   linux-source-6.1 flex bison libelf-dev cpio xz-utils   the minimal guest kernel (guest-image/kernel:
+#   linux-source-6.1 flex bison libelf-dev cpio xz-utils patch   the minimal guest kernel (guest-image/kernel:
 #                          BuildMinimal; built once, cached in ~/.cache/sealpod/kernel)
 #   lz4                    the reference decoder the LZ4 initrd is checked against (guest-image/initrd)
 #   pesign                 independent Authenticode (PE hash) the TDX RTMR[1] code is checked against (guest-image/measure/authenticode)
@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(etcd-server ovmf qemu-system-x86 busybox-static gcc libc6-dev libseccomp-dev pkg-config
 	containerd runc containernetworking-plugins iptables protobuf-compiler
 	git make curl bc file iproute2
-	linux-source-6.1 flex bison libelf-dev cpio xz-utils lz4 pesign
+	linux-source-6.1 flex bison libelf-dev cpio xz-utils patch lz4 pesign
 	gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross libseccomp-dev:ppc64el qemu-system-ppc)
 
 missing=()

@@ -89,7 +89,9 @@ func TestIdentifyArch(t *testing.T) {
 	tarball := fakesource.Tarball(t, nil)
 	ctx := testContext(t)
 	x86 := BuildOptions{Tarball: tarball}
-	x86.defaults()
+	if err := x86.defaults(); err != nil {
+		t.Fatal(err)
+	}
 	bx, err := x86.identify(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +109,9 @@ func TestIdentifyArch(t *testing.T) {
 		testdeps.Missing(t, "%sgcc (Debian gcc-powerpc64le-linux-gnu; make deps installs it): %v", CrossCompilePPC64LE, err)
 	}
 	ppc := BuildOptions{Tarball: tarball, Arch: ArchPPC64LE}
-	ppc.defaults()
+	if err := ppc.defaults(); err != nil {
+		t.Fatal(err)
+	}
 	bp, err := ppc.identify(ctx)
 	if err != nil {
 		t.Fatal(err)

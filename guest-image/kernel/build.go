@@ -76,6 +76,10 @@ type BuildOptions struct {
 	// Fragment is applied on top of tinyconfig (default MinimalConfig, or
 	// MinimalConfigPPC64LE for ppc64le).
 	Fragment []byte
+	// Patches are applied to the unpacked source first (default: DefaultPatches of Arch when
+	// building from DefaultSourceTarball; none for another tarball, which they were not
+	// written for).
+	Patches []Patch
 	// CacheDir holds the built kernels: <CacheDir>/<key>/{bzImage,config,kernel.json} and the
 	// kept build tree <CacheDir>/<key>/build (variants are relinked from it: BuildBuiltin).
 	CacheDir string
@@ -91,16 +95,20 @@ type BuildOptions struct {
 type Built struct {
 	Dir string `json:"-"`
 	// Key identifies the inputs: recipe, source tarball, fragment and compiler.
-	Key             string `json:"key"`
-	SourcePackage   string `json:"sourcePackage,omitempty"`
-	SourceVersion   string `json:"sourceVersion,omitempty"`
-	SourceSHA256    string `json:"sourceSHA256"`
-	FragmentSHA256  string `json:"fragmentSHA256"`
-	Compiler        string `json:"compiler"`
-	Release         string `json:"release"`
-	BzImageSHA256   string `json:"bzImageSHA256"`
-	BuildSeconds    int    `json:"buildSeconds"`
-	FragmentOptions int    `json:"fragmentOptions"`
+	Key            string `json:"key"`
+	SourcePackage  string `json:"sourcePackage,omitempty"`
+	SourceVersion  string `json:"sourceVersion,omitempty"`
+	SourceSHA256   string `json:"sourceSHA256"`
+	FragmentSHA256 string `json:"fragmentSHA256"`
+	// PatchesSHA256 identifies the patches applied (PatchesSHA256; "" for none), Patches
+	// names them in order.
+	PatchesSHA256   string   `json:"patchesSHA256,omitempty"`
+	Patches         []string `json:"patches,omitempty"`
+	Compiler        string   `json:"compiler"`
+	Release         string   `json:"release"`
+	BzImageSHA256   string   `json:"bzImageSHA256"`
+	BuildSeconds    int      `json:"buildSeconds"`
+	FragmentOptions int      `json:"fragmentOptions"`
 	// Tree is set when <Dir>/build holds the kept build tree (see treeBuildDir).
 	Tree bool `json:"tree,omitempty"`
 	// Arch is set for architectures other than x86_64 (entries without it are x86_64).
@@ -128,14 +136,19 @@ func (b *Built) Describe() string {
 	if b.SourcePackage == "" {
 		src = "tarball sha256:" + b.SourceSHA256
 	}
-	if b.arch() != ArchX86_64 {
-		return fmt.Sprintf("sealpod-minimal %s %s from %s (fragment sha256:%s, %s)", b.arch(), b.Release, src, b.FragmentSHA256[:16], b.Compiler)
+	inputs := "fragment sha256:" + b.FragmentSHA256[:16]
+	if b.PatchesSHA256 != "" {
+		inputs += fmt.Sprintf(", %d patches sha256:%s", len(b.Patches), b.PatchesSHA256[:16])
 	}
-	return fmt.Sprintf("sealpod-minimal %s from %s (fragment sha256:%s, %s)", b.Release, src, b.FragmentSHA256[:16], b.Compiler)
+	if b.arch() != ArchX86_64 {
+		return fmt.Sprintf("sealpod-minimal %s %s from %s (%s, %s)", b.arch(), b.Release, src, inputs, b.Compiler)
+	}
+	return fmt.Sprintf("sealpod-minimal %s from %s (%s, %s)", b.Release, src, inputs, b.Compiler)
 }
 
-func (o *BuildOptions) defaults() {
-	if o.Tarball == "" {
+func (o *BuildOptions) defaults() error {
+	defaultSource := o.Tarball == ""
+	if defaultSource {
 		o.Tarball = DefaultSourceTarball
 		if o.SourcePackage == "" {
 			o.SourcePackage = DefaultSourcePackage
@@ -143,6 +156,13 @@ func (o *BuildOptions) defaults() {
 	}
 	if o.Arch == "" {
 		o.Arch = ArchX86_64
+	}
+	if o.Patches == nil && defaultSource {
+		ps, err := DefaultPatches(o.Arch)
+		if err != nil {
+			return err
+		}
+		o.Patches = ps
 	}
 	if o.Fragment == nil {
 		o.Fragment = o.Arch.spec().fragment
@@ -153,6 +173,7 @@ func (o *BuildOptions) defaults() {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	return nil
 }
 
 // DefaultKernelCacheDir is $XDG_CACHE_HOME/sealpod/kernel (or $HOME/.cache/sealpod/kernel).
@@ -180,7 +201,9 @@ func BuildMinimal(ctx context.Context, o BuildOptions) (*Built, error) {
 // needTree, when it did not keep its build tree), with the cache lock held: the caller calls
 // unlock when done with the entry.
 func (o *BuildOptions) lockedBase(ctx context.Context, needTree bool) (*Built, func(), error) {
-	o.defaults()
+	if err := o.defaults(); err != nil {
+		return nil, nil, err
+	}
 	if o.CacheDir == "" {
 		d, err := DefaultKernelCacheDir()
 		if err != nil {
@@ -239,6 +262,10 @@ func (o *BuildOptions) identify(ctx context.Context) (*Built, error) {
 	}
 	b := &Built{SourcePackage: o.SourcePackage, SourceSHA256: hex.EncodeToString(h.Sum(nil))}
 	b.FragmentSHA256 = sha256Hex(o.Fragment)
+	b.PatchesSHA256 = PatchesSHA256(o.Patches)
+	for _, p := range o.Patches {
+		b.Patches = append(b.Patches, p.Name)
+	}
 	if b.SourcePackage != "" {
 		out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", b.SourcePackage).Output()
 		if err != nil {
@@ -255,7 +282,11 @@ func (o *BuildOptions) identify(ctx context.Context) (*Built, error) {
 	if o.Arch != ArchX86_64 {
 		b.Arch = o.Arch
 	}
-	k := sha256.Sum256([]byte(strings.Join([]string{spec.recipe, b.SourceSHA256, b.FragmentSHA256, b.Compiler}, "\n")))
+	in := []string{spec.recipe, b.SourceSHA256, b.FragmentSHA256, b.Compiler}
+	if b.PatchesSHA256 != "" { // without patches the key stays that of before patches existed
+		in = append(in, "patches "+b.PatchesSHA256)
+	}
+	k := sha256.Sum256([]byte(strings.Join(in, "\n")))
 	b.Key = hex.EncodeToString(k[:12])
 	return b, nil
 }
@@ -326,6 +357,9 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	defer logf.Close()
 	run := o.runner(ctx, logf, logPath)
 	if err := o.unpack(run, src); err != nil {
+		return nil, err
+	}
+	if err := applyPatches(run, src, b.Dir, o.Patches); err != nil {
 		return nil, err
 	}
 	fragPath := filepath.Join(b.Dir, "fragment.config")

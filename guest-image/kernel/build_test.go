@@ -23,13 +23,14 @@ type goldenBuild struct {
 	SourceVersion  string `json:"sourceVersion"`
 	SourceSHA256   string `json:"sourceSHA256"`
 	FragmentSHA256 string `json:"fragmentSHA256"`
+	PatchesSHA256  string `json:"patchesSHA256"`
 	Compiler       string `json:"compiler"`
 	BzImageSHA256  string `json:"bzImageSHA256"`
 }
 
 // TestBuildMinimal builds the minimal kernel (or takes it from the cache that `make kernel`
 // filled) and checks it: a bzImage with the Linux boot protocol header and an EFI stub
-// (OVMF/TDVF boot it), the fragment fully applied, and — when the inputs are those of the
+// (OVMF/TDVF boot it), the fragment fully applied, the repository's patches applied, and — when the inputs are those of the
 // golden build — the same bytes as the golden build (reproducibility across machines).
 func TestBuildMinimal(t *testing.T) {
 	if testing.Short() {
@@ -68,6 +69,9 @@ func TestBuildMinimal(t *testing.T) {
 	if bad, err := CheckKconfig(MinimalConfig, final); err != nil || len(bad) > 0 {
 		t.Fatalf("config: %v %q", err, bad)
 	}
+	if ps, _ := DefaultPatches(ArchX86_64); b.PatchesSHA256 != PatchesSHA256(ps) || len(b.Patches) != len(ps) {
+		t.Errorf("patches %v (sha256 %s), want the repository's %d", b.Patches, b.PatchesSHA256, len(ps))
+	}
 	if !strings.HasSuffix(b.Release, "-sealpod") {
 		t.Errorf("release %q, want the -sealpod local version", b.Release)
 	}
@@ -81,7 +85,7 @@ func TestBuildMinimal(t *testing.T) {
 	if err := json.Unmarshal(data, &g); err != nil {
 		t.Fatal(err)
 	}
-	same := g.SourceSHA256 == b.SourceSHA256 && g.FragmentSHA256 == b.FragmentSHA256 && g.Compiler == b.Compiler
+	same := g.SourceSHA256 == b.SourceSHA256 && g.FragmentSHA256 == b.FragmentSHA256 && g.PatchesSHA256 == b.PatchesSHA256 && g.Compiler == b.Compiler
 	if !same {
 		// Debian published a new linux-source-6.1 or gcc, or the fragment changed: nothing to
 		// compare with until testdata/minimal-kernel.json is refreshed (docs/guest.md).

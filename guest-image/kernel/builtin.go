@@ -239,6 +239,20 @@ func (o *BuildOptions) ensureSource(ctx context.Context, dir string) (string, er
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("minimal kernel: unpack %s: %w: %s", o.Tarball, err, strings.TrimSpace(log.String()))
 	}
+	// The kept tree was built from the patched source: patch this copy the same way, or make
+	// would rebuild the patched files from the pristine ones.
+	run := func(what, name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("minimal kernel: %s: %w: %s", what, err, strings.TrimSpace(log.String()))
+		}
+		return nil
+	}
+	if err := applyPatches(run, tmp, dir, o.Patches); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
 	if err := os.Rename(tmp, src); err != nil {
 		return "", fmt.Errorf("minimal kernel: %w", err)
 	}

@@ -404,6 +404,12 @@ func sourcesText(k *guestKernel, initBin []byte, o Options, b *bundle.Bundle, no
 		fmt.Fprintf(&s, "kernel-source-package: %s=%s\n", k.built.SourcePackage, k.built.SourceVersion)
 		fmt.Fprintf(&s, "kernel-source-sha256: %s\n", k.built.SourceSHA256)
 		fmt.Fprintf(&s, "kernel-config-fragment-sha256: %s\n", k.built.FragmentSHA256)
+		for _, p := range k.built.Patches {
+			fmt.Fprintf(&s, "kernel-patch: %s\n", p)
+		}
+		if k.built.PatchesSHA256 != "" {
+			fmt.Fprintf(&s, "kernel-patches-sha256: %s\n", k.built.PatchesSHA256)
+		}
 		for _, opt := range o.KernelOptions {
 			fmt.Fprintf(&s, "kernel-option: %s\n", opt)
 		}
