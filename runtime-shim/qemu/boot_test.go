@@ -216,6 +216,24 @@ func TestBootSimGuest(t *testing.T) {
 	if released < uint64(st.Size()) || rss2+uint64(st.Size())/2 > rss {
 		t.Errorf("ReleaseBootFiles advised %d bytes for a %d-byte initrd; RSS %d → %d", released, st.Size(), rss, rss2)
 	}
+	// What the shim does once the pod's first container runs: QEMU's code is paged out, and
+	// QEMU goes on serving the guest from what faults back in.
+	code, err := vm.ReleaseCode()
+	if err != nil {
+		t.Fatalf("ReleaseCode: %v", err)
+	}
+	rss3, err := vm.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Ping(ctx, &api.PingRequest{}); err != nil {
+		t.Fatalf("agent Ping after ReleaseCode: %v", err)
+	}
+	rss4, _ := vm.RSS()
+	t.Logf("QEMU code paged out: %d bytes of mappings advised; QEMU RSS %.1f → %.1f MiB, %.1f MiB after a Ping", code, float64(rss2)/(1<<20), float64(rss3)/(1<<20), float64(rss4)/(1<<20))
+	if code < 4<<20 || rss3+2<<20 > rss2 {
+		t.Errorf("ReleaseCode advised %d bytes; RSS %d → %d: QEMU's binary was not paged out", code, rss2, rss3)
+	}
 	if pid, err := os.ReadFile(cfg.PIDFile); err != nil || strings.TrimSpace(string(pid)) != fmt.Sprint(vm.PID()) {
 		t.Errorf("pidfile %q (%v), want %d", pid, err, vm.PID())
 	}

@@ -73,6 +73,34 @@ func mapsLine(line string) (rng, perms, path string) {
 	return f[0], f[1], strings.TrimLeft(rest, " ")
 }
 
+// PrivateFileMappings returns the private mappings of regular files in maps (the format of
+// /proc/<pid>/maps): QEMU's binary, its shared libraries and modules, the files Start gave it.
+// Not: anonymous and special mappings ([heap], [stack], …), shared mappings (whose dirty pages
+// a page-out would write back), devices (/dev/…), memfds and deleted files.
+func PrivateFileMappings(maps io.Reader) ([]FileMapping, error) {
+	sc := bufio.NewScanner(maps)
+	sc.Buffer(make([]byte, 0, 4096), maxMapsLine)
+	var out []FileMapping
+	for sc.Scan() {
+		rng, perms, path := mapsLine(sc.Text())
+		if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "/dev/") || strings.HasPrefix(path, "/memfd:") ||
+			strings.HasSuffix(path, " (deleted)") || len(perms) != 4 || perms[3] != 'p' {
+			continue
+		}
+		lo, hi, ok := strings.Cut(rng, "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if !ok || err1 != nil || err2 != nil || end <= start {
+			return nil, fmt.Errorf("maps: bad address range %q", rng)
+		}
+		out = append(out, FileMapping{Start: start, End: end, Path: path})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("maps: %w", err)
+	}
+	return out, nil
+}
+
 // PageOutFiles asks the kernel to reclaim the pages of process pid's mappings of paths
 // (process_madvise MADV_PAGEOUT; needs CAP_SYS_NICE over the process, as the shim has). pid
 // must be the caller's own child that it has not waited for, so that it cannot be reused. It
@@ -91,6 +119,12 @@ func PageOutFiles(pid int, paths ...string) (uint64, error) {
 	if err != nil || len(ms) == 0 {
 		return 0, err
 	}
+	return pageOut(fd, pid, ms)
+}
+
+// pageOut advises MADV_PAGEOUT for ms in the process behind pidfd fd (at most uioMaxIOV
+// mappings per call).
+func pageOut(fd, pid int, ms []FileMapping) (uint64, error) {
 	// The iovecs name addresses in the other process: plain integers here.
 	type remoteIovec struct{ base, len uintptr }
 	iov := make([]remoteIovec, len(ms))
@@ -99,11 +133,50 @@ func PageOutFiles(pid int, paths ...string) (uint64, error) {
 		iov[i] = remoteIovec{uintptr(m.Start), uintptr(m.End - m.Start)}
 		total += m.End - m.Start
 	}
-	_, _, e := unix.Syscall6(unix.SYS_PROCESS_MADVISE, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)), unix.MADV_PAGEOUT, 0, 0)
-	if e != 0 {
-		return 0, fmt.Errorf("page out files of pid %d: process_madvise: %w", pid, e)
+	for i := 0; i < len(iov); i += uioMaxIOV {
+		batch := iov[i:min(i+uioMaxIOV, len(iov))]
+		_, _, e := unix.Syscall6(unix.SYS_PROCESS_MADVISE, uintptr(fd), uintptr(unsafe.Pointer(&batch[0])), uintptr(len(batch)), unix.MADV_PAGEOUT, 0, 0)
+		if e != 0 {
+			return 0, fmt.Errorf("page out files of pid %d: process_madvise: %w", pid, e)
+		}
 	}
 	return total, nil
+}
+
+// uioMaxIOV is the kernel's UIO_MAXIOV, the most iovecs one process_madvise takes.
+const uioMaxIOV = 1024
+
+// ReleaseCode pages out every private file mapping of QEMU (PrivateFileMappings): its binary,
+// libraries and modules, and the boot files. Once the pod runs, most of that code (option
+// parsing, machine and device set-up, ACPI tables, the boot loaders) is never run again, yet
+// it stays resident: 13 of the benchmark pod's 142 MiB were QEMU's binary, 9 its libraries.
+// The pages it still runs fault back in from the page cache (or the file), so the RSS that
+// remains is QEMU's working set; pages other processes map stay (MADV_PAGEOUT leaves shared
+// pages alone). Best effort, as ReleaseBootFiles.
+func (vm *VM) ReleaseCode() (uint64, error) {
+	if vm.exited() {
+		return 0, fmt.Errorf("qemu pid %d: %w", vm.PID(), ErrNotRunning)
+	}
+	return PageOutCode(vm.PID())
+}
+
+// PageOutCode advises MADV_PAGEOUT for every private file mapping of process pid (see
+// ReleaseCode; the same pidfd rules as PageOutFiles).
+func PageOutCode(pid int) (uint64, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return 0, fmt.Errorf("page out code of pid %d: pidfd: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+	if err != nil {
+		return 0, fmt.Errorf("page out code of pid %d: %w", pid, err)
+	}
+	ms, err := PrivateFileMappings(bytes.NewReader(maps))
+	if err != nil || len(ms) == 0 {
+		return 0, err
+	}
+	return pageOut(fd, pid, ms)
 }
 
 // ReleaseBootFiles pages out QEMU's mapping of the guest's initrd (and of the kernel, should

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,6 +61,63 @@ func TestFileMappings(t *testing.T) {
 	}
 }
 
+// TestPrivateFileMappings: what ReleaseCode pages out is QEMU's private file mappings (binary,
+// libraries, modules, boot files), nothing shared, anonymous, special, device, memfd or deleted.
+func TestPrivateFileMappings(t *testing.T) {
+	const maps = `55d0c0a00000-55d0c0b00000 r--p 00000000 fd:01 123 /usr/bin/qemu-system-x86_64
+55d0c0b00000-55d0c1500000 r-xp 00100000 fd:01 123 /usr/bin/qemu-system-x86_64
+55d0c1500000-55d0c1600000 rw-p 00b00000 fd:01 123 /usr/bin/qemu-system-x86_64
+7f00000000-7f00690000 r--p 00000000 00:2d 77 /run/sealpod/p1/guest/initrd.img
+7f10000000-7f10001000 rw-p 00000000 00:00 0
+7f20000000-7f20100000 rw-p 00000000 00:00 0                          [heap]
+7f30000000-7f30010000 rw-s 00000000 00:2d 78 /run/shared-file
+7f40000000-7f40010000 r-xp 00000000 00:2d 79 /usr/lib/old.so (deleted)
+7f50000000-7f50010000 rw-s 00000000 00:01 80 /memfd:ram0 (deleted)
+7f60000000-7f60010000 rw-p 00000000 00:01 81 /memfd:anon
+7f70000000-7f70010000 rw-s 00000000 00:05 82 /dev/zero
+7f80000000-7f80010000 r-xp 00000000 fd:01 83 /usr/lib/x86_64-linux-gnu/a lib.so
+7fff0000-7fff1000 r-xp 00000000 00:00 0                          [vdso]
+`
+	got, err := PrivateFileMappings(strings.NewReader(maps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []FileMapping{
+		{0x55d0c0a00000, 0x55d0c0b00000, "/usr/bin/qemu-system-x86_64"},
+		{0x55d0c0b00000, 0x55d0c1500000, "/usr/bin/qemu-system-x86_64"},
+		{0x55d0c1500000, 0x55d0c1600000, "/usr/bin/qemu-system-x86_64"},
+		{0x7f00000000, 0x7f00690000, "/run/sealpod/p1/guest/initrd.img"},
+		{0x7f80000000, 0x7f80010000, "/usr/lib/x86_64-linux-gnu/a lib.so"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	for _, bad := range []string{
+		"7f00-7e00 r--p 00000000 00:2d 77 /x\n",
+		"zz-7f00 r-xp 00000000 00:2d 77 /usr/bin/x\n",
+	} {
+		if _, err := PrivateFileMappings(strings.NewReader(bad)); err == nil {
+			t.Errorf("PrivateFileMappings(%q) = nil error", bad)
+		}
+	}
+}
+
+func FuzzPrivateFileMappings(f *testing.F) {
+	f.Add([]byte("55d0c0a00000-55d0c0b00000 r-xp 00000000 fd:01 123 /usr/bin/qemu-system-x86_64\n7f20000000-7f20100000 rw-p 00000000 00:00 0 [heap]\n"))
+	f.Add([]byte("7f50000000-7f50010000 rw-s 00000000 00:01 80 /memfd:ram0 (deleted)\n\n x"))
+	f.Fuzz(func(t *testing.T, maps []byte) {
+		ms, err := PrivateFileMappings(strings.NewReader(string(maps)))
+		if err != nil {
+			return
+		}
+		for _, m := range ms {
+			if !strings.HasPrefix(m.Path, "/") || strings.HasPrefix(m.Path, "/dev/") || strings.HasPrefix(m.Path, "/memfd:") || m.End <= m.Start {
+				t.Fatalf("mapping %+v", m)
+			}
+		}
+	})
+}
+
 func FuzzFileMappings(f *testing.F) {
 	f.Add([]byte("7f00000000-7f00690000 r--p 00000000 00:2d 77 /run/sealpod/p1/guest/initrd.img\n"), "/run/sealpod/p1/guest/initrd.img")
 	f.Add([]byte("7f50000000-7f50010000 r--p 00000000 00:2d 80 /run/a dir/with  spaces\n[heap]\n\n"), "/run/a dir/with  spaces")
@@ -108,7 +166,8 @@ func TestPageOutFiles(t *testing.T) {
 		stdin.Close()
 		cmd.Wait() // its exit status is the parity of what it read
 	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
 	if err != nil || line != "mapped\n" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
@@ -132,6 +191,22 @@ func TestPageOutFiles(t *testing.T) {
 	if n, err := PageOutFiles(pid, filepath.Join(t.TempDir(), "not-mapped")); n != 0 || err != nil {
 		t.Errorf("a file the process does not map: %d, %v", n, err)
 	}
+
+	// PageOutCode (ReleaseCode) takes every private file mapping: read the file back in, then
+	// page out without naming it.
+	if _, err := stdin.Write([]byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := out.ReadString('\n'); err != nil || line != "read\n" {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	before = mappedRSS(t, pid, file)
+	n, err = PageOutCode(pid)
+	after = mappedRSS(t, pid, file)
+	t.Logf("PageOutCode advised %d bytes; the file's resident %d → %d bytes", n, before, after)
+	if err != nil || before < 4<<20 || n < 8<<20 || after > before/4 {
+		t.Fatalf("PageOutCode: advised %d bytes (%v); resident %d → %d bytes", n, err, before, after)
+	}
 }
 
 func mapAndWait(path string) {
@@ -149,9 +224,18 @@ func mapAndWait(path string) {
 		sum += int(b[i])
 	}
 	os.Stdout.WriteString("mapped\n")
+	// "r" reads every page again; EOF (the parent closed stdin) ends the child.
 	var one [1]byte
-	os.Stdin.Read(one[:]) // until the parent closes stdin
-	os.Exit(sum & 1)      // the sum is used: the reads stay
+	for {
+		if n, _ := os.Stdin.Read(one[:]); n == 0 {
+			break
+		}
+		for i := 0; i < len(b); i += 4096 {
+			sum += int(b[i])
+		}
+		os.Stdout.WriteString("read\n")
+	}
+	os.Exit(sum & 1) // the sum is used: the reads stay
 }
 
 // mappedRSS sums the Rss of pid's mappings of path (from smaps), in bytes.

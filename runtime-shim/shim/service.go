@@ -129,6 +129,9 @@ type podVM struct {
 	unsealed *api.UnsealResponse
 	stopped  chan struct{} // closed when stopVM is done (set by detachVMLocked)
 	answered bool          // the agent answered Ping: stopVM asks it to shut down first
+	// codeReleased is set once QEMU's code has been paged out (after the first container
+	// started: qemu.VM.ReleaseCode).
+	codeReleased bool
 	// volumes hot-plugs and attaches the pod's sealed volumes (nil: the pod has none).
 	volumes *volumeAttacher
 	// hostFiles forwards the pod's host-provided volumes (hostfiles.go) until pollCtx ends

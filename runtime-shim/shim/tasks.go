@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sealpod/sealpod/agent/api"
+	"github.com/sealpod/sealpod/runtime-shim/qemu"
 )
 
 // Start starts the sandbox (a record), a sealed container or an exec. The guest call runs
@@ -67,6 +68,15 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return nil, grpcErr(fmt.Errorf("task %s exec %q: %w: status %s after start", r.ID, r.ExecID, errdefs.ErrFailedPrecondition, p.status))
 	}
 	p.status = apitask.Status_RUNNING
+	if vm := s.vm; r.ExecID == "" && vm != nil && !vm.gone && !vm.codeReleased && vm.qemu != nil {
+		// The pod runs: QEMU's set-up code will not run again (qemu.VM.ReleaseCode). Off the
+		// critical path; best effort.
+		vm.codeReleased = true
+		go func(q *qemu.VM) {
+			n, err := q.ReleaseCode()
+			s.log.Debug("QEMU code paged out", "bytes", n, "err", err)
+		}(vm.qemu)
+	}
 	s.copyStreams(t, p, a)
 	s.startIOLocked(t, p, a) // tty.go
 	go s.waitProc(t, p, a)
