@@ -33,12 +33,18 @@ const maxMapsLine = 64 << 10
 // FileMappings returns the mappings in maps (the format of /proc/<pid>/maps) whose path is one
 // of paths, compared exactly.
 func FileMappings(maps io.Reader, paths ...string) ([]FileMapping, error) {
+	return selectMappings(maps, func(_, path string) bool { return path != "" && slices.Contains(paths, path) })
+}
+
+// selectMappings returns the mappings in maps that keep(perms, path) selects; a selected line's
+// address range must parse.
+func selectMappings(maps io.Reader, keep func(perms, path string) bool) ([]FileMapping, error) {
 	sc := bufio.NewScanner(maps)
 	sc.Buffer(make([]byte, 0, 4096), maxMapsLine)
 	var out []FileMapping
 	for sc.Scan() {
-		rng, _, path := mapsLine(sc.Text())
-		if path == "" || !slices.Contains(paths, path) {
+		rng, perms, path := mapsLine(sc.Text())
+		if !keep(perms, path) {
 			continue
 		}
 		lo, hi, ok := strings.Cut(rng, "-")
@@ -78,27 +84,10 @@ func mapsLine(line string) (rng, perms, path string) {
 // Not: anonymous and special mappings ([heap], [stack], …), shared mappings (whose dirty pages
 // a page-out would write back), devices (/dev/…), memfds and deleted files.
 func PrivateFileMappings(maps io.Reader) ([]FileMapping, error) {
-	sc := bufio.NewScanner(maps)
-	sc.Buffer(make([]byte, 0, 4096), maxMapsLine)
-	var out []FileMapping
-	for sc.Scan() {
-		rng, perms, path := mapsLine(sc.Text())
-		if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "/dev/") || strings.HasPrefix(path, "/memfd:") ||
-			strings.HasSuffix(path, " (deleted)") || len(perms) != 4 || perms[3] != 'p' {
-			continue
-		}
-		lo, hi, ok := strings.Cut(rng, "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if !ok || err1 != nil || err2 != nil || end <= start {
-			return nil, fmt.Errorf("maps: bad address range %q", rng)
-		}
-		out = append(out, FileMapping{Start: start, End: end, Path: path})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("maps: %w", err)
-	}
-	return out, nil
+	return selectMappings(maps, func(perms, path string) bool {
+		return strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "/dev/") && !strings.HasPrefix(path, "/memfd:") &&
+			!strings.HasSuffix(path, " (deleted)") && len(perms) == 4 && perms[3] == 'p'
+	})
 }
 
 // PageOutFiles asks the kernel to reclaim the pages of process pid's mappings of paths
