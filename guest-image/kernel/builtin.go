@@ -128,7 +128,14 @@ func BuildBuiltin(ctx context.Context, o BuildOptions, v Builtin) (*Variant, err
 	if err := restoreBase(obj, saved); err != nil {
 		return nil, err
 	}
-	src, err := o.ensureSource(ctx, base.Dir)
+	logPath := filepath.Join(base.Dir, "builtin.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	defer logf.Close()
+	run := o.runner(ctx, logf, logPath)
+	src, err := o.ensureSource(run, base.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -147,13 +154,6 @@ func BuildBuiltin(ctx context.Context, o BuildOptions, v Builtin) (*Variant, err
 	}()
 	o.Log.Info("minimal kernel: building the built-in variant from the kept tree", "base", base.Key, "initramfsBytes", len(v.Initramfs))
 
-	logPath := filepath.Join(base.Dir, "builtin.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
-	}
-	defer logf.Close()
-	run := o.runner(ctx, logf, logPath)
 	cpio := filepath.Join(obj, builtinInitramfsFile)
 	if err := os.WriteFile(cpio, v.Initramfs, 0o644); err != nil {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
@@ -217,8 +217,10 @@ func setKconfig(config []byte, opts []KconfigOption) []byte {
 	return out.Bytes()
 }
 
-// ensureSource unpacks the source to <dir>/src, the path the kept tree names, unless present.
-func (o *BuildOptions) ensureSource(ctx context.Context, dir string) (string, error) {
+// ensureSource unpacks the source to <dir>/src, the path the kept tree names, unless present,
+// and patches it as build did: the kept tree was built from the patched source, and make would
+// otherwise rebuild the patched files from the pristine ones.
+func (o *BuildOptions) ensureSource(run func(what, name string, args ...string) error, dir string) (string, error) {
 	src := filepath.Join(dir, treeSrcDir)
 	if _, err := os.Stat(filepath.Join(src, "Makefile")); err == nil {
 		return src, nil
@@ -232,22 +234,9 @@ func (o *BuildOptions) ensureSource(ctx context.Context, dir string) (string, er
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("minimal kernel: %w", err)
 	}
-	var log bytes.Buffer
-	cmd := exec.CommandContext(ctx, "tar", "-xJf", o.Tarball, "-C", tmp, "--strip-components=1", "--no-same-owner")
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Run(); err != nil {
+	if err := o.unpack(run, tmp); err != nil {
 		os.RemoveAll(tmp)
-		return "", fmt.Errorf("minimal kernel: unpack %s: %w: %s", o.Tarball, err, strings.TrimSpace(log.String()))
-	}
-	// The kept tree was built from the patched source: patch this copy the same way, or make
-	// would rebuild the patched files from the pristine ones.
-	run := func(what, name string, args ...string) error {
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Stdout, cmd.Stderr = &log, &log
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("minimal kernel: %s: %w: %s", what, err, strings.TrimSpace(log.String()))
-		}
-		return nil
+		return "", err
 	}
 	if err := applyPatches(run, tmp, dir, o.Patches); err != nil {
 		os.RemoveAll(tmp)
