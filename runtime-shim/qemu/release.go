@@ -95,25 +95,25 @@ func PrivateFileMappings(maps io.Reader) ([]FileMapping, error) {
 // must be the caller's own child that it has not waited for, so that it cannot be reused. It
 // returns how many bytes of mappings it advised.
 func PageOutFiles(pid int, paths ...string) (uint64, error) {
+	return pageOut(pid, "files", func(maps io.Reader) ([]FileMapping, error) { return FileMappings(maps, paths...) })
+}
+
+// pageOut advises MADV_PAGEOUT for the mappings of process pid that sel picks from its
+// /proc/<pid>/maps (at most uioMaxIOV mappings per call); what names them in errors.
+func pageOut(pid int, what string, sel func(maps io.Reader) ([]FileMapping, error)) (uint64, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return 0, fmt.Errorf("page out files of pid %d: pidfd: %w", pid, err)
+		return 0, fmt.Errorf("page out %s of pid %d: pidfd: %w", what, pid, err)
 	}
 	defer unix.Close(fd)
 	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
 	if err != nil {
-		return 0, fmt.Errorf("page out files of pid %d: %w", pid, err)
+		return 0, fmt.Errorf("page out %s of pid %d: %w", what, pid, err)
 	}
-	ms, err := FileMappings(bytes.NewReader(maps), paths...)
+	ms, err := sel(bytes.NewReader(maps))
 	if err != nil || len(ms) == 0 {
 		return 0, err
 	}
-	return pageOut(fd, pid, ms)
-}
-
-// pageOut advises MADV_PAGEOUT for ms in the process behind pidfd fd (at most uioMaxIOV
-// mappings per call).
-func pageOut(fd, pid int, ms []FileMapping) (uint64, error) {
 	// The iovecs name addresses in the other process: plain integers here.
 	type remoteIovec struct{ base, len uintptr }
 	iov := make([]remoteIovec, len(ms))
@@ -126,7 +126,7 @@ func pageOut(fd, pid int, ms []FileMapping) (uint64, error) {
 		batch := iov[i:min(i+uioMaxIOV, len(iov))]
 		_, _, e := unix.Syscall6(unix.SYS_PROCESS_MADVISE, uintptr(fd), uintptr(unsafe.Pointer(&batch[0])), uintptr(len(batch)), unix.MADV_PAGEOUT, 0, 0)
 		if e != 0 {
-			return 0, fmt.Errorf("page out files of pid %d: process_madvise: %w", pid, e)
+			return 0, fmt.Errorf("page out %s of pid %d: process_madvise: %w", what, pid, e)
 		}
 	}
 	return total, nil
@@ -151,22 +151,7 @@ func (vm *VM) ReleaseCode() (uint64, error) {
 
 // PageOutCode advises MADV_PAGEOUT for every private file mapping of process pid (see
 // ReleaseCode; the same pidfd rules as PageOutFiles).
-func PageOutCode(pid int) (uint64, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return 0, fmt.Errorf("page out code of pid %d: pidfd: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
-	if err != nil {
-		return 0, fmt.Errorf("page out code of pid %d: %w", pid, err)
-	}
-	ms, err := PrivateFileMappings(bytes.NewReader(maps))
-	if err != nil || len(ms) == 0 {
-		return 0, err
-	}
-	return pageOut(fd, pid, ms)
-}
+func PageOutCode(pid int) (uint64, error) { return pageOut(pid, "code", PrivateFileMappings) }
 
 // ReleaseBootFiles pages out QEMU's mapping of the guest's initrd (and of the kernel, should
 // this QEMU map it): the files Start gave QEMU, once the guest has booted; see PageOutFiles.
