@@ -350,12 +350,11 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	}
 	o.Log.Info("minimal kernel: building once (about 10 minutes on 2 cores; cached afterwards)", "key", b.Key, "dir", b.Dir)
 	logPath := filepath.Join(b.Dir, "build.log")
-	logf, err := os.Create(logPath)
+	run, logf, err := o.runner(ctx, logPath)
 	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
+		return nil, err
 	}
 	defer logf.Close()
-	run := o.runner(ctx, logf, logPath)
 	if err := o.unpack(run, src); err != nil {
 		return nil, err
 	}
@@ -411,9 +410,14 @@ func (o *BuildOptions) build(ctx context.Context, b *Built) (*Built, error) {
 	return b, nil
 }
 
-// runner returns a function that runs one build step with the reproducible environment,
-// its output appended to the build log (whose tail an error carries).
-func (o *BuildOptions) runner(ctx context.Context, logf io.Writer, logPath string) func(what, name string, args ...string) error {
+// runner creates the build log at logPath and returns a function that runs one build step
+// with the reproducible environment, its output appended to that log (whose tail an error
+// carries). The caller closes the log.
+func (o *BuildOptions) runner(ctx context.Context, logPath string) (func(what, name string, args ...string) error, io.Closer, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("minimal kernel: %w", err)
+	}
 	return func(what, name string, args ...string) error {
 		cmd := exec.CommandContext(ctx, name, args...)
 		cmd.Env = o.env()
@@ -422,7 +426,7 @@ func (o *BuildOptions) runner(ctx context.Context, logf io.Writer, logPath strin
 			return fmt.Errorf("minimal kernel: %s: %w\n%s", what, err, tail(logPath, 20))
 		}
 		return nil
-	}
+	}, logf, nil
 }
 
 // unpack extracts the source tarball into dir (which must exist).

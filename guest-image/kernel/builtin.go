@@ -129,12 +129,11 @@ func BuildBuiltin(ctx context.Context, o BuildOptions, v Builtin) (*Variant, err
 		return nil, err
 	}
 	logPath := filepath.Join(base.Dir, "builtin.log")
-	logf, err := os.Create(logPath)
+	run, logf, err := o.runner(ctx, logPath)
 	if err != nil {
-		return nil, fmt.Errorf("minimal kernel: %w", err)
+		return nil, err
 	}
 	defer logf.Close()
-	run := o.runner(ctx, logf, logPath)
 	src, err := o.ensureSource(run, base.Dir)
 	if err != nil {
 		return nil, err
