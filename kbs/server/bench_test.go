@@ -135,7 +135,7 @@ func (r *benchReport) print(w io.Writer) {
 			r.auditEvents, r.auditCommits, float64(r.auditEvents)/float64(r.auditCommits))
 	}
 	if r.openLoop > 0 {
-		fmt.Fprintf(w, "  open loop:          %.0f flows/s offered to %d workers; flow latency counted from the scheduled start\n", r.openLoop, benchClients)
+		fmt.Fprintf(w, "  open loop:          %.0f flows/s offered to %d workers after a warm-up at that rate (not counted); flow latency counted from the scheduled start\n", r.openLoop, benchClients)
 		return
 	}
 	// Little's law: with benchClients closed-loop clients always in flight, mean flow latency =
@@ -144,7 +144,7 @@ func (r *benchReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  Little's law:       %d in flight / %.0f flows/s = mean flow latency %.1f ms (mean request %.1f ms)\n",
 		benchClients, r.rate, float64(benchClients)/r.rate*1000, float64(benchClients)/r.rate*1000/nreq)
 	if h := r.half; h != nil {
-		fmt.Fprintf(w, "  open loop at half the saturation rate above: %.0f flows/s offered, %.0f served (%d flows, up to %d in flight, latency from the scheduled start)\n",
+		fmt.Fprintf(w, "  open loop at half the saturation rate above: %.0f flows/s offered, %.0f served (%d flows after a warm-up at that rate that is not counted, up to %d in flight, latency from the scheduled start)\n",
 			h.offered, h.served, h.flows, benchClients)
 		fmt.Fprintf(w, "    per request:      p50 %s  p99 %s (target p99 < 20 ms)\n", ms(h.reqP50), ms(h.reqP99))
 		for _, s := range h.steps {
