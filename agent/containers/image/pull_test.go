@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/sealpod/sealpod/agent/internal/imagetest"
 	"github.com/sealpod/sealpod/imagebuilder/spec"
@@ -173,25 +176,75 @@ func TestUnpackRefusesTamperedContent(t *testing.T) {
 			t.Fatalf("err = %v, want a digest mismatch", err)
 		}
 	})
-	t.Run("config diff_id does not match the layer", func(t *testing.T) {
-		fr := newFakeRegistry(t)
-		_, img := fr.push(t, "app", file("data", "x"))
-		cf, _ := img.ConfigFile()
-		cf = cf.DeepCopy()
-		cf.RootFS.DiffIDs[0] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
-		bad, err := mutate.ConfigFile(img, cf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref := fr.Push(t, "bad", bad)
-		pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.Host}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := Unpack(ctx, pulled, t.TempDir(), nil); !errors.Is(err, ErrDigestMismatch) {
-			t.Fatalf("err = %v, want ErrDigestMismatch", err)
-		}
-	})
+	// The compressed digest authenticates a compressed layer's bytes, so a config diff_id
+	// that does not match them is not hashed for (applyLayer); an uncompressed layer's digest
+	// is its diff_id, so the config must name that digest.
+	for _, tc := range []struct {
+		name       string
+		compressed bool
+		wantErr    bool
+	}{
+		{"gzip layer, wrong config diff_id (accepted: the digest authenticates its bytes)", true, false},
+		{"uncompressed layer, config diff_id other than its digest", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := newFakeRegistry(t)
+			tarball := mkTar(t, file("data", "x"))
+			var layer v1.Layer
+			if tc.compressed {
+				layer = static.NewLayer(gzipped(t, tarball), types.OCILayer)
+			} else {
+				layer = static.NewLayer(tarball, types.OCIUncompressedLayer)
+			}
+			img, err := mutate.AppendLayers(empty.Image, layer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf = cf.DeepCopy()
+			cf.RootFS.DiffIDs[0] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
+			bad, err := mutate.ConfigFile(img, cf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := fr.Push(t, "bad", bad)
+			pulled, err := Pull(ctx, ref, PullOptions{InsecureRegistries: []string{fr.Host}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := t.TempDir()
+			err = Unpack(ctx, pulled, root, nil)
+			if tc.wantErr {
+				if !errors.Is(err, ErrDigestMismatch) {
+					t.Fatalf("err = %v, want ErrDigestMismatch", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(filepath.Join(root, "data")); err != nil || string(b) != "x" {
+				t.Errorf("data: %q %v", b, err)
+			}
+		})
+	}
+}
+
+// gzipped compresses b.
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func TestMirrorsOf(t *testing.T) {
