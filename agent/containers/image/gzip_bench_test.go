@@ -28,15 +28,7 @@ func BenchmarkGunzip(b *testing.B) {
 			raw[i] = byte(i >> 10)
 		}
 	}
-	var buf bytes.Buffer
-	w := stdgzip.NewWriter(&buf)
-	if _, err := w.Write(raw); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		b.Fatal(err)
-	}
-	gz := buf.Bytes()
+	gz := gzipped(b, raw)
 	b.Run("layer-decompressor", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
@@ -88,15 +80,8 @@ func BenchmarkApplyLayer(b *testing.B) {
 	if err := tw.Close(); err != nil {
 		b.Fatal(err)
 	}
-	var gz bytes.Buffer
-	zw := stdgzip.NewWriter(&gz)
-	if _, err := zw.Write(tb.Bytes()); err != nil {
-		b.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		b.Fatal(err)
-	}
-	want := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(gz.Bytes()))}
+	gz := gzipped(b, tb.Bytes())
+	want := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(gz))}
 	diffID := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(tb.Bytes()))}
 	b.SetBytes(int64(tb.Len()))
 	for b.Loop() {
@@ -106,7 +91,7 @@ func BenchmarkApplyLayer(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := applyLayer(a, fetched{rc: io.NopCloser(bytes.NewReader(gz.Bytes()))}, want, diffID); err != nil {
+		if err := applyLayer(a, fetched{rc: io.NopCloser(bytes.NewReader(gz))}, want, diffID); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

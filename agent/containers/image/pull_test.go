@@ -233,8 +233,8 @@ func TestUnpackRefusesTamperedContent(t *testing.T) {
 	}
 }
 
-// gzipped compresses b.
-func gzipped(t *testing.T, b []byte) []byte {
+// gzipped compresses b (compress/gzip, default level).
+func gzipped(t testing.TB, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
