@@ -286,8 +286,8 @@ func runBenchClient() (res benchClientResult) {
 	if rate > 0 {
 		d := time.Second
 		if v := os.Getenv("SEALPOD_BENCH_WARMUP"); v != "" {
-			if d, err = time.ParseDuration(v); err != nil {
-				return fail(fmt.Errorf("SEALPOD_BENCH_WARMUP: %w", err))
+			if d, err = time.ParseDuration(v); err != nil || d < 0 {
+				return fail(fmt.Errorf("SEALPOD_BENCH_WARMUP=%q: want a duration of 0 or more (%v)", v, err))
 			}
 		}
 		warmup = int(rate * d.Seconds())
@@ -297,22 +297,22 @@ func runBenchClient() (res benchClientResult) {
 		warm bool      // a warm-up flow: made, not counted
 	}
 	starts := make(chan slot, n+warmup)
-	measured := make(chan time.Time, 1) // the scheduled start of the first counted flow
+	scheduled := func(t0 time.Time, i int) time.Time {
+		return t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+	}
+	start := time.Now() // of the counted flows: in an open loop, the first one's scheduled start
 	if rate > 0 {
+		t0 := start
+		start = scheduled(t0, warmup)
 		go func() {
-			t0 := time.Now()
 			for i := range n + warmup {
-				at := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+				at := scheduled(t0, i)
 				time.Sleep(time.Until(at))
-				if i == warmup {
-					measured <- at
-				}
 				starts <- slot{at: at, warm: i < warmup}
 			}
 			close(starts)
 		}()
 	} else {
-		measured <- time.Now()
 		for range n {
 			starts <- slot{}
 		}
@@ -356,7 +356,7 @@ func runBenchClient() (res benchClientResult) {
 	if firstErr != nil {
 		return fail(firstErr)
 	}
-	el := time.Since(<-measured)
+	el := time.Since(start)
 	res = benchClientResult{Flows: len(fls), ElapsedSec: el.Seconds(), WarmupFlows: 1 + warmup}
 	for _, st := range stepPercentiles(fl, rls) {
 		res.StepP50us = append(res.StepP50us, st.p50.Microseconds())

@@ -254,8 +254,9 @@ func pullFrom(ctx context.Context, ref string, opts PullOptions, log *slog.Logge
 // Unpack downloads the image's layers and applies them in order to dir (created if missing,
 // must be empty). Layers are streamed: each is decompressed and extracted as it arrives, its
 // bytes hashed against the manifest digest on the way (applyLayer: why the diff_id is not
-// hashed again); a layer counts as applied only once the digest matched at its end. The next layer's download starts while the current one is extracted (at most two
-// layers in flight). On any error (a digest mismatch included) everything written to dir is
+// hashed again); a layer counts as applied only once the digest matched at its end. The
+// next layer's download starts while the current one is extracted (at most two layers in
+// flight). On any error (a digest mismatch included) everything written to dir is
 // removed before Unpack returns. limits may be nil (defaults).
 func Unpack(ctx context.Context, img *Image, dir string, limits *Limits) (retErr error) {
 	layers, err := img.img.Layers()
